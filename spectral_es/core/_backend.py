@@ -1,0 +1,51 @@
+"""Array backend lookup for the spectral core.
+
+The core runs unchanged on numpy arrays and torch tensors. The functions it
+uses (``exp``, ``arctan2``, ``tril``, ``diagonal``, ``linalg.solve`` ...) have
+the same names and meaning in both libraries, so the backend is simply the
+module the array belongs to. Only array creation needs help, because numpy
+has no ``device`` argument; :func:`eye_like` covers that.
+
+torch is never imported here: a tensor is recognised by the module of its
+type, so the core works without torch installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["eye_like", "is_torch", "namespace"]
+
+
+def is_torch(x: Any) -> bool:
+    """Return whether ``x`` is a torch tensor, without importing torch."""
+    return type(x).__module__.startswith("torch")
+
+
+def namespace(*arrays: Any) -> ModuleType:
+    """Return the array module (numpy or torch) shared by ``arrays``.
+
+    Raises:
+        TypeError: if numpy arrays and torch tensors are mixed.
+    """
+    kinds = {is_torch(a) for a in arrays}
+    if len(kinds) > 1:
+        raise TypeError(
+            "the spectral core got both numpy arrays and torch tensors; "
+            "convert all inputs to one library first"
+        )
+    if kinds == {True}:
+        return sys.modules["torch"]
+    return np
+
+
+def eye_like(n: int, like: Any) -> Any:
+    """Return the n x n identity with the dtype (and device) of ``like``."""
+    if is_torch(like):
+        torch = sys.modules["torch"]
+        return torch.eye(n, dtype=like.dtype, device=like.device)
+    return np.eye(n, dtype=like.dtype)

@@ -1,0 +1,554 @@
+"""SpectralES: an ask/tell evolution strategy over a spectrally factorised Gaussian.
+
+The search distribution is ``N(m, sigma^2 S^{-1})`` with the precision shape
+kept only as its factors ``S = B diag(d) B^T``. A sample is
+
+    x_k = m + sigma * B (z_k / sqrt(d)),    z_k ~ N(0, I),
+
+so the whitened coordinates of a sample in the eigenbasis are ``z_k`` itself.
+After ranking, the strategy estimates the change of the covariance in those
+coordinates,
+
+    G = c1 (p p^T - I) + sum_k w_k (z_k z_k^T - I),
+
+(rank-based REINFORCE curvature with fitness shaping, plus an optional
+rank-one term from the evolution path ``p``) and hands the precision
+curvature ``Q = -D^{1/2} G D^{1/2}`` to the spectral step of
+:mod:`spectral_es.core`, which moves ``d`` and ``B`` without any
+eigendecomposition. The mean moves by the weighted whitened steps and the
+global scale ``sigma`` by cumulative step-size adaptation, as in CMA-ES, or by
+the natural gradient, as in xNES.
+
+Read :meth:`SpectralES.tell` first: it is the algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spectral_es.core import eigenvalue_step, spectral_step
+from spectral_es.es.parameters import Parameters, default_popsize
+
+__all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
+
+
+class NonFiniteObjectiveWarning(RuntimeWarning):
+    """Warning for NaN or infinite objective values, which rank as worst."""
+
+
+@dataclass(frozen=True)
+class ESResult:
+    """Outcome of a run, also usable while it is in progress.
+
+    Attributes:
+        xbest: Best solution evaluated so far, shape (n,).
+        fbest: Its objective value (``inf`` before the first finite value).
+        mean: Current mean of the search distribution, shape (n,).
+        sigma: Current global step size.
+        nfev: Number of objective evaluations told so far.
+        nit: Number of completed iterations (generations).
+        stop: Triggered termination criteria, ``{name: threshold or value}``;
+            empty while the run continues.
+        n_nonfinite: Number of NaN or infinite objective values seen.
+        restarts: Per-restart summaries when produced by a restarting
+            :func:`spectral_es.minimize`, else empty.
+    """
+
+    xbest: np.ndarray
+    fbest: float
+    mean: np.ndarray
+    sigma: float
+    nfev: int
+    nit: int
+    stop: dict[str, Any]
+    n_nonfinite: int = 0
+    restarts: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def x(self) -> np.ndarray:
+        """Best solution, under its ``scipy.optimize.OptimizeResult`` name."""
+        return self.xbest
+
+    @property
+    def fun(self) -> float:
+        """Best objective value, under its ``scipy.optimize`` name."""
+        return self.fbest
+
+    @property
+    def success(self) -> bool:
+        """Whether the run stopped on the target or a convergence tolerance."""
+        return bool(set(self.stop) & {"f_target", "tol_f", "tol_x"})
+
+    @property
+    def message(self) -> str:
+        """The stop reasons as one line."""
+        if not self.stop:
+            return "running"
+        return ", ".join(f"{key}={value}" for key, value in self.stop.items())
+
+
+_STOP_OPTIONS = (
+    "max_evals",
+    "max_iter",
+    "f_target",
+    "tol_f",
+    "tol_x",
+    "tol_condition",
+    "tol_flat",
+    "tol_stagnation",
+)
+
+
+class SpectralES:
+    """Ask/tell evolution strategy with a spectrally factorised covariance.
+
+    Args:
+        x0: Initial mean, shape (n,), finite.
+        sigma0: Initial step size, > 0: the standard deviation of every
+            coordinate at the start.
+        popsize: Samples per iteration (``lam``), >= 2. Default
+            ``4 + floor(3 ln n)``.
+        seed: Seed (an int or a ``numpy.random.SeedSequence``) of the
+            private ``numpy.random.Generator``; 0 is a valid seed and ``None``
+            draws fresh entropy (kept in :attr:`seed`). The global numpy
+            random state is never used.
+        diagonal: Keep ``B`` fixed to the identity and learn only ``d``
+            (a separable model, O(lam n) per iteration instead of O(n^3)).
+        preset: ``"cma"`` (default): CMA-ES weights, cumulative step-size
+            adaptation and a rank-one evolution path fed to the spectral step.
+            ``"xnes"``: the utilities, natural-gradient step size and learning
+            rates of xNES (SNES when ``diagonal``), for comparison.
+        active: With ``preset="cma"``, let the worst half of the samples
+            shrink the covariance along their directions (negative weights).
+        max_evals: Stop after this many evaluations. Default: no limit.
+        max_iter: Stop after this many iterations. Default
+            ``100 + 150 (n + 3)^2 / sqrt(popsize)``, as in pycma.
+        f_target: Stop once an objective value is at or below this.
+        tol_f: Stop when the objective values of the last generation and
+            the best values of the recent ``10 + 30 n / popsize`` generations
+            all lie within this range. Default 1e-11.
+        tol_x: Stop when every coordinate standard deviation
+            ``sigma * sqrt(diag(S^{-1}))`` is below this. Default 1e-11.
+        tol_condition: Stop when the condition number ``max(d) / min(d)`` of
+            the shape exceeds this. Default 1e14.
+        tol_flat: Stop after this many consecutive iterations in which all
+            ``popsize`` objective values are equal. Default 3.
+        tol_stagnation: Stop when, after this many iterations, the medians of
+            the recent best and median objective values no longer improve on
+            those this many iterations earlier. Default
+            ``100 + 100 n^1.5 / popsize``, as in pycma.
+        cayley: ``"exact"`` or ``"truncated"`` Cayley map for the rotation.
+
+    Attributes:
+        seed: The seed entropy used (an int), to reproduce the run.
+        params: The constants of the run, a :class:`Parameters`.
+    """
+
+    def __init__(
+        self,
+        x0: Any,
+        sigma0: float,
+        *,
+        popsize: int | None = None,
+        seed: int | np.random.SeedSequence | None = None,
+        diagonal: bool = False,
+        preset: str = "cma",
+        active: bool = True,
+        max_evals: float | None = None,
+        max_iter: float | None = None,
+        f_target: float | None = None,
+        tol_f: float = 1e-11,
+        tol_x: float = 1e-11,
+        tol_condition: float = 1e14,
+        tol_flat: int = 3,
+        tol_stagnation: int | None = None,
+        cayley: str = "exact",
+    ) -> None:
+        x0 = _validate_x0(x0)
+        sigma0 = _validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
+        n = x0.size
+        if popsize is None:
+            popsize = default_popsize(n)
+        if isinstance(popsize, bool) or not isinstance(popsize, (int, np.integer)) or popsize < 2:
+            raise ValueError(f"popsize must be an integer >= 2, got {popsize!r}; omit it for the default {default_popsize(n)}")
+        popsize = int(popsize)
+        if preset not in ("cma", "xnes"):
+            raise ValueError(f"unknown preset {preset!r}; use 'cma' or 'xnes'")
+        if cayley not in ("exact", "truncated"):
+            raise ValueError(f"unknown cayley {cayley!r}; use 'exact' or 'truncated'")
+
+        if preset == "cma":
+            self.params = Parameters.cma(n, popsize, diagonal=diagonal, active=active)
+        else:
+            self.params = Parameters.xnes(n, popsize, diagonal=diagonal)
+        self.diagonal = bool(diagonal)
+        self.preset = preset
+        self.cayley = cayley
+        self.options = {
+            "max_evals": math.inf if max_evals is None else max_evals,
+            "max_iter": 100 + 150 * (n + 3) ** 2 / math.sqrt(popsize) if max_iter is None else max_iter,
+            "f_target": -math.inf if f_target is None else f_target,
+            "tol_f": tol_f,
+            "tol_x": tol_x,
+            "tol_condition": tol_condition,
+            "tol_flat": tol_flat,
+            "tol_stagnation": 100 + 100 * n**1.5 / popsize if tol_stagnation is None else tol_stagnation,
+        }
+        for name in ("max_evals", "max_iter", "tol_condition", "tol_flat", "tol_stagnation"):
+            _validate_positive(name, self.options[name], f"pass {name} > 0 or omit it")
+        for name in ("tol_f", "tol_x"):
+            if not self.options[name] >= 0:
+                raise ValueError(f"{name} must be >= 0, got {self.options[name]!r}")
+
+        # Random state: a private Generator, never numpy's global one.
+        sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self.seed = sequence.entropy
+        self._rng = np.random.default_rng(sequence)
+
+        # Distribution: mean, scale and the factors of the precision shape.
+        self.mean = x0.copy()
+        self.sigma = float(sigma0)
+        self.d = np.ones(n)
+        self.B = None if self.diagonal else np.eye(n)
+        self.p_sigma = np.zeros(n)  # step-size path, in whitened coordinates
+        self.p_c = np.zeros(n)  # evolution path, in search-space coordinates / sigma
+
+        # Bookkeeping.
+        self.nit = 0
+        self.nfev = 0
+        self.n_nonfinite = 0
+        self.xbest = x0.copy()
+        self.fbest = math.inf
+        self._z: np.ndarray | None = None
+        self._X: np.ndarray | None = None
+        self._flat_iterations = 0
+        self._best_history: deque[float] = deque(maxlen=10 + math.ceil(30 * n / popsize))
+        self._stagnation_best: deque[float] = deque(maxlen=int(self.options["tol_stagnation"]) + 20)
+        self._stagnation_median: deque[float] = deque(maxlen=int(self.options["tol_stagnation"]) + 20)
+        self._last_f = np.full(popsize, math.inf)
+        self._stop: dict[str, Any] = {}
+        self._start_time = time.perf_counter()
+        self._warned_nonfinite = False
+        self._disp_lines = 0
+
+    # ------------------------------------------------------------------ ask/tell
+
+    @property
+    def n(self) -> int:
+        """Dimension of the search space."""
+        return self.params.n
+
+    @property
+    def popsize(self) -> int:
+        """Samples per iteration."""
+        return self.params.lam
+
+    def ask(self) -> np.ndarray:
+        """Sample ``popsize`` candidate solutions, one per row, shape (popsize, n).
+
+        Calling ``ask`` again before :meth:`tell` discards the pending samples.
+        The returned array is a copy; evaluate it and pass it back unchanged.
+        """
+        z = self._rng.standard_normal((self.params.lam, self.n))
+        steps = z / np.sqrt(self.d)
+        if self.B is not None:
+            steps = steps @ self.B.T
+        self._z = z
+        self._X = self.mean + self.sigma * steps
+        return self._X.copy()
+
+    def tell(self, X: Any, f: Any) -> None:
+        """Update the distribution from the objective values of the last ``ask``.
+
+        Args:
+            X: The array returned by the last :meth:`ask`, unchanged.
+            f: Objective values of its rows, shape (popsize,). NaN and
+                infinity are allowed and rank as worst.
+
+        Raises:
+            ValueError: if there was no ``ask`` since the last ``tell``, if
+                ``X`` is not the last ``ask``'s array, or ``f`` has the wrong
+                shape.
+        """
+        f = self._check_tell(X, f)
+        z, X = self._z, self._X
+        self._z = self._X = None
+        p = self.params
+
+        # Evaluation bookkeeping; non-finite values rank as worst.
+        self.nfev += p.lam
+        self.nit += 1
+        finite = np.isfinite(f)
+        self._count_nonfinite(int(p.lam - finite.sum()))
+        ranked_f = np.where(finite, f, np.inf)
+        order = np.argsort(ranked_f, kind="stable")
+        if finite.any() and ranked_f[order[0]] < self.fbest:
+            self.fbest = float(ranked_f[order[0]])
+            self.xbest = X[order[0]].copy()
+        self._record_history(ranked_f[order])
+        if not finite.any():
+            # Nothing to learn from: keep the distribution as it was.
+            self._check_stop()
+            return
+
+        # Weights of the ranks, averaged over ties so that equal values get
+        # equal weight and a flat objective moves nothing systematically.
+        mean_weights = _tie_averaged(p.mean_weights, ranked_f[order])
+        shape_weights = _tie_averaged(p.shape_weights, ranked_f[order])
+        z = z[order]
+
+        # Mean: m += sigma * B (z_w / sqrt(d)), z_w = sum_k w_k z_k.
+        z_w = mean_weights @ z
+        step = z_w / np.sqrt(self.d)
+        if self.B is not None:
+            step = self.B @ step
+        new_mean = self.mean + self.sigma * step
+
+        # Evolution paths (CMA): the step-size path in whitened coordinates,
+        # whose length is chi_n on average under random selection.
+        h_sigma = 1.0
+        if p.c_sigma > 0:
+            whitened = z_w if self.B is None else self.B @ z_w
+            p_sigma = (1 - p.c_sigma) * self.p_sigma + math.sqrt(p.c_sigma * (2 - p.c_sigma) * p.mueff) * whitened
+            length = np.linalg.norm(p_sigma) / math.sqrt(1 - (1 - p.c_sigma) ** (2 * self.nit))
+            h_sigma = float(length < (1.4 + 2 / (p.n + 1)) * p.chi_n)
+        else:
+            p_sigma = self.p_sigma
+        p_c = (1 - p.c_c) * self.p_c + h_sigma * math.sqrt(p.c_c * (2 - p.c_c) * p.mueff) * step
+
+        # Covariance change in whitened eigen-coordinates (REINFORCE with
+        # rank-based weights), plus the rank-one evolution path term. Samples
+        # with negative weight are rescaled to length sqrt(n), as in active
+        # CMA-ES, so a long unlucky sample cannot shrink the shape too much.
+        z_shape = z
+        if p.rescale_negative and np.any(shape_weights < 0):
+            negative = shape_weights < 0
+            z_shape = z.copy()
+            z_shape[negative] *= math.sqrt(p.n) / np.linalg.norm(z[negative], axis=1, keepdims=True)
+        p_tilde = np.sqrt(self.d) * (p_c if self.B is None else self.B.T @ p_c)
+        identity_weight = shape_weights.sum() + p.c1 - p.c1 * (1 - h_sigma) * p.c_c * (2 - p.c_c)
+
+        # Step size: cumulative (CMA) or natural gradient of log sigma (xNES).
+        if p.c_sigma > 0:
+            new_sigma = self.sigma * math.exp(p.c_sigma / p.d_sigma * (np.linalg.norm(p_sigma) / p.chi_n - 1))
+            trace_shift = 0.0
+        else:
+            # xNES: the trace of the utility-weighted G moves log sigma, and
+            # the shape keeps only the trace-free part of G.
+            excess = (z**2).sum(axis=1) - p.n
+            new_sigma = self.sigma * math.exp(0.5 * p.eta_sigma * (mean_weights @ excess) / p.n)
+            trace_shift = (shape_weights @ excess) / p.n
+
+        # Shape: hand Q = -D^{1/2} G D^{1/2} to the spectral step (beta = 1,
+        # gamma = 0; the learning rates are inside G).
+        sqrt_d = np.sqrt(self.d)
+        if self.B is None:
+            g_diag = (shape_weights @ z_shape**2) + p.c1 * p_tilde**2 - identity_weight - trace_shift
+            new_d = eigenvalue_step(self.d, -self.d * g_diag, 1.0)
+            new_B = None
+        else:
+            G = (z_shape.T * shape_weights) @ z_shape + p.c1 * np.outer(p_tilde, p_tilde)
+            G[np.diag_indices_from(G)] -= identity_weight + trace_shift
+            Q = -(sqrt_d[:, None] * G * sqrt_d[None, :])
+            new_d, new_B = spectral_step(self.d, self.B, Q, 1.0, 0.0, method=self.cayley)
+
+        self._commit(new_mean, new_sigma, new_d, new_B, p_sigma, p_c)
+        self._check_stop()
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self) -> dict[str, Any]:
+        """Return the triggered termination criteria, empty while running.
+
+        Keys are option names (``"max_evals"``, ``"tol_x"``, ...) or
+        ``"non_finite_state"``, ``"callback"``; values are the thresholds.
+        """
+        return dict(self._stop)
+
+    @property
+    def result(self) -> ESResult:
+        """The current :class:`ESResult`."""
+        return ESResult(
+            xbest=self.xbest.copy(),
+            fbest=self.fbest,
+            mean=self.mean.copy(),
+            sigma=self.sigma,
+            nfev=self.nfev,
+            nit=self.nit,
+            stop=self.stop(),
+            n_nonfinite=self.n_nonfinite,
+        )
+
+    @property
+    def condition_number(self) -> float:
+        """Condition number ``max(d) / min(d)`` of the covariance shape."""
+        return float(self.d.max() / self.d.min())
+
+    def coordinate_std(self) -> np.ndarray:
+        """Standard deviations ``sigma * sqrt(diag(B diag(1/d) B^T))``, shape (n,)."""
+        if self.B is None:
+            return self.sigma / np.sqrt(self.d)
+        return self.sigma * np.sqrt((self.B**2) @ (1.0 / self.d))
+
+    def covariance(self) -> np.ndarray:
+        """Dense covariance ``sigma^2 B diag(1/d) B^T``, shape (n, n); O(n^3)."""
+        if self.B is None:
+            return np.diag(self.sigma**2 / self.d)
+        return (self.B * (self.sigma**2 / self.d)) @ self.B.T
+
+    def request_stop(self, reason: str = "callback", value: Any = True) -> None:
+        """Add ``reason`` to the stop dictionary, so :meth:`stop` is non-empty."""
+        self._stop[reason] = value
+
+    # ------------------------------------------------------------------ display
+
+    def disp(self, every: int = 1) -> None:
+        """Print one progress line if the iteration count is a multiple of ``every``.
+
+        A header is printed before the first line and every 20 lines. The
+        final iteration is always printed once the run has stopped.
+        """
+        if self.nit % max(1, every) and not self._stop:
+            return
+        if self._disp_lines % 20 == 0:
+            print(f"{'iter':>7} {'evals':>8} {'f best':>12} {'f median':>12} {'sigma':>10} {'axis ratio':>10} {'time s':>8}")
+        self._disp_lines += 1
+        median = float(np.median(self._last_f)) if self.nit else math.nan
+        print(
+            f"{self.nit:>7} {self.nfev:>8} {self.fbest:>12.5e} {median:>12.5e} "
+            f"{self.sigma:>10.3e} {math.sqrt(self.condition_number):>10.3e} "
+            f"{time.perf_counter() - self._start_time:>8.2f}",
+            flush=True,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_tell(self, X: Any, f: Any) -> np.ndarray:
+        if self._X is None:
+            raise ValueError("tell() needs the solutions of a preceding ask(); call ask() first (each ask() can be told once)")
+        X = np.asarray(X, dtype=float)
+        if X.shape != self._X.shape:
+            raise ValueError(
+                f"tell() got solutions of shape {X.shape}, but the last ask() returned shape {self._X.shape}; "
+                "pass the array returned by ask() unchanged"
+            )
+        if not np.array_equal(X, self._X):
+            raise ValueError(
+                "tell() got solutions that differ from those of the last ask(); "
+                "pass the array returned by ask() unchanged and in the same order"
+            )
+        f = np.asarray(f, dtype=float)
+        if f.ndim == 2 and f.shape[1] == 1:
+            f = f[:, 0]
+        if f.shape != (self.params.lam,):
+            raise ValueError(
+                f"tell() got objective values of shape {f.shape}, expected ({self.params.lam},): "
+                "one value per row of the solutions"
+            )
+        return f
+
+    def _count_nonfinite(self, count: int) -> None:
+        if not count:
+            return
+        self.n_nonfinite += count
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"{count} objective value(s) in iteration {self.nit} are NaN or infinite; they rank as worst. "
+                "Further occurrences are counted in result.n_nonfinite without a warning.",
+                NonFiniteObjectiveWarning,
+                stacklevel=3,
+            )
+
+    def _record_history(self, sorted_f: np.ndarray) -> None:
+        self._last_f = sorted_f
+        self._best_history.append(float(sorted_f[0]))
+        self._stagnation_best.append(float(sorted_f[0]))
+        self._stagnation_median.append(float(sorted_f[len(sorted_f) // 2]))
+        if np.all(sorted_f == sorted_f[0]):
+            self._flat_iterations += 1
+        else:
+            self._flat_iterations = 0
+
+    def _commit(self, mean, sigma, d, B, p_sigma, p_c) -> None:
+        """Adopt the new state, unless it is not finite (then stop and keep the old one)."""
+        parts = [mean, np.atleast_1d(sigma), d, p_sigma, p_c] + ([] if B is None else [B])
+        if not all(np.all(np.isfinite(part)) for part in parts) or not np.all(d > 0) or not sigma > 0:
+            self._stop["non_finite_state"] = True
+            warnings.warn(
+                f"the update in iteration {self.nit} produced a non-finite or non-positive state; "
+                "the run stops and keeps the last valid distribution",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        self.mean, self.sigma, self.d, self.B, self.p_sigma, self.p_c = mean, sigma, d, B, p_sigma, p_c
+
+    def _check_stop(self) -> None:
+        options, stop = self.options, self._stop
+        if self.nfev >= options["max_evals"]:
+            stop["max_evals"] = options["max_evals"]
+        if self.nit >= options["max_iter"]:
+            stop["max_iter"] = options["max_iter"]
+        if self.fbest <= options["f_target"]:
+            stop["f_target"] = options["f_target"]
+        if self._flat_iterations >= options["tol_flat"]:
+            stop["tol_flat"] = options["tol_flat"]
+        history = self._best_history
+        if len(history) == history.maxlen:
+            values = np.concatenate([self._last_f, np.asarray(history)])
+            if np.all(np.isfinite(values)) and np.ptp(values) < options["tol_f"]:
+                stop["tol_f"] = options["tol_f"]
+        if np.all(self.coordinate_std() < options["tol_x"]):
+            stop["tol_x"] = options["tol_x"]
+        if self.condition_number > options["tol_condition"]:
+            stop["tol_condition"] = options["tol_condition"]
+        lag = int(options["tol_stagnation"])
+        if self.nit > lag + 20 and len(self._stagnation_best) >= lag + 20:
+            best, median = np.asarray(self._stagnation_best), np.asarray(self._stagnation_median)
+            if np.median(best[-20:]) >= np.median(best[:20]) and np.median(median[-20:]) >= np.median(median[:20]):
+                stop["tol_stagnation"] = options["tol_stagnation"]
+
+
+def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
+    """Return ``weights`` with each run of equal sorted values given their mean weight."""
+    if np.all(np.diff(sorted_f) != 0):
+        return weights
+    result = weights.copy()
+    start = 0
+    for end in range(1, len(sorted_f) + 1):
+        if end == len(sorted_f) or sorted_f[end] != sorted_f[start]:
+            result[start:end] = weights[start:end].mean()
+            start = end
+    return result
+
+
+def _validate_x0(x0: Any) -> np.ndarray:
+    try:
+        x0 = np.array(x0, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"x0 must be a 1-D array of numbers, got {x0!r}") from error
+    if x0.ndim != 1:
+        raise ValueError(f"x0 must be 1-D, got shape {x0.shape}; pass a flat vector (x0.ravel() for an array)")
+    if x0.size == 0:
+        raise ValueError("x0 is empty; pass the starting point, one entry per variable")
+    if not np.all(np.isfinite(x0)):
+        raise ValueError(f"x0 must be finite, got non-finite entries at indices {np.flatnonzero(~np.isfinite(x0)).tolist()}")
+    return x0
+
+
+def _validate_positive(name: str, value: Any, fix: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a positive number, got {value!r}; {fix}") from error
+    if not (number > 0 and not math.isnan(number)) or (math.isinf(number) and name == "sigma0"):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}; {fix}")
+    return number
