@@ -48,7 +48,7 @@ def _cma_weights(n: int, lam: int, c1: float, cmu: float) -> np.ndarray:
     mueff = positive.sum() ** 2 / (positive**2).sum()
     weights = np.zeros(lam)
     weights[:mu] = positive / positive.sum()
-    if negative.size and negative.sum() < 0:
+    if negative.size and negative.sum() < 0 and cmu > 0:
         mueff_minus = negative.sum() ** 2 / (negative**2).sum()
         alpha_mu = 1 + c1 / cmu
         alpha_mueff = 1 + 2 * mueff_minus / (mueff + 2)

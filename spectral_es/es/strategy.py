@@ -519,7 +519,7 @@ class SpectralES:
 
 def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
     """Return ``weights`` with each run of equal sorted values given their mean weight."""
-    if np.all(np.diff(sorted_f) != 0):
+    if np.all(sorted_f[1:] != sorted_f[:-1]):
         return weights
     result = weights.copy()
     start = 0

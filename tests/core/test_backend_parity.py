@@ -1,0 +1,81 @@
+"""One implementation for numpy and torch: parity, dtypes and devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectral_es.core import (
+    apply_inverse_root,
+    orthogonality_defect,
+    spectral_step,
+)
+from spectral_es.core._backend import namespace
+from tests.conftest import random_orthogonal, random_symmetric, requires_cuda, requires_torch, torch
+
+
+def numpy_problem(rng, n=16):
+    d = np.exp(rng.uniform(-1, 1, n))
+    B = random_orthogonal(rng, n)
+    Q = B.T @ random_symmetric(rng, n) @ B
+    return d, B, Q
+
+
+@requires_torch
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_numpy_torch_float64_parity(rng, method):
+    d, B, Q = numpy_problem(rng)
+    expected = spectral_step(d, B, Q, 0.05, 1.0, method=method)
+    got = spectral_step(*(torch.from_numpy(a) for a in (d, B, Q)), 0.05, 1.0, method=method)
+    # The same operations in the same order in float64; only the BLAS and
+    # LAPACK kernels differ, so agreement is to a few n * eps.
+    np.testing.assert_allclose(got[0].numpy(), expected[0], rtol=1e-13)
+    np.testing.assert_allclose(got[1].numpy(), expected[1], atol=1e-13)
+
+
+@requires_torch
+@pytest.mark.parametrize(
+    ("dtype", "method", "tolerance"),
+    [
+        # float32: one step's rounding, a few eps32 ~ 1e-7 times n.
+        ("float32", "exact", 1e-5),
+        ("float32", "truncated", 1e-5),
+        # bfloat16 keeps 8 significant bits (eps 7.8e-3); products of n = 16
+        # terms round to about sqrt(n) * eps.
+        ("bfloat16", "truncated", 0.1),
+    ],
+)
+def test_torch_low_precision_keeps_dtype(rng, dtype, method, tolerance):
+    d, B, Q = numpy_problem(rng)
+    expected_d, expected_B = spectral_step(d, B, Q, 0.05, 1.0, method=method)
+    torch_dtype = getattr(torch, dtype)
+    got_d, got_B = spectral_step(*(torch.from_numpy(a).to(torch_dtype) for a in (d, B, Q)), 0.05, 1.0, method=method)
+    assert got_d.dtype == torch_dtype and got_B.dtype == torch_dtype
+    np.testing.assert_allclose(got_d.double().numpy(), expected_d, rtol=tolerance)
+    np.testing.assert_allclose(got_B.double().numpy(), expected_B, atol=tolerance)
+    root = apply_inverse_root(got_d, got_B, torch.ones(16, dtype=torch_dtype), 4)
+    assert root.dtype == torch_dtype
+
+
+@requires_torch
+def test_float32_numpy_stays_float32(rng):
+    d, B, Q = (a.astype(np.float32) for a in numpy_problem(rng))
+    d_new, B_new = spectral_step(d, B, Q, 0.05)
+    assert d_new.dtype == np.float32 and B_new.dtype == np.float32
+    assert orthogonality_defect(B_new.astype(np.float64)) < 1e-5
+
+
+@requires_torch
+def test_mixing_numpy_and_torch_is_rejected():
+    with pytest.raises(TypeError, match="both numpy arrays and torch tensors"):
+        namespace(np.ones(2), torch.ones(2))
+
+
+@requires_cuda
+def test_cuda_step_stays_on_device(rng):
+    d, B, Q = numpy_problem(rng)
+    cuda = [torch.from_numpy(a).cuda() for a in (d, B, Q)]
+    got_d, got_B = spectral_step(*cuda, 0.05, 1.0)
+    assert got_d.is_cuda and got_B.is_cuda
+    expected = spectral_step(d, B, Q, 0.05, 1.0)
+    np.testing.assert_allclose(got_B.cpu().numpy(), expected[1], atol=1e-12)

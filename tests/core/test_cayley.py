@@ -1,0 +1,79 @@
+"""Cayley maps, skew parts and Björck re-orthogonalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectral_es.core import (
+    bjorck_orthogonalize,
+    cayley,
+    cayley_exact,
+    cayley_truncated,
+    orthogonality_defect,
+    skew,
+)
+from tests.conftest import random_orthogonal
+
+EPS64 = np.finfo(np.float64).eps
+
+
+def random_skew(rng, n, norm):
+    """Skew-symmetric matrix with the given Frobenius norm."""
+    N = skew(rng.standard_normal((n, n)))
+    return N * (norm / np.linalg.norm(N))
+
+
+@pytest.mark.parametrize("norm", [1e-3, 0.3, 3.0, 100.0])
+def test_exact_cayley_orthogonal(rng, norm):
+    n = 20
+    R = cayley_exact(random_skew(rng, n, norm))
+    # One LU solve with I - N, whose singular values lie in [1, 1 + ||N||_2],
+    # so the defect is a modest multiple of n * eps * cond(I - N).
+    assert orthogonality_defect(R) < 10 * n * EPS64 * (1 + norm)
+    assert np.linalg.det(R) == pytest.approx(1.0, abs=1e-8)
+
+
+def test_exact_cayley_rotation_angle():
+    # For a 2 x 2 generator [[0, -v], [v, 0]] the Cayley map rotates by 2 atan(v).
+    v = 0.37
+    R = cayley_exact(np.array([[0.0, -v], [v, 0.0]]))
+    angle = 2 * np.arctan(v)
+    expected = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    np.testing.assert_allclose(R, expected, atol=10 * EPS64)
+
+
+def test_cayley_of_zero_is_identity():
+    np.testing.assert_array_equal(cayley(np.zeros((4, 4)), method="truncated"), np.eye(4))
+    np.testing.assert_allclose(cayley(np.zeros((4, 4))), np.eye(4))
+
+
+@pytest.mark.parametrize("norm", [0.05, 0.1, 0.3, 0.5])
+def test_truncated_cayley_defect_bound(rng, norm):
+    n = 30
+    N = random_skew(rng, n, norm)
+    R = cayley_truncated(N)
+    # (I+N)^2 (I+N^2)(I+N^4) = Cayley(N) (I - N^8), and N^8 is symmetric, so
+    # R^T R - I = -2 N^8 + N^16 exactly: the defect is at most
+    # 2 ||N||^8 + ||N||^16 (Frobenius norms), plus rounding.
+    bound = 2 * norm**8 + norm**16 + 100 * n * EPS64
+    assert orthogonality_defect(R) <= bound
+    N8 = np.linalg.matrix_power(N, 8)
+    np.testing.assert_allclose(R, cayley_exact(N) @ (np.eye(n) - N8), atol=100 * n * EPS64)
+
+
+def test_cayley_rejects_unknown_method():
+    with pytest.raises(ValueError, match="'cholesky'"):
+        cayley(np.zeros((2, 2)), method="cholesky")
+
+
+def test_bjorck_step_squares_defect(rng):
+    n = 25
+    Q = random_orthogonal(rng, n)
+    E = rng.standard_normal((n, n))
+    B = Q @ (np.eye(n) + 1e-4 * (E + E.T))
+    before = orthogonality_defect(B)
+    after = orthogonality_defect(bjorck_orthogonalize(B))
+    # With B^T B = I + D, one step gives B'^T B' - I = -(3/4) D^2 + D^3 / 4.
+    assert after <= 0.75 * before**2 + 0.25 * before**3 + 100 * n * EPS64
+    assert after < before / 100

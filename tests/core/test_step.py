@@ -1,0 +1,162 @@
+"""The spectral step against the default update S <- (1 - beta gamma) S + beta H."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from spectral_es.core import (
+    cayley_exact,
+    eigenvalue_step,
+    matrix_power,
+    orthogonality_defect,
+    rotation_generator,
+    spectral_step,
+)
+from spectral_es.core.step import MAX_GENERATOR_ENTRY
+from tests.conftest import random_orthogonal, random_symmetric
+
+EPS64 = np.finfo(np.float64).eps
+
+
+def random_problem(rng, n=10):
+    """Distinct eigenvalues spread over a decade, a random basis and curvature."""
+    d = np.exp(rng.uniform(-1.2, 1.2, n))
+    B = random_orthogonal(rng, n)
+    H = random_symmetric(rng, n)
+    return d, B, H
+
+
+def step_error(d, B, H, beta, gamma, generator_scale=1.0):
+    """||S_spectral - S_default||_F after one step of size beta."""
+    Q = B.T @ H @ B
+    if generator_scale == 1.0:
+        d_new, B_new = spectral_step(d, B, Q, beta, gamma)
+    else:
+        d_new = eigenvalue_step(d, np.diag(Q), beta, gamma)
+        B_new = B @ cayley_exact(generator_scale * rotation_generator(d, Q, beta, gamma))
+    default = (1 - beta * gamma) * matrix_power(d, B) + beta * H
+    return np.linalg.norm(matrix_power(d_new, B_new) - default)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_step_matches_default_to_second_order(rng, gamma):
+    d, B, H = random_problem(rng)
+    ratio = step_error(d, B, H, 1e-3, gamma) / step_error(d, B, H, 1e-4, gamma)
+    # Shrinking beta tenfold shrinks an O(beta^2) error a hundredfold and an
+    # O(beta) error tenfold. 50 lies between the two with room for the
+    # O(beta^3) terms, which are below 1% of the O(beta^2) ones at beta = 1e-3.
+    assert ratio > 50
+
+
+def test_generator_without_half_is_first_order(rng):
+    # The same check with the Cayley argument doubled (the factor 1/2
+    # dropped, as in the box of Fig. 1 of Lin et al. 2025) must fail it:
+    # this is what makes the test above pin the 1/2.
+    d, B, H = random_problem(rng)
+    ratio = step_error(d, B, H, 1e-3, 0.0, 2.0) / step_error(d, B, H, 1e-4, 0.0, 2.0)
+    assert ratio < 15
+
+
+def test_eigenvalues_stay_positive_under_indefinite_curvature(rng):
+    d, B, _ = random_problem(rng)
+    Q = -50 * np.diag(d) + random_symmetric(rng, d.size)
+    d_new, B_new = spectral_step(d, B, Q, 0.5, 0.0)
+    assert np.all(d_new > 0)
+    assert orthogonality_defect(B_new) < 100 * d.size * EPS64
+
+
+def test_generator_is_skew_and_bounded(rng):
+    d, _, H = random_problem(rng, n=15)
+    d[3] = d[7] * (1 + 1e-14)  # near-equal pair: first-order U_ij would be ~1e14
+    N = rotation_generator(d, 1e3 * H, 0.5, 1.0)
+    np.testing.assert_array_equal(N, -N.T)
+    assert np.all(np.isfinite(N))
+    assert np.max(np.abs(N)) <= MAX_GENERATOR_ENTRY * (1 + 4 * EPS64)
+
+
+def test_generator_first_order_formula(rng):
+    d, _, H = random_problem(rng)
+    beta = 1e-7
+    N = rotation_generator(d, H, beta)
+    gap = d[None, :] - d[:, None] + np.eye(d.size)  # eye avoids 0/0 on the diagonal
+    expected = np.tril(beta / 2 * H / gap, -1)
+    expected = expected - expected.T
+    # The generator differs from the first-order value by the curvature's
+    # own share of the gap, beta (q_j - q_i) / (d_j - d_i), and by the
+    # O(x^2) terms of atan and tan, x = beta H_ij / gap ~ 1e-5 at most here.
+    q = np.diag(H)
+    relative_shift = beta * np.abs(q[None, :] - q[:, None]) / np.abs(gap)
+    tolerance = np.abs(expected) * (2 * relative_shift + 1e-9) + 1e-22
+    assert np.all(np.abs(N - expected) <= tolerance)
+
+
+def test_repeated_eigenvalues_use_moore_penrose_zero():
+    # Equal d and zero coupling: the pair's rotation is undetermined and the
+    # Moore-Penrose choice is no rotation.
+    d = np.ones(4)
+    Q = np.diag([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(rotation_generator(d, Q, 0.1), np.zeros((4, 4)))
+
+
+def test_equal_eigenvalues_rotate_by_exact_pair_angle():
+    # d equal, curvature [[a, c], [c, b]]: the updated matrix d I + beta Q has
+    # eigenvectors at angle atan(2c / (a - b)) / 2, and the step must find
+    # them instead of dividing by the zero gap.
+    d = np.ones(2)
+    Q = np.array([[1.0, 0.4], [0.4, 0.2]])
+    beta = 0.05
+    d_new, B_new = spectral_step(d, np.eye(2), Q, beta)
+    target = np.eye(2) + beta * Q
+    off_diagonal = (B_new.T @ target @ B_new)[0, 1]
+    assert abs(off_diagonal) < 1e-14
+    assert np.all(np.isfinite(d_new))
+
+
+def test_near_equal_eigenvalues_stay_sensible(rng):
+    # A gap of 1e-12 makes the first-order generator ~1e11 for beta = 1e-3.
+    n = 6
+    d = np.array([1.0, 1.0 + 1e-12, 2.0, 3.0, 3.0 + 1e-12, 5.0])
+    B = random_orthogonal(rng, n)
+    H = random_symmetric(rng, n)
+    separated = np.ix_([2, 5], [2, 5])
+    for beta in (1e-2, 1e-3):
+        d_new, B_new = spectral_step(d, B, B.T @ H @ B, beta)
+        error = B.T @ (matrix_power(d_new, B_new) - (matrix_power(d, B) + beta * H)) @ B
+        relative = np.linalg.norm(error) / np.linalg.norm(beta * H)
+        # No single rotation represents a finite turn inside a degenerate
+        # pair together with the small turns elsewhere, so the step keeps an
+        # O(beta) error (about 0.3-0.45 of the update here, against 1 for
+        # not moving at all; zeroing the pair, the Moore-Penrose choice,
+        # does slightly worse) ...
+        assert np.all(np.isfinite(error))
+        assert relative < 0.6
+        # ... but the error stays out of the well-separated eigenvalues,
+        # whose block is still exact to O(beta^2).
+        assert np.linalg.norm(error[separated]) / np.linalg.norm(beta * H) < beta
+
+
+def test_truncated_step_caps_generator_norm(rng):
+    d, B, H = random_problem(rng, n=20)
+    Q = B.T @ (100 * H) @ B
+    _, B_new = spectral_step(d, B, Q, 1.0, 0.0, method="truncated")
+    # The default cap ||N||_F <= 0.25 bounds the defect by 2 * 0.25^8 ~ 3e-5.
+    assert orthogonality_defect(B_new) < 2 * 0.25**8 + 1e-12
+    _, B_capped = spectral_step(d, B, Q, 1.0, 0.0, max_generator_norm=1e-3)
+    rotation = B.T @ B_capped
+    # A generator of norm 1e-3 rotates by about 2e-3 in Frobenius norm.
+    assert np.linalg.norm(rotation - np.eye(20)) < 2.1e-3
+
+
+def test_diagonal_step_is_rmsprop_to_first_order():
+    # With B = I the eigenvalue step is d <- d exp(beta (g^2 - gamma d) / d),
+    # whose first-order expansion is RMSprop's (1 - beta) d + beta g^2.
+    d = np.array([0.5, 1.0, 2.0])
+    g = np.array([1.0, -0.3, 0.7])
+    beta = 1e-4
+    new = eigenvalue_step(d, g**2, beta, 1.0)
+    rmsprop = (1 - beta) * d + beta * g**2
+    np.testing.assert_allclose(new, rmsprop, rtol=0, atol=10 * beta**2 * np.max(g**4 / d))
+    assert math.isfinite(new.sum())

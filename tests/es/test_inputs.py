@@ -1,0 +1,109 @@
+"""Bad input to SpectralES and ask/tell misuse raise clear ValueErrors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectral_es import SpectralES, minimize
+from spectral_es.functions import sphere
+
+
+@pytest.mark.parametrize(
+    ("x0", "match"),
+    [
+        ([], "x0 is empty"),
+        (np.zeros((2, 2)), r"x0 must be 1-D, got shape \(2, 2\)"),
+        ([0.0, np.nan], r"x0 must be finite.*indices \[1\]"),
+        ([np.inf, 0.0], r"x0 must be finite.*indices \[0\]"),
+        (["a", "b"], "x0 must be a 1-D array of numbers"),
+    ],
+)
+def test_bad_x0(x0, match):
+    with pytest.raises(ValueError, match=match):
+        SpectralES(x0, 1.0)
+
+
+@pytest.mark.parametrize("sigma0", [0.0, -1.0, np.nan, np.inf, "big"])
+def test_bad_sigma0(sigma0):
+    with pytest.raises(ValueError, match="sigma0 must be"):
+        SpectralES(np.zeros(3), sigma0)
+
+
+@pytest.mark.parametrize("popsize", [1, 0, -4, 2.5, True])
+def test_bad_popsize(popsize):
+    with pytest.raises(ValueError, match=r"popsize must be an integer >= 2.*default 7"):
+        SpectralES(np.zeros(3), 1.0, popsize=popsize)
+
+
+def test_popsize_two_is_allowed():
+    es = SpectralES(np.zeros(3), 1.0, popsize=2, seed=0)
+    X = es.ask()
+    es.tell(X, sphere(X))
+    assert es.nfev == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("preset", "cmaes"), ("cayley", "lu"), ("max_evals", 0), ("tol_x", -1.0), ("tol_condition", np.nan)],
+)
+def test_bad_options(option, value):
+    with pytest.raises(ValueError, match=option):
+        SpectralES(np.zeros(3), 1.0, **{option: value})
+
+
+@pytest.fixture
+def asked():
+    es = SpectralES(np.zeros(4), 1.0, seed=0)
+    return es, es.ask()
+
+
+def test_tell_wrong_number_of_values(asked):
+    es, X = asked
+    with pytest.raises(ValueError, match=r"shape \(7,\), expected \(8,\)"):
+        es.tell(X, sphere(X)[:-1])
+
+
+def test_tell_wrong_solution_shape(asked):
+    es, X = asked
+    with pytest.raises(ValueError, match=r"solutions of shape \(8, 3\).*shape \(8, 4\)"):
+        es.tell(X[:, :3], sphere(X))
+
+
+def test_tell_solutions_not_from_last_ask(asked):
+    es, X = asked
+    with pytest.raises(ValueError, match="differ from those of the last ask"):
+        es.tell(X[::-1], sphere(X))
+    with pytest.raises(ValueError, match="differ from those of the last ask"):
+        es.tell(X + 1e-9, sphere(X))
+
+
+def test_second_tell_is_rejected(asked):
+    es, X = asked
+    es.tell(X, sphere(X))
+    with pytest.raises(ValueError, match="call ask"):
+        es.tell(X, sphere(X))
+
+
+def test_tell_before_ask_is_rejected():
+    es = SpectralES(np.zeros(2), 1.0)
+    with pytest.raises(ValueError, match="call ask"):
+        es.tell(np.zeros((6, 2)), np.zeros(6))
+
+
+def test_failed_tell_keeps_state(asked):
+    es, X = asked
+    with pytest.raises(ValueError):
+        es.tell(X, sphere(X)[:3])
+    es.tell(X, sphere(X))  # the pending samples survive a rejected call
+    assert es.nit == 1
+
+
+def test_minimize_rejects_non_scalar_objective():
+    with pytest.raises(ValueError, match="must return a scalar"):
+        minimize(lambda x: x, np.zeros(3), 1.0, max_evals=100)
+
+
+def test_minimize_rejects_bad_restarts():
+    with pytest.raises(ValueError, match="restarts must be an integer >= 0, got -1"):
+        minimize(sphere, np.zeros(3), 1.0, restarts=-1)

@@ -1,0 +1,132 @@
+"""Non-finite values, flat functions, seeding, pickling, n = 1 and long runs."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+from spectral_es import NonFiniteObjectiveWarning, SpectralES, minimize
+from spectral_es.functions import rosenbrock, sphere
+
+
+def run(es, function, iterations):
+    for _ in range(iterations):
+        X = es.ask()
+        es.tell(X, function(X))
+    return es
+
+
+def state_of(es):
+    """Copies of everything that defines the distribution."""
+    B = np.eye(es.n) if es.B is None else es.B
+    return es.mean.copy(), es.sigma, es.d.copy(), B.copy(), es.p_sigma.copy(), es.p_c.copy()
+
+
+def test_nonfinite_values_rank_worst_and_warn_once():
+    es = SpectralES(np.full(5, 2.0), 1.0, seed=3)
+
+    def poisoned(X):
+        f = sphere(X)
+        f[::3] = np.nan
+        f[1] = np.inf
+        return f
+
+    with pytest.warns(NonFiniteObjectiveWarning) as record:
+        run(es, poisoned, 30)
+    assert len(record) == 1
+    assert es.n_nonfinite == 30 * (len(range(0, es.popsize, 3)) + 1)
+    assert np.isfinite(es.fbest)
+    # The best of each generation is finite, so the run still makes progress.
+    assert es.fbest < sphere(np.full(5, 2.0))
+
+
+def test_all_nan_generation_keeps_state():
+    es = run(SpectralES(np.ones(4), 1.0, seed=0), sphere, 5)
+    before = state_of(es)
+    X = es.ask()
+    with pytest.warns(NonFiniteObjectiveWarning):
+        es.tell(X, np.full(es.popsize, np.nan))
+    for old, new in zip(before, state_of(es)):
+        np.testing.assert_array_equal(old, new)
+    assert es.nit == 6 and es.nfev == 6 * es.popsize
+    assert es.result.fbest < np.inf  # the earlier best survives
+
+
+def test_constant_function_stops_flat():
+    result = minimize(lambda x: 1.0, np.zeros(3), 1.0, seed=0)
+    assert "tol_flat" in result.stop
+    assert result.nit == 3
+
+
+def test_same_seed_is_bit_identical():
+    first = minimize(rosenbrock, np.zeros(6), 0.5, seed=7, max_evals=3000)
+    second = minimize(rosenbrock, np.zeros(6), 0.5, seed=7, max_evals=3000)
+    np.testing.assert_array_equal(first.xbest, second.xbest)
+    np.testing.assert_array_equal(first.mean, second.mean)
+    assert first.fbest == second.fbest and first.nfev == second.nfev
+
+
+def test_seed_zero_is_a_seed():
+    a = SpectralES(np.zeros(3), 1.0, seed=0).ask()
+    b = SpectralES(np.zeros(3), 1.0, seed=0).ask()
+    c = SpectralES(np.zeros(3), 1.0, seed=1).ask()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_global_random_state_untouched():
+    state = np.random.get_state()
+    minimize(sphere, np.ones(4), 1.0, seed=None, max_evals=500)
+    after = np.random.get_state()
+    assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2:] == after[2:]
+
+
+def test_unseeded_run_records_its_seed():
+    es = SpectralES(np.zeros(3), 1.0)
+    replay = SpectralES(np.zeros(3), 1.0, seed=es.seed)
+    np.testing.assert_array_equal(es.ask(), replay.ask())
+
+
+def test_pickle_resumes_identically():
+    es = run(SpectralES(np.full(8, 1.5), 1.0, seed=11), rosenbrock, 40)
+    clone = pickle.loads(pickle.dumps(es))
+    run(es, rosenbrock, 60)
+    run(clone, rosenbrock, 60)
+    for a, b in zip(state_of(es), state_of(clone)):
+        np.testing.assert_array_equal(a, b)
+    assert es.fbest == clone.fbest
+
+
+def test_pickle_between_ask_and_tell():
+    es = SpectralES(np.ones(3), 1.0, seed=2)
+    X = es.ask()
+    clone = pickle.loads(pickle.dumps(es))
+    es.tell(X, sphere(X))
+    clone.tell(X, sphere(X))
+    np.testing.assert_array_equal(es.mean, clone.mean)
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_one_dimension(diagonal):
+    result = minimize(sphere, [3.0], 1.0, seed=0, f_target=1e-10, diagonal=diagonal, max_evals=2000)
+    assert result.fbest <= 1e-10
+    assert result.xbest.shape == (1,)
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_long_run_past_convergence_stays_finite(diagonal):
+    # No target and no tolerances: the run goes on long after f reached its
+    # floor, through underflow of sigma * sqrt(1/d) towards zero.
+    es = SpectralES(np.ones(4), 1.0, seed=5, diagonal=diagonal, tol_f=0, tol_x=0, tol_stagnation=10**9, max_iter=4000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning (overflow, 0/0) fails the test
+        while not es.stop():
+            X = es.ask()
+            es.tell(X, sphere(X))
+    assert "non_finite_state" not in es.stop()
+    for part in state_of(es):
+        assert np.all(np.isfinite(part))
+    assert np.all(es.d > 0) and es.sigma > 0
