@@ -17,6 +17,7 @@ from spectral_es.core.cayley import (
     cayley_exact,
     cayley_truncated,
     orthogonality_defect,
+    rotate,
     skew,
 )
 from spectral_es.core.roots import apply_inverse_root, apply_power, matrix_power
@@ -32,6 +33,7 @@ __all__ = [
     "eigenvalue_step",
     "matrix_power",
     "orthogonality_defect",
+    "rotate",
     "rotation_generator",
     "skew",
     "spectral_step",

@@ -20,6 +20,7 @@ __all__ = [
     "cayley_exact",
     "cayley_truncated",
     "orthogonality_defect",
+    "rotate",
     "skew",
 ]
 
@@ -65,6 +66,24 @@ def cayley(N: Any, *, method: str = "exact") -> Any:
     if method == "truncated":
         return cayley_truncated(N)
     raise ValueError(f"unknown Cayley method {method!r}; use 'exact' or 'truncated'")
+
+
+def rotate(B: Any, N: Any, *, method: str = "exact") -> Any:
+    """Return ``B @ Cayley(N)`` without forming the rotation (exact map).
+
+    Because ``(I + N)(I - N)^{-1} = 2 (I - N)^{-1} - I``, the product is
+    ``2 X - B`` with ``X (I - N) = B``, i.e. ``(I + N) X^T = B^T`` for skew
+    ``N``: one LU factorisation and its triangular solves, about 2.7 n^3
+    flops, where forming Cayley(N) first and multiplying costs 4.7 n^3.
+    The truncated map has no such shortcut and costs five products.
+    """
+    if method == "truncated":
+        return B @ cayley_truncated(N)
+    if method != "exact":
+        raise ValueError(f"unknown Cayley method {method!r}; use 'exact' or 'truncated'")
+    xp = namespace(B, N)
+    X = xp.linalg.solve(eye_like(N.shape[0], N) + N, B.T).T
+    return 2 * X - B
 
 
 def orthogonality_defect(B: Any) -> float:

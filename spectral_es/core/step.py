@@ -38,7 +38,7 @@ import math
 from typing import Any
 
 from spectral_es.core._backend import namespace
-from spectral_es.core.cayley import cayley
+from spectral_es.core.cayley import rotate
 
 __all__ = [
     "eigenvalue_step",
@@ -85,12 +85,17 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
     q = xp.diagonal(Q)
     a = (1 - beta * gamma) * d + beta * q  # diagonal of the updated matrix
     gap = a[None, :] - a[:, None]  # gap[i, j] = a_j - a_i
-    # atan(2c / gap) / 2 with the sign moved into the numerator, so that a
-    # zero gap gives +-pi/4 (or 0 when the coupling is zero too) instead of
-    # dividing by zero.
-    sign = xp.where(gap < 0, -xp.ones_like(gap), xp.ones_like(gap))
-    theta = 0.5 * xp.arctan2(2 * beta * Q * sign, xp.abs(gap))
-    lower = xp.tril(xp.tan(0.5 * theta), -1)
+    coupling = 2 * beta * Q * xp.where(gap < 0, -xp.ones_like(gap), xp.ones_like(gap))
+    # With t = coupling / |gap|, theta = atan(t) / 2 and the generator is
+    # tan(theta / 2) = tan(atan(t) / 4). Two half-angle steps give it with
+    # square roots only:  u = tan(atan(t) / 2) = c / (|g| + sqrt(g^2 + c^2)),
+    # |u| <= 1, then tan(atan(t) / 4) = u / (1 + sqrt(1 + u^2)). A zero gap
+    # gives u = +-1 (a quarter turn of the pair), and zero gap and coupling
+    # give 0 (the Moore-Penrose choice).
+    denominator = xp.abs(gap) + xp.sqrt(gap * gap + coupling * coupling)
+    safe = xp.where(denominator > 0, denominator, xp.ones_like(denominator))
+    u = xp.where(denominator > 0, coupling / safe, xp.zeros_like(coupling))
+    lower = xp.tril(u / (1 + xp.sqrt(1 + u * u)), -1)
     return lower - lower.T
 
 
@@ -124,8 +129,8 @@ def spectral_step(
     Returns:
         ``(d_new, B_new)`` with the dtype and device of the inputs. ``d_new``
         is positive; ``B_new`` is orthogonal to rounding (exact map) or to
-        the truncation error (truncated map). Cost O(n^3): one solve or four
-        products for the Cayley map, and one product ``B @ R``.
+        the truncation error (truncated map). Cost O(n^3): one solve with n
+        right-hand sides (exact map) or five matrix products (truncated).
     """
     d_new = eigenvalue_step(d, namespace(Q).diagonal(Q), beta, gamma)
     N = rotation_generator(d, Q, beta, gamma)
@@ -135,7 +140,7 @@ def spectral_step(
         norm = float((N * N).sum()) ** 0.5
         if norm > max_generator_norm:
             N = N * (max_generator_norm / norm)
-    return d_new, B @ cayley(N, method=method)
+    return d_new, rotate(B, N, method=method)
 
 
 # Used by docstrings and tests: the bound on any single generator entry.

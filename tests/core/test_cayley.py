@@ -11,6 +11,7 @@ from spectral_es.core import (
     cayley_exact,
     cayley_truncated,
     orthogonality_defect,
+    rotate,
     skew,
 )
 from tests.conftest import random_orthogonal
@@ -77,3 +78,13 @@ def test_bjorck_step_squares_defect(rng):
     # With B^T B = I + D, one step gives B'^T B' - I = -(3/4) D^2 + D^3 / 4.
     assert after <= 0.75 * before**2 + 0.25 * before**3 + 100 * n * EPS64
     assert after < before / 100
+
+
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_rotate_equals_product_with_cayley(rng, method):
+    n = 15
+    B = random_orthogonal(rng, n)
+    N = random_skew(rng, n, 0.2)
+    # rotate() solves with I + N instead of forming Cayley(N); both are one
+    # LU solve away from the same matrix, so they agree to rounding.
+    np.testing.assert_allclose(rotate(B, N, method=method), B @ cayley(N, method=method), atol=100 * n * EPS64)
