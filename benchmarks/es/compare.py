@@ -1,0 +1,232 @@
+"""Compare SpectralES with pycma's CMA-ES and xNES; write a results page and figures.
+
+    python -m benchmarks.es.compare --quick    # 3 seeds, n <= 40, a few minutes
+    python -m benchmarks.es.compare --full     # 10 seeds, n up to 100 and 2000 for timing
+
+Run it from the repository root. Every method gets the same problems (see
+:func:`benchmarks.es.harness.make_problem`): for each seed the same start,
+``sigma0``, target and evaluation budget. The page (``RESULTS.md``), the PNG
+figures and the raw records (``results.json``) go to ``--output``, by
+default ``benchmarks/es`` for ``--full`` and ``benchmarks/es/quick`` for
+``--quick``. ``--seeds``, ``--dims`` and the other options override the
+mode's choices; the page records the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cma
+import matplotlib
+import numpy as np
+import scipy
+
+from benchmarks.es import report
+from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem, run
+from benchmarks.es.methods import DESCRIPTIONS, METHODS
+from benchmarks.es.page import render_page
+from benchmarks.es.timing import format_table, time_methods
+
+__all__ = ["FULL", "QUICK", "Config", "main"]
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one run of the comparison measures.
+
+    Attributes:
+        seeds: Number of seeds (1..seeds) per problem.
+        dims: Dimensions of the unimodal functions.
+        multimodal_dims: Dimensions of the multimodal functions.
+        unimodal_methods: Methods run on the unimodal functions.
+        multimodal_methods: Methods run on the multimodal functions.
+        timing_dims: Dimensions of the timing sweep (empty: no timing).
+        timing_methods: Methods timed; must include ``pycma``.
+        timing_repeats: Timed blocks per method and dimension.
+        functions: Functions run, a subset of unimodal and multimodal ones.
+    """
+
+    seeds: int
+    dims: tuple[int, ...]
+    multimodal_dims: tuple[int, ...]
+    unimodal_methods: tuple[str, ...]
+    multimodal_methods: tuple[str, ...]
+    timing_dims: tuple[int, ...]
+    timing_methods: tuple[str, ...]
+    timing_repeats: int
+    functions: tuple[str, ...] = UNIMODAL + MULTIMODAL
+
+
+QUICK = Config(
+    seeds=3,
+    dims=(2, 10, 40),
+    multimodal_dims=(2, 10),
+    unimodal_methods=("spectral", "spectral-diagonal", "spectral-xnes", "spectral-passive", "pycma", "xnes"),
+    multimodal_methods=("spectral-ipop", "pycma-ipop", "spectral", "pycma"),
+    timing_dims=(10, 50, 200, 500),
+    timing_methods=("pycma", "spectral", "spectral-eager", "spectral-diagonal", "xnes"),
+    timing_repeats=2,
+)
+
+FULL = Config(
+    seeds=10,
+    dims=(2, 10, 40, 100),
+    multimodal_dims=(2, 10, 40, 100),
+    unimodal_methods=(
+        "spectral",
+        "spectral-diagonal",
+        "spectral-xnes",
+        "spectral-passive",
+        "spectral-truncated",
+        "spectral-eager",
+        "pycma",
+        "pycma-diagonal",
+        "xnes",
+    ),
+    multimodal_methods=("spectral-ipop", "spectral-ipop-passive", "pycma-ipop", "spectral", "pycma", "xnes"),
+    timing_dims=(10, 20, 50, 100, 200, 500, 1000, 2000),
+    timing_methods=("pycma", "spectral", "spectral-eager", "spectral-truncated", "spectral-diagonal", "xnes"),
+    timing_repeats=3,
+)
+
+
+def run_all(config: Config, *, log=print) -> list[RunRecord]:
+    """Run every method of ``config`` on every problem; one log line per cell."""
+    records = []
+    for function in config.functions:
+        multimodal = function in MULTIMODAL
+        dims = config.multimodal_dims if multimodal else config.dims
+        methods = config.multimodal_methods if multimodal else config.unimodal_methods
+        for n in dims:
+            problems = [make_problem(function, n, seed) for seed in range(1, config.seeds + 1)]
+            for method in methods:
+                start = time.perf_counter()
+                cell = [run(method, METHODS[method], problem) for problem in problems]
+                records += cell
+                log(f"{function:>17} n={n:<4} {method:<22} {report.Cell(cell)!s:>14}  {time.perf_counter() - start:7.1f} s")
+    return records
+
+
+def machine_description() -> str:
+    """Return the CPU model and core count, from ``lscpu`` where available."""
+    model = platform.processor() or platform.machine()
+    try:
+        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} logical cores (shared with other jobs), OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+
+
+def library_version() -> str:
+    """Return the git commit of ``spectral_es`` and whether its sources had uncommitted changes."""
+    root = HERE.parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "spectral_es"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    suffix = " with uncommitted changes in spectral_es/" if dirty.stdout.strip() else ""
+    return commit.stdout.strip() + suffix
+
+
+def write_outputs(config: Config, records: list[RunRecord], timing_rows, output: Path, command: str, seconds: float) -> None:
+    """Write ``results.json``, the figures and ``RESULTS.md`` into ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    figures = output / "figures"
+    figures.mkdir(exist_ok=True)
+    raw = {
+        "config": dataclasses.asdict(config),
+        "records": [dataclasses.asdict(record) for record in records],
+        "timing": [dataclasses.asdict(row) for row in timing_rows],
+    }
+    (output / "results.json").write_text(json.dumps(raw, indent=1))
+
+    cells = report.group(records)
+    for function in config.functions:
+        multimodal = function in MULTIMODAL
+        dims = config.multimodal_dims if multimodal else config.dims
+        methods = config.multimodal_methods if multimodal else config.unimodal_methods
+        target = make_problem(function, 2, 1).f_target
+        report.plot_convergence(cells, function, dims, methods, target, figures / f"convergence_{function}.png")
+    if timing_rows:
+        report.plot_timing(timing_rows, config.timing_methods, figures / "timing.png")
+
+    header = {
+        "command": command,
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": machine_description(),
+        "versions": (
+            f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
+            f"cma {cma.__version__}, matplotlib {matplotlib.__version__}, spectral_es {library_version()}"
+        ),
+        "seconds": seconds,
+    }
+    (output / "RESULTS.md").write_text(render_page(config, cells, timing_rows, header, DESCRIPTIONS))
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
+    """Parse the command line and return it with the effective :class:`Config`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="3 seeds, n = 2, 10, 40; a few minutes")
+    mode.add_argument("--full", action="store_true", help="10 seeds, n = 2, 10, 40, 100; hours")
+    parser.add_argument("--seeds", type=int, help="number of seeds per problem")
+    parser.add_argument("--dims", type=int, nargs="+", help="dimensions of all functions")
+    parser.add_argument("--functions", nargs="+", choices=UNIMODAL + MULTIMODAL, help="functions to run")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="restrict the methods to these")
+    parser.add_argument("--timing-dims", type=int, nargs="*", help="dimensions of the timing sweep; none to skip it")
+    parser.add_argument("--output", type=Path, help="folder of RESULTS.md, figures/ and results.json")
+    args = parser.parse_args(argv)
+
+    config = QUICK if args.quick else FULL
+    changes = {}
+    if args.seeds is not None:
+        if args.seeds < 1:
+            parser.error(f"--seeds must be >= 1, got {args.seeds}")
+        changes["seeds"] = args.seeds
+    if args.dims is not None:
+        if min(args.dims) < 2:
+            parser.error(f"--dims must all be >= 2, got {args.dims}")
+        changes["dims"] = changes["multimodal_dims"] = tuple(args.dims)
+    if args.functions is not None:
+        changes["functions"] = tuple(args.functions)
+    if args.methods is not None:
+        changes["unimodal_methods"] = tuple(m for m in config.unimodal_methods if m in args.methods)
+        changes["multimodal_methods"] = tuple(m for m in config.multimodal_methods if m in args.methods)
+    if args.timing_dims is not None:
+        changes["timing_dims"] = tuple(args.timing_dims)
+    if args.output is None:
+        args.output = HERE if args.full else HERE / "quick"
+    return args, dataclasses.replace(config, **changes)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, config = parse_args(argv)
+    command = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv))
+    start = time.perf_counter()
+    records = run_all(config, log=lambda line: print(line, flush=True))
+    timing_rows = []
+    if config.timing_dims:
+        timing_rows = time_methods(config.timing_dims, config.timing_methods, repeats=config.timing_repeats)
+        print(format_table(timing_rows, config.timing_methods), flush=True)
+    write_outputs(config, records, timing_rows, args.output, command, time.perf_counter() - start)
+    print(f"wrote {args.output / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The methods compared by the benchmarks, each a runner ``(problem, objective) -> stop``.
+
+Every runner starts at ``problem.x0`` with ``problem.sigma0``, seeds its
+random generator with ``problem.seed``, passes ``problem.f_target`` and
+``problem.budget`` to the method's own stop criteria, and evaluates only
+through ``objective``, which enforces the same budget for all of them.
+Restarting methods use IPOP (Auger and Hansen 2005): at most 9 restarts from
+``x0``, each with twice the population of the one before.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import cma
+import numpy as np
+
+import spectral_es
+from benchmarks.es import xnes_reference
+from benchmarks.es.harness import Objective, Problem, Runner
+
+__all__ = ["DESCRIPTIONS", "METHODS", "run_pycma", "run_pycma_ipop", "run_spectral", "run_xnes"]
+
+IPOP_RESTARTS = 9
+IPOP_INCPOPSIZE = 2
+
+
+def run_spectral(problem: Problem, objective: Objective, *, restarts: int = 0, **options) -> str:
+    """Run :func:`spectral_es.minimize` with ``options`` (``preset``, ``active``, ...)."""
+    result = spectral_es.minimize(
+        objective,
+        problem.x0,
+        problem.sigma0,
+        seed=problem.seed,
+        vectorized=True,
+        restarts=restarts,
+        incpopsize=IPOP_INCPOPSIZE,
+        max_evals=problem.budget,
+        f_target=problem.f_target,
+        **options,
+    )
+    return ",".join(result.stop)
+
+
+def _pycma_options(problem: Problem, **options) -> dict:
+    return {
+        "seed": problem.seed,
+        "ftarget": problem.f_target,
+        "maxfevals": problem.budget,
+        "verbose": -9,
+        **options,
+    }
+
+
+def run_pycma(problem: Problem, objective: Objective, **options) -> str:
+    """Run pycma's ``CMAEvolutionStrategy`` through ask/tell, without restarts."""
+    with warnings.catch_warnings():
+        # pycma warns, for example, when the step size becomes tiny; the
+        # stop reason carries the same information.
+        warnings.simplefilter("ignore")
+        es = cma.CMAEvolutionStrategy(problem.x0, problem.sigma0, _pycma_options(problem, **options))
+        while not es.stop():
+            X = es.ask()
+            es.tell(X, objective(np.asarray(X)).tolist())
+    return ",".join(es.stop())
+
+
+def run_pycma_ipop(problem: Problem, objective: Objective) -> str:
+    """Run ``cma.fmin2`` with IPOP restarts, evaluating a generation per call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, es = cma.fmin2(
+            None,
+            problem.x0,
+            problem.sigma0,
+            _pycma_options(problem),
+            restarts=IPOP_RESTARTS,
+            incpopsize=IPOP_INCPOPSIZE,
+            parallel_objective=lambda X: objective(np.asarray(X)).tolist(),
+        )
+    return ",".join(es.stop())
+
+
+def run_xnes(problem: Problem, objective: Objective) -> str:
+    """Run the reference xNES of :mod:`benchmarks.es.xnes_reference`."""
+    result = xnes_reference.minimize(
+        objective,
+        problem.x0,
+        problem.sigma0,
+        seed=problem.seed,
+        max_evals=problem.budget,
+        f_target=problem.f_target,
+    )
+    return result["stop"]
+
+
+METHODS: dict[str, Runner] = {
+    "spectral": run_spectral,
+    "spectral-diagonal": functools.partial(run_spectral, diagonal=True),
+    "spectral-xnes": functools.partial(run_spectral, preset="xnes"),
+    "spectral-passive": functools.partial(run_spectral, active=False),
+    "spectral-truncated": functools.partial(run_spectral, cayley="truncated"),
+    "spectral-eager": functools.partial(run_spectral, rotation_interval=1),
+    "spectral-ipop": functools.partial(run_spectral, restarts=IPOP_RESTARTS),
+    "spectral-ipop-passive": functools.partial(run_spectral, restarts=IPOP_RESTARTS, active=False),
+    "pycma": run_pycma,
+    "pycma-diagonal": functools.partial(run_pycma, CMA_diagonal=True),
+    "pycma-ipop": run_pycma_ipop,
+    "xnes": run_xnes,
+}
+"""Runners by name, as the command line and the result tables use them."""
+
+DESCRIPTIONS: dict[str, str] = {
+    "spectral": "SpectralES defaults: `preset='cma'`, `active=True`, full `B`, exact Cayley map",
+    "spectral-diagonal": "SpectralES with `diagonal=True` (`B = I`, only `d` learns)",
+    "spectral-xnes": "SpectralES with `preset='xnes'` (xNES utilities, learning rates and step size)",
+    "spectral-passive": "SpectralES with `active=False` (no negative weights)",
+    "spectral-truncated": "SpectralES with `cayley='truncated'` (matrix products only)",
+    "spectral-eager": "SpectralES with `rotation_interval=1` (a Cayley rotation every generation)",
+    "spectral-ipop": f"`spectral_es.minimize(restarts={IPOP_RESTARTS}, incpopsize={IPOP_INCPOPSIZE})`",
+    "spectral-ipop-passive": "as spectral-ipop, with `active=False`",
+    "pycma": f"pycma {cma.__version__} `CMAEvolutionStrategy`, defaults",
+    "pycma-diagonal": "pycma with `CMA_diagonal=True` (sep-CMA-ES)",
+    "pycma-ipop": f"pycma `fmin2(restarts={IPOP_RESTARTS}, incpopsize={IPOP_INCPOPSIZE})`",
+    "xnes": "xNES of Glasmachers et al. (2010), reference implementation in `xnes_reference.py`",
+}
+"""One line per method for the results page."""

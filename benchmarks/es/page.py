@@ -1,0 +1,201 @@
+"""The markdown results page: setup, tables, target checks and figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from benchmarks.es.harness import MULTIMODAL, UNIMODAL
+from benchmarks.es.report import Groups, format_ratio, markdown_table, ratio
+from benchmarks.es.timing import TimingRow, format_table
+
+__all__ = ["REFERENCE", "render_page", "target_checks"]
+
+# Medians over 10 seeds measured earlier with this setup on a 2-core machine
+# (pycma 4.x, the xNES of Glasmachers et al. 2010), to check the harness.
+REFERENCE: dict[tuple[str, str, int], int] = {
+    ("pycma", "sphere", 10): 1420,
+    ("pycma", "sphere", 40): 4956,
+    ("pycma", "ellipsoid", 10): 4074,
+    ("pycma", "ellipsoid", 40): 48258,
+    ("pycma", "rotated_ellipsoid", 10): 4076,
+    ("pycma", "rotated_ellipsoid", 40): 48240,
+    ("pycma", "rosenbrock", 10): 5119,
+    ("pycma", "rosenbrock", 40): 61782,
+    ("xnes", "sphere", 10): 6024,
+    ("xnes", "sphere", 40): 119163,
+    ("xnes", "ellipsoid", 10): 8910,
+    ("xnes", "ellipsoid", 40): 164470,
+    ("xnes", "rotated_ellipsoid", 10): 8832,
+    ("xnes", "rotated_ellipsoid", 40): 164176,
+    ("xnes", "rosenbrock", 10): 10604,
+    ("xnes", "rosenbrock", 40): 200942,
+    ("pycma-ipop", "ackley", 10): 2734,
+    ("pycma-ipop", "griewank", 10): 4946,
+    ("pycma-ipop", "rastrigin", 10): 78003,
+    ("pycma-ipop", "bohachevsky", 10): 5532,
+    ("pycma-ipop", "schaffer", 10): 29004,
+}
+
+# The goals SpectralES is measured against.
+EVALS_FACTOR = 1.5
+TARGET_DIMS = (10, 40)
+MULTIMODAL_DIM = 10
+TIMING_DIMS = (500, 1000, 2000)
+
+
+def _cells_of(cells: Groups, methods: Sequence[str], function: str, n: int) -> list[str]:
+    return [str(cells[(m, function, n)]) if (m, function, n) in cells else "" for m in methods]
+
+
+def _methods_present(cells: Groups, candidates: Sequence[str], functions: Sequence[str]) -> list[str]:
+    return [m for m in candidates if any(key[0] == m and key[1] in functions for key in cells)]
+
+
+def _dims_of(cells: Groups, function: str) -> list[int]:
+    return sorted({key[2] for key in cells if key[1] == function})
+
+
+def unimodal_table(cells: Groups) -> str:
+    """Return the table of SpectralES, pycma and xNES on the unimodal functions."""
+    methods = _methods_present(cells, ("spectral", "spectral-diagonal", "pycma", "xnes"), UNIMODAL)
+    rows = []
+    for function in UNIMODAL:
+        for n in _dims_of(cells, function):
+            rows.append(
+                [function, n, *_cells_of(cells, methods, function, n)]
+                + [format_ratio(ratio(cells, "spectral", "pycma", function, n))]
+                + [format_ratio(ratio(cells, "xnes", "pycma", function, n))]
+            )
+    return markdown_table(["function", "n", *methods, "spectral / pycma", "xnes / pycma"], rows)
+
+
+def multimodal_table(cells: Groups) -> str:
+    """Return the table of the restarting and single-run methods on the multimodal functions."""
+    candidates = ("spectral-ipop", "spectral-ipop-passive", "pycma-ipop", "spectral", "pycma", "xnes")
+    methods = _methods_present(cells, candidates, MULTIMODAL)
+    rows = []
+    for function in MULTIMODAL:
+        for n in _dims_of(cells, function):
+            rows.append(
+                [function, n, *_cells_of(cells, methods, function, n)]
+                + [format_ratio(ratio(cells, "spectral-ipop", "pycma-ipop", function, n))]
+            )
+    return markdown_table(["function", "n", *methods, "spectral-ipop / pycma-ipop"], rows)
+
+
+def options_table(cells: Groups) -> str:
+    """Return each SpectralES variant's median as a ratio to the defaults (unimodal)."""
+    variants = ("spectral-xnes", "spectral-passive", "spectral-diagonal", "spectral-truncated", "spectral-eager")
+    methods = _methods_present(cells, variants + ("pycma-diagonal",), UNIMODAL)
+    rows = []
+    for function in UNIMODAL:
+        for n in _dims_of(cells, function):
+            row = [function, n, str(cells.get(("spectral", function, n), ""))]
+            for method in methods:
+                cell = cells.get((method, function, n))
+                value = ratio(cells, method, "spectral", function, n)
+                row.append("" if cell is None else f"{cell} ({format_ratio(value)})")
+            rows.append(row)
+    return markdown_table(["function", "n", "spectral", *methods], rows)
+
+
+def reference_table(cells: Groups) -> str:
+    """Return this run's medians next to the reference medians."""
+    rows = []
+    for (method, function, n), expected in REFERENCE.items():
+        cell = cells.get((method, function, n))
+        if cell is not None:
+            rows.append([method, function, n, expected, str(cell), format_ratio(cell.median / expected)])
+    return markdown_table(["method", "function", "n", "reference median", "this run", "ratio"], rows)
+
+
+def target_checks(cells: Groups, timing_rows: Sequence[TimingRow]) -> list[tuple[str, str]]:
+    """Return ``(goal, verdict)`` pairs; the verdict is "met", "not met: ..." or "not measured"."""
+    checks = []
+
+    ratios = {(f, n): ratio(cells, "spectral", "pycma", f, n) for f in UNIMODAL for n in TARGET_DIMS}
+    measured = {key: value for key, value in ratios.items() if (("spectral",) + key) in cells}
+    failed = [f"{f} n={n}: {format_ratio(v)}" for (f, n), v in measured.items() if not v <= EVALS_FACTOR]
+    checks.append(
+        (
+            f"unimodal, n = 10 and 40: spectral median <= {EVALS_FACTOR} x pycma, 10/10 solved",
+            _verdict(measured, failed, len(ratios)),
+        )
+    )
+
+    worse = []
+    for (method, function, n), cell in cells.items():
+        xnes = cells.get(("xnes", function, n))
+        if method != "spectral" or xnes is None:
+            continue
+        if cell.successes < xnes.successes or (xnes.all_solved and cell.all_solved and cell.median > xnes.median):
+            worse.append(f"{function} n={n}")
+    compared = [key for key in cells if key[0] == "spectral" and ("xnes",) + key[1:] in cells]
+    checks.append(("spectral never worse than xNES (successes, then median)", _verdict(compared, worse)))
+
+    ratios = {f: ratio(cells, "spectral-ipop", "pycma-ipop", f, MULTIMODAL_DIM) for f in MULTIMODAL}
+    measured = {f: v for f, v in ratios.items() if ("spectral-ipop", f, MULTIMODAL_DIM) in cells}
+    failed = [f"{f}: {format_ratio(v)}" for f, v in measured.items() if not v <= EVALS_FACTOR]
+    checks.append(
+        (
+            f"multimodal, n = {MULTIMODAL_DIM}: spectral-ipop solves all runs, median <= {EVALS_FACTOR} x pycma-ipop",
+            _verdict(measured, failed, len(ratios)),
+        )
+    )
+
+    timed = [row for row in timing_rows if row.n in TIMING_DIMS and "spectral" in row.seconds]
+    failed = [f"n={row.n}: {row.ratio('spectral'):.2f}" for row in timed if row.ratio("spectral") > 1]
+    checks.append(("ask + tell time per generation <= pycma at n = 500, 1000, 2000", _verdict(timed, failed, 3)))
+    return checks
+
+
+def _verdict(measured: Sequence | Mapping, failed: Sequence[str], expected: int | None = None) -> str:
+    if not measured:
+        return "not measured"
+    partial = "" if expected is None or len(measured) == expected else f" (only {len(measured)} of {expected} cases run)"
+    if failed:
+        return "not met: " + ", ".join(failed) + partial
+    return "met" + partial
+
+
+def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header: Mapping, descriptions: Mapping) -> str:
+    """Return the whole markdown page."""
+    minutes = header["seconds"] / 60
+    parts = [
+        "# SpectralES against pycma's CMA-ES and xNES",
+        f"Command: `{header['command']}` (run from the repository root; {minutes:.1f} min).  \n"
+        f"Date: {header['date']}.  \nMachine: {header['machine']}.  \nVersions: {header['versions']}.",
+        "## Setup",
+        f"Seeds 1..{config.seeds}, the same for every method. Unimodal functions start from "
+        "x0 ~ U[-3, 3]^n with sigma0 = 1 and a budget of 10^4 n evaluations; multimodal ones from "
+        "x0 ~ U[-5, 5]^n with sigma0 = 2 and 10^5 n evaluations. The start depends only on the "
+        "seed and n. Target: f <= 1e-8 (Schaffer: 1e-4). A run succeeds when a value reaches the "
+        "target; its evaluations are counted up to the end of that generation. A cell is the median "
+        "over the successful runs, with `successes/runs` when some failed; a ratio is given only "
+        "when both methods solved every run. Methods:",
+        "\n".join(f"- `{name}`: {text}" for name, text in descriptions.items() if any(k[0] == name for k in cells)),
+        "## Targets",
+        markdown_table(["goal", "verdict"], target_checks(cells, timing_rows)),
+        "## Unimodal functions: evaluations to target",
+        unimodal_table(cells),
+        "## Multimodal functions: evaluations to target",
+        multimodal_table(cells),
+        "## Effect of the SpectralES options (unimodal)",
+        "Each cell: median evaluations, and in brackets its ratio to the defaults (`spectral`).",
+        options_table(cells),
+        "## Check of the harness against reference medians",
+        "Reference: medians over 10 seeds measured earlier with the same setup on a 2-core machine.",
+        reference_table(cells),
+    ]
+    if timing_rows:
+        parts += [
+            "## Time per generation (ask + tell, objective excluded)",
+            "Milliseconds of pycma and each method's ratio to it, measured in the same run, methods "
+            "interleaved; pycma's blocks cover two of its eigendecompositions.",
+            format_table(timing_rows, config.timing_methods),
+            "![time per generation](figures/timing.png)",
+        ]
+    parts.append("## Convergence")
+    for function in config.functions:
+        parts.append(f"![{function}](figures/convergence_{function}.png)")
+    return "\n\n".join(parts) + "\n"
