@@ -1,0 +1,113 @@
+"""Termination criteria, the callback and progress display."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from spectral_es import SpectralES, minimize
+from spectral_es.functions import ellipsoid, sphere
+
+
+def test_max_evals_and_max_iter():
+    result = minimize(sphere, np.ones(5), 1.0, seed=0, max_evals=95)
+    assert result.stop == {"max_evals": 95}
+    assert 95 <= result.nfev < 95 + 8  # stops after the generation that crosses it
+    result = minimize(sphere, np.ones(5), 1.0, seed=0, max_iter=7)
+    assert result.stop == {"max_iter": 7} and result.nit == 7
+
+
+def test_target_reached():
+    result = minimize(sphere, np.ones(5), 1.0, seed=0, f_target=1e-3)
+    assert result.stop == {"f_target": 1e-3}
+    assert result.fbest <= 1e-3 and result.success
+
+
+def test_tol_x_and_tol_f_end_a_converged_run():
+    result = minimize(sphere, np.ones(3), 1.0, seed=0, tol_x=1e-6)
+    assert "tol_x" in result.stop or "tol_f" in result.stop
+    es_result = result
+    assert es_result.fbest < 1e-9  # f ~ (n * std)^2 when std ~ 1e-6
+
+
+def test_condition_limit():
+    result = minimize(ellipsoid, np.ones(6), 1.0, seed=0, tol_condition=1e3)
+    assert "tol_condition" in result.stop
+    assert result.fbest > 1e-8  # it stopped long before converging
+
+
+def test_stagnation_on_pure_noise():
+    noise = np.random.default_rng(0)
+    result = minimize(lambda x: noise.random(), np.zeros(2), 1.0, seed=0, tol_stagnation=30, max_iter=5000)
+    assert "tol_stagnation" in result.stop
+    assert result.nit < 200
+
+
+def test_unbounded_function_ends_with_a_reason():
+    # -|x|^2 has no minimum: sigma grows by orders of magnitude per dozen
+    # iterations, yet the run must end by a criterion with a finite state.
+    es = SpectralES(np.ones(3), 1.0, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # f overflows to -inf
+        while not es.stop():
+            X = es.ask()
+            es.tell(X, -np.sum(X**2, axis=1))
+    assert es.sigma > 1e100
+    assert np.isfinite(es.sigma) and np.all(np.isfinite(es.mean)) and np.all(np.isfinite(es.d))
+
+
+def test_overflowing_update_stops_and_keeps_state():
+    es = SpectralES(np.ones(3), 1.0, seed=0)
+    # sigma / sqrt(d) = 1e350 overflows: the mean update m + sigma * step is inf.
+    es.sigma = 1e200
+    es.d = np.full(3, 1e-300)
+    mean = es.mean.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the overflow itself
+        X = es.ask()
+        with pytest.warns(RuntimeWarning, match="non-finite or non-positive state"):
+            es.tell(X, np.arange(es.popsize, dtype=float))
+    assert "non_finite_state" in es.stop()
+    np.testing.assert_array_equal(es.mean, mean)
+
+
+@pytest.mark.parametrize("mode", ["return", "raise"])
+def test_callback_stops_the_run(mode):
+    seen = []
+
+    def callback(result):
+        seen.append(result.nit)
+        if result.nit == 4:
+            if mode == "raise":
+                raise StopIteration
+            return True
+        return None
+
+    result = minimize(sphere, np.ones(3), 1.0, seed=0, callback=callback, restarts=2)
+    assert result.stop == {"callback": True}
+    assert seen == [1, 2, 3, 4] and result.nit == 4
+
+
+def test_disp_prints_header_and_lines(capsys):
+    minimize(sphere, np.ones(3), 1.0, seed=0, max_iter=25, disp=10)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["iter", "evals", "f"]
+    iterations = [int(line.split()[0]) for line in lines[1:]]
+    assert iterations == [10, 20, 25]  # every 10th, then the final one
+    assert all(re.match(r"\s*\d+\s+\d+\s+\S+e[+-]\d+", line) for line in lines[1:])
+
+
+def test_restarts_grow_population():
+    result = minimize(sphere, np.ones(4), 1.0, seed=0, tol_x=1e-3, restarts=2)
+    sizes = [run["popsize"] for run in result.restarts]
+    assert sizes == [8, 16, 32]
+    assert result.nfev == sum(run["nfev"] for run in result.restarts)
+
+
+def test_restarts_share_the_evaluation_budget():
+    result = minimize(sphere, np.ones(4), 1.0, seed=0, tol_x=1e-3, restarts=5, max_evals=300)
+    assert result.nfev < 300 + 64
+    assert result.stop.get("max_evals") == 300
