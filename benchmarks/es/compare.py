@@ -117,7 +117,8 @@ def run_all(config: Config, *, log=print) -> list[RunRecord]:
                 start = time.perf_counter()
                 cell = [run(method, METHODS[method], problem) for problem in problems]
                 records += cell
-                log(f"{function:>17} n={n:<4} {method:<22} {report.Cell(cell)!s:>14}  {time.perf_counter() - start:7.1f} s")
+                seconds = time.perf_counter() - start
+                log(f"{function:>17} n={n:<4} {method:<22} {report.Cell(cell)!s:>14}  {seconds:7.1f} s")
     return records
 
 
@@ -129,22 +130,29 @@ def machine_description() -> str:
         model = next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} logical cores (shared with other jobs), OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    return f"{model}, {os.cpu_count()} logical cores (shared with other jobs), OPENBLAS_NUM_THREADS={threads}"
 
 
 def library_version() -> str:
     """Return the git commit of ``spectral_es`` and whether its sources had uncommitted changes."""
     root = HERE.parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "spectral_es"], cwd=root, capture_output=True, text=True, check=True)
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "spectral_es"], cwd=root, capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     suffix = " with uncommitted changes in spectral_es/" if dirty.stdout.strip() else ""
     return commit.stdout.strip() + suffix
 
 
-def write_outputs(config: Config, records: list[RunRecord], timing_rows, output: Path, command: str, seconds: float) -> None:
+def write_outputs(
+    config: Config, records: list[RunRecord], timing_rows, output: Path, command: str, seconds: float
+) -> None:
     """Write ``results.json``, the figures and ``RESULTS.md`` into ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     figures = output / "figures"
@@ -217,7 +225,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args, config = parse_args(argv)
-    command = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv))
+    command = "python -m benchmarks.es.compare " + " ".join(
+        shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv)
+    )
     start = time.perf_counter()
     records = run_all(config, log=lambda line: print(line, flush=True))
     timing_rows = []

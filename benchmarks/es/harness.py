@@ -3,7 +3,7 @@
 Every method sees the same :class:`Problem` (function, dimension, start
 ``x0``, ``sigma0``, target, evaluation budget and seed) and evaluates it only
 through an :class:`Objective`, which counts evaluations, records the best
-value after every call and raises :class:`BudgetExhausted` before a call
+value after every call and raises :class:`BudgetExceededError` before a call
 would exceed the budget. Evaluations to target are therefore counted the same
 way for every method: the evaluations made up to the end of the call (one
 generation) in which a value first reached the target.
@@ -23,7 +23,7 @@ from spectral_es.functions import FUNCTIONS
 __all__ = [
     "MULTIMODAL",
     "UNIMODAL",
-    "BudgetExhausted",
+    "BudgetExceededError",
     "Objective",
     "Problem",
     "RunRecord",
@@ -40,7 +40,7 @@ _TARGETS = {"schaffer": 1e-4}
 _DEFAULT_TARGET = 1e-8
 
 
-class BudgetExhausted(Exception):
+class BudgetExceededError(Exception):
     """Raised by :class:`Objective` instead of exceeding the evaluation budget."""
 
 
@@ -72,7 +72,9 @@ class Problem:
         return (self.function, self.n)
 
 
-def make_problem(function: str, n: int, seed: int, *, budget_per_dimension: Sequence[int] = (10_000, 100_000)) -> Problem:
+def make_problem(
+    function: str, n: int, seed: int, *, budget_per_dimension: Sequence[int] = (10_000, 100_000)
+) -> Problem:
     """Return the problem ``(function, n, seed)`` with its start, step size, target and budget.
 
     Unimodal functions start from ``x0 ~ U[-3, 3]^n`` with ``sigma0 = 1``,
@@ -105,7 +107,7 @@ class Objective:
     """Counting, budget-enforcing wrapper of a test function.
 
     Call it with one point, shape (n,), or rows, shape (k, n). It raises
-    :class:`BudgetExhausted` when ``nfev + k`` would exceed ``budget``, and
+    :class:`BudgetExceededError` when ``nfev + k`` would exceed ``budget``, and
     records ``(nfev, best value so far)`` after every call that improves.
 
     Attributes:
@@ -129,7 +131,7 @@ class Objective:
         X = np.asarray(x, dtype=float)
         rows = np.atleast_2d(X)
         if self.nfev + len(rows) > self.budget:
-            raise BudgetExhausted(f"{self.nfev} + {len(rows)} evaluations would exceed the budget {self.budget}")
+            raise BudgetExceededError(f"{self.nfev} + {len(rows)} evaluations would exceed the budget {self.budget}")
         values = np.asarray(self.function(rows), dtype=float)
         self.nfev += len(rows)
         best = float(np.nanmin(values)) if np.any(~np.isnan(values)) else math.inf
@@ -178,7 +180,7 @@ def run(method: str, runner: Runner, problem: Problem) -> RunRecord:
     start = time.perf_counter()
     try:
         stop = runner(problem, objective)
-    except BudgetExhausted:
+    except BudgetExceededError:
         stop = "budget"
     seconds = time.perf_counter() - start
     success = objective.nfev_to_target is not None

@@ -152,7 +152,9 @@ def target_checks(cells: Groups, timing_rows: Sequence[TimingRow]) -> list[tuple
 def _verdict(measured: Sequence | Mapping, failed: Sequence[str], expected: int | None = None) -> str:
     if not measured:
         return "not measured"
-    partial = "" if expected is None or len(measured) == expected else f" (only {len(measured)} of {expected} cases run)"
+    partial = (
+        "" if expected is None or len(measured) == expected else f" (only {len(measured)} of {expected} cases run)"
+    )
     if failed:
         return "not met: " + ", ".join(failed) + partial
     return "met" + partial

@@ -105,7 +105,7 @@ def plot_convergence(
 ) -> None:
     """Plot best f against evaluations, median and 25-75 % band over seeds, one panel per n."""
     figure, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.6), squeeze=False)
-    for axis, n in zip(axes[0], dims):
+    for axis, n in zip(axes[0], dims, strict=True):
         for method in methods:
             cell = cells.get((method, function, n))
             if cell is None:

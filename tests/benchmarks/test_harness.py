@@ -1,0 +1,137 @@
+"""The comparison harness gives every method the same start, seed and budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.es import compare, methods, report
+from benchmarks.es.harness import BudgetExceededError, Objective, make_problem, run
+from spectral_es.functions import sphere
+
+ALL_METHODS = sorted(methods.METHODS)
+
+
+def test_problem_start_and_budget():
+    unimodal = make_problem("rosenbrock", 5, seed=7)
+    multimodal = make_problem("schaffer", 5, seed=7)
+    assert unimodal.sigma0 == 1.0 and np.all(np.abs(unimodal.x0) <= 3)
+    assert multimodal.sigma0 == 2.0 and np.all(np.abs(multimodal.x0) <= 5)
+    assert (unimodal.f_target, multimodal.f_target) == (1e-8, 1e-4)
+    assert (unimodal.budget, multimodal.budget) == (50_000, 500_000)
+    # The start depends on the seed and n only.
+    np.testing.assert_array_equal(unimodal.x0, make_problem("sphere", 5, seed=7).x0)
+
+
+def test_problem_rejects_seed_zero():
+    with pytest.raises(ValueError, match="seed must be >= 1"):
+        make_problem("sphere", 5, seed=0)
+
+
+def test_objective_counts_and_enforces_budget():
+    objective = Objective(sphere, budget=5, f_target=0.5)
+    values = objective(np.array([[1.0, 1.0], [0.5, 0.0], [2.0, 0.0]]))
+    np.testing.assert_allclose(values, [2.0, 0.25, 4.0])
+    assert objective.nfev == 3
+    assert objective.nfev_to_target == 3  # the end of the call that reached 0.25
+    assert objective(np.array([0.1, 0.0])) == pytest.approx(0.01)
+    assert objective.trace == [(3, 0.25), (4, pytest.approx(0.01))]
+    with pytest.raises(BudgetExceededError):
+        objective(np.zeros((2, 2)))  # 4 + 2 > 5: nothing is evaluated
+    assert objective.nfev == 4
+
+
+def test_run_all_hands_identical_problems_to_methods(monkeypatch):
+    received: dict[str, list] = {}
+
+    def spy(name):
+        def runner(problem, objective):
+            received.setdefault(name, []).append((problem, objective.budget, objective.f_target))
+            objective(problem.x0)
+            return "spy"
+
+        return runner
+
+    monkeypatch.setitem(methods.METHODS, "spectral", spy("spectral"))
+    monkeypatch.setitem(methods.METHODS, "pycma", spy("pycma"))
+    monkeypatch.setattr(compare, "METHODS", methods.METHODS)
+    config = dataclasses.replace(
+        compare.QUICK,
+        seeds=2,
+        dims=(3,),
+        multimodal_dims=(4,),
+        unimodal_methods=("spectral", "pycma"),
+        multimodal_methods=("pycma", "spectral"),
+        functions=("sphere", "rastrigin"),
+    )
+    records = compare.run_all(config, log=lambda line: None)
+
+    assert len(records) == 2 * 2 * 2
+    assert len(received["spectral"]) == len(received["pycma"]) == 4
+    for (p, budget, target), (q, budget_q, target_q) in zip(received["spectral"], received["pycma"], strict=True):
+        assert (p.function, p.n, p.seed, p.sigma0) == (q.function, q.n, q.seed, q.sigma0)
+        np.testing.assert_array_equal(p.x0, q.x0)
+        assert budget == budget_q == p.budget
+        assert target == target_q == p.f_target
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_method_samples_around_start_with_sigma0(name):
+    # Every method starts from N(x0, sigma0^2 I). The first generation has at
+    # least 9 x 6 standardised coordinates (x - x0) / sigma0, whose mean has a
+    # standard error <= 1 / sqrt(54) = 0.14 and whose std one of <= 0.1. A
+    # method that ignored x0 (3 away from the origin) would shift the mean by
+    # 1.5, one that ignored sigma0 = 2 would halve the std.
+    problem = dataclasses.replace(make_problem("sphere", 6, seed=1), x0=np.full(6, 3.0), sigma0=2.0)
+    first = []
+
+    def runner(problem, objective):
+        def capture(X):
+            if not first:
+                first.append(np.array(X, dtype=float))
+            return objective(X)
+
+        return methods.METHODS[name](problem, capture)
+
+    run(name, runner, dataclasses.replace(problem, budget=200))
+    standardised = (first[0] - problem.x0) / problem.sigma0
+    assert abs(standardised.mean()) < 0.7
+    assert 0.7 < standardised.std() < 1.3
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_method_respects_budget_and_seed(name):
+    problem = dataclasses.replace(make_problem("rastrigin", 4, seed=2), budget=300)
+    first = run(name, methods.METHODS[name], problem)
+    again = run(name, methods.METHODS[name], problem)
+    other = run(name, methods.METHODS[name], dataclasses.replace(problem, seed=3))
+
+    assert first.evals <= problem.budget and not first.success
+    assert first.trace == again.trace  # the seed fixes the run
+    assert first.trace != other.trace
+
+
+def test_cell_and_ratio_need_all_runs_solved():
+    def record(method, success, evals):
+        return dataclasses.replace(_RECORD, method=method, success=success, evals=evals)
+
+    cells = report.group(
+        [record("spectral", True, 100), record("spectral", True, 300), record("pycma", True, 100)]
+        + [record("pycma", True, 200), record("xnes", True, 100), record("xnes", False, 900)]
+    )
+    assert str(cells[("spectral", "sphere", 2)]) == "200"
+    assert str(cells[("xnes", "sphere", 2)]) == "100 (1/2)"
+    assert report.ratio(cells, "spectral", "pycma", "sphere", 2) == pytest.approx(200 / 150)
+    assert math.isnan(report.ratio(cells, "xnes", "pycma", "sphere", 2))
+
+
+def test_best_so_far_is_a_step_function():
+    trace = [(10, 5.0), (20, 1.0), (40, 0.5)]
+    values = report.best_so_far(trace, np.array([1, 10, 15, 20, 39, 40, 100]))
+    np.testing.assert_array_equal(values, [np.nan, 5.0, 5.0, 1.0, 1.0, 0.5, 0.5])
+
+
+_RECORD = run("spy", lambda problem, objective: "spy", make_problem("sphere", 2, seed=1))
