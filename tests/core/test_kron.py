@@ -1,0 +1,239 @@
+"""The Kronecker spectral step against the full-matrix update it approximates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spectral_es.core.kron as kron_module
+from spectral_es.core import matrix_power, orthogonality_defect
+from spectral_es.core.kron import (
+    kron_curvature,
+    kron_factor_step,
+    kron_precondition,
+    kron_rotate,
+    kron_step,
+)
+from tests.conftest import random_orthogonal, requires_torch, torch
+
+EPS64 = np.finfo(np.float64).eps
+
+
+def random_factors(rng, n, m):
+    """Distinct eigenvalues with prod(d) = 1 per factor, random bases, a scale."""
+    d_C = np.exp(rng.uniform(-1, 1, n))
+    d_K = np.exp(rng.uniform(-1, 1, m))
+    d_C /= np.exp(np.mean(np.log(d_C)))
+    d_K /= np.exp(np.mean(np.log(d_K)))
+    return d_C, random_orthogonal(rng, n), d_K, random_orthogonal(rng, m), 0.7
+
+
+def dense(d_C, B_C, d_K, B_K, alpha):
+    """S = alpha (S_C kron S_K), acting on the rows of G concatenated."""
+    return alpha * np.kron(matrix_power(d_C, B_C), matrix_power(d_K, B_K))
+
+
+def projected_default(factors, G, beta, gamma):
+    """S + beta P_S(g g^T - gamma S): the default update projected on Kronecker matrices.
+
+    P_S is the orthogonal projection in the Fisher metric <U, V> = tr(S^-1 U S^-1 V) / 2
+    onto the tangent space {a S + alpha (X_C kron S_K + S_C kron X_K)}. In whitened
+    coordinates (V -> S^-1/2 V S^-1/2) that space is span{A kron I, I kron B}, whose
+    projection is the sum of the two partial-trace projections minus their overlap,
+    the multiples of the identity.
+    """
+    d_C, B_C, d_K, B_K, alpha = factors
+    n, m = G.shape
+    S = dense(*factors)
+    S_sqrt = np.sqrt(alpha) * np.kron(matrix_power(d_C, B_C, 0.5), matrix_power(d_K, B_K, 0.5))
+    S_inv_sqrt = np.linalg.inv(S_sqrt)
+    g = G.reshape(-1)
+    V = S_inv_sqrt @ (np.outer(g, g) - gamma * S) @ S_inv_sqrt
+    V4 = V.reshape(n, m, n, m)
+    rows = np.einsum("iaja->ij", V4) / m
+    cols = np.einsum("iaib->ab", V4) / n
+    P = np.kron(rows, np.eye(m)) + np.kron(np.eye(n), cols) - np.trace(V) / (n * m) * np.eye(n * m)
+    return S + beta * S_sqrt @ P @ S_sqrt
+
+
+def kron_error(factors, G, beta, gamma):
+    """||S_kron - S_projected||_F after one step of size beta."""
+    return np.linalg.norm(dense(*kron_step(*factors, G, beta, gamma)) - projected_default(factors, G, beta, gamma))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_kron_step_matches_projected_default(rng, gamma):
+    factors = random_factors(rng, 4, 5)
+    G = rng.standard_normal((4, 5))
+    ratio = kron_error(factors, G, 1e-3, gamma) / kron_error(factors, G, 1e-4, gamma)
+    # Shrinking beta tenfold shrinks an O(beta^2) error a hundredfold and an
+    # O(beta) error tenfold; 50 separates the two with room for O(beta^3)
+    # terms. Rounding (~1e-15 * ||S||) is far below the 1e-8 errors at 1e-4.
+    assert ratio > 50
+
+
+def test_kron_step_without_half_is_first_order(rng, monkeypatch):
+    # Doubling the generator drops the 1/2 of the Cayley argument, as in the
+    # box of Fig. 1 of Lin et al. (2025): the rotation of each factor is then
+    # twice too fast and the check above must fail. This is what pins the 1/2.
+    original = kron_module.rotation_generator
+    monkeypatch.setattr(kron_module, "rotation_generator", lambda *args: 2 * original(*args))
+    factors = random_factors(rng, 4, 5)
+    G = rng.standard_normal((4, 5))
+    ratio = kron_error(factors, G, 1e-3, 1.0) / kron_error(factors, G, 1e-4, 1.0)
+    assert ratio < 15
+
+
+def test_factor_rates_agree(rng):
+    # mean(m_C) = mean(m_K) = -gamma + g^T S^-1 g / (alpha n m) analytically,
+    # so the two factors ask for the same change of alpha.
+    d_C, B_C, d_K, B_K, alpha = factors = random_factors(rng, 6, 3)
+    G = rng.standard_normal((6, 3))
+    W_C, W_K = kron_curvature(kron_rotate(B_C, G, B_K), d_C, d_K)
+    _, _, rate_C = kron_factor_step(d_C, B_C, W_C, alpha, 3, 0.1)
+    _, _, rate_K = kron_factor_step(d_K, B_K, W_K, alpha, 6, 0.1)
+    g = G.reshape(-1)
+    quadratic = g @ np.linalg.solve(dense(*factors), g) / (6 * 3)
+    # Each rate is beta * mean(m) up to rounding of n logarithms.
+    np.testing.assert_allclose(rate_C, 0.1 * (quadratic - 1), rtol=1e-12)
+    np.testing.assert_allclose(rate_K, rate_C, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("method", "defect_bound"), [("exact", 1e-12), ("truncated", 1e-3)])
+def test_factor_invariants_over_many_steps(rng, method, defect_bound):
+    d_C, B_C, d_K, B_K, alpha = np.ones(8), np.eye(8), np.ones(5), np.eye(5), 1.0
+    mixing = rng.standard_normal((8, 8))
+    for _ in range(200):
+        G = mixing @ rng.standard_normal((8, 5))
+        d_C, B_C, d_K, B_K, alpha = kron_step(d_C, B_C, d_K, B_K, alpha, G, 0.1, method=method, max_generator_norm=0.25)
+        assert alpha > 0
+        assert np.all(d_C > 0)
+        assert np.all(d_K > 0)
+    # prod(d) = 1 is restored every step, so the log-sum is one step's rounding.
+    assert abs(np.sum(np.log(d_C))) < 100 * EPS64
+    assert abs(np.sum(np.log(d_K))) < 100 * EPS64
+    # Exact: 200 products of orthogonal matrices, a few eps each. Truncated:
+    # for an eigenvalue pair +-i lam of N the map scales singular values by
+    # 1 - lam^8; ||N||_F <= 0.25 allows lam <= 0.177, a defect of at most
+    # 2 sqrt(2) lam^8 ~ 3e-6 per step, and 200 steps add up to at most 6e-4.
+    assert orthogonality_defect(B_C) < defect_bound
+    assert orthogonality_defect(B_K) < defect_bound
+
+
+def test_isotropic_start_learns_kronecker_covariance(rng):
+    # Gradients g ~ N(0, Sigma_C kron Sigma_K) with gamma = 1: the fixed point
+    # of the moving average is Sigma itself. From the isotropic start (all
+    # eigenvalues equal, so every rotation pair starts degenerate) the factors
+    # must learn both eigenbases and the scale. This is the 9 x 11 case of
+    # Fig. 2 of Lin et al. (2025).
+    n, m, beta = 9, 11, 0.02
+    L_C = random_orthogonal(rng, n) * np.exp(rng.uniform(-1, 1, n))
+    L_K = random_orthogonal(rng, m) * np.exp(rng.uniform(-1, 1, m))
+    sigma = np.kron(L_C @ L_C.T, L_K @ L_K.T)
+    factors = (np.ones(n), np.eye(n), np.ones(m), np.eye(m), 1.0)
+    default = np.eye(n * m)
+    for _ in range(1000):
+        G = L_C @ rng.standard_normal((n, m)) @ L_K.T
+        factors = kron_step(*factors, G, beta)
+        g = G.reshape(-1)
+        default = (1 - beta) * default + beta * np.outer(g, g)
+    kron_error = np.linalg.norm(dense(*factors) - sigma) / np.linalg.norm(sigma)
+    default_error = np.linalg.norm(default - sigma) / np.linalg.norm(sigma)
+    # A moving average of weight beta averages about 2 / beta = 100 outer
+    # products, so the full 99 x 99 estimate keeps a relative error near
+    # sqrt(99 / 100) / sqrt(2) ~ 0.5-0.7 (measured on 3 seeds). The Kronecker
+    # estimate has 9^2 + 11^2 free numbers instead of 99^2 and settles near
+    # 0.1 after about 500 steps. Both see the same gradients.
+    assert kron_error < 0.5 * default_error
+    assert kron_error < 0.25
+
+
+def test_precondition_matches_dense_root(rng):
+    factors = random_factors(rng, 4, 3)
+    V = rng.standard_normal((4, 3))
+    eigenvalues, vectors = np.linalg.eigh(dense(*factors))
+    for p in (1.0, 2.0, 4.0):
+        for eps in (0.0, 0.3):
+            root = vectors @ np.diag(1 / (eigenvalues ** (1 / p) + eps)) @ vectors.T
+            expected = (root @ V.reshape(-1)).reshape(4, 3)
+            got = kron_precondition(*factors, V, p, eps)
+            # A dense eigendecomposition of a 12 x 12 matrix with condition
+            # number below 1e2: agreement to ~1e2 * eps64 relative.
+            np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-12)
+
+
+def test_diagonal_factor_matches_full_eigenvalues(rng):
+    # A diagonal factor (B = I, never stored) uses only diag(W), and the
+    # eigenvalue part of a full step depends on nothing else.
+    d_C, _, d_K, B_K, alpha = random_factors(rng, 5, 4)
+    G = rng.standard_normal((5, 4))
+    Y = kron_rotate(None, G, B_K)
+    W_full, _ = kron_curvature(Y, d_C, d_K)
+    W_diag, _ = kron_curvature(Y, d_C, d_K, full_C=False)
+    np.testing.assert_allclose(W_diag, np.diag(W_full), rtol=1e-13)
+    d_full, _, rate_full = kron_factor_step(d_C, np.eye(5), W_full, alpha, 4, 0.1)
+    d_diag, B_diag, rate_diag = kron_factor_step(d_C, None, W_diag, alpha, 4, 0.1)
+    assert B_diag is None
+    np.testing.assert_allclose(d_diag, d_full, rtol=1e-13)
+    np.testing.assert_allclose(rate_diag, rate_full, rtol=1e-13)
+
+
+def test_log_step_cap_bounds_gradient_spike(rng):
+    d_C, B_C, d_K, B_K, alpha = random_factors(rng, 4, 3)
+    G = 1e8 * rng.standard_normal((4, 3))  # curvature ~1e16 times the current S
+    new = kron_step(d_C, B_C, d_K, B_K, alpha, G, 0.1, max_log_step=1.0)
+    assert all(np.all(np.isfinite(x)) for x in new)
+    # Each factor's rate is at most max_log_step, and alpha moves by their mean.
+    assert new[4] <= alpha * np.exp(1.0) * (1 + 1e-12)
+    # Without the cap the exponent is ~1e15: the step overflows.
+    with np.errstate(over="ignore", invalid="ignore"):
+        uncapped = kron_step(d_C, B_C, d_K, B_K, alpha, G, 0.1)
+    assert not np.isfinite(uncapped[4])
+
+
+def test_damping_keeps_unused_direction_bounded(rng):
+    # Column 0 of the gradient is always zero: without damping its eigenvalue
+    # in S_K decays geometrically towards 0 (by about exp(-beta / 2) per step
+    # here, as the others grow to keep prod(d) = 1); with damping it
+    # settles where the damped curvature balances the decay, near damping.
+    n, m, beta, damping = 4, 3, 0.1, 1e-3
+    factors = (np.ones(n), np.eye(n), np.ones(m), np.eye(m), 1.0)
+    undamped = factors
+    for _ in range(600):
+        G = rng.standard_normal((n, m))
+        G[:, 0] = 0
+        factors = kron_step(*factors, G, beta, damping=damping)
+        undamped = kron_step(*undamped, G, beta)
+    assert undamped[2][0] < 1e-12
+    assert 0.2 * damping < factors[2][0] < 5 * damping
+
+
+@requires_torch
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_numpy_torch_float64_parity(rng, method):
+    factors = random_factors(rng, 6, 4)
+    G = rng.standard_normal((6, 4))
+    expected = kron_step(*factors, G, 0.05, method=method, max_generator_norm=0.25)
+    torch_factors = [torch.from_numpy(np.asarray(x)) for x in factors]
+    got = kron_step(*torch_factors, torch.from_numpy(G), 0.05, method=method, max_generator_norm=0.25)
+    # Same operations in float64; only the BLAS and LAPACK kernels differ.
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-12, atol=1e-13)
+
+
+@requires_torch
+def test_bfloat16_bases_with_float32_eigenvalues(rng):
+    d_C, B_C, d_K, B_K, alpha = random_factors(rng, 16, 8)
+    to32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    to16 = lambda a: torch.tensor(a, dtype=torch.bfloat16)  # noqa: E731
+    G = to16(rng.standard_normal((16, 8)))
+    new = kron_step(
+        to32(d_C), to16(B_C), to32(d_K), to16(B_K), to32(alpha), G, 0.05, method="truncated", max_generator_norm=0.25
+    )
+    assert [x.dtype for x in new] == [torch.float32, torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
+    assert torch.all(torch.isfinite(new[1].float()))
+    # bfloat16 keeps 8 significant bits: a rounded orthogonal 16 x 16 matrix
+    # has a defect near sqrt(16 * 16) * 2^-9 ~ 0.03; the step adds far less.
+    assert orthogonality_defect(new[1].float()) < 0.1
+    V = to16(rng.standard_normal((16, 8)))
+    assert kron_precondition(*new, V, 2.0, 1e-8).dtype == torch.bfloat16
