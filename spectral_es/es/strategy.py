@@ -34,6 +34,10 @@ from typing import Any
 import numpy as np
 
 from spectral_es.core import eigenvalue_step, rotate, rotation_generator
+from spectral_es.es import checkpoint as checkpoints
+from spectral_es.es.bounds import Domain, integer_min_std
+from spectral_es.es.history import History
+from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.parameters import Parameters, default_popsize
 
 __all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
@@ -50,7 +54,8 @@ class ESResult:
     Attributes:
         xbest: Best solution evaluated so far, shape (n,).
         fbest: Its objective value (``inf`` before the first finite value).
-        mean: Current mean of the search distribution, shape (n,).
+        mean: Current mean of the search distribution, shape (n,), mapped
+            into the bounds and rounded in the integer variables like a sample.
         sigma: Current global step size.
         nfev: Number of objective evaluations told so far.
         nit: Number of completed iterations (generations).
@@ -59,6 +64,8 @@ class ESResult:
         n_nonfinite: Number of NaN or infinite objective values seen.
         restarts: Per-restart summaries when produced by a restarting
             :func:`spectral_es.minimize`, else empty.
+        history: The :class:`~spectral_es.es.history.History` of the run
+            (of all runs, for a restarting :func:`spectral_es.minimize`).
     """
 
     xbest: np.ndarray
@@ -70,6 +77,7 @@ class ESResult:
     stop: dict[str, Any]
     n_nonfinite: int = 0
     restarts: tuple[dict[str, Any], ...] = field(default=())
+    history: History | None = field(default=None, repr=False, compare=False)
 
     @property
     def x(self) -> np.ndarray:
@@ -150,10 +158,33 @@ class SpectralES:
             moves every iteration). Default
             ``floor(1 / (10 n (c1 + c_mu))) + 1``, the iterations pycma waits
             between eigendecompositions: 1 up to n of about 60, 10 at n = 1000.
+        bounds: ``(lower, upper)``, each a scalar or shape (n,), infinite
+            entries allowed. Every sample is mapped into the box by the smooth
+            periodic map of :class:`~spectral_es.es.bounds.BoxBounds`, so
+            :meth:`ask` returns only feasible points; ``x0`` must lie inside.
+        integer_variables: Indices of variables that take whole numbers.
+            :meth:`ask` rounds them, and their standard deviation is kept at
+            or above :attr:`integer_min_std` so that the search keeps trying
+            neighbouring values; ``tol_x`` then looks at the other variables.
+        noise_handling: For noisy objectives: switch off ``tol_f``,
+            ``tol_flat`` and ``tol_stagnation``, which noise triggers, and
+            attach an :class:`~spectral_es.es.noise.UncertaintyHandler` as
+            :attr:`noise`, which :func:`spectral_es.minimize` uses to
+            re-evaluate points and average repeated evaluations.
+        noise_max_evaluations: With ``noise_handling``, the most evaluations
+            averaged per point. Default 20.
 
     Attributes:
         seed: The seed entropy used (an int), to reproduce the run.
         params: The constants of the run, a :class:`Parameters`.
+        mean: Mean of the search distribution in the unbounded coordinates
+            of the strategy; :attr:`feasible_mean` is its image in the domain.
+        domain: The bounds and integer variables, a
+            :class:`~spectral_es.es.bounds.Domain`.
+        noise: The :class:`~spectral_es.es.noise.UncertaintyHandler`, or
+            ``None`` without ``noise_handling``.
+        history: The :class:`~spectral_es.es.history.History`, one row per
+            iteration.
     """
 
     def __init__(
@@ -176,6 +207,10 @@ class SpectralES:
         tol_stagnation: int | None = None,
         cayley: str = "exact",
         rotation_interval: int | None = None,
+        bounds: Any = None,
+        integer_variables: Any = None,
+        noise_handling: bool = False,
+        noise_max_evaluations: int = 20,
     ) -> None:
         x0 = _validate_x0(x0)
         sigma0 = _validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
@@ -219,13 +254,26 @@ class SpectralES:
             if not self.options[name] >= 0:
                 raise ValueError(f"{name} must be >= 0, got {self.options[name]!r}")
 
+        # Noisy objectives: criteria on f values would fire on the noise.
+        self.noise = None
+        if noise_handling:
+            self.options.update(tol_f=0.0, tol_flat=math.inf, tol_stagnation=math.inf)
+            self.noise = UncertaintyHandler(n, popsize, noise_max_evaluations)
+
+        # Domain: the mean starts at the preimage of x0; integer variables
+        # get a per-coordinate scaling that keeps their deviation up.
+        self.domain = Domain(n, bounds, integer_variables)
+        start = self.domain.start(x0)
+        self.integer_min_std = integer_min_std(n, self.domain.integer.size, self.params.mueff)
+        self._scaling = np.ones(n) if self.domain.integer.size else None
+
         # Random state: a private Generator, never numpy's global one.
         sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         self.seed = sequence.entropy
         self._rng = np.random.default_rng(sequence)
 
         # Distribution: mean, scale and the factors of the precision shape.
-        self.mean = x0.copy()
+        self.mean = start
         self.sigma = float(sigma0)
         self.d = np.ones(n)
         self.B = None if self.diagonal else np.eye(n)
@@ -243,13 +291,15 @@ class SpectralES:
         self._X: np.ndarray | None = None
         self._flat_iterations = 0
         self._best_history: deque[float] = deque(maxlen=10 + math.ceil(30 * n / popsize))
-        self._stagnation_best: deque[float] = deque(maxlen=int(self.options["tol_stagnation"]) + 20)
-        self._stagnation_median: deque[float] = deque(maxlen=int(self.options["tol_stagnation"]) + 20)
+        window = int(self.options["tol_stagnation"]) + 20 if math.isfinite(self.options["tol_stagnation"]) else 0
+        self._stagnation_best: deque[float] = deque(maxlen=window)
+        self._stagnation_median: deque[float] = deque(maxlen=window)
         self._last_f = np.full(popsize, math.inf)
         self._stop: dict[str, Any] = {}
         self._start_time = time.perf_counter()
         self._warned_nonfinite = False
         self._disp_lines = 0
+        self.history = History(n)
 
     # ------------------------------------------------------------------ ask/tell
 
@@ -273,8 +323,10 @@ class SpectralES:
         steps = z / np.sqrt(self.d)
         if self.B is not None:
             steps = steps @ self.B.T
+        if self._scaling is not None:
+            steps *= self._scaling
         self._z = z
-        self._X = self.mean + self.sigma * steps
+        self._X = self.domain.feasible(self.mean + self.sigma * steps)
         return self._X.copy()
 
     def tell(self, X: Any, f: Any) -> None:
@@ -296,7 +348,7 @@ class SpectralES:
         p = self.params
 
         # Evaluation bookkeeping; non-finite values rank as worst.
-        self.nfev += p.lam
+        self.nfev += p.lam if self.noise is None else self.noise.take_evaluation_count(p.lam)
         self.nit += 1
         finite = np.isfinite(f)
         self._count_nonfinite(int(p.lam - finite.sum()))
@@ -308,7 +360,7 @@ class SpectralES:
         self._record_history(ranked_f[order])
         if not finite.any():
             # Nothing to learn from: keep the distribution as it was.
-            self._check_stop()
+            self._finish_iteration()
             return
 
         # Weights of the ranks, averaged over ties so that equal values get
@@ -322,7 +374,7 @@ class SpectralES:
         step = z_w / np.sqrt(self.d)
         if self.B is not None:
             step = self.B @ step
-        new_mean = self.mean + self.sigma * step
+        new_mean = self.mean + self.sigma * (step if self._scaling is None else self._scaling * step)
 
         # Evolution paths (CMA): the step-size path in whitened coordinates,
         # whose length is chi_n on average under random selection.
@@ -377,7 +429,7 @@ class SpectralES:
         self._commit(new_mean, new_sigma, new_d, new_B, p_sigma, p_c)
         if self.d is new_d:
             self._pending_curvature = pending
-        self._check_stop()
+        self._finish_iteration()
 
     def _rotate(self, new_d: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Return the new basis and the off-diagonal curvature still to apply.
@@ -412,13 +464,19 @@ class SpectralES:
         return ESResult(
             xbest=self.xbest.copy(),
             fbest=self.fbest,
-            mean=self.mean.copy(),
+            mean=self.feasible_mean,
             sigma=self.sigma,
             nfev=self.nfev,
             nit=self.nit,
             stop=self.stop(),
             n_nonfinite=self.n_nonfinite,
+            history=self.history,
         )
+
+    @property
+    def feasible_mean(self) -> np.ndarray:
+        """The mean mapped into the bounds and rounded like a sample, shape (n,); a copy."""
+        return self.domain.feasible(self.mean.copy())
 
     @property
     def condition_number(self) -> float:
@@ -426,18 +484,30 @@ class SpectralES:
         return float(self.d.max() / self.d.min())
 
     def coordinate_std(self) -> np.ndarray:
-        """Standard deviations ``sigma * sqrt(diag(B diag(1/d) B^T))``, shape (n,)."""
+        """Standard deviations ``sigma * s * sqrt(diag(B diag(1/d) B^T))``, shape (n,).
+
+        ``s`` is the per-coordinate scaling of the integer variables (all
+        ones without them). With bounds these are deviations of the
+        unbounded samples, before the map into the box.
+        """
         if self.B is None:
-            return self.sigma / np.sqrt(self.d)
-        return self.sigma * np.sqrt((self.B**2) @ (1.0 / self.d))
+            std = self.sigma / np.sqrt(self.d)
+        else:
+            std = self.sigma * np.sqrt((self.B**2) @ (1.0 / self.d))
+        return std if self._scaling is None else std * self._scaling
 
     def _all_std_below(self, threshold: float) -> bool:
         """Whether every coordinate standard deviation is below ``threshold``.
 
         Each variance ``sigma^2 sum_k B_ik^2 / d_k`` lies between
         ``sigma^2 / max(d)`` and ``sigma^2 / min(d)``, so the O(n^2) exact
-        check runs only when those bounds do not decide.
+        check runs only when those bounds do not decide. With integer
+        variables only the other variables count (none left: ``False``).
         """
+        if self._scaling is not None:
+            continuous = np.ones(self.n, dtype=bool)
+            continuous[self.domain.integer] = False
+            return bool(continuous.any() and np.all(self.coordinate_std()[continuous] < threshold))
         if self.sigma / math.sqrt(self.d.min()) < threshold:
             return True
         if self.sigma / math.sqrt(self.d.max()) >= threshold:
@@ -445,14 +515,48 @@ class SpectralES:
         return bool(np.all(self.coordinate_std() < threshold))
 
     def covariance(self) -> np.ndarray:
-        """Dense covariance ``sigma^2 B diag(1/d) B^T``, shape (n, n); O(n^3)."""
+        """Dense covariance ``sigma^2 diag(s) B diag(1/d) B^T diag(s)``, shape (n, n); O(n^3).
+
+        ``s`` is the scaling of the integer variables (all ones without them).
+        """
         if self.B is None:
-            return np.diag(self.sigma**2 / self.d)
-        return (self.B * (self.sigma**2 / self.d)) @ self.B.T
+            C = np.diag(self.sigma**2 / self.d)
+        else:
+            C = (self.B * (self.sigma**2 / self.d)) @ self.B.T
+        return C if self._scaling is None else self._scaling[:, None] * C * self._scaling[None, :]
 
     def request_stop(self, reason: str = "callback", value: Any = True) -> None:
         """Add ``reason`` to the stop dictionary, so :meth:`stop` is non-empty."""
         self._stop[reason] = value
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the complete state as a nested dictionary of arrays and plain values.
+
+        It includes the random generator's state, so a strategy restored with
+        :meth:`load_state_dict` or :meth:`from_state_dict` continues bit for
+        bit as this one would. See :mod:`spectral_es.es.checkpoint`.
+        """
+        return checkpoints.state_dict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict` of a strategy with the same n, popsize, preset and model."""
+        checkpoints.load_state_dict(self, state)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> SpectralES:
+        """Return a new strategy with the settings and state of :meth:`state_dict`'s output."""
+        return checkpoints.from_state_dict(cls, state)
+
+    def save(self, path: Any) -> None:
+        """Write the state to ``path`` (an ``.npz`` archive with JSON metadata, no pickle), atomically."""
+        checkpoints.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> SpectralES:
+        """Return the strategy saved in ``path`` by :meth:`save`."""
+        return checkpoints.load(cls, path)[0]
 
     # ------------------------------------------------------------------ display
 
@@ -524,6 +628,29 @@ class SpectralES:
         else:
             self._flat_iterations = 0
 
+    def _finish_iteration(self) -> None:
+        """Keep integer variables searching, check the stop criteria and record the history."""
+        if self._scaling is not None:
+            self._raise_integer_std()
+        self._check_stop()
+        self.history.record(self, time.perf_counter() - self._start_time)
+
+    def _raise_integer_std(self) -> None:
+        """Scale up integer coordinates whose deviation fell below :attr:`integer_min_std`.
+
+        Rounded values that no longer change give selection nothing to act
+        on, so those coordinates would freeze wherever they are; pycma keeps
+        the same lower bound through its ``minstd`` option.
+        """
+        index = self.domain.integer
+        if self.B is None:
+            variance = 1.0 / self.d[index]
+        else:
+            variance = self.B[index] ** 2 @ (1.0 / self.d)
+        std = self.sigma * self._scaling[index] * np.sqrt(variance)
+        low = std < self.integer_min_std
+        self._scaling[index[low]] *= self.integer_min_std / std[low]
+
     def _commit(self, mean, sigma, d, B, p_sigma, p_c) -> None:
         """Adopt the new state, unless it is not finite (then stop and keep the old one)."""
         parts = [mean, np.atleast_1d(sigma), d, p_sigma, p_c] + ([] if B is None else [B])
@@ -557,7 +684,7 @@ class SpectralES:
             stop["tol_x"] = options["tol_x"]
         if self.condition_number > options["tol_condition"]:
             stop["tol_condition"] = options["tol_condition"]
-        lag = int(options["tol_stagnation"])
+        lag = int(options["tol_stagnation"]) if math.isfinite(options["tol_stagnation"]) else self.nit
         if self.nit > lag + 20 and len(self._stagnation_best) >= lag + 20:
             best, median = np.asarray(self._stagnation_best), np.asarray(self._stagnation_median)
             if np.median(best[-20:]) >= np.median(best[:20]) and np.median(median[-20:]) >= np.median(median[:20]):

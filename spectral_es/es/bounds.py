@@ -1,0 +1,283 @@
+"""Box bounds and integer variables for SpectralES.
+
+The strategy keeps sampling in an unbounded space ``y``; :class:`BoxBounds`
+maps every sample into the box ``lower <= x <= upper`` before it is
+evaluated, so the objective only ever sees feasible points and the Gaussian
+model never has to be truncated or repaired.
+
+The map acts on each coordinate separately. With ``a_l`` and ``a_u`` the
+widths of the quadratic zones next to the lower bound ``l`` and the upper
+bound ``u``, it is
+
+* the identity on ``[l + a_l, u - a_u]``,
+* ``x = l + (y - (l - a_l))^2 / (4 a_l)`` on ``[l - a_l, l + a_l]``, and
+  the mirror image of this next to ``u``,
+* mirrored at ``l - a_l`` and at ``u + a_u``, so periodic with period
+  ``2 (u - l + a_l + a_u)`` when both bounds are finite.
+
+The map is continuously differentiable, with slope 0 exactly at the points
+that land on a bound. An objective that grows linearly away from a bound
+is therefore quadratic in ``y`` around its preimage, and the strategy
+converges there as it would on an interior optimum instead of stalling at
+the bound (Hansen's ``BoundTransform`` in pycma uses the same idea). The
+zone widths follow pycma 4.x: ``a = min((u - l) / 2, (1 + |bound|) / 20)``.
+
+Integer variables are rounded after the map, to the nearest whole number
+inside the box; :func:`integer_min_std` gives the lower bound on their
+sampling standard deviation that keeps rounded values from freezing.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BoxBounds", "Domain", "integer_min_std", "round_integers", "validate_integer_variables"]
+
+
+class BoxBounds:
+    """Box constraints ``lower <= x <= upper``, met by a smooth periodic map.
+
+    Args:
+        lower: Lower bounds, a scalar or shape (n,); ``-inf`` leaves a
+            coordinate unbounded below.
+        upper: Upper bounds, a scalar or shape (n,); ``inf`` leaves a
+            coordinate unbounded above.
+        n: Dimension of the search space.
+
+    Raises:
+        ValueError: if a bound is NaN, has the wrong shape, or
+            ``lower >= upper`` in some coordinate.
+    """
+
+    def __init__(self, lower: Any, upper: Any, n: int) -> None:
+        self.lower = _broadcast_bound("lower", lower, n)
+        self.upper = _broadcast_bound("upper", upper, n)
+        bad = np.flatnonzero(~(self.lower < self.upper))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"bounds need lower < upper in every coordinate, got lower[{i}] = {self.lower[i]} "
+                f">= upper[{i}] = {self.upper[i]}; widen the interval, or drop a fixed variable from the problem"
+            )
+        self.has_lower = np.isfinite(self.lower)
+        self.has_upper = np.isfinite(self.upper)
+
+        # Finite stand-ins keep the arithmetic free of inf - inf; the masks
+        # decide which branch applies, so the stand-in values never show.
+        width = np.where(self.has_lower & self.has_upper, self.upper - self.lower, np.inf)
+        self._lower = np.where(self.has_lower, self.lower, 0.0)
+        self._upper = np.where(self.has_upper, self.upper, 0.0)
+        self._margin_lower = np.minimum(width / 2, (1 + np.abs(self._lower)) / 20)
+        self._margin_upper = np.minimum(width / 2, (1 + np.abs(self._upper)) / 20)
+
+    @property
+    def n(self) -> int:
+        """Dimension of the box."""
+        return self.lower.size
+
+    def __repr__(self) -> str:
+        return f"BoxBounds(lower={self.lower.tolist()}, upper={self.upper.tolist()})"
+
+    def contains(self, X: Any) -> np.ndarray:
+        """Return whether each point (the last axis of ``X``) lies in the box."""
+        X = np.asarray(X, dtype=float)
+        return np.all((X >= self.lower) & (X <= self.upper), axis=-1)
+
+    def check_start(self, x0: np.ndarray) -> None:
+        """Raise ValueError naming the first coordinate of ``x0`` outside the box."""
+        outside = np.flatnonzero(~((x0 >= self.lower) & (x0 <= self.upper)))
+        if outside.size:
+            i = int(outside[0])
+            raise ValueError(
+                f"x0[{i}] = {x0[i]} lies outside the bounds [{self.lower[i]}, {self.upper[i]}] "
+                f"({outside.size} coordinate(s) outside in all); start inside the box, "
+                "for example at np.clip(x0, lower, upper)"
+            )
+
+    def transform(self, Y: np.ndarray) -> np.ndarray:
+        """Map unbounded points into the box, shape kept; every row ends up feasible.
+
+        Args:
+            Y: Points of the unbounded search space, shape (..., n).
+
+        Returns:
+            X: Points with ``lower <= X <= upper``, same shape, float64.
+        """
+        Y = np.asarray(Y, dtype=float)
+        lower, upper = self._lower, self._upper
+        low_edge = lower - self._margin_lower  # y that lands on the lower bound
+        high_edge = upper + self._margin_upper  # y that lands on the upper bound
+
+        # Fold y into [low_edge, high_edge] (both bounds) or past one edge
+        # (one bound) by reflections; two reflections make one period.
+        both = self.has_lower & self.has_upper
+        period = np.where(both, 2 * (high_edge - low_edge), 1.0)
+        folded = low_edge + np.mod(Y - low_edge, period)
+        folded = np.where(folded > high_edge, 2 * high_edge - folded, folded)
+        only_lower = self.has_lower & ~self.has_upper
+        only_upper = self.has_upper & ~self.has_lower
+        Y = np.where(both, folded, Y)
+        Y = np.where(only_lower & (Y < low_edge), 2 * low_edge - Y, Y)
+        Y = np.where(only_upper & (Y > high_edge), 2 * high_edge - Y, Y)
+
+        # Quadratic zones next to each finite bound, identity in between.
+        near_lower = self.has_lower & (Y < lower + self._margin_lower)
+        near_upper = self.has_upper & (Y > upper - self._margin_upper)
+        X = np.where(near_lower, lower + (Y - low_edge) ** 2 / (4 * self._margin_lower), Y)
+        X = np.where(near_upper, upper - (high_edge - Y) ** 2 / (4 * self._margin_upper), X)
+
+        # The zones reach the bounds exactly in real arithmetic; the clip
+        # only absorbs rounding in the fold.
+        return np.clip(X, self.lower, self.upper)
+
+    def inverse(self, x: Any) -> np.ndarray:
+        """Return the preimage of a feasible point in ``[lower - a_l, upper + a_u]``.
+
+        ``transform(inverse(x))`` equals ``x`` to rounding for every ``x`` in
+        the box; the strategy starts its mean at ``inverse(x0)``.
+        """
+        x = np.asarray(x, dtype=float)
+        lower, upper = self._lower, self._upper
+        near_lower = self.has_lower & (x < lower + self._margin_lower)
+        near_upper = self.has_upper & (x > upper - self._margin_upper)
+        below = np.sqrt(4 * self._margin_lower * np.maximum(x - lower, 0.0))
+        above = np.sqrt(4 * self._margin_upper * np.maximum(upper - x, 0.0))
+        y = np.where(near_lower, lower - self._margin_lower + below, x)
+        return np.where(near_upper, upper + self._margin_upper - above, y)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Return the bounds as arrays, for checkpoints."""
+        return {"lower": self.lower.copy(), "upper": self.upper.copy()}
+
+
+
+class Domain:
+    """The feasible set of a run: optional box bounds and integer variables.
+
+    It maps the strategy's unbounded samples ``Y`` to the points that are
+    evaluated, :meth:`feasible`, and validates the start point.
+
+    Args:
+        n: Dimension.
+        bounds: ``None`` or ``(lower, upper)``, each a scalar or shape (n,);
+            infinite entries leave a side open.
+        integer_variables: Indices of the variables that take whole numbers.
+
+    Attributes:
+        box: The :class:`BoxBounds`, or ``None`` without bounds.
+        integer: Sorted indices of the integer variables, shape (k,).
+    """
+
+    def __init__(self, n: int, bounds: Any = None, integer_variables: Any = None) -> None:
+        self.box = None
+        if bounds is not None:
+            try:
+                lower, upper = bounds
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"bounds must be a pair (lower, upper) of scalars or length-{n} arrays, got {bounds!r}"
+                ) from error
+            self.box = BoxBounds(lower, upper, n)
+        self.integer = validate_integer_variables(integer_variables, n, self.box)
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether every sample is evaluated as it is (no bounds, no integers)."""
+        return self.box is None and not self.integer.size
+
+    def start(self, x0: np.ndarray) -> np.ndarray:
+        """Check that ``x0`` is feasible and return the mean that maps to it."""
+        if self.box is None:
+            return x0.copy()
+        self.box.check_start(x0)
+        return self.box.inverse(x0)
+
+    def feasible(self, Y: np.ndarray) -> np.ndarray:
+        """Map samples, shape (..., n), into the box and round the integer variables."""
+        if self.is_identity:
+            return Y
+        X = Y if self.box is None else self.box.transform(Y)
+        if self.integer.size:
+            X = round_integers(X.copy() if X is Y else X, self.integer, self.box)
+        return X
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the bounds and integer indices, for checkpoints."""
+        state: dict[str, Any] = {"integer_variables": self.integer.tolist()}
+        if self.box is not None:
+            state.update(self.box.state_dict())
+        return state
+
+
+def validate_integer_variables(indices: Any, n: int, bounds: BoxBounds | None) -> np.ndarray:
+    """Return sorted unique integer-variable indices, shape (k,), validated against n and the box.
+
+    Negative indices count from the end, as in numpy. Each integer variable
+    needs a whole number inside its bounds.
+    """
+    try:
+        raw = np.asarray(indices if indices is not None else [], dtype=float).ravel()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"integer_variables must be a list of indices, got {indices!r}") from error
+    if raw.size and not np.array_equal(raw, np.round(raw)):
+        raise ValueError(f"integer_variables must hold whole-number indices, got {indices!r}")
+    result = raw.astype(int)
+    if np.any((result < -n) | (result >= n)):
+        raise ValueError(f"integer_variables {indices!r} has an index outside 0..{n - 1} for dimension {n}")
+    result = np.unique(np.where(result < 0, result + n, result))
+    if bounds is not None and result.size:
+        empty = result[np.ceil(bounds.lower[result]) > np.floor(bounds.upper[result])]
+        if empty.size:
+            i = int(empty[0])
+            raise ValueError(
+                f"integer variable {i} has no whole number in its bounds "
+                f"[{bounds.lower[i]}, {bounds.upper[i]}]; widen them to include one"
+            )
+    return result
+
+
+def round_integers(X: np.ndarray, indices: np.ndarray, bounds: BoxBounds | None) -> np.ndarray:
+    """Round the ``indices`` columns of ``X`` in place to whole numbers inside the bounds; return X."""
+    values = np.round(X[..., indices])
+    if bounds is not None:
+        values = np.clip(values, np.ceil(bounds.lower[indices]), np.floor(bounds.upper[indices]))
+    X[..., indices] = values
+    return X
+
+
+def integer_min_std(n: int, n_integer: int, mueff: float) -> float:
+    """Return the lower bound on the standard deviation of integer variables.
+
+    ``min(0.2, mueff / n, 1 / (2 q))`` with ``q`` the standard normal
+    quantile at ``1 - 1 / (2 + n + n_integer)``: with the mean at the centre
+    of a unit cell, each integer variable then leaves its cell with
+    probability at most ``2 / (2 + n + n_integer)``, so about a third of
+    the samples or more keep all integer values, while rounded values still
+    change often enough for selection to move them. The three bounds and the
+    probability follow pycma 4.x (``integer_std_lower_bound``), after Marty
+    et al. (2024), "LB+IC-CMA-ES".
+    """
+    quantile = NormalDist().inv_cdf(1 - 1 / (2 + n + n_integer))
+    return min(0.2, mueff / n, 0.5 / quantile)
+
+
+def _broadcast_bound(name: str, value: Any, n: int) -> np.ndarray:
+    try:
+        array = np.array(value, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} bound must be a number or a sequence of n = {n} numbers, got {value!r}") from error
+    if array.ndim == 0:
+        array = np.full(n, float(array))
+    if array.shape != (n,):
+        raise ValueError(
+            f"{name} bound has shape {array.shape}, expected a scalar or shape ({n},), one entry per variable"
+        )
+    if np.any(np.isnan(array)):
+        raise ValueError(
+            f"{name} bound has NaN at indices {np.flatnonzero(np.isnan(array)).tolist()}; use -inf or inf for no bound"
+        )
+    return array
+

@@ -1,0 +1,285 @@
+"""Checkpoints of SpectralES: state dictionaries and files.
+
+:func:`state_dict` returns everything a run depends on as a nested
+dictionary of numpy arrays and plain Python values: the constants, the
+distribution, the counters and histories of the stop criteria, the pending
+``ask`` (if any), the run history and the bit-generator state of the private
+``numpy.random.Generator``. A strategy restored from it continues exactly
+as the original would: the same samples, the same updates, bit for bit.
+
+Files (:func:`save`, :func:`load`) are ``.npz`` archives: every array is a
+member of its own, and the rest of the dictionary is one JSON document in
+the member ``__json__``. They are read with ``allow_pickle=False``, so
+loading a file never runs code from it, unlike pickle. A save writes a
+temporary file next to the target and renames it over the target, so an
+interruption leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spectral_es.es.bounds import Domain
+from spectral_es.es.noise import UncertaintyHandler
+from spectral_es.es.parameters import Parameters
+
+__all__ = ["load", "load_state_dict", "read", "save", "state_dict", "write"]
+
+FORMAT = "spectral_es.SpectralES"
+VERSION = 1
+
+# Attributes of SpectralES that state_dict covers; a test compares this
+# list with vars(es), so a new attribute cannot be left out unnoticed.
+COVERED_ATTRIBUTES = frozenset(
+    {
+        "B", "_X", "_best_history", "_disp_lines", "_flat_iterations", "_last_f", "_pending_curvature", "_rng",
+        "_scaling", "_stagnation_best", "_stagnation_median", "_start_time", "_stop", "_warned_nonfinite", "_z",
+        "cayley", "d", "diagonal", "domain", "fbest", "history", "integer_min_std", "mean", "n_nonfinite", "nfev",
+        "nit", "noise", "options", "p_c", "p_sigma", "params", "preset", "rotation_interval", "seed", "sigma",
+        "xbest",
+    }
+)  # fmt: skip
+_DEQUES = ("_best_history", "_stagnation_best", "_stagnation_median")
+_OPTIONAL_ARRAYS = ("B", "_pending_curvature", "_scaling", "_z", "_X")
+
+
+def state_dict(es: Any) -> dict[str, Any]:
+    """Return the complete state of ``es``; arrays are copies.
+
+    The dictionary has the keys ``format``, ``version``, ``config`` (what
+    the constructor decides: constants, options, domain), ``state`` (what
+    ``tell`` changes), ``rng`` (the bit-generator state), ``noise`` and
+    ``history``.
+    """
+    config = {
+        "params": {key: _copy(value) for key, value in asdict(es.params).items()},
+        "diagonal": es.diagonal,
+        "preset": es.preset,
+        "cayley": es.cayley,
+        "rotation_interval": es.rotation_interval,
+        "options": dict(es.options),
+        "seed": es.seed,
+        "domain": es.domain.state_dict(),
+        "integer_min_std": es.integer_min_std,
+        "noise_max_evaluations": None if es.noise is None else es.noise.max_evaluations,
+    }
+    state = {
+        "mean": es.mean.copy(),
+        "sigma": es.sigma,
+        "d": es.d.copy(),
+        "p_sigma": es.p_sigma.copy(),
+        "p_c": es.p_c.copy(),
+        "xbest": es.xbest.copy(),
+        "fbest": es.fbest,
+        "nit": es.nit,
+        "nfev": es.nfev,
+        "n_nonfinite": es.n_nonfinite,
+        "last_f": es._last_f.copy(),
+        "flat_iterations": es._flat_iterations,
+        "stop": dict(es._stop),
+        "warned_nonfinite": es._warned_nonfinite,
+        "disp_lines": es._disp_lines,
+        "elapsed": time.perf_counter() - es._start_time,
+    }
+    for name in _OPTIONAL_ARRAYS:
+        value = getattr(es, name)
+        state[name.lstrip("_")] = None if value is None else value.copy()
+    for name in _DEQUES:
+        values = getattr(es, name)
+        state[name.lstrip("_")] = {"values": np.array(values, dtype=float), "maxlen": values.maxlen}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config,
+        "state": state,
+        "rng": es._rng.bit_generator.state,
+        "noise": None if es.noise is None else es.noise.state_dict(),
+        "history": es.history.state_dict(),
+    }
+
+
+def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
+    """Restore ``es`` in place from :func:`state_dict`'s output.
+
+    Raises:
+        ValueError: if the dictionary is not a SpectralES state, or was
+            saved from a strategy of another dimension, population size,
+            preset or model (full or diagonal).
+    """
+    _check_format(state_dict)
+    config, state = state_dict["config"], state_dict["state"]
+    saved = (len(state["mean"]), int(config["params"]["lam"]), config["preset"], bool(config["diagonal"]))
+    current = (es.n, es.popsize, es.preset, es.diagonal)
+    if saved != current:
+        raise ValueError(
+            f"the state is of a strategy with (n, popsize, preset, diagonal) = {saved}, this one has {current}; "
+            "construct the strategy with the same settings or use SpectralES.from_state_dict(state)"
+        )
+
+    # Constants and domain, as saved (they may differ from today's defaults).
+    es.params = Parameters(**{key: _as_saved(value) for key, value in config["params"].items()})
+    es.cayley = config["cayley"]
+    es.rotation_interval = int(config["rotation_interval"])
+    es.options = dict(config["options"])
+    es.seed = config["seed"]
+    es.domain = Domain(es.n, _bounds(config["domain"]), config["domain"]["integer_variables"])
+    es.integer_min_std = float(config["integer_min_std"])
+
+    # Distribution, counters and stop-criterion histories.
+    for name in ("mean", "d", "p_sigma", "p_c", "xbest"):
+        setattr(es, name, np.array(state[name], dtype=float))
+    es.sigma, es.fbest = float(state["sigma"]), float(state["fbest"])
+    es.nit, es.nfev, es.n_nonfinite = int(state["nit"]), int(state["nfev"]), int(state["n_nonfinite"])
+    es._last_f = np.array(state["last_f"], dtype=float)
+    es._flat_iterations = int(state["flat_iterations"])
+    es._stop = dict(state["stop"])
+    es._warned_nonfinite = bool(state["warned_nonfinite"])
+    es._disp_lines = int(state["disp_lines"])
+    es._start_time = time.perf_counter() - float(state["elapsed"])
+    for name in _OPTIONAL_ARRAYS:
+        value = state[name.lstrip("_")]
+        setattr(es, name, None if value is None else np.array(value, dtype=float))
+    for name in _DEQUES:
+        saved = state[name.lstrip("_")]
+        setattr(es, name, deque(np.asarray(saved["values"]).tolist(), maxlen=saved["maxlen"]))
+
+    # Random state, noise handler and history.
+    es._rng.bit_generator.state = state_dict["rng"]
+    es.noise = None
+    if state_dict["noise"] is not None:
+        es.noise = UncertaintyHandler(es.n, es.popsize, int(state_dict["noise"]["max_evaluations"]))
+        es.noise.load_state_dict(state_dict["noise"])
+    es.history.load_state_dict(state_dict["history"])
+
+
+def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:
+    """Construct a strategy of class ``cls`` with the settings saved in ``state_dict`` and load it."""
+    _check_format(state_dict)
+    config, state = state_dict["config"], state_dict["state"]
+    es = cls(
+        np.asarray(state["xbest"], dtype=float),  # feasible, so a valid start; the mean is restored below
+        float(state["sigma"]),
+        popsize=int(config["params"]["lam"]),
+        diagonal=bool(config["diagonal"]),
+        preset=config["preset"],
+        bounds=_bounds(config["domain"]),
+        integer_variables=config["domain"]["integer_variables"],
+        noise_handling=config["noise_max_evaluations"] is not None,
+        noise_max_evaluations=config["noise_max_evaluations"] or 20,
+        tol_stagnation=_finite_or_none(config["options"]["tol_stagnation"]),
+    )
+    load_state_dict(es, state_dict)
+    return es
+
+
+def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:
+    """Write a nested dictionary of arrays and JSON values to ``path`` atomically (npz + JSON)."""
+    arrays: dict[str, np.ndarray] = {}
+    document = _encode(tree, arrays)
+    arrays["__json__"] = np.array(json.dumps(document))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+
+    # Write next to the target and rename over it: readers see either the
+    # old file or the complete new one.
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(buffer.getvalue())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file written by :func:`write`; never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read checkpoint {os.fspath(path)!r}: {error}") from error
+    if "__json__" not in arrays:
+        raise ValueError(f"{os.fspath(path)!r} is not a spectral_es checkpoint: it has no __json__ member")
+    return _decode(json.loads(str(arrays.pop("__json__"))), arrays)
+
+
+def save(es: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Save ``es`` (and an optional ``extra`` dictionary) to ``path`` atomically."""
+    tree = state_dict(es)
+    tree["extra"] = extra or {}
+    write(path, tree)
+
+
+def load(cls: type, path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """Return the strategy saved in ``path`` (constructed as ``cls``) and its ``extra`` dictionary."""
+    tree = read(path)
+    extra = tree.pop("extra", {})
+    return from_state_dict(cls, tree), extra
+
+
+def _check_format(state_dict: Any) -> None:
+    if not isinstance(state_dict, dict) or state_dict.get("format") != FORMAT:
+        raise ValueError("not a SpectralES state dictionary: its 'format' entry is missing or different")
+    if state_dict.get("version") != VERSION:
+        raise ValueError(
+            f"SpectralES state version {state_dict.get('version')!r} is not supported by this version, "
+            f"which reads version {VERSION}"
+        )
+
+
+def _bounds(domain: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    return (domain["lower"], domain["upper"]) if "lower" in domain else None
+
+
+def _copy(value: Any) -> Any:
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _as_saved(value: Any) -> Any:
+    """Return arrays as float arrays and numbers as Python numbers, as the constructor makes them."""
+    if isinstance(value, (list, np.ndarray)):
+        return np.asarray(value, dtype=float)
+    return value
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if not np.isfinite(value) else value
+
+
+def _encode(node: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Return ``node`` with every array replaced by a reference into ``arrays``."""
+    if isinstance(node, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = node
+        return {"__array__": key}
+    if isinstance(node, dict):
+        return {str(key): _encode(value, arrays) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_encode(value, arrays) for value in node]
+    if isinstance(node, (np.integer, np.floating, np.bool_)):
+        return node.item()
+    return node
+
+
+def _decode(node: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"__array__"}:
+            return arrays[node["__array__"]]
+        return {key: _decode(value, arrays) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_decode(value, arrays) for value in node]
+    return node
