@@ -93,35 +93,28 @@ def kron_unrotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
     return V
 
 
-def kron_curvature(Y: Any, d_C: Any, d_K: Any, *, full_C: bool = True, full_K: bool = True) -> tuple[Any, Any]:
-    """Return the factor curvatures ``(W_C, W_K)`` from the rotated gradient.
+def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:
+    """Return ``W = Y diag(1/d_other) Y^T``, the curvature of the row factor of ``Y``.
 
-    ``W_C = Y diag(1/d_K) Y^T`` (n, n) and ``W_K = Y^T diag(1/d_C) Y``
-    (m, m), with ``Y = B_C^T G B_K`` from :func:`kron_rotate`. For a
-    diagonal factor (``full_l=False``) only the diagonal is returned, shape
-    (n,) or (m,), at O(nm) cost instead of O(n^2 m).
+    With ``Y = B_C^T G B_K`` from :func:`kron_rotate`, the row factor's
+    curvature is ``W_C = kron_curvature(Y, d_K)`` (n, n) and the column
+    factor's is ``W_K = kron_curvature(Y.T, d_C)`` (m, m). For a diagonal
+    factor (``full=False``) only the diagonal is returned, at O(nm) cost
+    instead of one O(n^2 m) product.
 
     Args:
-        Y: Rotated gradient, shape (n, m).
-        d_C: Eigenvalues of ``S_C``, shape (n,), positive.
-        d_K: Eigenvalues of ``S_K``, shape (m,), positive.
-        full_C: Whether to return the whole ``W_C`` or only its diagonal.
-        full_K: Likewise for ``W_K``.
+        Y: Rotated gradient, shape (r, c).
+        d_other: Eigenvalues of the other factor, shape (c,), positive.
+        full: Whether to return the whole (r, r) matrix or its diagonal (r,).
 
     Returns:
-        ``(W_C, W_K)``. Full matrices come out in the dtype of ``Y`` (one
-        matrix product each); diagonals in the promoted dtype of ``Y`` and
-        ``d`` (float32 for a bfloat16 ``Y`` and float32 ``d``).
+        The full matrix in the dtype of ``Y`` (one matrix product), or the
+        diagonal in the promoted dtype of ``Y`` and ``d_other`` (float32 for
+        a bfloat16 ``Y`` next to a float32 ``d_other``).
     """
-    if full_C:
-        W_C = (Y * _astype(1 / d_K, Y)[None, :]) @ Y.T
-    else:
-        W_C = (Y * Y * (1 / d_K)[None, :]).sum(1)
-    if full_K:
-        W_K = (Y.T * _astype(1 / d_C, Y)[None, :]) @ Y
-    else:
-        W_K = (Y * Y * (1 / d_C)[:, None]).sum(0)
-    return W_C, W_K
+    if full:
+        return (Y * _astype(1 / d_other, Y)[None, :]) @ Y.T
+    return (Y * Y * (1 / d_other)[None, :]).sum(1)
 
 
 def kron_factor_step(
@@ -158,7 +151,8 @@ def kron_factor_step(
             for a diagonal factor (``B = I``, kept fixed).
         W: ``B^T X B`` for the factor's raw curvature ``X`` (for example
             ``G S_K^{-1} G^T``), shape (n, n), symmetric; for a diagonal
-            factor its diagonal, shape (n,).
+            factor its diagonal, shape (n,). It is cast to the dtype of
+            ``d``, in which the eigenvalue step and the generator run.
         alpha: The Kronecker scale, > 0 (scalar or 0-d array).
         kappa: Size of the other side (``m`` for ``S_C``, ``n`` for ``S_K``).
         beta: Step size, > 0.
@@ -183,7 +177,7 @@ def kron_factor_step(
         ``None``); ``rate`` a 0-d array in the dtype of ``d``.
     """
     xp = namespace(d, W)
-    Q = W / (alpha * kappa)
+    Q = _astype(W, d) / (alpha * kappa)
     q = (Q if B is None else xp.diagonal(Q)) + damping
     if max_log_step is not None:
         q = xp.minimum(q, d * (gamma + max_log_step / beta))
@@ -244,7 +238,8 @@ def kron_step(
     xp = namespace(d_C, d_K)
     n, m = G.shape
     Y = kron_rotate(B_C, G, B_K)
-    W_C, W_K = kron_curvature(Y, d_C, d_K, full_C=B_C is not None, full_K=B_K is not None)
+    W_C = kron_curvature(Y, d_K, full=B_C is not None)
+    W_K = kron_curvature(Y.T, d_C, full=B_K is not None)
     d_C, B_C, rate_C = kron_factor_step(d_C, B_C, W_C, alpha, m, beta, gamma, **options)
     d_K, B_K, rate_K = kron_factor_step(d_K, B_K, W_K, alpha, n, beta, gamma, **options)
     return d_C, B_C, d_K, B_K, alpha * xp.exp((rate_C + rate_K) / 2)
