@@ -9,7 +9,8 @@ Run it from the repository root. Every method gets the same problems (see
 figures and the raw records (``results.json``) go to ``--output``, by
 default ``benchmarks/es`` for ``--full`` and ``benchmarks/es/quick`` for
 ``--quick``. ``--seeds``, ``--dims`` and the other options override the
-mode's choices; the page records the exact command.
+mode's choices; the page records the exact command. ``--from-json FILE``
+redraws the page and figures from a saved ``results.json`` without running.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from benchmarks.es import report
 from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem, run
 from benchmarks.es.methods import DESCRIPTIONS, METHODS
 from benchmarks.es.page import render_page
-from benchmarks.es.timing import format_table, time_methods
+from benchmarks.es.timing import TimingRow, format_table, time_methods
 
 __all__ = ["FULL", "QUICK", "Config", "main"]
 
@@ -150,31 +151,9 @@ def library_version() -> str:
     return commit.stdout.strip() + suffix
 
 
-def write_outputs(
-    config: Config, records: list[RunRecord], timing_rows, output: Path, command: str, seconds: float
-) -> None:
-    """Write ``results.json``, the figures and ``RESULTS.md`` into ``output``."""
-    output.mkdir(parents=True, exist_ok=True)
-    figures = output / "figures"
-    figures.mkdir(exist_ok=True)
-    raw = {
-        "config": dataclasses.asdict(config),
-        "records": [dataclasses.asdict(record) for record in records],
-        "timing": [dataclasses.asdict(row) for row in timing_rows],
-    }
-    (output / "results.json").write_text(json.dumps(raw, indent=1))
-
-    cells = report.group(records)
-    for function in config.functions:
-        multimodal = function in MULTIMODAL
-        dims = config.multimodal_dims if multimodal else config.dims
-        methods = config.multimodal_methods if multimodal else config.unimodal_methods
-        target = make_problem(function, 2, 1).f_target
-        report.plot_convergence(cells, function, dims, methods, target, figures / f"convergence_{function}.png")
-    if timing_rows:
-        report.plot_timing(timing_rows, config.timing_methods, figures / "timing.png")
-
-    header = {
+def describe_run(command: str, seconds: float) -> dict:
+    """Return the command, date, machine and versions of this run, for the page header."""
+    return {
         "command": command,
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": machine_description(),
@@ -184,6 +163,41 @@ def write_outputs(
         ),
         "seconds": seconds,
     }
+
+
+def save_results(path: Path, config: Config, records: list[RunRecord], timing_rows, header: dict) -> None:
+    """Write everything the page is made from to ``path`` as JSON."""
+    raw = {
+        "header": header,
+        "config": dataclasses.asdict(config),
+        "records": [dataclasses.asdict(record) for record in records],
+        "timing": [dataclasses.asdict(row) for row in timing_rows],
+    }
+    path.write_text(json.dumps(raw, indent=1))
+
+
+def load_results(path: Path) -> tuple[Config, list[RunRecord], list[TimingRow], dict]:
+    """Read a file written by :func:`save_results`."""
+    raw = json.loads(path.read_text())
+    config = Config(**{key: tuple(value) if isinstance(value, list) else value for key, value in raw["config"].items()})
+    records = [RunRecord(**{**record, "trace": [tuple(pair) for pair in record["trace"]]}) for record in raw["records"]]
+    timing_rows = [TimingRow(**row) for row in raw["timing"]]
+    return config, records, timing_rows, raw["header"]
+
+
+def write_page(config: Config, records: list[RunRecord], timing_rows, header: dict, output: Path) -> None:
+    """Write the figures and ``RESULTS.md`` into ``output``."""
+    figures = output / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    cells = report.group(records)
+    for function in config.functions:
+        multimodal = function in MULTIMODAL
+        dims = config.multimodal_dims if multimodal else config.dims
+        methods = config.multimodal_methods if multimodal else config.unimodal_methods
+        target = make_problem(function, 2, 1).f_target
+        report.plot_convergence(cells, function, dims, methods, target, figures / f"convergence_{function}.png")
+    if timing_rows:
+        report.plot_timing(timing_rows, config.timing_methods, figures / "timing.png")
     (output / "RESULTS.md").write_text(render_page(config, cells, timing_rows, header, DESCRIPTIONS))
 
 
@@ -193,6 +207,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="3 seeds, n = 2, 10, 40; a few minutes")
     mode.add_argument("--full", action="store_true", help="10 seeds, n = 2, 10, 40, 100; hours")
+    mode.add_argument("--from-json", type=Path, help="only redraw the page from a results.json")
     parser.add_argument("--seeds", type=int, help="number of seeds per problem")
     parser.add_argument("--dims", type=int, nargs="+", help="dimensions of all functions")
     parser.add_argument("--functions", nargs="+", choices=UNIMODAL + MULTIMODAL, help="functions to run")
@@ -219,22 +234,30 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     if args.timing_dims is not None:
         changes["timing_dims"] = tuple(args.timing_dims)
     if args.output is None:
-        args.output = HERE if args.full else HERE / "quick"
+        args.output = HERE / "quick" if args.quick else HERE
     return args, dataclasses.replace(config, **changes)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args, config = parse_args(argv)
-    command = "python -m benchmarks.es.compare " + " ".join(
-        shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv)
-    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.from_json is not None:
+        config, records, timing_rows, header = load_results(args.from_json)
+        write_page(config, records, timing_rows, header, args.output)
+        print(f"wrote {args.output / 'RESULTS.md'} from {args.from_json}")
+        return
+
+    arguments = sys.argv[1:] if argv is None else argv
+    command = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in arguments)
     start = time.perf_counter()
     records = run_all(config, log=lambda line: print(line, flush=True))
     timing_rows = []
     if config.timing_dims:
         timing_rows = time_methods(config.timing_dims, config.timing_methods, repeats=config.timing_repeats)
         print(format_table(timing_rows, config.timing_methods), flush=True)
-    write_outputs(config, records, timing_rows, args.output, command, time.perf_counter() - start)
+    header = describe_run(command, time.perf_counter() - start)
+    save_results(args.output / "results.json", config, records, timing_rows, header)
+    write_page(config, records, timing_rows, header, args.output)
     print(f"wrote {args.output / 'RESULTS.md'}")
 
 

@@ -170,6 +170,15 @@ class RunRecord:
     trace: list[tuple[int, float]]
 
 
+def _caused_by_budget(error: BaseException | None) -> bool:
+    """Return whether ``error`` or an exception in its ``__cause__`` chain is a BudgetExceededError."""
+    while error is not None:
+        if isinstance(error, BudgetExceededError):
+            return True
+        error = error.__cause__
+    return False
+
+
 Runner = Callable[[Problem, Objective], str]
 """A method: runs on ``(problem, objective)`` and returns its stop reason."""
 
@@ -180,7 +189,10 @@ def run(method: str, runner: Runner, problem: Problem) -> RunRecord:
     start = time.perf_counter()
     try:
         stop = runner(problem, objective)
-    except BudgetExceededError:
+    except Exception as error:
+        # A method may wrap the objective's exception in its own.
+        if not _caused_by_budget(error):
+            raise
         stop = "budget"
     seconds = time.perf_counter() - start
     success = objective.nfev_to_target is not None

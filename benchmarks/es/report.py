@@ -3,12 +3,13 @@
 Conventions of every table: a cell is the median of the evaluations to
 target over the successful runs, followed by ``successes/runs`` when not all
 runs succeeded ("-" when none did); a ratio compares two such medians and is
-given only when both methods succeeded in every run.
+marked "*" when either method failed in some run.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -72,16 +73,20 @@ def group(records: Iterable[RunRecord]) -> Groups:
 
 
 def ratio(cells: Groups, method: str, reference: str, function: str, n: int) -> float:
-    """Return the ratio of the medians of ``method`` and ``reference``, NaN unless both solved every run."""
+    """Return the ratio of the medians of ``method`` and ``reference``, NaN unless both solved some run."""
     a, b = cells.get((method, function, n)), cells.get((reference, function, n))
-    if a is None or b is None or not (a.all_solved and b.all_solved):
+    if a is None or b is None or not (a.successes and b.successes):
         return math.nan
     return a.median / b.median
 
 
-def format_ratio(value: float) -> str:
-    """Return ``value`` with two decimals, or "-" for NaN."""
-    return "-" if math.isnan(value) else f"{value:.2f}"
+def format_ratio(cells: Groups, method: str, reference: str, function: str, n: int) -> str:
+    """Return the ratio with two decimals, a "*" when a run of either failed, or "-"."""
+    value = ratio(cells, method, reference, function, n)
+    if math.isnan(value):
+        return "-"
+    complete = cells[(method, function, n)].all_solved and cells[(reference, function, n)].all_solved
+    return f"{value:.2f}" if complete else f"{value:.2f}*"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -115,7 +120,10 @@ def plot_convergence(
             # Values below the target are clipped to it: the runs stop there.
             values = np.array([best_so_far(record.trace, grid) for record in cell.records])
             values = np.maximum(values, f_target)
-            low, median, high = np.nanpercentile(values, [25, 50, 75], axis=0)
+            with warnings.catch_warnings():
+                # Grid points before a run's first call are NaN in every run.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, median, high = np.nanpercentile(values, [25, 50, 75], axis=0)
             (line,) = axis.plot(grid, median, label=method)
             axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
         axis.axhline(f_target, color="grey", linewidth=0.8, linestyle=":")

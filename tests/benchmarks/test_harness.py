@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -114,18 +113,32 @@ def test_method_respects_budget_and_seed(name):
     assert first.trace != other.trace
 
 
-def test_cell_and_ratio_need_all_runs_solved():
+def test_cell_and_ratio_mark_failed_runs():
     def record(method, success, evals):
         return dataclasses.replace(_RECORD, method=method, success=success, evals=evals)
 
     cells = report.group(
         [record("spectral", True, 100), record("spectral", True, 300), record("pycma", True, 100)]
         + [record("pycma", True, 200), record("xnes", True, 100), record("xnes", False, 900)]
+        + [record("snes", False, 900)]
     )
     assert str(cells[("spectral", "sphere", 2)]) == "200"
     assert str(cells[("xnes", "sphere", 2)]) == "100 (1/2)"
-    assert report.ratio(cells, "spectral", "pycma", "sphere", 2) == pytest.approx(200 / 150)
-    assert math.isnan(report.ratio(cells, "xnes", "pycma", "sphere", 2))
+    assert report.format_ratio(cells, "spectral", "pycma", "sphere", 2) == "1.33"
+    # Medians over the successful runs; "*" since one xNES run failed.
+    assert report.format_ratio(cells, "xnes", "pycma", "sphere", 2) == "0.67*"
+    assert report.format_ratio(cells, "snes", "pycma", "sphere", 2) == "-"
+
+
+def test_budget_error_is_found_behind_a_wrapping_exception():
+    def runner(problem, objective):
+        try:
+            objective(np.zeros((problem.budget + 1, problem.n)))
+        except BudgetExceededError as error:
+            raise RuntimeError("the method's own wrapper") from error
+
+    record = run("wrapping", runner, make_problem("sphere", 2, seed=1))
+    assert record.stop == "budget" and record.evals == 0
 
 
 def test_best_so_far_is_a_step_function():
