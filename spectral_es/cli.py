@@ -2,20 +2,26 @@
 
 FUNCTION is a built-in test function (``spectral-es functions`` lists them)
 or ``module:function`` naming any importable Python function of one point.
+Options add bounds, integer variables, noise handling, parallel (``--workers``)
+or Dask (``--dask``) evaluation, a CSV log, a plot, checkpoints and
+``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from spectral_es import __version__
-from spectral_es.es import minimize
+from spectral_es.es import ESResult, EvaluationError, minimize, resume
 from spectral_es.functions import FUNCTIONS
 
 # Built-in functions start at 3 in every coordinate: away from every optimum
@@ -48,15 +54,43 @@ def parse_x0(text: str | None, dim: int | None) -> np.ndarray:
         if dim is None:
             raise ValueError("give --dim N (or --x0 with all coordinates)")
         return np.full(dim, DEFAULT_START)
-    try:
-        values = np.array([float(part) for part in text.split(",")])
-    except ValueError as error:
-        raise ValueError(f"--x0 must be a number or comma-separated numbers, got {text!r}") from error
+    values = parse_numbers("--x0", text)
     if values.size == 1 and dim is not None:
         return np.full(dim, values[0])
     if dim is not None and values.size != dim:
         raise ValueError(f"--x0 has {values.size} coordinates but --dim is {dim}")
     return values
+
+
+def parse_numbers(option: str, text: str) -> np.ndarray:
+    """Return the numbers of a comma list such as ``-5,5,inf``."""
+    try:
+        return np.array([float(part) for part in text.split(",")])
+    except ValueError as error:
+        raise ValueError(f"{option} must be a number or comma-separated numbers, got {text!r}") from error
+
+
+def parse_bounds(lower: str | None, upper: str | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(lower, upper)`` from ``--lower`` and ``--upper``; a missing side is unbounded."""
+    if lower is None and upper is None:
+        return None
+    sides = []
+    for option, text, default in (("--lower", lower, -np.inf), ("--upper", upper, np.inf)):
+        values = np.full(n, default) if text is None else parse_numbers(option, text)
+        if values.size not in (1, n):
+            raise ValueError(f"{option} has {values.size} entries; give one number or {n}, one per coordinate")
+        sides.append(np.broadcast_to(values, (n,)).copy())
+    return sides[0], sides[1]
+
+
+def parse_indices(text: str | None) -> list[int]:
+    """Return the integer-variable indices of ``--integer`` (a comma list such as ``0,3,4``)."""
+    if text is None:
+        return []
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError as error:
+        raise ValueError(f"--integer must be comma-separated indices such as 0,3,4, got {text!r}") from error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,42 +104,148 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("minimize", help="minimise a function and print progress and the result")
     run.add_argument("function", help="built-in function name or module:function")
     run.add_argument("--dim", type=int, help="dimension n (number of variables)")
-    run.add_argument("--x0", help=f"start point: one number for all coordinates or a comma list (default {DEFAULT_START})")
-    run.add_argument("--sigma0", type=float, default=1.0, help="initial step size, the same in every coordinate (default 1)")
+    run.add_argument(
+        "--x0", help=f"start point: one number or a comma list (default {DEFAULT_START}, moved into the bounds)"
+    )
+    run.add_argument("--sigma0", type=float, help="initial step size, the same in every coordinate (default 1)")
     run.add_argument("--seed", type=int, help="random seed (default: fresh entropy, printed)")
     run.add_argument("--popsize", type=int, help="samples per iteration (default 4 + floor(3 ln n))")
     run.add_argument("--max-evals", type=float, help="stop after this many function evaluations")
-    run.add_argument("--f-target", type=float, default=1e-10, help="stop when f reaches this value (default 1e-10)")
-    run.add_argument("--restarts", type=int, default=0, help="restarts with doubled population (IPOP) after a stall")
+    run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10)")
+    run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
     run.add_argument("--diagonal", action="store_true", help="learn a diagonal covariance only (separable problems, large n)")
-    run.add_argument("--preset", choices=["cma", "xnes"], default="cma", help="learning rates and step-size rule (default cma)")
+    run.add_argument("--preset", choices=["cma", "xnes"], help="learning rates and step-size rule (default cma)")
     run.add_argument("--every", type=int, default=10, help="print a progress line every this many iterations (default 10)")
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument("--status", action="store_true", help="keep one status line on stderr, updated twice a second")
+
+    domain = run.add_argument_group("bounds, integers and noise")
+    domain.add_argument("--lower", help="lower bounds: one number or a comma list (write --lower=-5 for negatives)")
+    domain.add_argument("--upper", help="upper bounds: one number or a comma list; inf for none")
+    domain.add_argument("--integer", help="indices of integer variables, comma-separated (e.g. 0,3)")
+    domain.add_argument("--noise", action="store_true", help="noisy objective: re-evaluate points, no f-based stops")
+    domain.add_argument(
+        "--noise-max-evaluations", type=int, default=20, help="most evaluations averaged per point (default 20)"
+    )
+
+    evaluation = run.add_argument_group("evaluation")
+    evaluation.add_argument("--vectorized", action="store_true", help="call the function once per population (rows)")
+    evaluation.add_argument("--workers", type=int, help="evaluate in this many local processes")
+    evaluation.add_argument("--dask", metavar="ADDRESS", help="evaluate on the Dask scheduler at ADDRESS (tcp://host:port)")
+
+    output = run.add_argument_group("logs, plots and checkpoints")
+    output.add_argument("--log", metavar="FILE", help="write one CSV row per iteration to FILE")
+    output.add_argument("--plot", metavar="FILE", help="save the standard plots to FILE (.png, .pdf, .svg) at the end")
+    output.add_argument("--checkpoint", metavar="FILE", help="save the complete state to FILE (.npz) as the run goes")
+    output.add_argument(
+        "--checkpoint-every", type=int, default=10, metavar="K", help="iterations between checkpoints (default 10)"
+    )
+    output.add_argument("--resume", metavar="FILE", help="continue the run saved in FILE; run settings come from FILE")
 
     commands.add_parser("functions", help="list the built-in test functions")
     return parser
 
 
+# Options that define a run; a resumed run takes them from its checkpoint.
+RUN_OPTIONS = {
+    "dim": "--dim", "x0": "--x0", "sigma0": "--sigma0", "seed": "--seed", "popsize": "--popsize",
+    "max_evals": "--max-evals", "f_target": "--f-target", "restarts": "--restarts", "diagonal": "--diagonal",
+    "preset": "--preset", "lower": "--lower", "upper": "--upper", "integer": "--integer", "noise": "--noise",
+}  # fmt: skip
+
+
 def run_minimize(args: argparse.Namespace) -> int:
     function = load_function(args.function)
+    io_options = {
+        "vectorized": args.vectorized,
+        "disp": False if args.quiet else args.every,
+        "log": args.log,
+        "checkpoint": args.checkpoint,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    status = StatusLine() if args.status else None
+    io_options["callback"] = status
+    start = time.perf_counter()
+    try:
+        with open_executor(args.workers, args.dask) as executor:
+            if args.resume:
+                print(f"resuming {args.function} from {args.resume}", flush=True)
+                result = resume(function, args.resume, executor=executor, **io_options)
+            else:
+                result = minimize(function, executor=executor, **io_options, **new_run_settings(args))
+    except EvaluationError as error:
+        saved = args.checkpoint or args.resume
+        hint = f"; the state before it is saved in {saved}, continue with --resume {saved}" if saved else ""
+        print(f"\nerror: {error}{hint}", file=sys.stderr)
+        return 1
+    finally:
+        if status is not None:
+            status.close()
+    print_result(result, time.perf_counter() - start)
+    if args.plot:
+        save_plot(result, args.plot, args.function)
+    return 0
+
+
+def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the ``minimize`` arguments that define a new run, with the defaults of the options."""
     x0 = parse_x0(args.x0, args.dim)
+    bounds = parse_bounds(args.lower, args.upper, x0.size)
+    if args.x0 is None and bounds is not None:
+        x0 = np.clip(x0, *bounds)  # the default start, moved into the box
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     print(f"minimizing {args.function} in {x0.size} dimensions, seed {seed}", flush=True)
-    start = time.perf_counter()
-    result = minimize(
-        function,
-        x0,
-        args.sigma0,
-        seed=seed,
-        popsize=args.popsize,
-        max_evals=args.max_evals,
-        f_target=args.f_target,
-        restarts=args.restarts,
-        diagonal=args.diagonal,
-        preset=args.preset,
-        disp=False if args.quiet else args.every,
-    )
-    elapsed = time.perf_counter() - start
+    settings = {
+        "x0": x0,
+        "sigma0": 1.0 if args.sigma0 is None else args.sigma0,
+        "seed": seed,
+        "popsize": args.popsize,
+        "max_evals": args.max_evals,
+        "f_target": 1e-10 if args.f_target is None else args.f_target,
+        "restarts": args.restarts or 0,
+        "diagonal": bool(args.diagonal),
+        "preset": args.preset or "cma",
+        "bounds": bounds,
+        "integer_variables": parse_indices(args.integer),
+    }
+    if args.noise:
+        settings.update(noise_handling=True, noise_max_evaluations=args.noise_max_evaluations)
+    return settings
+
+
+def check_resume_arguments(args: argparse.Namespace) -> None:
+    """Reject run-defining options next to ``--resume``: the checkpoint fixes them."""
+    given = [flag for name, flag in RUN_OPTIONS.items() if getattr(args, name) not in (None, False)]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} cannot change a resumed run, whose settings are in {args.resume}; drop them"
+        )
+
+
+@contextlib.contextmanager
+def open_executor(workers: int | None, dask_address: str | None) -> Iterator[Any]:
+    """Yield the executor that ``--workers`` or ``--dask`` ask for (``None``: evaluate here)."""
+    if workers is not None and dask_address is not None:
+        raise ValueError("give --workers or --dask, not both")
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        with ProcessPoolExecutor(max_workers=workers) as executor:
+            yield executor
+        return
+    if dask_address is not None:
+        try:
+            from distributed import Client
+        except ImportError as error:
+            raise ValueError("--dask needs Dask: pip install 'spectral-es[distributed]'") from error
+        with Client(dask_address) as client:
+            yield client
+        return
+    yield None
+
+
+def print_result(result: ESResult, elapsed: float) -> None:
+    """Print the summary, with one line per run after restarts."""
     with np.printoptions(precision=6, suppress=False, linewidth=100, threshold=20):
         print(
             f"\nbest f      {result.fbest:.6e}\n"
@@ -115,7 +255,54 @@ def run_minimize(args: argparse.Namespace) -> int:
             f"stopped by  {result.message}\n"
             f"time        {elapsed:.2f} s"
         )
-    return 0
+    if result.restarts:
+        print(f"\n{'run':>4} {'popsize':>8} {'f best':>12} {'evals':>8}  stopped by")
+        for run in result.restarts:
+            reasons = ", ".join(f"{key}={value}" for key, value in run["stop"].items())
+            print(f"{run['run']:>4} {run['popsize']:>8} {run['fbest']:>12.5e} {run['nfev']:>8}  {reasons}")
+
+
+def save_plot(result: ESResult, filename: str, title: str) -> None:
+    """Save the standard panels of the run's history to ``filename``."""
+    try:
+        from spectral_es.plot import plot
+    except ImportError as error:  # pragma: no cover - only without matplotlib
+        raise ValueError("--plot needs matplotlib: pip install 'spectral-es[bench]'") from error
+    plot(result, filename, title=title)
+    print(f"plot        {filename}")
+
+
+class StatusLine:
+    """One status line on stderr, rewritten in place at most twice a second.
+
+    It is the ``callback`` of the run; it never asks the run to stop.
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.start = time.perf_counter()
+        self.last = -interval
+        self.width = 0
+
+    def __call__(self, result: ESResult) -> None:
+        now = time.perf_counter() - self.start
+        if now - self.last < self.interval and not result.stop:
+            return
+        self.last = now
+        rate = result.nfev / now if now > 0 else 0.0
+        line = (
+            f"iteration {result.nit}  evaluations {result.nfev} ({rate:.0f}/s)  "
+            f"best f {result.fbest:.4e}  sigma {result.sigma:.2e}  {now:.0f} s"
+        )
+        sys.stderr.write("\r" + line.ljust(self.width))
+        sys.stderr.flush()
+        self.width = len(line)
+
+    def close(self) -> None:
+        """End the status line."""
+        if self.width:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,9 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:18} {function.__doc__.splitlines()[0]}")
         return 0
     try:
+        if args.resume:
+            check_resume_arguments(args)
         return run_minimize(args)
     except ValueError as error:
         parser.error(str(error))
+    except KeyboardInterrupt:
+        saved = args.checkpoint or args.resume
+        print(f"\ninterrupted{f'; continue with --resume {saved}' if saved else ''}", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -1,17 +1,27 @@
-"""SpectralES, the ask/tell evolution strategy, and ``minimize`` (numpy only)."""
+"""SpectralES, the ask/tell evolution strategy, ``minimize`` and their practical tools (numpy only)."""
 
-from spectral_es.es.minimize import evaluate, minimize, optimize
+from spectral_es.es.bounds import BoxBounds, Domain
+from spectral_es.es.evaluation import EvaluationError, evaluate
+from spectral_es.es.history import History
+from spectral_es.es.minimize import minimize, optimize, resume
+from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.parameters import Parameters, default_popsize, xnes_utilities
 from spectral_es.es.strategy import ESResult, NonFiniteObjectiveWarning, SpectralES
 
 __all__ = [
+    "BoxBounds",
+    "Domain",
     "ESResult",
+    "EvaluationError",
+    "History",
     "NonFiniteObjectiveWarning",
     "Parameters",
     "SpectralES",
+    "UncertaintyHandler",
     "default_popsize",
     "evaluate",
     "minimize",
     "optimize",
+    "resume",
     "xnes_utilities",
 ]

@@ -474,6 +474,16 @@ class SpectralES:
         )
 
     @property
+    def pending(self) -> np.ndarray | None:
+        """The population of the last :meth:`ask` not yet told (a copy), or ``None``."""
+        return None if self._X is None else self._X.copy()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the strategy was created, including time before a checkpoint it was restored from."""
+        return time.perf_counter() - self._start_time
+
+    @property
     def feasible_mean(self) -> np.ndarray:
         """The mean mapped into the bounds and rounded like a sample, shape (n,); a copy."""
         return self.domain.feasible(self.mean.copy())

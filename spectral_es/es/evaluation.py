@@ -1,0 +1,183 @@
+"""Objective evaluation: serial, vectorised, on any executor, on Dask.
+
+:func:`evaluate` computes the objective values of a population ``X`` of
+shape (popsize, n) in one of three ways:
+
+* serially, one call ``fun(x, *args)`` per row;
+* vectorised, one call ``fun(X, *args)`` on the whole array;
+* on an executor: any :class:`concurrent.futures.Executor`
+  (``ThreadPoolExecutor``, ``ProcessPoolExecutor``, mpi4py's
+  ``MPIPoolExecutor``, a small adapter around Ray's ``ObjectRef.future()``)
+  or a Dask ``distributed.Client``, one task per row (or one task for the
+  whole array when vectorised). Values come back in row order whatever
+  order the tasks finish in.
+
+An exception raised by the objective, locally or in a worker, becomes an
+:class:`EvaluationError` that names the failing row and point and chains
+the original exception; the caller's strategy is untouched by it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EvaluationError", "evaluate", "resolve_executor"]
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation of the objective raised an exception.
+
+    The original exception is the ``__cause__``. Catch this to save or
+    continue the run: the strategy has not been told anything about the
+    failed population.
+
+    Attributes:
+        x: The point that failed, shape (n,); for a vectorised call, the
+            whole batch, shape (k, n).
+        index: Row of ``x`` in the population, or ``None`` for a batch.
+        strategy: The :class:`~spectral_es.SpectralES` whose population
+            failed, set by :func:`~spectral_es.es.minimize.optimize`; it can
+            be saved or run on.
+    """
+
+    def __init__(self, message: str, x: np.ndarray, index: int | None) -> None:
+        super().__init__(message)
+        self.x = x
+        self.index = index
+        self.strategy: Any = None
+
+
+def resolve_executor(executor: Any) -> concurrent.futures.Executor | None:
+    """Return ``executor`` as a :class:`concurrent.futures.Executor`.
+
+    A Dask ``distributed.Client`` (recognised by its ``get_executor``
+    method, so Dask is never imported here) becomes
+    ``client.get_executor(pure=False)``: Dask's default ``pure=True`` would
+    reuse the value of an identical earlier task, which a noisy objective
+    must not.
+    """
+    if executor is None or isinstance(executor, concurrent.futures.Executor):
+        return executor
+    if callable(getattr(executor, "get_executor", None)):
+        return executor.get_executor(pure=False)
+    raise ValueError(
+        f"executor must be a concurrent.futures.Executor or a dask.distributed.Client, got {type(executor).__name__}; "
+        "wrap other pools in an executor, or evaluate in your own loop with ask() and tell()"
+    )
+
+
+def evaluate(
+    fun: Callable,
+    X: np.ndarray,
+    args: tuple = (),
+    vectorized: bool = False,
+    executor: Any = None,
+    repeats: int = 1,
+) -> np.ndarray:
+    """Return the objective values of the rows of ``X``, shape (len(X),).
+
+    Args:
+        fun: ``fun(x, *args) -> float`` for one row, or with ``vectorized``,
+            ``fun(X, *args)`` returning one value per row.
+        X: Points, shape (k, n).
+        args: Extra positional arguments of ``fun``.
+        vectorized: Call ``fun`` once on the whole array (one task on an
+            executor).
+        executor: ``None`` (evaluate here), a
+            :class:`concurrent.futures.Executor` or a Dask
+            ``distributed.Client``.
+        repeats: Evaluate each row this many times and return the means
+            (for noisy objectives); all repeats run as separate tasks.
+
+    Raises:
+        EvaluationError: if ``fun`` raises; ``x`` and ``index`` name the point.
+        ValueError: if ``fun`` returns something other than a number per row.
+    """
+    X = np.asarray(X, dtype=float)
+    rows = np.repeat(X, repeats, axis=0) if repeats > 1 else X
+    executor = resolve_executor(executor)
+    if vectorized:
+        values = _evaluate_batch(fun, rows, args, executor)
+    elif executor is None:
+        values = np.array([_call(fun, x, k // repeats, args) for k, x in enumerate(rows)], dtype=float)
+    else:
+        values = _evaluate_on_executor(fun, rows, args, executor, repeats)
+    return values.reshape(len(X), repeats).mean(axis=1) if repeats > 1 else values
+
+
+def _call(fun: Callable, x: np.ndarray, index: int, args: tuple) -> float:
+    """Evaluate one point here, with the error conventions of :func:`evaluate`."""
+    try:
+        value = fun(x, *args)
+    except Exception as error:
+        raise _failure(error, x, index) from error
+    return _scalar(value, x)
+
+
+def _evaluate_batch(fun: Callable, X: np.ndarray, args: tuple, executor: Any) -> np.ndarray:
+    try:
+        if executor is None:
+            values = fun(X, *args)
+        else:
+            values = executor.submit(fun, X, *args).result()
+    except Exception as error:
+        raise _failure(error, X, None) from error
+    values = np.asarray(values, dtype=float)
+    if values.shape not in ((len(X),), (len(X), 1)):
+        raise ValueError(
+            f"a vectorized objective must return one value per row, shape ({len(X)},), "
+            f"got shape {values.shape}; pass vectorized=False for a function of one point"
+        )
+    return values.reshape(len(X))
+
+
+def _evaluate_on_executor(fun: Callable, X: np.ndarray, args: tuple, executor: Any, repeats: int) -> np.ndarray:
+    """Submit one task per row, wait for all or the first failure, return values in row order."""
+    futures = [executor.submit(fun, x, *args) for x in X]
+    try:
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+    # The first failed row (in row order among the finished tasks) is
+    # reported; tasks that have not started are cancelled.
+    failed = [k for k, future in enumerate(futures) if future in done and future.exception() is not None]
+    if failed:
+        for future in futures:
+            future.cancel()
+        k = failed[0]
+        error = futures[k].exception()
+        raise _failure(error, X[k], k // repeats) from error
+    return np.array([_scalar(future.result(), x) for future, x in zip(futures, X, strict=True)], dtype=float)
+
+
+def _scalar(value: Any, x: np.ndarray) -> float:
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        array = None
+    if value is None or array is None or array.size != 1:
+        raise ValueError(
+            f"the objective must return a scalar, got {value!r} at x = {_short(x)}; "
+            "pass vectorized=True if it takes the whole population at once"
+        )
+    return float(array.reshape(()))
+
+
+def _failure(error: BaseException, x: np.ndarray, index: int | None) -> EvaluationError:
+    where = "on the batch of all rows" if index is None else f"at x = {_short(x)} (row {index} of the population)"
+    message = (
+        f"the objective raised {type(error).__name__}: {error} {where}; the strategy was not told this "
+        "population, so the run can be saved or continued"
+    )
+    return EvaluationError(message, np.array(x, copy=True), index)
+
+
+def _short(x: np.ndarray) -> str:
+    return np.array2string(np.asarray(x), precision=6, threshold=12, separator=", ")
