@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Config:
-    """What one run of the comparison measures.
+    """Settings of one comparison run: seeds, dimensions, methods and timing sweep.
 
     Attributes:
         seeds: Number of seeds (1..seeds) per problem.

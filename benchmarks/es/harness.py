@@ -1,6 +1,6 @@
 """Problems, budgets and a counting objective shared by every method of the benchmarks.
 
-Every method sees the same :class:`Problem` (function, dimension, start
+Every method receives the same :class:`Problem` (function, dimension, start
 ``x0``, ``sigma0``, target, evaluation budget and seed) and evaluates it only
 through an :class:`Objective`, which counts evaluations, records the best
 value after every call and raises :class:`BudgetExceededError` before a call

@@ -41,11 +41,11 @@ class _Stepper:
     def step(self) -> float:
         start = time.perf_counter()
         X = self.ask()
-        asked = time.perf_counter()
+        sampled = time.perf_counter()
         f = sphere(np.asarray(X))
-        told = time.perf_counter()
+        evaluated = time.perf_counter()
         self.tell(X, f)
-        return (asked - start) + (time.perf_counter() - told)
+        return (sampled - start) + (time.perf_counter() - evaluated)
 
 
 def _spectral(x0: np.ndarray, seed: int, **options) -> _Stepper:

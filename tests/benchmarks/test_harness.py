@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmarks.es import compare, methods, report
+from benchmarks.es import compare, methods, page, report
 from benchmarks.es.harness import BudgetExceededError, Objective, make_problem, run
 from spectral_es.functions import sphere
 
@@ -148,3 +148,23 @@ def test_best_so_far_is_a_step_function():
 
 
 _RECORD = run("spy", lambda problem, objective: "spy", make_problem("sphere", 2, seed=1))
+
+
+def test_target_checks_report_each_miss():
+    def records(method, function, evals, successes=10):
+        base = dataclasses.replace(_RECORD, method=method, function=function, n=10)
+        return [dataclasses.replace(base, success=k < successes, evals=evals) for k in range(10)]
+
+    cells = report.group(
+        records("spectral", "sphere", 1600)
+        + records("pycma", "sphere", 1000)
+        + records("xnes", "sphere", 1500)
+        + records("spectral-ipop", "rastrigin", 900, successes=9)
+        + records("pycma-ipop", "rastrigin", 1000)
+    )
+    verdicts = dict(page.target_checks(cells, timing_rows=[]))
+    unimodal, xnes, multimodal, timing = verdicts.values()
+    assert unimodal == "not met: sphere n=10: 1.60 (only 1 of 8 cases run)"
+    assert xnes == "not met: sphere n=10: 1600 vs 1500"
+    assert multimodal == "not met: rastrigin n=10: 9/10 solved (only 1 of 5 cases run)"
+    assert timing == "not measured"
