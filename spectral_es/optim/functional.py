@@ -1,0 +1,292 @@
+r"""One optimizer step on one tensor: the Kronecker path and the Adam path.
+
+These functions hold the arithmetic of :class:`~spectral_es.optim.SpectralKron`
+and nothing else: the optimizer decides routing, schedules and the gradient
+guard, and calls them with the result. Every function updates ``param`` and
+``state`` in place under ``torch.no_grad()``.
+
+Kronecker path, for a weight viewed as a matrix (n, m) (a conv kernel
+(out, in, kh, kw) as (out, in * kh * kw)), at step ``t``:
+
+    M <- beta1 M + (1 - beta1) G                       (momentum, parameter space)
+    refresh S_C and/or S_K by the Kronecker spectral step on G  (every T steps)
+    D  = alpha^{-1/p} S_C^{-1/p} (M / (1 - beta1^t)) S_K^{-1/p}   (eps-damped)
+    D <- graft(D); D <- clip(D)
+    W <- W (1 - lr weight_decay) - lr D
+
+The momentum lives in parameter coordinates, so a rotation of ``B_C`` or
+``B_K`` changes nothing about it: the next direction simply applies the new
+preconditioner to it. Products with the eigenbases run in the state dtype
+(bfloat16 or float32); ``d``, ``alpha``, the Cayley generator and the Adam
+second moment stay in float32 or wider (see :func:`init_kron_state`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from spectral_es.core import bjorck_orthogonalize
+from spectral_es.core.kron import kron_curvature, kron_factor_step, kron_precondition, kron_rotate
+
+__all__ = [
+    "adam_update",
+    "init_adam_state",
+    "init_kron_state",
+    "kron_refresh",
+    "kron_update",
+    "matrix_shape",
+]
+
+# Largest log-change of one eigenvalue (and of alpha) per refresh: the
+# exponential step would multiply d by exp(beta q / d) after a gradient spike,
+# where the moving average it approximates grows by beta q / d.
+MAX_LOG_STEP = 1.0
+
+# Lower bound for norms that are divided by, and for the initial alpha.
+_TINY = 1e-30
+
+
+def matrix_shape(param: torch.Tensor) -> tuple[int, int]:
+    """Return ``(n, m)``: the first dimension against all the others."""
+    n = param.shape[0]
+    return n, param.numel() // max(n, 1)
+
+
+def init_kron_state(param: torch.Tensor, state_dtype: torch.dtype, max_precond_dim: int, graft: str) -> dict:
+    """Return the initial state of a Kronecker-preconditioned weight.
+
+    ``S = alpha (S_C kron S_K)`` starts isotropic (``d = 1``, ``B = I``) with
+    ``alpha = 0``, which marks the factors as not yet initialised: the first
+    usable gradient sets ``alpha = mean(G^2)``. A side longer than
+    ``max_precond_dim`` gets a diagonal factor (``d`` only, no ``B``).
+
+    Keys and dtypes: ``step`` (float32, CPU), ``exp_avg`` (state dtype, shape
+    of ``param``), ``d_C``, ``d_K``, ``alpha`` (float32, or float64 for a
+    float64 state), ``B_C``, ``B_K`` (state dtype, only for full sides),
+    ``exp_avg_sq`` (like ``d``, only for Adam grafting). The second moment
+    and the eigenvalues are kept at least in float32 because their per-step
+    relative changes (1 - beta2 ~ 1e-3) are below bfloat16's resolution of
+    2^-8, so a bfloat16 moving average would stall.
+    """
+    n, m = matrix_shape(param)
+    wide = {"dtype": torch.promote_types(state_dtype, torch.float32), "device": param.device}
+    state = {
+        "step": torch.tensor(0.0, dtype=torch.float32),
+        "exp_avg": torch.zeros(param.shape, dtype=state_dtype, device=param.device),
+        "d_C": torch.ones(n, **wide),
+        "d_K": torch.ones(m, **wide),
+        "alpha": torch.zeros((), **wide),
+    }
+    if n <= max_precond_dim:
+        state["B_C"] = torch.eye(n, dtype=state_dtype, device=param.device)
+    if m <= max_precond_dim:
+        state["B_K"] = torch.eye(m, dtype=state_dtype, device=param.device)
+    if graft == "adam":
+        state["exp_avg_sq"] = torch.zeros(param.shape, **wide)
+    return state
+
+
+def init_adam_state(param: torch.Tensor, state_dtype: torch.dtype) -> dict:
+    """Return the initial state of a weight on the Adam path (1-D and routed)."""
+    wide = torch.promote_types(state_dtype, torch.float32)
+    return {
+        "step": torch.tensor(0.0, dtype=torch.float32),
+        "exp_avg": torch.zeros(param.shape, dtype=state_dtype, device=param.device),
+        "exp_avg_sq": torch.zeros(param.shape, dtype=wide, device=param.device),
+    }
+
+
+def kron_refresh(
+    state: dict,
+    G: torch.Tensor,
+    *,
+    sides: str,
+    beta: float,
+    method: str,
+    max_generator_norm: float | None,
+    damping: float,
+    orthogonalize: bool,
+) -> None:
+    """Move the factors named in ``sides`` ("CK", "C" or "K") one step on ``G``.
+
+    Both curvatures come from the current factors (``Y = B_C^T G B_K``), so
+    refreshing "C" and "K" together is exactly
+    :func:`spectral_es.core.kron.kron_step`. A single side moves ``alpha``
+    by half its rate: the two rates agree analytically, so refreshing the
+    sides on alternate steps moves ``alpha`` as much per period as one joint
+    refresh. With ``orthogonalize`` each refreshed eigenbasis then takes one
+    Björck step ``B (3I - B^T B) / 2``, which holds a bfloat16 ``B`` at its
+    rounding floor. ``G`` has shape (n, m) and the dtype of the eigenbases.
+    """
+    B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
+    n, m = G.shape
+    options = {
+        "method": method,
+        "max_generator_norm": max_generator_norm,
+        "damping": damping,
+        "max_log_step": MAX_LOG_STEP,
+    }
+
+    # Both curvatures from the current factors, before either moves.
+    Y = kron_rotate(B_C, G, B_K)
+    W_C = kron_curvature(Y, d_K, full=B_C is not None) if "C" in sides else None
+    W_K = kron_curvature(Y.T, d_C, full=B_K is not None) if "K" in sides else None
+
+    # Each factor's spectral step; alpha moves last, by the mean rate.
+    rate = torch.zeros((), dtype=alpha.dtype, device=alpha.device)
+    if W_C is not None:
+        rate += _move_factor(d_C, B_C, W_C, alpha, m, beta, options, orthogonalize)
+    if W_K is not None:
+        rate += _move_factor(d_K, B_K, W_K, alpha, n, beta, options, orthogonalize)
+    alpha.mul_(torch.exp(rate / 2))
+
+
+def _move_factor(
+    d: torch.Tensor,
+    B: torch.Tensor | None,
+    W: torch.Tensor,
+    alpha: torch.Tensor,
+    kappa: int,
+    beta: float,
+    options: dict,
+    orthogonalize: bool,
+) -> torch.Tensor:
+    """Apply :func:`kron_factor_step` to ``d`` and ``B`` in place; return the rate."""
+    d_new, B_new, rate = kron_factor_step(d, B, W, alpha, kappa, beta, 1.0, **options)
+    d.copy_(d_new)
+    if B is not None:
+        B.copy_(bjorck_orthogonalize(B_new) if orthogonalize else B_new)
+    return rate
+
+
+def _graft_and_clip(
+    D: torch.Tensor, M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float
+) -> torch.Tensor:
+    """Rescale the preconditioned direction ``D`` (grafting, then clipping).
+
+    ``"adam"`` gives ``D`` the Frobenius norm of the Adam step
+    ``M_hat / (sqrt(v_hat) + eps)``; ``"rms"`` gives it the RMS
+    ``graft_rms``; ``"none"`` keeps it. ``max_update_rms`` then caps the RMS
+    of the result. Scale factors are float32 tensors: no host sync.
+    """
+    wide = torch.promote_types(D.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+    if group["graft"] == "adam":
+        v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** t)
+        adam = M_hat.to(v_hat.dtype) / (v_hat.sqrt() + group["eps"])
+        D = D * (torch.linalg.vector_norm(adam) / norm).to(D.dtype)
+        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+    elif group["graft"] == "rms":
+        D = D * (group["graft_rms"] * math.sqrt(D.numel()) / norm).to(D.dtype)
+        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+    if group["max_update_rms"] is not None:
+        limit = group["max_update_rms"] * math.sqrt(D.numel())
+        D = D * (limit / norm).clamp(max=1.0).to(D.dtype)
+    return D
+
+
+def kron_update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: dict,
+    group: Mapping[str, Any],
+    *,
+    refresh: str,
+    initialize: bool,
+    method: str,
+    max_generator_norm: float | None,
+    orthogonalize: bool,
+) -> None:
+    """Take one Kronecker-preconditioned step on ``param``.
+
+    Args:
+        param: The weight, at least 2-D; updated in place.
+        grad: Its finite gradient, shape of ``param``.
+        state: From :func:`init_kron_state`; updated in place.
+        group: The parameter group (``lr``, ``betas``, ``eps``,
+            ``weight_decay``, ``root``, ``precond_lr``, ``damping``,
+            ``graft``, ``graft_rms``, ``max_update_rms``).
+        refresh: Sides to refresh this step ("", "C", "K" or "CK").
+        initialize: Whether to set ``alpha = mean(G^2)`` before the refresh
+            (the first usable gradient; ``refresh`` is then "CK").
+        method: Cayley map for the eigenbases, "exact" or "truncated".
+        max_generator_norm: Cap on the Cayley generator's Frobenius norm.
+        orthogonalize: Whether refreshed eigenbases take a Björck step.
+    """
+    beta1, beta2 = group["betas"]
+    exp_avg = state["exp_avg"]
+    state["step"] += 1
+    t = state["step"].item()
+
+    # Moments in parameter coordinates.
+    exp_avg.lerp_(grad.to(exp_avg.dtype), 1 - beta1)
+    if "exp_avg_sq" in state:
+        grad_wide = grad.to(state["exp_avg_sq"].dtype)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad_wide, grad_wide, value=1 - beta2)
+
+    # Factor refresh on the raw gradient.
+    n, m = matrix_shape(param)
+    G = grad.reshape(n, m).to(exp_avg.dtype)
+    if initialize:
+        state["alpha"].copy_(grad.to(state["alpha"].dtype).square().mean().clamp_min(_TINY))
+    if refresh:
+        kron_refresh(
+            state,
+            G,
+            sides=refresh,
+            beta=group["precond_lr"],
+            method=method,
+            max_generator_norm=max_generator_norm,
+            damping=group["damping"],
+            orthogonalize=orthogonalize,
+        )
+
+    # Preconditioned, grafted and clipped direction.
+    M_hat = exp_avg / (1 - beta1**t)
+    D = kron_precondition(
+        state["d_C"],
+        state.get("B_C"),
+        state["d_K"],
+        state.get("B_K"),
+        state["alpha"],
+        M_hat.reshape(n, m),
+        group["root"],
+        group["eps"],
+    )
+    D = _graft_and_clip(D.reshape(param.shape), M_hat, state, group, t)
+
+    # Decoupled weight decay, then the step.
+    if group["weight_decay"] != 0:
+        param.mul_(1 - group["lr"] * group["weight_decay"])
+    param.add_(D.to(param.dtype), alpha=-group["lr"])
+
+
+def adam_update(param: torch.Tensor, grad: torch.Tensor, state: dict, group: Mapping[str, Any]) -> None:
+    """Take one AdamW step: ``W <- W (1 - lr wd) - lr M_hat / (sqrt(v_hat) + eps)``.
+
+    The path for 1-D parameters (biases, norm scales) and for weights routed
+    to it; the root ``p`` does not apply here. ``max_update_rms`` caps the
+    step's RMS as on the Kronecker path.
+    """
+    beta1, beta2 = group["betas"]
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    state["step"] += 1
+    t = state["step"].item()
+
+    grad_wide = grad.to(exp_avg_sq.dtype)
+    exp_avg.lerp_(grad.to(exp_avg.dtype), 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad_wide, grad_wide, value=1 - beta2)
+
+    M_hat = exp_avg.to(exp_avg_sq.dtype) / (1 - beta1**t)
+    D = M_hat / ((exp_avg_sq / (1 - beta2**t)).sqrt() + group["eps"])
+    if group["max_update_rms"] is not None:
+        limit = group["max_update_rms"] * math.sqrt(D.numel())
+        D = D * (limit / torch.linalg.vector_norm(D).clamp_min(_TINY)).clamp(max=1.0)
+
+    if group["weight_decay"] != 0:
+        param.mul_(1 - group["lr"] * group["weight_decay"])
+    param.add_(D.to(param.dtype), alpha=-group["lr"])

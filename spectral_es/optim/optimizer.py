@@ -1,0 +1,402 @@
+"""SpectralKron: a torch optimizer with Kronecker spectral preconditioning."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from spectral_es.optim.functional import adam_update, init_adam_state, init_kron_state, kron_update
+
+__all__ = ["PreconditionerWarning", "SpectralKron"]
+
+_ROUTES = ("auto", "kron", "adam")
+_GRAFTS = ("adam", "rms", "none")
+_CAYLEY_METHODS = ("auto", "exact", "truncated")
+_STATE_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+# dtypes with a dense linear solver (LU) on CPU and CUDA, needed by the exact Cayley map.
+_SOLVER_DTYPES = (torch.float32, torch.float64)
+# State entries kept in float32 (float64 for a float64 state) whatever the state dtype.
+_FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq")
+
+
+class PreconditionerWarning(UserWarning):
+    """Warning that a gradient was unusable and a refresh or update was skipped."""
+
+
+class SpectralKron(torch.optim.Optimizer):
+    r"""Kronecker spectral preconditioning, matmul-only, with float32 or bfloat16 state.
+
+    Each weight viewed as a matrix (n, m) keeps the curvature of its gradient
+    as ``S = alpha (S_C kron S_K)``, each factor ``S_l = B_l diag(d_l) B_l^T``
+    with ``prod(d_l) = 1``, and moves the factors directly, as in Lin et al.
+    (2025), "Spectral-factorized positive-definite curvature learning for NN
+    training": ``d`` by an exponential, ``B`` by a Cayley map, so any root
+    ``S^{-1/p}`` is elementwise and no eigendecomposition, QR, Cholesky or
+    solve is needed (the exact Cayley map uses one solve where the dtype has
+    one). At step ``t`` with gradient ``G``::
+
+        M     <- beta1 M + (1 - beta1) G
+        every T steps: one spectral step of size precond_lr on G g^T-curvature
+              (gamma = 1, see spectral_es.core.kron.kron_step)
+        D     <- B_C [(B_C^T M_hat B_K) / ((alpha d_C d_K^T)^{1/p} + eps)] B_K^T,
+                 M_hat = M / (1 - beta1^t)
+        D     <- graft(D), then clip(D)
+        W     <- W (1 - lr * weight_decay) - lr * D
+
+    With ``p = 2`` the direction has Adam's units (``S`` estimates
+    ``E[g g^T]``); grafting rescales ``D`` layer by layer so that a learning
+    rate tuned for AdamW is a sensible start for any ``p``.
+
+    Routing (decided when a parameter's state is created):
+
+    * 1-D and 0-D parameters (biases, norm scales), and every parameter of a
+      group with ``route="adam"``, take AdamW steps with the same ``lr``,
+      ``betas``, ``eps`` and ``weight_decay``.
+    * A parameter with 2 or more dimensions is viewed as (shape[0], rest): a
+      conv kernel (out, in, kh, kw) as (out, in * kh * kw). ``route="kron"``
+      raises for a 1-D parameter instead of sending it to Adam.
+    * A side longer than ``max_precond_dim`` gets a diagonal factor (only
+      ``d``, O(n) memory), so a 50k-row embedding never gets a 50k x 50k
+      matrix; its other side keeps a full factor if it fits.
+
+    Schedule: the row factor refreshes at steps ``t = 1, 1 + T, ...`` and the
+    column factor at ``t = 1 + T // 2, 1 + T + T // 2, ...`` (both at once
+    for ``T = 1``), which halves the refresh work of the worst step. The
+    first usable gradient initialises ``alpha = mean(G^2)`` and refreshes
+    both. Each eigenbasis takes one Björck step ``B (3I - B^T B) / 2`` every
+    ``orthogonalize_every`` refreshes.
+
+    Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
+    state dtype has a dense solver (float32, float64) and the truncated,
+    matmul-only map ``(I + N)^2 (I + N^2)(I + N^4)`` otherwise (bfloat16,
+    float16, where torch has no solver). The truncated map's generator is
+    capped at Frobenius norm ``max_generator_norm`` (default 0.25, where the
+    orthogonality defect of one map is at most about 3e-6).
+
+    Gradient guard: a gradient with NaN or infinite entries (or an L1 norm
+    beyond float32's range) skips that parameter's whole update and leaves
+    its state untouched; an all-zero gradient skips a scheduled refresh and
+    keeps the previous preconditioner. Both warn with
+    :class:`PreconditionerWarning`. The check costs one host synchronisation
+    per step for all parameters of a device together.
+
+    Distributed data parallel: the step is deterministic given the gradients,
+    so under ``DistributedDataParallel`` (which averages gradients before
+    ``step``) every rank computes the same update and keeps the same state; no
+    extra communication is needed.
+
+    Args:
+        params: Parameters or parameter groups; every option below may be set
+            per group.
+        lr: Learning rate, >= 0.
+        betas: ``(beta1, beta2)``: momentum and Adam second-moment decay, each
+            in [0, 1).
+        eps: Damping of ``S^{1/p}`` (and of Adam's ``sqrt(v)``), >= 0.
+        weight_decay: Decoupled weight decay, >= 0, multiplied by ``lr``.
+        root: The root ``p`` > 0 in ``S^{-1/p}``; 2 whitens, 1 is Newton-like.
+        precond_lr: Step size ``beta_2`` of the factor update in (0, 1]: to
+            first order each refresh moves ``S`` to
+            ``(1 - precond_lr) S + precond_lr g g^T`` projected on
+            Kronecker matrices.
+        precondition_frequency: ``T`` >= 1, steps between refreshes of a factor.
+        max_precond_dim: Longest side that gets a full factor, >= 1.
+        graft: ``"adam"`` (Frobenius norm of the AdamW step; adds a float32
+            second moment), ``"rms"`` (fixed RMS ``graft_rms``, no state) or
+            ``"none"``.
+        graft_rms: Target RMS of the step for ``graft="rms"``, > 0. The
+            default 0.2 is the RMS that AdamW steps typically settle at.
+        max_update_rms: Cap on the RMS of each parameter's step (before
+            ``lr``), or ``None``: preconditioned-gradient clipping.
+        damping: Added to each factor's curvature diagonal, in units of its
+            eigenvalues (geometric mean 1), >= 0. A direction the gradient
+            never reaches settles near ``damping`` instead of decaying to 0.
+        state_dtype: ``None`` (the parameter's dtype), ``torch.float32``,
+            ``torch.bfloat16``, ``torch.float16`` or ``torch.float64`` (or
+            their names): dtype of the momentum and the eigenbases.
+        cayley: ``"auto"``, ``"exact"`` or ``"truncated"``.
+        max_generator_norm: Cap in (0, 1) on the Cayley generator's Frobenius
+            norm, or ``None``: 0.25 for the truncated map, none for the exact.
+        orthogonalize_every: Refreshes between Björck steps, >= 0 (0: never).
+        route: ``"auto"``, ``"kron"`` or ``"adam"``, as described above.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        >>> optimizer = SpectralKron(model.parameters(), lr=1e-3, weight_decay=0.01)
+        >>> loss = model(torch.randn(4, 8)).square().mean()
+        >>> loss.backward()
+        >>> optimizer.step()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        root: float = 2.0,
+        precond_lr: float = 0.1,
+        precondition_frequency: int = 2,
+        max_precond_dim: int = 2048,
+        graft: str = "adam",
+        graft_rms: float = 0.2,
+        max_update_rms: float | None = None,
+        damping: float = 1e-4,
+        state_dtype: torch.dtype | str | None = None,
+        cayley: str = "auto",
+        max_generator_norm: float | None = None,
+        orthogonalize_every: int = 10,
+        route: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "root": root,
+            "precond_lr": precond_lr,
+            "precondition_frequency": precondition_frequency,
+            "max_precond_dim": max_precond_dim,
+            "graft": graft,
+            "graft_rms": graft_rms,
+            "max_update_rms": max_update_rms,
+            "damping": damping,
+            "state_dtype": state_dtype,
+            "cayley": cayley,
+            "max_generator_norm": max_generator_norm,
+            "orthogonalize_every": orthogonalize_every,
+            "route": route,
+        }
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group after checking its options (see the class docstring)."""
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["state_dtype"] = _dtype_name(group["state_dtype"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Take one optimisation step; ``closure`` re-evaluates the loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        work = []
+        for group_index, group in enumerate(self.param_groups):
+            for index, param in enumerate(group["params"]):
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise ValueError("SpectralKron does not support sparse gradients; use torch.optim.SparseAdam")
+                state = self.state[param]
+                if not state:
+                    state.update(self._init_state(param, group))
+                work.append((group, param, state, f"parameter {index} of group {group_index}"))
+
+        for (group, param, state, name), (finite, nonzero, initialized) in zip(
+            work, _gradient_flags(work), strict=True
+        ):
+            if not finite:
+                _warn(name, param, "has NaN or infinite entries", "skipped its update and kept its state")
+                continue
+            if "d_C" not in state:
+                adam_update(param, param.grad, state, group)
+                continue
+            refresh, orthogonalize = _schedule(state, group)
+            if not nonzero:
+                if refresh or not initialized:
+                    _warn(name, param, "is all zeros", "skipped the preconditioner refresh and kept the previous one")
+                if not initialized:
+                    continue
+                refresh = ""
+            method = _cayley_method(group, state["exp_avg"].dtype)
+            kron_update(
+                param,
+                param.grad,
+                state,
+                group,
+                refresh="CK" if not initialized else refresh,
+                initialize=not initialized,
+                method=method,
+                max_generator_norm=_generator_cap(group, method),
+                orthogonalize=orthogonalize,
+            )
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`, keeping this optimizer's state dtypes.
+
+        ``torch.optim.Optimizer`` casts every floating state tensor to its
+        parameter's dtype. Here the eigenvalues, ``alpha`` and the second
+        moment stay float32 and the momentum and eigenbases take the group's
+        ``state_dtype``, so the saved tensors are cast again from the
+        originals (a bfloat16 state round-trips exactly), onto each
+        parameter's device.
+        """
+        saved_state = state_dict["state"]
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        super().load_state_dict(state_dict)
+        owners = [(param, group) for group in self.param_groups for param in group["params"]]
+        for saved_id, (param, group) in zip(saved_ids, owners, strict=True):
+            if saved_id in saved_state:
+                self.state[param] = {
+                    key: _cast_state(key, value, param, _state_dtype(group, param))
+                    for key, value in saved_state[saved_id].items()
+                }
+
+    def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """Route ``param`` and return its initial state."""
+        if torch.is_complex(param):
+            raise ValueError("SpectralKron does not support complex parameters; optimise torch.view_as_real(p)")
+        state_dtype = _state_dtype(group, param)
+        if group["route"] == "adam" or (group["route"] == "auto" and param.ndim < 2):
+            return init_adam_state(param, state_dtype)
+        if param.ndim < 2:
+            raise ValueError(
+                f"route='kron' needs parameters with at least 2 dimensions, got shape {tuple(param.shape)}; "
+                "put 1-D parameters in a group with route='auto' or 'adam'"
+            )
+        _cayley_method(group, state_dtype)
+        return init_kron_state(param, state_dtype, group["max_precond_dim"], group["graft"])
+
+
+def _check_group(group: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for an invalid option of a parameter group."""
+    group["state_dtype"] = _dtype_name(group["state_dtype"])
+    group["betas"] = tuple(group["betas"])
+    checks = [
+        ("lr", group["lr"] >= 0, "lr >= 0"),
+        ("betas", len(group["betas"]) == 2 and all(0 <= b < 1 for b in group["betas"]), "two values in [0, 1)"),
+        ("eps", group["eps"] >= 0, "eps >= 0"),
+        ("weight_decay", group["weight_decay"] >= 0, "weight_decay >= 0"),
+        ("root", group["root"] > 0, "root > 0 (1, 2, 4, ...)"),
+        ("precond_lr", 0 < group["precond_lr"] <= 1, "0 < precond_lr <= 1"),
+        ("precondition_frequency", _is_int(group["precondition_frequency"], 1), "an integer >= 1"),
+        ("max_precond_dim", _is_int(group["max_precond_dim"], 1), "an integer >= 1"),
+        ("graft", group["graft"] in _GRAFTS, f"one of {_GRAFTS}"),
+        ("graft_rms", group["graft_rms"] > 0, "graft_rms > 0"),
+        ("max_update_rms", group["max_update_rms"] is None or group["max_update_rms"] > 0, "None or > 0"),
+        ("damping", group["damping"] >= 0, "damping >= 0"),
+        ("cayley", group["cayley"] in _CAYLEY_METHODS, f"one of {_CAYLEY_METHODS}"),
+        (
+            "max_generator_norm",
+            group["max_generator_norm"] is None or 0 < group["max_generator_norm"] < 1,
+            "None or in (0, 1), where the truncated Cayley series converges",
+        ),
+        ("orthogonalize_every", _is_int(group["orthogonalize_every"], 0), "an integer >= 0 (0: never)"),
+        ("route", group["route"] in _ROUTES, f"one of {_ROUTES}"),
+    ]
+    for name, valid, expected in checks:
+        if not valid:
+            raise ValueError(f"invalid {name} {group[name]!r}: expected {expected}")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
+    """Return the name under which a state dtype is stored in a group (or None)."""
+    if dtype is None:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    if name not in _STATE_DTYPES:
+        raise ValueError(f"invalid state_dtype {dtype!r}: expected None or one of {tuple(_STATE_DTYPES)}")
+    return name
+
+
+def _state_dtype(group: dict[str, Any], param: torch.Tensor) -> torch.dtype:
+    """Return the dtype of ``param``'s momentum and eigenbases."""
+    if group["state_dtype"] is None:
+        if param.dtype not in _STATE_DTYPES.values():
+            raise ValueError(f"cannot keep optimizer state in {param.dtype}; pass state_dtype=torch.float32")
+        return param.dtype
+    return _STATE_DTYPES[group["state_dtype"]]
+
+
+def _cayley_method(group: dict[str, Any], state_dtype: torch.dtype) -> str:
+    """Return "exact" or "truncated" for ``state_dtype``, or raise for an impossible choice."""
+    if group["cayley"] == "auto":
+        return "exact" if state_dtype in _SOLVER_DTYPES else "truncated"
+    if group["cayley"] == "exact" and state_dtype not in _SOLVER_DTYPES:
+        raise ValueError(
+            f"cayley='exact' needs a dense solver, which torch lacks for {state_dtype}; "
+            "use cayley='truncated' or 'auto', or state_dtype=torch.float32"
+        )
+    return group["cayley"]
+
+
+def _generator_cap(group: dict[str, Any], method: str) -> float | None:
+    if group["max_generator_norm"] is None and method == "truncated":
+        return 0.25
+    return group["max_generator_norm"]
+
+
+def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, bool]:
+    """Return the factors to refresh at the coming step and whether to orthogonalise them."""
+    T = group["precondition_frequency"]
+    t = int(state["step"].item()) + 1
+    phase = (t - 1) % T
+    refresh = ""
+    if phase == 0:
+        refresh += "C"
+    if phase == T // 2:
+        refresh += "K"
+    every = group["orthogonalize_every"]
+    orthogonalize = bool(refresh) and every > 0 and ((t - 1) // T + 1) % every == 0
+    return refresh, orthogonalize
+
+
+def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool]]:
+    """Return ``(finite, nonzero, initialized)`` per entry, with one host sync per device.
+
+    ``finite`` and ``nonzero`` come from the L1 norm of the gradient (one
+    pass, accumulated in float32 or wider); ``initialized`` is whether the factors have an ``alpha``
+    yet (always true on the Adam path).
+    """
+    flags: list[tuple[bool, bool, bool] | None] = [None] * len(work)
+    by_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
+    for position, (_, param, state, _) in enumerate(work):
+        wide = torch.promote_types(param.grad.dtype, torch.float32)
+        l1 = torch.linalg.vector_norm(param.grad, ord=1, dtype=wide)
+        initialized = state["alpha"] > 0 if "alpha" in state else torch.ones((), dtype=torch.bool, device=l1.device)
+        row = torch.stack([torch.isfinite(l1), l1 > 0, initialized])
+        by_device.setdefault(l1.device, []).append((position, row))
+    for rows in by_device.values():
+        values = torch.stack([row for _, row in rows]).tolist()
+        for (position, _), (finite, nonzero, initialized) in zip(rows, values, strict=True):
+            flags[position] = (finite, nonzero, initialized)
+    return flags
+
+
+def _cast_state(key: str, value: Any, param: torch.Tensor, state_dtype: torch.dtype) -> Any:
+    """Return a copy of a saved state entry in the dtype and on the device it is kept in."""
+    if not torch.is_tensor(value):
+        return value
+    if key == "step":
+        return value.to(dtype=torch.float32, device="cpu", copy=True)
+    dtype = torch.promote_types(state_dtype, torch.float32) if key in _FLOAT32_KEYS else state_dtype
+    return value.to(dtype=dtype, device=param.device, copy=True)
+
+
+def _warn(name: str, param: torch.Tensor, problem: str, action: str) -> None:
+    warnings.warn(
+        f"SpectralKron: the gradient of {name} (shape {tuple(param.shape)}) {problem}; {action}",
+        PreconditionerWarning,
+        stacklevel=3,
+    )

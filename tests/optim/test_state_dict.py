@@ -1,0 +1,154 @@
+"""SpectralKron checkpoints: exact round trips across dtypes, devices and late parameters."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from spectral_es.optim import SpectralKron
+from tests.conftest import requires_cuda
+from tests.optim.conftest import make_model, torch, train_steps
+
+DTYPE_CASES = [
+    (torch.float32, None),
+    (torch.float32, torch.bfloat16),
+    (torch.bfloat16, None),
+    (torch.bfloat16, torch.float32),
+]
+
+
+def serialise(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def deserialise(data: bytes, map_location="cpu"):
+    return torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
+
+
+def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
+    return [
+        (f"{index}/{key}", value)
+        for index, state in optimizer.state_dict()["state"].items()
+        for key, value in sorted(state.items())
+    ]
+
+
+def assert_identical(first, second):
+    """Same keys, dtypes, devices and bits."""
+    assert [name for name, _ in first] == [name for name, _ in second]
+    for (name, a), (_, b) in zip(first, second, strict=True):
+        assert a.dtype == b.dtype, name
+        assert a.device == b.device, name
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("param_dtype", "state_dtype"), DTYPE_CASES)
+def test_round_trip_is_exact(param_dtype, state_dtype):
+    options = {"lr": 1e-2, "state_dtype": state_dtype, "precondition_frequency": 2}
+    model = make_model(0, param_dtype)
+    optimizer = SpectralKron(model.parameters(), **options)
+    train_steps(model, optimizer, 5)
+    saved_model, saved_optimizer = serialise(model.state_dict()), serialise(optimizer.state_dict())
+    saved_state = [(name, value.clone()) for name, value in state_tensors(optimizer)]
+    train_steps(model, optimizer, 5, first_step=5)
+
+    resumed = make_model(1, param_dtype)
+    resumed.load_state_dict(deserialise(saved_model))
+    resumed_optimizer = SpectralKron(resumed.parameters(), **options)
+    resumed_optimizer.load_state_dict(deserialise(saved_optimizer))
+    # The loaded state keeps every dtype: float32 eigenvalues next to bfloat16
+    # parameters, bfloat16 bases next to float32 parameters.
+    assert_identical(state_tensors(resumed_optimizer), saved_state)
+
+    train_steps(resumed, resumed_optimizer, 5, first_step=5)
+    for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert_identical(state_tensors(resumed_optimizer), state_tensors(optimizer))
+
+
+def test_loaded_state_is_a_copy():
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters())
+    train_steps(model, optimizer, 2)
+    state_dict = deserialise(serialise(optimizer.state_dict()))
+    kept = {index: {key: value.clone() for key, value in state.items()} for index, state in state_dict["state"].items()}
+    optimizer.load_state_dict(state_dict)
+    train_steps(model, optimizer, 2, first_step=2)
+    # Steps after loading update the optimizer's own tensors, not the dict.
+    for index, state in state_dict["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, kept[index][key]), key
+
+
+def test_resume_before_some_parameters_had_gradients():
+    def run(split: int | None):
+        torch.manual_seed(0)
+        early, late = torch.nn.Parameter(torch.randn(5, 4)), torch.nn.Parameter(torch.randn(3, 6))
+        optimizer = SpectralKron([early, late], lr=1e-2)
+        for step in range(6):
+            if step == split:
+                checkpoint = serialise({"optimizer": optimizer.state_dict(), "params": [early, late]})
+                loaded = deserialise(checkpoint)
+                early = torch.nn.Parameter(loaded["params"][0])
+                late = torch.nn.Parameter(loaded["params"][1])
+                optimizer = SpectralKron([early, late], lr=1e-2)
+                optimizer.load_state_dict(loaded["optimizer"])
+            generator = torch.Generator().manual_seed(step)
+            early.grad = torch.randn(5, 4, generator=generator)
+            # The second weight gets its first gradient only at step 3.
+            late.grad = torch.randn(3, 6, generator=generator) if step >= 3 else None
+            optimizer.step()
+        return early, late, optimizer
+
+    straight = run(None)
+    resumed = run(2)
+    assert resumed[2].state_dict()["state"].keys() == straight[2].state_dict()["state"].keys()
+    for a, b in zip(straight[:2], resumed[:2], strict=True):
+        assert torch.equal(a, b)
+    assert_identical(state_tensors(resumed[2]), state_tensors(straight[2]))
+
+
+def test_load_onto_bfloat16_model():
+    # A float32 run resumed on a bfloat16 copy of the model: with the default
+    # state_dtype=None the momentum and bases follow the new parameters,
+    # while eigenvalues and alpha stay float32 and load unchanged.
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters())
+    train_steps(model, optimizer, 4)
+    low_model = make_model(0, torch.bfloat16)
+    low_model.load_state_dict(model.state_dict())
+    low = SpectralKron(low_model.parameters())
+    low.load_state_dict(deserialise(serialise(optimizer.state_dict())))
+    for param, source_param in zip(low_model.parameters(), model.parameters(), strict=True):
+        state, source = low.state[param], optimizer.state[source_param]
+        assert state["exp_avg"].dtype == torch.bfloat16
+        assert torch.equal(state["exp_avg"], source["exp_avg"].to(torch.bfloat16))
+        assert state["exp_avg_sq"].dtype == torch.float32
+        if "B_C" in state:
+            assert state["B_C"].dtype == torch.bfloat16
+            assert torch.equal(state["d_C"], source["d_C"])
+            assert torch.equal(state["alpha"], source["alpha"])
+    losses = train_steps(low_model, low, 4, first_step=4)
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_load_onto_cuda():
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), state_dtype=torch.bfloat16)
+    train_steps(model, optimizer, 3)
+    cuda_model = make_model(0).cuda()
+    cuda_model.load_state_dict(model.state_dict())
+    cuda_optimizer = SpectralKron(cuda_model.parameters(), state_dtype=torch.bfloat16)
+    cuda_optimizer.load_state_dict(deserialise(serialise(optimizer.state_dict()), map_location="cuda"))
+    for param in cuda_model.parameters():
+        for key, value in cuda_optimizer.state[param].items():
+            assert value.device.type == ("cpu" if key == "step" else "cuda"), key
+    x, y = (t.cuda() for t in (torch.randn(16, 1, 6, 6), torch.randint(6, (16,))))
+    torch.nn.functional.cross_entropy(cuda_model(x), y).backward()
+    cuda_optimizer.step()
+    assert all(torch.isfinite(p).all() for p in cuda_model.parameters())
