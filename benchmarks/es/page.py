@@ -196,7 +196,8 @@ def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header:
         parts += [
             "## Time per generation (ask + tell, objective excluded)",
             "Milliseconds of pycma and each method's ratio to it, measured in the same run, methods "
-            "interleaved; pycma's blocks cover two of its eigendecompositions.",
+            "interleaved. Each timed block covers two of the method's O(n^3) updates (pycma's "
+            "eigendecomposition, SpectralES's rotation), so the times are amortised costs.",
             format_table(timing_rows, config.timing_methods),
             "![time per generation](figures/timing.png)",
         ]

@@ -8,8 +8,10 @@ the machine at the time. A block's time is the sum of the ``ask`` and
 and a method's time is the median over its blocks.
 
 pycma runs its eigendecomposition only every ``ceil(1 / (10 n (c1 + c_mu)))``
-generations, so its blocks are two such intervals long and each contains
-exactly two of them; its time per generation is the amortised cost.
+generations, and SpectralES rotates its basis every ``rotation_interval``
+generations. A method's blocks are therefore two such periods long (at
+least ``min_generations``) and each contains exactly two of these O(n^3)
+updates, so its time per generation is the amortised cost.
 
 Run ``python -m benchmarks.es.timing --dims 10 100 500`` for a table alone.
 """
@@ -33,10 +35,17 @@ __all__ = ["TIMED_METHODS", "TimingRow", "time_generations", "time_methods"]
 
 
 class _Stepper:
-    """One ES behind a uniform ``step() -> seconds of ask + tell`` interface."""
+    """One ES behind a uniform ``step() -> seconds of ask + tell`` interface.
 
-    def __init__(self, ask: Callable[[], np.ndarray], tell: Callable[[np.ndarray, np.ndarray], None]) -> None:
-        self.ask, self.tell = ask, tell
+    ``period`` is the number of generations between two of the method's
+    O(n^3) updates (eigendecomposition or rotation), 1 if it runs one in
+    every generation.
+    """
+
+    def __init__(
+        self, ask: Callable[[], np.ndarray], tell: Callable[[np.ndarray, np.ndarray], None], period: int = 1
+    ) -> None:
+        self.ask, self.tell, self.period = ask, tell, period
 
     def step(self) -> float:
         start = time.perf_counter()
@@ -51,13 +60,13 @@ class _Stepper:
 def _spectral(x0: np.ndarray, seed: int, **options) -> _Stepper:
     # Every stop criterion is switched off: the run only has to keep going.
     es = SpectralES(x0, 1.0, seed=seed, tol_f=0, tol_x=0, tol_condition=math.inf, **options)
-    return _Stepper(es.ask, es.tell)
+    return _Stepper(es.ask, es.tell, getattr(es, "rotation_interval", 1))
 
 
 def _pycma(x0: np.ndarray, seed: int) -> _Stepper:
     options = {"seed": seed, "verbose": -9, "tolfun": 0, "tolx": 0, "tolfunhist": 0, "tolstagnation": math.inf}
     es = cma.CMAEvolutionStrategy(x0, 1.0, options)
-    return _Stepper(es.ask, lambda X, f: es.tell(X, f.tolist()))
+    return _Stepper(es.ask, lambda X, f: es.tell(X, f.tolist()), max(1, math.ceil(es.sm.lazy_update_gap)))
 
 
 def _xnes(x0: np.ndarray, seed: int) -> _Stepper:
@@ -74,12 +83,6 @@ TIMED_METHODS: dict[str, Callable[[np.ndarray, int], _Stepper]] = {
     "xnes": _xnes,
 }
 """Methods whose time per generation is measured; ``pycma`` is the reference."""
-
-
-def pycma_eigen_interval(n: int) -> int:
-    """Return the generations between two eigendecompositions of pycma in dimension ``n``."""
-    es = cma.CMAEvolutionStrategy(np.zeros(n), 1.0, {"verbose": -9})
-    return max(1, math.ceil(es.sm.lazy_update_gap))
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,7 @@ def time_methods(
     for n in dims:
         x0 = np.random.default_rng(seed).uniform(-3, 3, n)
         steppers = {name: TIMED_METHODS[name](x0, seed) for name in methods}
-        generations = {name: min_generations for name in methods}
-        if "pycma" in methods:
-            generations["pycma"] = max(min_generations, 2 * pycma_eigen_interval(n))
+        generations = {name: max(min_generations, 2 * stepper.period) for name, stepper in steppers.items()}
         for stepper in steppers.values():
             time_generations(stepper, 2)
         samples: dict[str, list[float]] = {name: [] for name in methods}
