@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (default: fresh entropy, printed)")
     run.add_argument("--popsize", type=int, help="samples per iteration (default 4 + floor(3 ln n))")
     run.add_argument("--max-evals", type=float, help="stop after this many function evaluations")
-    run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10)")
+    run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10; none with --noise)")
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
     run.add_argument("--diagonal", action="store_true", help="learn a diagonal covariance only (separable problems, large n)")
     run.add_argument("--preset", choices=["cma", "xnes"], help="learning rates and step-size rule (default cma)")
@@ -201,7 +201,8 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed": seed,
         "popsize": args.popsize,
         "max_evals": args.max_evals,
-        "f_target": 1e-10 if args.f_target is None else args.f_target,
+        # A noisy value can undercut any target by chance, so --noise has none by default.
+        "f_target": (None if args.noise else 1e-10) if args.f_target is None else args.f_target,
         "restarts": args.restarts or 0,
         "diagonal": bool(args.diagonal),
         "preset": args.preset or "cma",

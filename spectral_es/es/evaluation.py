@@ -137,10 +137,13 @@ def _evaluate_batch(fun: Callable, X: np.ndarray, args: tuple, executor: Any) ->
 
 def _evaluate_on_executor(fun: Callable, X: np.ndarray, args: tuple, executor: Any, repeats: int) -> np.ndarray:
     """Submit one task per row, wait for all or the first failure, return values in row order."""
-    futures = [executor.submit(fun, x, *args) for x in X]
+    futures: list[concurrent.futures.Future] = []
     try:
+        for x in X:
+            futures.append(executor.submit(fun, x, *args))
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
     except BaseException:
+        # Interrupted (Ctrl-C) or the executor failed: drop the queued tasks.
         for future in futures:
             future.cancel()
         raise

@@ -1,0 +1,170 @@
+"""Box bounds and integer variables: feasibility, boundary optima, whole numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectral_es import SpectralES, minimize
+from spectral_es.es.bounds import BoxBounds, integer_min_std
+
+# Lower and upper bounds with every kind of coordinate: a box, a narrow box,
+# one side open in either direction, and no bound at all.
+LOWER = np.array([-1.0, 0.0, -np.inf, 2.0, -np.inf, 0.0])
+UPPER = np.array([1.0, 1e-3, 5.0, np.inf, np.inf, 10.0])
+
+
+def test_transform_keeps_every_point_in_box(rng):
+    box = BoxBounds(LOWER, UPPER, 6)
+    for scale in (1.0, 1e3, 1e12):  # far-away points fold back too
+        X = box.transform(scale * rng.standard_normal((2000, 6)))
+        assert np.all(box.contains(X))
+
+
+def test_transform_is_identity_in_interior():
+    box = BoxBounds(LOWER, UPPER, 6)
+    # Points well inside, away from the quadratic zones of width <= (1 + |bound|) / 20.
+    x = np.array([0.0, 5e-4, 0.0, 10.0, -7.0, 5.0])
+    interior = np.array([True, False, True, True, True, True])  # the 1e-3 box is all quadratic zone
+    assert np.array_equal(box.transform(x)[interior], x[interior])
+
+
+def test_transform_is_continuous_with_slope_at_most_one():
+    box = BoxBounds(LOWER, UPPER, 6)
+    y = np.linspace(-30, 30, 600_001)[:, None] * np.ones(6)
+    steps = np.abs(np.diff(box.transform(y), axis=0))
+    # Slope <= 1 everywhere: a step of h moves x by at most h (+ rounding).
+    assert np.all(steps <= (y[1, 0] - y[0, 0]) * (1 + 1e-9))
+
+
+def test_inverse_round_trips_feasible_points(rng):
+    box = BoxBounds(LOWER, UPPER, 6)
+    finite_lower = np.where(np.isfinite(LOWER), LOWER, -50)
+    finite_upper = np.where(np.isfinite(UPPER), UPPER, 50)
+    x = rng.uniform(finite_lower, finite_upper, (1000, 6))
+    x[:6] = np.where(np.isfinite(LOWER), LOWER, 0)  # exactly on the lower bounds
+    # Square root then square: relative rounding of a few ulps of the bound magnitudes.
+    assert np.allclose(box.transform(box.inverse(x)), x, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "message"),
+    [
+        ([0, 1, 0], [1, 1, 2], r"lower\[1\] = 1.0 >= upper\[1\] = 1.0"),
+        ([0, 2, 0], 1.0, r"lower\[1\] = 2.0 >= upper\[1\] = 1.0"),
+        ([0, np.nan, 0], 1.0, "NaN at indices \\[1\\]"),
+        ([0, 0], 1.0, r"shape \(2,\), expected a scalar or shape \(3,\)"),
+        ("low", 1.0, "must be a number or a sequence"),
+    ],
+)
+def test_bad_bounds_rejected(lower, upper, message):
+    with pytest.raises(ValueError, match=message):
+        SpectralES(np.zeros(3) + 0.5, 0.1, bounds=(lower, upper))
+
+
+def test_start_outside_box_names_coordinate():
+    with pytest.raises(ValueError, match=r"x0\[2\] = 3.0 lies outside the bounds \[-1.0, 1.0\].*np.clip"):
+        SpectralES([0.0, 1.0, 3.0], 0.1, bounds=(-1, 1))
+
+
+def test_bounds_must_be_a_pair():
+    with pytest.raises(ValueError, match="pair \\(lower, upper\\)"):
+        SpectralES(np.zeros(3), 0.1, bounds=(-1, 0, 1))
+
+
+def test_every_asked_point_is_feasible_and_told_back():
+    x0 = np.clip(np.full(6, 0.5), LOWER, UPPER)
+    es = SpectralES(x0, 2.0, seed=1, bounds=(LOWER, UPPER), max_iter=200)
+    while not es.stop():
+        X = es.ask()
+        assert np.all((X >= LOWER) & (X <= UPPER))
+        es.tell(X, ((X - 3.0) ** 2).sum(axis=1))
+    assert np.all((es.result.mean >= LOWER) & (es.result.mean <= UPPER))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_boundary_optimum_reached(seed):
+    # The unconstrained optimum c lies outside the box in four coordinates,
+    # so the constrained optimum is clip(c, lower, upper), on the boundary.
+    c = np.array([-3.0, 0.5, 7.0, 0.0, 2.0, 12.0])
+    optimum = np.clip(c, LOWER, UPPER)
+    f_star = float(((optimum - c) ** 2).sum())
+    result = minimize(
+        lambda x: float(((x - c) ** 2).sum()),
+        np.clip(np.full(6, 0.5), LOWER, UPPER),
+        1.0,
+        seed=seed,
+        bounds=(LOWER, UPPER),
+        f_target=f_star + 1e-10,
+        max_evals=20_000,
+    )
+    assert "f_target" in result.stop, result.stop
+    # On a coordinate whose optimum is on a bound, f grows at least linearly,
+    # by 2 |c_i - optimum_i| |x_i - optimum_i| >= 0.998 |x_i - optimum_i|, so
+    # f - f* <= 1e-10 puts x_i within about 1e-10 of the bound; on the
+    # interior coordinate 4, f grows quadratically: |x_4 - 2| <= 1e-5.
+    on_bound = optimum != c
+    assert np.all(np.abs(result.xbest - optimum)[on_bound] <= 2e-10)
+    assert abs(result.xbest[4] - 2.0) <= 1e-5
+
+
+def shifted_mixed_sphere(x):
+    """Optimum at whole numbers 3 and -2 in x[0], x[1] and at 0.5 elsewhere; f* = 0."""
+    return float((x[0] - 3) ** 2 + (x[1] + 2) ** 2 + ((x[2:] - 0.5) ** 2).sum())
+
+
+def test_integer_variables_are_whole_numbers():
+    es = SpectralES(np.full(5, 0.3), 1.0, seed=0, integer_variables=[0, -4], bounds=(-10.5, 10.5))
+    for _ in range(50):
+        X = es.ask()
+        assert np.array_equal(X[:, [0, 1]], np.round(X[:, [0, 1]]))
+        assert np.all(np.abs(X) <= 10.5)
+        es.tell(X, [shifted_mixed_sphere(x) for x in X])
+    assert np.array_equal(es.result.mean[:2], np.round(es.result.mean[:2]))
+
+
+def test_integer_rounding_respects_fractional_bounds():
+    # Whole numbers in [0.2, 2.7] are 1 and 2: rounding must not give 0 or 3.
+    es = SpectralES([1.0, 0.0], 5.0, seed=2, integer_variables=[0], bounds=([0.2, -1], [2.7, 1]))
+    values = np.concatenate([es.ask()[:, 0] for _ in range(40)])
+    assert set(np.unique(values)) == {1.0, 2.0}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mixed_integer_problem_converges(seed):
+    result = minimize(shifted_mixed_sphere, np.full(5, 1.0), 1.0, seed=seed, integer_variables=[0, 1], f_target=1e-10)
+    assert "f_target" in result.stop, result.stop
+    assert np.array_equal(result.xbest[:2], [3.0, -2.0])
+
+
+def test_integer_deviation_stays_above_floor():
+    es = SpectralES(np.full(5, 1.0), 1.0, seed=0, integer_variables=[0, 1])
+    floor = integer_min_std(5, 2, es.params.mueff)
+    for _ in range(300):
+        X = es.ask()
+        es.tell(X, [shifted_mixed_sphere(x) for x in X])
+    std = es.coordinate_std()
+    assert np.all(std[:2] >= floor * (1 - 1e-12))
+    assert np.all(std[2:] < 1e-3)  # the continuous variables converged meanwhile
+
+
+def test_integer_min_std_matches_pycma_bound():
+    # pycma 4.x: min(0.2, mueff / n, 0.5 / -ppf(p / 2)) with p = 2 / (2 + n + n_int).
+    cma_options = pytest.importorskip("cma.options_parameters")
+    for n, n_int, mueff in [(5, 2, 3.2), (40, 40, 5.0), (200, 50, 12.0)]:
+        expected = cma_options.integer_std_lower_bound(n, mueff, n_int)
+        assert integer_min_std(n, n_int, mueff) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [([5], "outside 0..4"), ([0.5], "whole-number"), (["a"], "list of indices")],
+)
+def test_bad_integer_indices_rejected(indices, message):
+    with pytest.raises(ValueError, match=message):
+        SpectralES(np.zeros(5), 1.0, integer_variables=indices)
+
+
+def test_integer_variable_without_whole_number_in_bounds_rejected():
+    with pytest.raises(ValueError, match="integer variable 1 has no whole number"):
+        SpectralES([0.5, 0.5], 0.1, integer_variables=[1], bounds=(0.2, 0.8))

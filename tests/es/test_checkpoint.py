@@ -1,0 +1,208 @@
+"""Checkpoints: complete state, bit-identical continuation, safe and atomic files."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from spectral_es import SpectralES, minimize
+from spectral_es.es import EvaluationError, checkpoint, resume
+from spectral_es.es.history import SCALAR_COLUMNS
+from spectral_es.functions import ellipsoid, rosenbrock
+
+# Wall-clock entries differ between two runs of the same computation.
+CLOCK_KEYS = {"elapsed", "previous_time", "time_offset"}
+CLOCK_COLUMNS = [SCALAR_COLUMNS.index("time"), SCALAR_COLUMNS.index("iteration_time")]
+
+VARIANTS = {
+    "default": {},
+    "lazy rotation": {"rotation_interval": 3},
+    "diagonal": {"diagonal": True},
+    "xnes": {"preset": "xnes"},
+    "passive": {"active": False},
+    "bounds and integers": {"bounds": (-2.0, [2.0] * 9 + [np.inf]), "integer_variables": [0, 4]},
+    "noise handling": {"noise_handling": True},
+}
+
+
+def assert_same_tree(first, second, path="state"):
+    """Assert two state dictionaries are equal, bit for bit, apart from wall-clock times."""
+    if isinstance(first, dict):
+        assert set(first) == set(second), path
+        for key in first:
+            if key not in CLOCK_KEYS:
+                assert_same_tree(first[key], second[key], f"{path}/{key}")
+    elif isinstance(first, np.ndarray):
+        if path.endswith("history/scalars"):
+            first, second = np.delete(first, CLOCK_COLUMNS, axis=1), np.delete(second, CLOCK_COLUMNS, axis=1)
+        assert np.array_equal(first, second, equal_nan=True), path
+    else:
+        assert first == second or (first != first and second != second), path
+
+
+def iterate(es, count):
+    """Run ``count`` iterations of ask/tell on the ellipsoid and return the asked populations."""
+    populations = []
+    for _ in range(count):
+        X = es.ask()
+        populations.append(X)
+        es.tell(X, ellipsoid(X))
+    return populations
+
+
+def make(**options):
+    return SpectralES(np.full(10, 1.0), 0.5, seed=11, **options)
+
+
+def test_state_dict_covers_every_attribute():
+    # A new attribute of SpectralES must be saved (or listed as covered).
+    for options in VARIANTS.values():
+        es = make(**options)
+        iterate(es, 2)
+        assert set(vars(es)) == checkpoint.COVERED_ATTRIBUTES
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_resume_is_bit_identical(variant, tmp_path):
+    original = make(**VARIANTS[variant])
+    iterate(original, 13)  # not a multiple of 3: the lazy rotation has curvature pending
+    original.save(tmp_path / "state.npz")
+    restored = [
+        SpectralES.load(tmp_path / "state.npz"),
+        SpectralES.from_state_dict(original.state_dict()),
+    ]
+    loaded_into = make(**VARIANTS[variant])
+    loaded_into.load_state_dict(original.state_dict())
+    restored.append(loaded_into)
+
+    expected = iterate(original, 25)
+    for es in restored:
+        assert all(np.array_equal(a, b) for a, b in zip(expected, iterate(es, 25), strict=True))
+        assert_same_tree(original.state_dict(), es.state_dict())
+
+
+def test_pending_population_survives_checkpoint(tmp_path):
+    es = make()
+    iterate(es, 3)
+    X = es.ask()
+    es.save(tmp_path / "pending.npz")
+    restored = SpectralES.load(tmp_path / "pending.npz")
+    assert np.array_equal(restored.pending, X)
+    es.tell(X, ellipsoid(X))
+    restored.tell(X, ellipsoid(X))
+    assert_same_tree(es.state_dict(), restored.state_dict())
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "run.npz"
+    es = make()
+    es.save(path)
+    before = path.read_bytes()
+    iterate(es, 2)
+
+    def broken_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        es.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]  # no temporary file left
+
+
+def test_file_holding_pickled_object_is_rejected(tmp_path):
+    path = tmp_path / "hostile.npz"
+    np.savez(path, __json__=np.array("{}"), payload=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        SpectralES.load(path)
+
+
+def test_non_checkpoint_inputs_rejected(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a spectral_es checkpoint"):
+        SpectralES.load(path)
+    with pytest.raises(ValueError, match="not a SpectralES state dictionary"):
+        make().load_state_dict({"mean": np.zeros(10)})
+    state = make().state_dict()
+    state["version"] = 99
+    with pytest.raises(ValueError, match="version 99 is not supported"):
+        SpectralES.from_state_dict(state)
+
+
+def test_load_into_different_strategy_rejected():
+    state = make().state_dict()
+    other = SpectralES(np.zeros(4), 0.5)
+    with pytest.raises(ValueError, match=r"\(n, popsize, preset, diagonal\) = \(10, 10, 'cma', False\)"):
+        other.load_state_dict(state)
+
+
+def crash_after(calls, function):
+    """Return ``function`` that raises on its ``calls``-th call, like a run killed midway."""
+    count = {"calls": 0}
+
+    def objective(x):
+        count["calls"] += 1
+        if count["calls"] == calls:
+            raise RuntimeError("worker lost")
+        return function(x)
+
+    return objective
+
+
+def read_rows(path):
+    """CSV rows without the wall-clock columns."""
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file))
+    clock = [rows[0].index("time"), rows[0].index("iteration_time")]
+    return [[value for k, value in enumerate(row) if k not in clock] for row in rows]
+
+
+def test_minimize_resume_matches_uninterrupted_run(tmp_path):
+    settings = {"seed": 5, "restarts": 2, "tol_x": 1e-4, "max_evals": 4000}
+    reference = minimize(rosenbrock, np.zeros(4), 0.5, log=tmp_path / "reference.csv", **settings)
+
+    # Crash in the second run, between two checkpoints (every 3 iterations).
+    with pytest.raises(EvaluationError, match="worker lost"):
+        minimize(
+            crash_after(1237, rosenbrock),
+            np.zeros(4),
+            0.5,
+            log=tmp_path / "resumed.csv",
+            checkpoint=tmp_path / "run.npz",
+            checkpoint_every=3,
+            **settings,
+        )
+    with pytest.warns(UserWarning, match="written for the objective"):
+        resumed = resume(rosenbrock, tmp_path / "run.npz", log=tmp_path / "resumed.csv")
+
+    assert resumed.fbest == reference.fbest
+    assert np.array_equal(resumed.xbest, reference.xbest)
+    assert resumed.nfev == reference.nfev
+    assert resumed.restarts == reference.restarts
+    assert np.array_equal(resumed.history["f_best"], reference.history["f_best"])
+    assert np.array_equal(resumed.history["eigenvalue"], reference.history["eigenvalue"])
+    # The log lost the rows after the checkpoint and wrote them again.
+    assert read_rows(tmp_path / "resumed.csv") == read_rows(tmp_path / "reference.csv")
+
+
+def test_resume_of_finished_run_returns_its_result(tmp_path):
+    finished = minimize(rosenbrock, np.zeros(3), 0.5, seed=1, f_target=1e-8, checkpoint=tmp_path / "done.npz")
+    again = resume(rosenbrock, tmp_path / "done.npz")
+    assert again.fbest == finished.fbest
+    assert again.nfev == finished.nfev
+    assert again.stop == finished.stop
+
+
+def test_resume_needs_minimize_checkpoint(tmp_path):
+    make().save(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match="saved by SpectralES.save, not minimize"):
+        resume(ellipsoid, tmp_path / "plain.npz")
+
+
+def test_checkpoint_every_validated(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
+        minimize(ellipsoid, np.zeros(3), 1.0, checkpoint=tmp_path / "c.npz", checkpoint_every=0)

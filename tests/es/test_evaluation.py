@@ -1,0 +1,207 @@
+"""Serial, vectorised, executor and Dask evaluation: same results, failures named."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from spectral_es import SpectralES, minimize, optimize
+from spectral_es.es import EvaluationError, evaluate
+from spectral_es.functions import rosenbrock, sphere
+
+X = np.random.default_rng(7).normal(size=(9, 4))
+
+
+def same_run(first, second):
+    """Whether two results followed the same path (every iteration's f and the end state)."""
+    return (
+        first.fbest == second.fbest
+        and np.array_equal(first.xbest, second.xbest)
+        and first.nfev == second.nfev
+        and np.array_equal(first.history["f_min"], second.history["f_min"])
+        and np.array_equal(first.mean, second.mean)
+    )
+
+
+def test_evaluate_paths_agree():
+    serial = evaluate(rosenbrock, X)
+    with ThreadPoolExecutor(3) as pool:
+        threaded = evaluate(rosenbrock, X, executor=pool)
+        batched = evaluate(rosenbrock, X, vectorized=True, executor=pool)
+    assert np.array_equal(serial, threaded)
+    assert np.array_equal(serial, evaluate(rosenbrock, X, vectorized=True))
+    assert np.array_equal(serial, batched)
+
+
+def test_executor_values_keep_row_order():
+    # The first rows take longest, so tasks finish in reverse order.
+    def slow_first(x):
+        time.sleep(0.02 * (x[0] < 0))
+        return float(x[0])
+
+    X_ordered = np.column_stack([np.linspace(-1, 1, 8), np.zeros(8)])
+    with ThreadPoolExecutor(8) as pool:
+        assert np.array_equal(evaluate(slow_first, X_ordered, executor=pool), X_ordered[:, 0])
+
+
+def test_vectorized_batch_is_one_task():
+    class CountingExecutor(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            CountingExecutor.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    with CountingExecutor(2) as pool:
+        evaluate(sphere, X, vectorized=True, executor=pool)
+        assert CountingExecutor.submitted == 1
+        evaluate(sphere, X, executor=pool, repeats=2)
+        assert CountingExecutor.submitted == 1 + 2 * len(X)
+
+
+def test_repeats_return_means():
+    calls = iter(range(1000))
+    values = evaluate(lambda x: float(next(calls)), X[:3], repeats=4)
+    # Serial order: row 0 gets calls 0..3, row 1 gets 4..7, row 2 gets 8..11.
+    assert np.array_equal(values, [1.5, 5.5, 9.5])
+
+
+@pytest.mark.parametrize("executor_type", [ThreadPoolExecutor, ProcessPoolExecutor])
+def test_minimize_on_executor_matches_serial(executor_type):
+    serial = minimize(rosenbrock, np.zeros(5), 0.5, seed=3, max_evals=600)
+    with executor_type(2) as pool:
+        parallel = minimize(rosenbrock, np.zeros(5), 0.5, seed=3, max_evals=600, executor=pool)
+    assert same_run(serial, parallel)
+
+
+def fails_beyond(limit):
+    """Sphere that raises for points with x[0] > limit, as a crashing simulation would."""
+
+    def f(x):
+        if x[0] > limit:
+            raise FloatingPointError(f"simulation diverged at x[0] = {x[0]:.3f}")
+        return sphere(x)
+
+    return f
+
+
+@pytest.mark.parametrize("use_pool", [False, True])
+def test_failure_names_point_and_keeps_strategy(use_pool):
+    es = SpectralES(np.full(3, 1.0), 1.0, seed=4, max_evals=2000)
+    with ThreadPoolExecutor(3) as pool, pytest.raises(EvaluationError) as caught:
+        optimize(es, fails_beyond(2.0), executor=pool if use_pool else None)
+    error = caught.value
+    assert isinstance(error.__cause__, FloatingPointError)
+    assert error.x[0] > 2.0
+    assert np.array_equal(error.x, es.pending[error.index])
+    assert f"row {error.index}" in str(error) and "FloatingPointError" in str(error)
+    assert error.strategy is es
+
+
+@pytest.mark.filterwarnings("ignore::spectral_es.NonFiniteObjectiveWarning")
+def test_run_continues_after_failure_as_if_none_happened():
+    # Continuing with a fixed objective re-evaluates the failed population,
+    # so the run matches one that used the fixed objective from the start.
+    def fixed(x):
+        return sphere(x) if x[0] <= 2.0 else np.inf
+
+    reference = optimize(SpectralES(np.full(3, 1.0), 1.0, seed=4, max_evals=2000), fixed)
+    es = SpectralES(np.full(3, 1.0), 1.0, seed=4, max_evals=2000)
+    with pytest.raises(EvaluationError):
+        optimize(es, fails_beyond(2.0))
+    continued = optimize(es, fixed)
+    assert same_run(reference, continued)
+
+
+def test_non_scalar_return_named():
+    with pytest.raises(ValueError, match=r"must return a scalar, got array\(\[1., 2.\]\) at x = \["):
+        evaluate(lambda x: np.array([1.0, 2.0]), X)
+    with pytest.raises(ValueError, match="must return a scalar, got None"):
+        evaluate(lambda x: None, X)
+
+
+def test_unknown_executor_rejected():
+    with pytest.raises(ValueError, match="executor must be a concurrent.futures.Executor or a dask"):
+        minimize(sphere, np.zeros(2), 1.0, executor=object())
+
+
+def test_interrupt_cancels_queued_tasks():
+    class InterruptingExecutor(Executor):
+        """One worker thread; Ctrl-C arrives while the last task is submitted."""
+
+        def __init__(self):
+            self.pool = ThreadPoolExecutor(1)
+            self.futures = []
+
+        def submit(self, fn, /, *args, **kwargs):
+            if len(self.futures) == len(X) - 1:
+                raise KeyboardInterrupt
+            future = self.pool.submit(fn, *args, **kwargs)
+            self.futures.append(future)
+            return future
+
+    executor = InterruptingExecutor()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(lambda x: time.sleep(0.05) or 0.0, X, executor=executor)
+    executor.pool.shutdown(wait=True)
+    # The one worker had started at most the first task; the rest were queued.
+    assert sum(future.cancelled() for future in executor.futures) >= len(X) - 2
+
+
+# ---------------------------------------------------------------- Dask
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    # Two worker threads in this process, talking TCP on the loopback
+    # interface only; no dashboard.
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_dask_client_matches_serial(dask_client):
+    serial = minimize(rosenbrock, np.zeros(4), 0.5, seed=8, max_evals=160)
+    on_dask = minimize(rosenbrock, np.zeros(4), 0.5, seed=8, max_evals=160, executor=dask_client)
+    assert dask_client.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert same_run(serial, on_dask)
+
+
+def test_dask_executor_matches_serial(dask_client):
+    serial = minimize(sphere, np.ones(4), 0.5, seed=9, max_evals=80, vectorized=True)
+    on_dask = minimize(
+        sphere, np.ones(4), 0.5, seed=9, max_evals=80, vectorized=True, executor=dask_client.get_executor()
+    )
+    assert same_run(serial, on_dask)
+
+
+def test_dask_worker_failure_names_point(dask_client):
+    es = SpectralES(np.full(3, 1.0), 1.0, seed=4, max_evals=400)
+    with pytest.raises(EvaluationError) as caught:
+        optimize(es, fails_beyond(2.0), executor=dask_client)
+    assert isinstance(caught.value.__cause__, FloatingPointError)
+    assert caught.value.x[0] > 2.0
+    assert np.array_equal(caught.value.x, es.pending[caught.value.index])
+
+
+def test_dask_repeats_are_not_cached(dask_client):
+    # Dask's default pure=True would return one cached value for identical
+    # tasks; a noisy objective needs every repeat evaluated.
+    def noisy(x):
+        return float(np.random.default_rng().random())
+
+    values = evaluate(noisy, np.zeros((6, 2)), executor=dask_client)
+    assert len(set(values.tolist())) == 6
