@@ -100,6 +100,8 @@ def train(config: str, seed: int, data: tuple, args: argparse.Namespace) -> dict
         max_generator_norm=args.max_generator_norm,
         **CONFIGS[config],
     )
+
+    # The mini-batch stream depends only on the seed, so every configuration sees the same batches.
     batches = torch.Generator().manual_seed(seed + 1)
     losses, elapsed = np.empty(args.steps), np.empty(args.steps)
     start = time.perf_counter()
@@ -111,6 +113,8 @@ def train(config: str, seed: int, data: tuple, args: argparse.Namespace) -> dict
         optimizer.step()
         losses[step] = loss.item()
         elapsed[step] = time.perf_counter() - start
+
+    # Held-out loss, and the worst orthogonality defect over all eigenbases.
     with torch.no_grad():
         test_loss = torch.nn.functional.cross_entropy(model(X_test), y_test).item()
     defects = [

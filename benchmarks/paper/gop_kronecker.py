@@ -14,9 +14,9 @@ unstructured 99 x 99 ``Sigma``, are fed in the same order to
 
 All start from the same Kronecker-structured ``S_0``: the identity, or
 ``S_C0 ⊗ S_K0`` with random factors whose eigenvalues spread over [0.7, 1.4].
-Fixed-point matching compares each estimate with ``Sigma``, iterate matching
-with the default scheme's iterate; a Kronecker product cannot reach either,
-so every structured scheme levels off at the structural gap.
+Fixed-point matching compares each estimate with ``Sigma`` and iterate
+matching with the default scheme's iterate. A Kronecker product can reach
+neither, so every structured scheme levels off at the structural gap.
 
 Run from the repository root:
 

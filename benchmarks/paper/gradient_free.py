@@ -7,9 +7,9 @@ functions of its appendix B. Methods, all with the default population
 ``4 + floor(3 ln n)`` and, except where stated, no restarts:
 
 * SpectralES, default preset (CMA-style weights, cumulative step size and an
-  evolution path fed to the spectral step), once as a single run and once
-  through ``spectral_es.minimize`` with IPOP restarts (the population doubles
-  after each stop that is not final) within the same budget;
+  evolution path fed to the spectral step), once as a single run;
+* the same through ``spectral_es.minimize`` with IPOP restarts within the
+  same budget. The population doubles after each stop that is not final;
 * SpectralES, ``preset="xnes"``: xNES written in spectral coordinates, the
   scheme the paper itself runs;
 * NES on the plain covariance (Wierstra et al. 2008) and NES on a Cholesky

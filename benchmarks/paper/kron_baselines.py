@@ -66,7 +66,7 @@ def nearest_kronecker(S: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.nda
     """Return ``(X, Y)`` minimising ``‖S - X ⊗ Y‖_F``, X (n, n), Y (m, m) (Van Loan and Pitsianis 1993).
 
     The rearrangement ``R[(i, j), (k, l)] = S[i m + k, j m + l]`` turns
-    ``X ⊗ Y`` into the rank-one ``vec(X) vec(Y)^T``, so the answer is the
+    ``X ⊗ Y`` into the rank-one ``vec(X) vec(Y)^T``, so the minimiser is the
     leading singular pair of ``R``. For symmetric positive-definite ``S`` both
     factors are symmetric and definite; their sign is chosen positive.
     """

@@ -78,7 +78,26 @@ def machine_description() -> dict[str, str]:
         "machine": f"{model}, {os.cpu_count()} cores (OPENBLAS_NUM_THREADS={threads})",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": ", ".join(versions),
+        "commit": library_commit(),
     }
+
+
+def library_commit() -> str:
+    """Return the repository's short commit hash, marked "modified" if ``spectral_es`` has uncommitted changes."""
+    root = HERE.parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "spectral_es"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} (spectral_es modified)" if changes else commit
 
 
 def command_line() -> str:
@@ -101,6 +120,7 @@ def write_report(name: str, title: str, body: str, seconds: float) -> Path:
         f"- Machine: {info['machine']}\n"
         f"- Date: {info['date']}\n"
         f"- Versions: {info['versions']}\n"
+        f"- Library commit: {info['commit']}\n"
         f"- Wall time: {seconds:.0f} s\n"
         f"- Figure: [../figures/{name}.png](../figures/{name}.png)\n\n"
     )

@@ -57,9 +57,9 @@ def test_cholesky_step_stays_triangular_positive():
 @pytest.mark.parametrize("gamma", [0.0, 1.0])
 def test_cholesky_step_first_order(gamma):
     # Both schemes move S by beta (g g^T - gamma S) to first order, so their
-    # one-step difference is c beta^2 + O(beta^3): shrinking beta tenfold
-    # shrinks it a hundredfold up to the O(beta) relative correction (under
-    # 2% at these step sizes). A first-order mismatch would give a ratio of 10.
+    # one-step difference is c beta^2 + O(beta^3). Shrinking beta tenfold
+    # must shrink it a hundredfold, up to the O(beta) relative correction
+    # (under 2% at these step sizes). A first-order mismatch gives 10.
     rng = np.random.default_rng(4)
     n = 10
     S = random_spd(rng, np.linspace(0.5, 2.0, n))

@@ -73,7 +73,7 @@ def test_fixed_point_error_tracks_default(errors_small_step):
 
 
 def test_iterate_mismatch_is_first_order(errors_large_step, errors_small_step):
-    # Each spectral step differs from the default one by O(beta^2); with the
+    # Each spectral step differs from the default one by O(beta^2). With the
     # contraction 1 - beta per step the accumulated mismatch settles at
     # O(beta), while the noise of the estimate itself is O(sqrt(beta)).
     # Halving beta must therefore shrink the stationary mismatch by about 2
@@ -130,9 +130,9 @@ def test_kronecker_fixed_point_error_falls():
 def test_kronecker_matches_cholesky_first_order():
     # The library's Kronecker step and the structured Cholesky baseline both
     # move S by the Fisher-metric projection of beta (g g^T - S) to first
-    # order, so one step from the same distinct-eigenvalue start differs by
-    # O(beta^2) while the step itself is O(beta): the ratio of the two must
-    # fall tenfold when beta does (measured 10.0 here), not stay constant.
+    # order. So one step from the same distinct-eigenvalue start differs by
+    # O(beta^2) while the step itself is O(beta), and the ratio of the two
+    # must fall tenfold when beta does (measured 10.0 here).
     rng = np.random.default_rng(1)
     rows, columns = 4, 5
     S_C = random_spd(rng, np.geomspace(0.5, 2.0, rows))

@@ -86,8 +86,8 @@ def test_cholesky_ngd_stays_triangular_positive():
 def test_baselines_first_order(method):
     # Every baseline moves S along the natural gradient -2 beta S grad S to
     # first order, so its one-step difference from the linear step is
-    # c beta^2 + O(beta^3): a tenfold smaller beta gives a hundredfold smaller
-    # difference, within the O(beta) correction (under 2% here).
+    # c beta^2 + O(beta^3). A tenfold smaller beta must give a hundredfold
+    # smaller difference, within the O(beta) correction (under 2% here).
     rng = np.random.default_rng(15)
     n = 8
     S = random_spd(rng, np.linspace(0.5, 2.0, n))
