@@ -119,6 +119,9 @@ def run_all(config: Config, *, log=print) -> list[RunRecord]:
                 cell = [run(method, METHODS[method], problem) for problem in problems]
                 records += cell
                 seconds = time.perf_counter() - start
+                for record in cell:
+                    if record.stop.startswith("error"):
+                        log(f"{method} failed on {function} n={n} seed {record.seed}: {record.stop}")
                 log(f"{function:>17} n={n:<4} {method:<22} {report.Cell(cell)!s:>14}  {seconds:7.1f} s")
     return records
 

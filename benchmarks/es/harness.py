@@ -153,7 +153,8 @@ class RunRecord:
         success: Whether a value reached the target within the budget.
         evals: Evaluations to target if ``success``, else all evaluations made.
         fbest: Best value found.
-        stop: The method's stop reason, or ``"budget"``.
+        stop: The method's stop reason, ``"budget"``, or ``"error: ..."`` when
+            the method raised an exception.
         seconds: Wall-clock time of the run, evaluations included.
         trace: ``[(nfev, fbest)]`` after each improvement.
     """
@@ -190,10 +191,10 @@ def run(method: str, runner: Runner, problem: Problem) -> RunRecord:
     try:
         stop = runner(problem, objective)
     except Exception as error:
-        # A method may wrap the objective's exception in its own.
-        if not _caused_by_budget(error):
-            raise
-        stop = "budget"
+        # A method may wrap the objective's exception in its own. Any other
+        # exception is the method failing on this run: it is recorded as the
+        # stop reason, so that one crash does not end the whole comparison.
+        stop = "budget" if _caused_by_budget(error) else f"error: {type(error).__name__}: {error}"
     seconds = time.perf_counter() - start
     success = objective.nfev_to_target is not None
     return RunRecord(

@@ -130,6 +130,17 @@ def test_cell_and_ratio_mark_failed_runs():
     assert report.format_ratio(cells, "snes", "pycma", "sphere", 2) == "-"
 
 
+def test_method_exception_is_recorded_as_failure():
+    def runner(problem, objective):
+        objective(problem.x0)
+        raise OverflowError("math range error")
+
+    record = run("crashing", runner, make_problem("sphere", 2, seed=1))
+    assert record.stop == "error: OverflowError: math range error"
+    assert not record.success
+    assert record.evals == 1
+
+
 def test_budget_error_is_found_behind_a_wrapping_exception():
     def runner(problem, objective):
         try:
