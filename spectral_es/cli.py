@@ -201,14 +201,16 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed": seed,
         "popsize": args.popsize,
         "max_evals": args.max_evals,
-        # A noisy value can undercut any target by chance, so --noise has none by default.
-        "f_target": (None if args.noise else 1e-10) if args.f_target is None else args.f_target,
+        "f_target": args.f_target,
         "restarts": args.restarts or 0,
         "diagonal": bool(args.diagonal),
         "preset": args.preset or "cma",
         "bounds": bounds,
         "integer_variables": parse_indices(args.integer),
     }
+    if args.f_target is None and not args.noise:
+        # A noisy value can undercut any target by chance, so --noise has no default target.
+        settings["f_target"] = 1e-10
     if args.noise:
         settings.update(noise_handling=True, noise_max_evaluations=args.noise_max_evaluations)
     return settings
@@ -276,7 +278,7 @@ def save_plot(result: ESResult, filename: str, title: str) -> None:
 class StatusLine:
     """One status line on stderr, rewritten in place at most twice a second.
 
-    It is the ``callback`` of the run; it never asks the run to stop.
+    It is the ``callback`` of the run and never requests a stop.
     """
 
     def __init__(self, interval: float = 0.5) -> None:

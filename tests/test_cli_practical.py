@@ -133,8 +133,10 @@ def test_noise_flag_runs_the_budget(capsys, user_module):
 def test_status_line_on_stderr(capsys):
     assert main(["minimize", "sphere", "--dim", "3", "--seed", "0", "--quiet", "--status"]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("\riteration ") and err.endswith("\n")
-    assert "best f" in err and "evaluations" in err
+    assert err.startswith("\riteration ")
+    assert err.endswith("\n")
+    assert "best f" in err
+    assert "evaluations" in err
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 The strategy keeps sampling in an unbounded space ``y``; :class:`BoxBounds`
 maps every sample into the box ``lower <= x <= upper`` before it is
-evaluated, so the objective only ever sees feasible points and the Gaussian
-model never has to be truncated or repaired.
+evaluated. The objective is therefore evaluated only at feasible points, and
+the Gaussian model never has to be truncated or repaired.
 
 The map acts on each coordinate separately. With ``a_l`` and ``a_u`` the
 widths of the quadratic zones next to the lower bound ``l`` and the upper

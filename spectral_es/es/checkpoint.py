@@ -1,11 +1,12 @@
 """Checkpoints of SpectralES: state dictionaries and files.
 
 :func:`state_dict` returns everything a run depends on as a nested
-dictionary of numpy arrays and plain Python values: the constants, the
-distribution, the counters and histories of the stop criteria, the pending
-``ask`` (if any), the run history and the bit-generator state of the private
-``numpy.random.Generator``. A strategy restored from it continues exactly
-as the original would: the same samples, the same updates, bit for bit.
+dictionary of numpy arrays and plain Python values. It contains the
+constants, the distribution, the counters and histories of the stop
+criteria, the pending ``ask`` (if any) and the run history. It also contains
+the bit-generator state of the private ``numpy.random.Generator``, so a
+strategy restored from it continues exactly as the original would: the same
+samples, the same updates, bit for bit.
 
 Files (:func:`save`, :func:`load`) are ``.npz`` archives: every array is a
 member of its own, and the rest of the dictionary is one JSON document in
@@ -33,7 +34,7 @@ from spectral_es.es.bounds import Domain
 from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.parameters import Parameters
 
-__all__ = ["load", "load_state_dict", "read", "save", "state_dict", "write"]
+__all__ = ["from_state_dict", "load", "load_state_dict", "read", "save", "state_dict", "write"]
 
 FORMAT = "spectral_es.SpectralES"
 VERSION = 1
@@ -176,7 +177,6 @@ def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:
         integer_variables=config["domain"]["integer_variables"],
         noise_handling=config["noise_max_evaluations"] is not None,
         noise_max_evaluations=config["noise_max_evaluations"] or 20,
-        tol_stagnation=_finite_or_none(config["options"]["tol_stagnation"]),
     )
     load_state_dict(es, state_dict)
     return es
@@ -254,10 +254,6 @@ def _as_saved(value: Any) -> Any:
     if isinstance(value, (list, np.ndarray)):
         return np.asarray(value, dtype=float)
     return value
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if not np.isfinite(value) else value
 
 
 def _encode(node: Any, arrays: dict[str, np.ndarray]) -> Any:

@@ -38,7 +38,9 @@ class EvaluationError(RuntimeError):
     Attributes:
         x: The point that failed, shape (n,); for a vectorised call, the
             whole batch, shape (k, n).
-        index: Row of ``x`` in the population, or ``None`` for a batch.
+        index: Row of ``x`` in the evaluated array, or ``None`` for a batch.
+            Under noise handling the array is the population followed by the
+            rows evaluated a second time.
         strategy: The :class:`~spectral_es.SpectralES` whose population
             failed, set by :func:`~spectral_es.es.minimize.optimize`; it can
             be saved or run on.

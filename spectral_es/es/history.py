@@ -9,7 +9,7 @@ second iteration is kept (then every fourth, and so on), while the newest
 row always reflects the last iteration.
 
 The CSV format (:class:`CSVLog`, :meth:`History.write_csv`) has one header
-line and one line per row: the scalar columns, a ``stop`` column that holds
+line and one line per row: the scalar columns, a ``stop`` column that contains
 the stop reasons on the last row of each run and is empty otherwise, then
 ``eigenvalue_0 .. eigenvalue_{n-1}``, ``mean_0 ..`` and ``std_0 ..``.
 Floats are written with ``repr``, so they read back exactly.
@@ -212,7 +212,7 @@ class History:
         on_grid = self._count % self.stride == 0
         self._count += 1
         if self._provisional:
-            self._size -= 1  # an off-grid row only stands in for the newest iteration
+            self._size -= 1  # an off-grid row is kept only until the next record replaces it
         if self._size == self.max_rows:
             self._thin()
         self._scalars[self._size] = scalars

@@ -22,7 +22,7 @@ from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executo
 from spectral_es.es.history import CSVLog
 from spectral_es.es.strategy import ESResult, SpectralES
 
-__all__ = ["EvaluationError", "evaluate", "minimize", "optimize", "resume"]
+__all__ = ["EvaluationError", "evaluate", "minimize", "optimize", "resume", "step"]
 
 # Stop reasons after which a restart cannot help or was not asked for.
 _FINAL_STOPS = frozenset({"f_target", "max_evals", "callback", "non_finite_state"})
@@ -111,11 +111,11 @@ def minimize(
         sigma0: Initial step size, > 0.
         args: Extra positional arguments of ``fun``.
         vectorized: Evaluate the whole population in one call.
-        executor: Where to evaluate: ``None`` (here, one point after the
-            other), any :class:`concurrent.futures.Executor` (one task per
-            point; values keep the population's order) or a Dask
-            ``distributed.Client``. With ``vectorized``, the whole
-            population is one task. The executor is not shut down.
+        executor: Where to evaluate. ``None`` evaluates here, one point
+            after the other. Any :class:`concurrent.futures.Executor` or a
+            Dask ``distributed.Client`` gets one task per point, and the
+            values keep the population's order. With ``vectorized``, the
+            whole population is one task. The executor is not shut down.
         restarts: Number of restarts after a stop that is not final (the
             final ones are ``f_target``, ``max_evals``, ``callback`` and
             ``non_finite_state``). Each restart begins again at ``x0`` with
@@ -328,7 +328,7 @@ class _RestartDriver:
         if self.checkpoint is None:
             return
         progress = {key: value for key, value in self.progress.items() if key != "history"}
-        progress["history"] = None  # the strategy's own history holds all runs' rows
+        progress["history"] = None  # the strategy's own history contains all runs' rows
         progress["log_offset"] = None if self.log is None else self.log.tell()
         checkpoints.save(es, self.checkpoint, extra={"minimize": {"plan": self.plan, "progress": progress}})
 

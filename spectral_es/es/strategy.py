@@ -163,9 +163,9 @@ class SpectralES:
             periodic map of :class:`~spectral_es.es.bounds.BoxBounds`, so
             :meth:`ask` returns only feasible points; ``x0`` must lie inside.
         integer_variables: Indices of variables that take whole numbers.
-            :meth:`ask` rounds them, and their standard deviation is kept at
-            or above :attr:`integer_min_std` so that the search keeps trying
-            neighbouring values; ``tol_x`` then looks at the other variables.
+            :meth:`ask` rounds them. Their standard deviation is kept at or
+            above :attr:`integer_min_std`, so the search keeps trying
+            neighbouring values, and ``tol_x`` looks at the other variables.
         noise_handling: For noisy objectives: switch off ``tol_f``,
             ``tol_flat`` and ``tol_stagnation``, which noise triggers, and
             attach an :class:`~spectral_es.es.noise.UncertaintyHandler` as
@@ -649,7 +649,7 @@ class SpectralES:
         """Scale up integer coordinates whose deviation fell below :attr:`integer_min_std`.
 
         Rounded values that no longer change give selection nothing to act
-        on, so those coordinates would freeze wherever they are; pycma keeps
+        on, so those coordinates would freeze wherever they are. pycma keeps
         the same lower bound through its ``minstd`` option.
         """
         index = self.domain.integer

@@ -97,7 +97,8 @@ def test_failure_names_point_and_keeps_strategy(use_pool):
     assert isinstance(error.__cause__, FloatingPointError)
     assert error.x[0] > 2.0
     assert np.array_equal(error.x, es.pending[error.index])
-    assert f"row {error.index}" in str(error) and "FloatingPointError" in str(error)
+    assert f"row {error.index}" in str(error)
+    assert "FloatingPointError" in str(error)
     assert error.strategy is es
 
 

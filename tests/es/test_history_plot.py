@@ -64,7 +64,7 @@ def test_csv_round_trip_is_exact(tmp_path):
     assert again.stops == {0: "tol_x=0.001", 1: "tol_x=0.001"}
 
 
-def test_log_has_one_header_and_a_row_per_iteration(tmp_path):
+def test_log_rows_and_header(tmp_path):
     path = tmp_path / "log.csv"
     result = minimize(rosenbrock, np.zeros(3), 0.5, seed=3, restarts=1, tol_x=1e-3, log=path)
     lines = path.read_text().splitlines()
@@ -96,7 +96,8 @@ def test_plot_writes_valid_png(tmp_path):
     fig = plot(result, tmp_path / "run.png", title="rosenbrock")
     assert png_size(tmp_path / "run.png") == (1100, 800)  # 11 x 8 inches at 100 dpi
     pixels = imread(tmp_path / "run.png")
-    assert pixels.shape[:2] == (800, 1100) and pixels.std() > 0.05  # drawn, not blank
+    assert pixels.shape[:2] == (800, 1100)
+    assert pixels.std() > 0.05  # drawn, not blank
 
     # The panels show the history: f best in the first, one line per
     # coordinate in the others, and a dashed line at each restart.
@@ -104,7 +105,8 @@ def test_plot_writes_valid_png(tmp_path):
     assert np.array_equal(f_panel.lines[0].get_ydata(), np.abs(result.history["f_best"]))
     assert np.array_equal(f_panel.lines[0].get_xdata(), result.history["evaluations"])
     assert sum(line.get_linestyle() == "-" for line in mean_panel.lines) == 5
-    assert eigen_panel.get_yscale() == "log" and std_panel.get_yscale() == "log"
+    assert eigen_panel.get_yscale() == "log"
+    assert std_panel.get_yscale() == "log"
     assert sum(line.get_linestyle() == "--" for line in f_panel.lines) == len(result.restarts) - 1
 
 

@@ -44,8 +44,8 @@ def test_noisy_sphere_runs_its_budget():
         plain_distances.append(distance(plain))
         handled_distances.append(distance(handled))
     # At the noise floor, averaging k evaluations divides the noise variance
-    # by k, so the mean gets closer; seed to seed the distances vary by about
-    # a factor of 5, hence medians over seeds.
+    # by k, so the mean gets closer. The distances vary by about a factor of
+    # 5 from seed to seed, so the check compares medians over seeds.
     assert np.median(handled_distances) < np.median(plain_distances) / 2
 
 
