@@ -24,7 +24,9 @@ configurations, which run one after the other on one thread. Reported: the
 training loss (mean over a sliding window) against steps and against wall
 time, the held-out loss, the wall time per step as a ratio to the exact map
 (median over seeds), and the orthogonality defect ``‖B^T B - I‖_F`` of the
-eigenbases at the end.
+eigenbases at the end. Because wall time on a shared machine is noisy, one
+rotation ``B <- B Cayley(N)`` is also timed alone, at the sizes
+``--rotation-sizes``, the configurations alternating.
 
 Run from the repository root:
 
@@ -243,6 +245,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=50, help="repetitions of the rotation timing per size (default 50)"
     )
+    parser.add_argument(
+        "--rotation-sizes",
+        dest="rotation_sizes",
+        type=int,
+        nargs="+",
+        default=[64, 256, 512],
+        help="matrix sizes n for the rotation timing (default 64 256 512)",
+    )
     parser.add_argument("--window", type=int, default=25, help="steps in the loss smoothing window (default 25)")
     return parser.parse_args()
 
@@ -258,8 +268,7 @@ def main() -> None:
         for config in CONFIGS:
             runs[config].append(train(config, seed, data, args))
     plot(runs, args)
-    sizes = sorted({INPUTS, args.width})
-    timings = {n: time_rotations(n, args.repeats) for n in sizes}
+    timings = {n: time_rotations(n, args.repeats) for n in sorted(set(args.rotation_sizes))}
     body = (
         f"MLP {INPUTS}-{args.width}-{args.width}-{CLASSES} on {args.points} synthetic points, batch {BATCH}, "
         f"{args.steps} steps, SpectralKron defaults except lr = {args.lr}, max_generator_norm = "

@@ -105,12 +105,16 @@ def run_method(problem, S0: np.ndarray, method: str, beta: float, iterations: in
     return gaps
 
 
+# Gaps below this are rounding of l(S) itself (l(S*) is about 60 for log-det) and are drawn at it.
+PLOT_FLOOR = 1e-13
+
+
 def plot(curves: dict, args: argparse.Namespace) -> None:
     """Draw a panel per start (rows) and problem (columns): median gap over seeds, min-max band."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), constrained_layout=True)
     for ax, ((start, name), by_method) in zip(axes.ravel(), curves.items(), strict=True):
         for method in METHODS:
-            runs = np.maximum(by_method[method], 1e-16)
+            runs = np.maximum(by_method[method], PLOT_FLOOR)
             plot_band(ax, np.arange(runs.shape[1]), runs, LABELS[method], **STYLE[method])
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
