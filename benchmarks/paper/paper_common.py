@@ -83,8 +83,10 @@ def machine_description() -> dict[str, str]:
 
 
 def library_commit() -> str:
-    """Return the repository's short commit hash, marked "modified" if ``spectral_es`` has uncommitted changes."""
-    root = HERE.parent.parent
+    """Return the short commit of the checkout ``spectral_es`` is imported from, marked if it has local changes."""
+    import spectral_es
+
+    root = Path(spectral_es.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
