@@ -34,9 +34,7 @@ def load_function(spec: str) -> Callable:
     if spec in FUNCTIONS:
         return FUNCTIONS[spec]
     if ":" not in spec:
-        raise ValueError(
-            f"unknown function {spec!r}; use one of {', '.join(FUNCTIONS)} or module:function"
-        )
+        raise ValueError(f"unknown function {spec!r}; use one of {', '.join(FUNCTIONS)} or module:function")
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -96,7 +94,7 @@ def parse_indices(text: str | None) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spectral-es",
-        description="Minimise a function with SpectralES, an evolution strategy with a spectrally factorised covariance.",
+        description="Minimise a function with SpectralES, an evolution strategy with spectrally factorised covariance.",
     )
     parser.add_argument("--version", action="version", version=f"spectral-es {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-evals", type=float, help="stop after this many function evaluations")
     run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10; none with --noise)")
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
-    run.add_argument("--diagonal", action="store_true", help="learn a diagonal covariance only (separable problems, large n)")
+    run.add_argument(
+        "--diagonal", action="store_true", help="learn a diagonal covariance only (separable problems, large n)"
+    )
     run.add_argument("--preset", choices=["cma", "xnes"], help="learning rates and step-size rule (default cma)")
-    run.add_argument("--every", type=int, default=10, help="print a progress line every this many iterations (default 10)")
+    run.add_argument(
+        "--every", type=int, default=10, help="print a progress line every this many iterations (default 10)"
+    )
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--status", action="store_true", help="keep one status line on stderr, updated twice a second")
 
@@ -131,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = run.add_argument_group("evaluation")
     evaluation.add_argument("--vectorized", action="store_true", help="call the function once per population (rows)")
     evaluation.add_argument("--workers", type=int, help="evaluate in this many local processes")
-    evaluation.add_argument("--dask", metavar="ADDRESS", help="evaluate on the Dask scheduler at ADDRESS (tcp://host:port)")
+    evaluation.add_argument(
+        "--dask", metavar="ADDRESS", help="evaluate on the Dask scheduler at ADDRESS (tcp://host:port)"
+    )
 
     output = run.add_argument_group("logs, plots and checkpoints")
     output.add_argument("--log", metavar="FILE", help="write one CSV row per iteration to FILE")

@@ -23,9 +23,7 @@ def test_rosenbrock_main_job(capsys):
 
 
 def test_user_function_by_module_path(capsys, tmp_path, monkeypatch):
-    (tmp_path / "user_objective.py").write_text(
-        "def shifted(x):\n    return float(((x - 2.0) ** 2).sum())\n"
-    )
+    (tmp_path / "user_objective.py").write_text("def shifted(x):\n    return float(((x - 2.0) ** 2).sum())\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["minimize", "user_objective:shifted", "--dim", "3", "--seed", "0", "--quiet"]) == 0
     output = capsys.readouterr().out
@@ -67,6 +65,10 @@ def test_console_script_runs_as_module():
 
 def test_import_without_torch():
     # The ES and the core must not import torch (an optional extra).
-    code = "import sys, spectral_es; spectral_es.minimize(spectral_es.functions.sphere, [1.0], 1.0, max_evals=50); print('torch' in sys.modules)"
+    code = (
+        "import sys, spectral_es; "
+        "spectral_es.minimize(spectral_es.functions.sphere, [1.0], 1.0, max_evals=50); "
+        "print('torch' in sys.modules)"
+    )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"

@@ -28,7 +28,6 @@ import math
 import time
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,80 +37,12 @@ from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Domain, integer_min_std
 from spectral_es.es.history import History
 from spectral_es.es.noise import UncertaintyHandler
+from spectral_es.es.options import stop_options, validate_integer, validate_positive, validate_x0
 from spectral_es.es.parameters import Parameters, default_popsize
+from spectral_es.es.result import ESResult, NonFiniteObjectiveWarning
+from spectral_es.es.stopping import check_stop
 
 __all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
-
-
-class NonFiniteObjectiveWarning(RuntimeWarning):
-    """Warning for NaN or infinite objective values, which rank as worst."""
-
-
-@dataclass(frozen=True)
-class ESResult:
-    """Outcome of a run, also usable while it is in progress.
-
-    Attributes:
-        xbest: Best solution evaluated so far, shape (n,).
-        fbest: Its objective value (``inf`` before the first finite value).
-        mean: Current mean of the search distribution, shape (n,), mapped
-            into the bounds and rounded in the integer variables like a sample.
-        sigma: Current global step size.
-        nfev: Number of objective evaluations told so far.
-        nit: Number of completed iterations (generations).
-        stop: Triggered termination criteria, ``{name: threshold or value}``;
-            empty while the run continues.
-        n_nonfinite: Number of NaN or infinite objective values seen.
-        restarts: Per-restart summaries when produced by a restarting
-            :func:`spectral_es.minimize`, else empty.
-        history: The :class:`~spectral_es.es.history.History` of the run
-            (of all runs, for a restarting :func:`spectral_es.minimize`).
-    """
-
-    xbest: np.ndarray
-    fbest: float
-    mean: np.ndarray
-    sigma: float
-    nfev: int
-    nit: int
-    stop: dict[str, Any]
-    n_nonfinite: int = 0
-    restarts: tuple[dict[str, Any], ...] = field(default=())
-    history: History | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def x(self) -> np.ndarray:
-        """Best solution, under its ``scipy.optimize.OptimizeResult`` name."""
-        return self.xbest
-
-    @property
-    def fun(self) -> float:
-        """Best objective value, under its ``scipy.optimize`` name."""
-        return self.fbest
-
-    @property
-    def success(self) -> bool:
-        """Whether the run stopped on the target or a convergence tolerance."""
-        return bool(set(self.stop) & {"f_target", "tol_f", "tol_x"})
-
-    @property
-    def message(self) -> str:
-        """The stop reasons as one line."""
-        if not self.stop:
-            return "running"
-        return ", ".join(f"{key}={value}" for key, value in self.stop.items())
-
-
-_STOP_OPTIONS = (
-    "max_evals",
-    "max_iter",
-    "f_target",
-    "tol_f",
-    "tol_x",
-    "tol_condition",
-    "tol_flat",
-    "tol_stagnation",
-)
 
 
 class SpectralES:
@@ -212,14 +143,12 @@ class SpectralES:
         noise_handling: bool = False,
         noise_max_evaluations: int = 20,
     ) -> None:
-        x0 = _validate_x0(x0)
-        sigma0 = _validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
+        x0 = validate_x0(x0)
+        sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
         n = x0.size
         if popsize is None:
             popsize = default_popsize(n)
-        if isinstance(popsize, bool) or not isinstance(popsize, (int, np.integer)) or popsize < 2:
-            raise ValueError(f"popsize must be an integer >= 2, got {popsize!r}; omit it for the default {default_popsize(n)}")
-        popsize = int(popsize)
+        popsize = validate_integer("popsize", popsize, 2, f"omit it for the default {default_popsize(n)}")
         if preset not in ("cma", "xnes"):
             raise ValueError(f"unknown preset {preset!r}; use 'cma' or 'xnes'")
         if cayley not in ("exact", "truncated"):
@@ -233,26 +162,21 @@ class SpectralES:
         if rotation_interval is None:
             learning_rate = self.params.c1 + self.params.shape_weights[self.params.shape_weights > 0].sum()
             rotation_interval = int(1 / (10 * n * learning_rate)) + 1
-        if isinstance(rotation_interval, bool) or not isinstance(rotation_interval, (int, np.integer)) or rotation_interval < 1:
-            raise ValueError(f"rotation_interval must be an integer >= 1, got {rotation_interval!r}")
-        self.rotation_interval = int(rotation_interval)
+        self.rotation_interval = validate_integer("rotation_interval", rotation_interval, 1, "omit it for the default")
         self.preset = preset
         self.cayley = cayley
-        self.options = {
-            "max_evals": math.inf if max_evals is None else max_evals,
-            "max_iter": 100 + 150 * (n + 3) ** 2 / math.sqrt(popsize) if max_iter is None else max_iter,
-            "f_target": -math.inf if f_target is None else f_target,
-            "tol_f": tol_f,
-            "tol_x": tol_x,
-            "tol_condition": tol_condition,
-            "tol_flat": tol_flat,
-            "tol_stagnation": 100 + 100 * n**1.5 / popsize if tol_stagnation is None else tol_stagnation,
-        }
-        for name in ("max_evals", "max_iter", "tol_condition", "tol_flat", "tol_stagnation"):
-            _validate_positive(name, self.options[name], f"pass {name} > 0 or omit it")
-        for name in ("tol_f", "tol_x"):
-            if not self.options[name] >= 0:
-                raise ValueError(f"{name} must be >= 0, got {self.options[name]!r}")
+        self.options = stop_options(
+            n,
+            popsize,
+            max_evals=max_evals,
+            max_iter=max_iter,
+            f_target=f_target,
+            tol_f=tol_f,
+            tol_x=tol_x,
+            tol_condition=tol_condition,
+            tol_flat=tol_flat,
+            tol_stagnation=tol_stagnation,
+        )
 
         # Noisy objectives: criteria on f values would fire on the noise.
         self.noise = None
@@ -506,24 +430,6 @@ class SpectralES:
             std = self.sigma * np.sqrt((self.B**2) @ (1.0 / self.d))
         return std if self._scaling is None else std * self._scaling
 
-    def _all_std_below(self, threshold: float) -> bool:
-        """Whether every coordinate standard deviation is below ``threshold``.
-
-        Each variance ``sigma^2 sum_k B_ik^2 / d_k`` lies between
-        ``sigma^2 / max(d)`` and ``sigma^2 / min(d)``, so the O(n^2) exact
-        check runs only when those bounds do not decide. With integer
-        variables only the other variables count (none left: ``False``).
-        """
-        if self._scaling is not None:
-            continuous = np.ones(self.n, dtype=bool)
-            continuous[self.domain.integer] = False
-            return bool(continuous.any() and np.all(self.coordinate_std()[continuous] < threshold))
-        if self.sigma / math.sqrt(self.d.min()) < threshold:
-            return True
-        if self.sigma / math.sqrt(self.d.max()) >= threshold:
-            return False
-        return bool(np.all(self.coordinate_std() < threshold))
-
     def covariance(self) -> np.ndarray:
         """Dense covariance ``sigma^2 diag(s) B diag(1/d) B^T diag(s)``, shape (n, n); O(n^3).
 
@@ -579,7 +485,8 @@ class SpectralES:
         if self.nit % max(1, every) and not self._stop:
             return
         if self._disp_lines % 20 == 0:
-            print(f"{'iter':>7} {'evals':>8} {'f best':>12} {'f median':>12} {'sigma':>10} {'axis ratio':>10} {'time s':>8}")
+            columns = ("iter", 7), ("evals", 8), ("f best", 12), ("f median", 12), ("sigma", 10), ("axis ratio", 10)
+            print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'time s':>8}")
         self._disp_lines += 1
         median = float(np.median(self._last_f)) if self.nit else math.nan
         print(
@@ -593,7 +500,9 @@ class SpectralES:
 
     def _check_tell(self, X: Any, f: Any) -> np.ndarray:
         if self._X is None:
-            raise ValueError("tell() needs the solutions of a preceding ask(); call ask() first (each ask() can be told once)")
+            raise ValueError(
+                "tell() needs the solutions of a preceding ask(); call ask() first (each ask() can be told once)"
+            )
         X = np.asarray(X, dtype=float)
         if X.shape != self._X.shape:
             raise ValueError(
@@ -642,7 +551,7 @@ class SpectralES:
         """Keep integer variables searching, check the stop criteria and record the history."""
         if self._scaling is not None:
             self._raise_integer_std()
-        self._check_stop()
+        check_stop(self)
         self.history.record(self, time.perf_counter() - self._start_time)
 
     def _raise_integer_std(self) -> None:
@@ -675,31 +584,6 @@ class SpectralES:
             return
         self.mean, self.sigma, self.d, self.B, self.p_sigma, self.p_c = mean, sigma, d, B, p_sigma, p_c
 
-    def _check_stop(self) -> None:
-        options, stop = self.options, self._stop
-        if self.nfev >= options["max_evals"]:
-            stop["max_evals"] = options["max_evals"]
-        if self.nit >= options["max_iter"]:
-            stop["max_iter"] = options["max_iter"]
-        if self.fbest <= options["f_target"]:
-            stop["f_target"] = options["f_target"]
-        if self._flat_iterations >= options["tol_flat"]:
-            stop["tol_flat"] = options["tol_flat"]
-        history = self._best_history
-        if len(history) == history.maxlen:
-            values = np.concatenate([self._last_f, np.asarray(history)])
-            if np.all(np.isfinite(values)) and np.ptp(values) < options["tol_f"]:
-                stop["tol_f"] = options["tol_f"]
-        if self._all_std_below(options["tol_x"]):
-            stop["tol_x"] = options["tol_x"]
-        if self.condition_number > options["tol_condition"]:
-            stop["tol_condition"] = options["tol_condition"]
-        lag = int(options["tol_stagnation"]) if math.isfinite(options["tol_stagnation"]) else self.nit
-        if self.nit > lag + 20 and len(self._stagnation_best) >= lag + 20:
-            best, median = np.asarray(self._stagnation_best), np.asarray(self._stagnation_median)
-            if np.median(best[-20:]) >= np.median(best[:20]) and np.median(median[-20:]) >= np.median(median[:20]):
-                stop["tol_stagnation"] = options["tol_stagnation"]
-
 
 def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
     """Return ``weights`` with each run of equal sorted values given their mean weight."""
@@ -712,27 +596,3 @@ def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
             result[start:end] = weights[start:end].mean()
             start = end
     return result
-
-
-def _validate_x0(x0: Any) -> np.ndarray:
-    try:
-        x0 = np.array(x0, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"x0 must be a 1-D array of numbers, got {x0!r}") from error
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must be 1-D, got shape {x0.shape}; pass a flat vector (x0.ravel() for an array)")
-    if x0.size == 0:
-        raise ValueError("x0 is empty; pass the starting point, one entry per variable")
-    if not np.all(np.isfinite(x0)):
-        raise ValueError(f"x0 must be finite, got non-finite entries at indices {np.flatnonzero(~np.isfinite(x0)).tolist()}")
-    return x0
-
-
-def _validate_positive(name: str, value: Any, fix: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a positive number, got {value!r}; {fix}") from error
-    if not (number > 0 and not math.isnan(number)) or (math.isinf(number) and name == "sigma0"):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}; {fix}")
-    return number

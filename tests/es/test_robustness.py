@@ -49,7 +49,7 @@ def test_all_nan_generation_keeps_state():
     X = es.ask()
     with pytest.warns(NonFiniteObjectiveWarning):
         es.tell(X, np.full(es.popsize, np.nan))
-    for old, new in zip(before, state_of(es)):
+    for old, new in zip(before, state_of(es), strict=True):
         np.testing.assert_array_equal(old, new)
     assert es.nit == 6 and es.nfev == 6 * es.popsize
     assert es.result.fbest < np.inf  # the earlier best survives
@@ -95,7 +95,7 @@ def test_pickle_resumes_identically():
     clone = pickle.loads(pickle.dumps(es))
     run(es, rosenbrock, 60)
     run(clone, rosenbrock, 60)
-    for a, b in zip(state_of(es), state_of(clone)):
+    for a, b in zip(state_of(es), state_of(clone), strict=True):
         np.testing.assert_array_equal(a, b)
     assert es.fbest == clone.fbest
 

@@ -1,0 +1,85 @@
+"""Validation of SpectralES arguments and the defaults of its stop criteria."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["stop_options", "validate_integer", "validate_positive", "validate_x0"]
+
+
+def stop_options(
+    n: int,
+    popsize: int,
+    *,
+    max_evals: float | None,
+    max_iter: float | None,
+    f_target: float | None,
+    tol_f: float,
+    tol_x: float,
+    tol_condition: float,
+    tol_flat: float,
+    tol_stagnation: float | None,
+) -> dict[str, float]:
+    """Return the thresholds of the stop criteria, defaults filled in and checked.
+
+    ``None`` means no limit for ``max_evals`` and ``f_target``, and pycma's
+    defaults for ``max_iter`` (``100 + 150 (n + 3)^2 / sqrt(popsize)``) and
+    ``tol_stagnation`` (``100 + 100 n^1.5 / popsize``).
+    """
+    options = {
+        "max_evals": math.inf if max_evals is None else max_evals,
+        "max_iter": 100 + 150 * (n + 3) ** 2 / math.sqrt(popsize) if max_iter is None else max_iter,
+        "f_target": -math.inf if f_target is None else f_target,
+        "tol_f": tol_f,
+        "tol_x": tol_x,
+        "tol_condition": tol_condition,
+        "tol_flat": tol_flat,
+        "tol_stagnation": 100 + 100 * n**1.5 / popsize if tol_stagnation is None else tol_stagnation,
+    }
+    for name in ("max_evals", "max_iter", "tol_condition", "tol_flat", "tol_stagnation"):
+        validate_positive(name, options[name], f"pass {name} > 0 or omit it")
+    for name in ("tol_f", "tol_x"):
+        if not options[name] >= 0:
+            raise ValueError(f"{name} must be >= 0, got {options[name]!r}")
+    return options
+
+
+def validate_integer(name: str, value: Any, minimum: int, fix: str) -> int:
+    """Return ``value`` as an int >= ``minimum``; raise ValueError naming it and ``fix`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}; {fix}")
+    return int(value)
+
+
+def validate_x0(x0: Any) -> np.ndarray:
+    """Return ``x0`` as a finite 1-D float array, or raise ValueError saying what is wrong."""
+    try:
+        x0 = np.array(x0, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"x0 must be a 1-D array of numbers, got {x0!r}") from error
+    if x0.ndim != 1:
+        raise ValueError(f"x0 must be 1-D, got shape {x0.shape}; pass a flat vector (x0.ravel() for an array)")
+    if x0.size == 0:
+        raise ValueError("x0 is empty; pass the starting point, one entry per variable")
+    if not np.all(np.isfinite(x0)):
+        raise ValueError(
+            f"x0 must be finite, got non-finite entries at indices {np.flatnonzero(~np.isfinite(x0)).tolist()}"
+        )
+    return x0
+
+
+def validate_positive(name: str, value: Any, fix: str) -> float:
+    """Return ``value`` as a positive float; raise ValueError naming it and ``fix`` otherwise.
+
+    Infinity is accepted (a limit that never triggers) except for ``sigma0``.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a positive number, got {value!r}; {fix}") from error
+    if not (number > 0 and not math.isnan(number)) or (math.isinf(number) and name == "sigma0"):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}; {fix}")
+    return number
