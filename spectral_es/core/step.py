@@ -30,6 +30,16 @@ which agrees with it to first order, never exceeds pi/4, and is zero where
 both the gap and the coupling vanish (the Moore-Penrose choice for repeated
 entries). The Cayley generator of a rotation by ``theta`` is ``tan(theta/2)``,
 so every generator entry is at most ``tan(pi/8) ≈ 0.414`` in magnitude.
+
+NOTE: where many entries of ``d`` are equal, as at an isotropic start
+``S = c I``, no single rotation can carry the off-diagonal curvature: the
+exact new eigenvectors inside the degenerate block are eigenvectors of that
+block of ``H``, which only an eigensolver finds. There the step keeps the
+diagonal of ``H`` and only part of its off-diagonal (at n = 100 and
+``S = I``, one step changes ``S`` by about 2.5% of the default update's
+change, against 1.3% without any rotation), and the scheme lags the default
+update for the first steps until ``d`` spreads out. A start with distinct
+eigenvalues avoids the lag.
 """
 
 from __future__ import annotations
