@@ -266,5 +266,6 @@ def kron_precondition(
         The preconditioned matrix, shape (n, m), dtype and device of ``V``.
         The scaling is computed in the dtype of ``d`` and rounded once.
     """
-    scale = 1 / ((alpha * d_C[:, None] * d_K[None, :]) ** (1 / p) + eps)
-    return kron_unrotate(B_C, kron_rotate(B_C, V, B_K) * _astype(scale, V), B_K)
+    # (alpha d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
+    root = (alpha ** (1 / p) * d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :]
+    return kron_unrotate(B_C, kron_rotate(B_C, V, B_K) / _astype(root + eps, V), B_K)

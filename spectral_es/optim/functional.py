@@ -1,8 +1,9 @@
 r"""One optimizer step on one tensor: the Kronecker path and the Adam path.
 
-These functions hold the arithmetic of :class:`~spectral_es.optim.SpectralKron`
-and nothing else: the optimizer decides routing, schedules and the gradient
-guard, and calls them with the result. Every function updates ``param`` and
+These functions contain the arithmetic of
+:class:`~spectral_es.optim.SpectralKron` and nothing else. The optimizer
+decides routing, schedules and the gradient guard, and calls them with the
+result. Every function updates ``param`` and
 ``state`` in place under ``torch.no_grad()``.
 
 Kronecker path, for a weight viewed as a matrix (n, m) (a conv kernel
@@ -14,11 +15,12 @@ Kronecker path, for a weight viewed as a matrix (n, m) (a conv kernel
     D <- graft(D); D <- clip(D)
     W <- W (1 - lr weight_decay) - lr D
 
-The momentum lives in parameter coordinates, so a rotation of ``B_C`` or
-``B_K`` changes nothing about it: the next direction simply applies the new
-preconditioner to it. Products with the eigenbases run in the state dtype
-(bfloat16 or float32); ``d``, ``alpha``, the Cayley generator and the Adam
-second moment stay in float32 or wider (see :func:`init_kron_state`).
+The momentum is kept in parameter coordinates, so a rotation of ``B_C`` or
+``B_K`` does not invalidate it. Each step applies the current preconditioner
+to it, which equals rotating an eigenbasis momentum along with ``B``.
+Products with the eigenbases run in the state dtype (bfloat16 or float32).
+``d``, ``alpha``, the Cayley generator and the Adam second moment are kept
+in float32 or wider (see :func:`init_kron_state`).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def kron_refresh(
     by half its rate: the two rates agree analytically, so refreshing the
     sides on alternate steps moves ``alpha`` as much per period as one joint
     refresh. With ``orthogonalize`` each refreshed eigenbasis then takes one
-    Björck step ``B (3I - B^T B) / 2``, which holds a bfloat16 ``B`` at its
+    Björck step ``B (3I - B^T B) / 2``, which keeps a bfloat16 ``B`` at its
     rounding floor. ``G`` has shape (n, m) and the dtype of the eigenbases.
     """
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
@@ -171,7 +173,8 @@ def _graft_and_clip(
     ``"adam"`` gives ``D`` the Frobenius norm of the Adam step
     ``M_hat / (sqrt(v_hat) + eps)``; ``"rms"`` gives it the RMS
     ``graft_rms``; ``"none"`` keeps it. ``max_update_rms`` then caps the RMS
-    of the result. Scale factors are float32 tensors: no host sync.
+    of the result. The scale factors stay tensors, so nothing synchronises
+    with the host.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
     norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)

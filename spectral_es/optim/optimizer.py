@@ -44,15 +44,16 @@ class SpectralKron(torch.optim.Optimizer):
     one). At step ``t`` with gradient ``G``::
 
         M     <- beta1 M + (1 - beta1) G
-        every T steps: one spectral step of size precond_lr on G g^T-curvature
-              (gamma = 1, see spectral_es.core.kron.kron_step)
+        every T steps: one Kronecker spectral step of size precond_lr with
+              gradient outer-product curvature and gamma = 1
+              (spectral_es.core.kron.kron_step)
         D     <- B_C [(B_C^T M_hat B_K) / ((alpha d_C d_K^T)^{1/p} + eps)] B_K^T,
                  M_hat = M / (1 - beta1^t)
         D     <- graft(D), then clip(D)
         W     <- W (1 - lr * weight_decay) - lr * D
 
-    With ``p = 2`` the direction has Adam's units (``S`` estimates
-    ``E[g g^T]``); grafting rescales ``D`` layer by layer so that a learning
+    With ``p = 2`` the direction has Adam's units, because ``S`` estimates
+    ``E[g g^T]``. Grafting rescales ``D`` layer by layer, so that a learning
     rate tuned for AdamW is a sensible start for any ``p``.
 
     Routing (decided when a parameter's state is created):
@@ -65,7 +66,7 @@ class SpectralKron(torch.optim.Optimizer):
       raises for a 1-D parameter instead of sending it to Adam.
     * A side longer than ``max_precond_dim`` gets a diagonal factor (only
       ``d``, O(n) memory), so a 50k-row embedding never gets a 50k x 50k
-      matrix; its other side keeps a full factor if it fits.
+      matrix. Its other side keeps a full factor if it fits.
 
     Schedule: the row factor refreshes at steps ``t = 1, 1 + T, ...`` and the
     column factor at ``t = 1 + T // 2, 1 + T + T // 2, ...`` (both at once
@@ -90,8 +91,12 @@ class SpectralKron(torch.optim.Optimizer):
 
     Distributed data parallel: the step is deterministic given the gradients,
     so under ``DistributedDataParallel`` (which averages gradients before
-    ``step``) every rank computes the same update and keeps the same state; no
-    extra communication is needed.
+    ``step``) every rank computes the same update and keeps the same state.
+    No extra communication is needed.
+
+    NOTE: every rank also does all the factor work, because the refreshes are
+    not split across ranks as Distributed Shampoo does. Wide sides fall back
+    to a diagonal factor, not to blocks of full factors.
 
     Args:
         params: Parameters or parameter groups; every option below may be set
@@ -366,8 +371,8 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool]]:
     """Return ``(finite, nonzero, initialized)`` per entry, with one host sync per device.
 
     ``finite`` and ``nonzero`` come from the L1 norm of the gradient (one
-    pass, accumulated in float32 or wider); ``initialized`` is whether the factors have an ``alpha``
-    yet (always true on the Adam path).
+    pass, accumulated in float32 or wider). ``initialized`` is whether the
+    factors have an ``alpha`` yet, and always true on the Adam path.
     """
     flags: list[tuple[bool, bool, bool] | None] = [None] * len(work)
     by_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
