@@ -25,16 +25,125 @@ zone widths follow pycma 4.x: ``a = min((u - l) / 2, (1 + |bound|) / 20)``.
 Integer variables are rounded after the map, to the nearest whole number
 inside the box; :func:`integer_min_std` gives the lower bound on their
 sampling standard deviation that keeps rounded values from freezing.
+
+The ``bounds`` argument is read by :func:`parse_bounds`: a pair
+``(lower, upper)``, or an object with ``lb`` and ``ub`` attributes
+(:class:`Bounds`, ``scipy.optimize.Bounds``). One ``(low, high)`` pair
+per variable, scipy's other form, is never read as bounds; convert it with
+:meth:`Bounds.from_pairs`.
 """
 
 from __future__ import annotations
 
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["BoxBounds", "Domain", "integer_min_std", "round_integers", "validate_integer_variables"]
+__all__ = [
+    "Bounds",
+    "BoxBounds",
+    "Domain",
+    "integer_min_std",
+    "parse_bounds",
+    "round_integers",
+    "validate_integer_variables",
+]
+
+
+class Bounds(NamedTuple):
+    """Box bounds ``lb <= x <= ub`` given side by side, like ``scipy.optimize.Bounds``.
+
+    Unlike a plain pair, it cannot be mistaken for one ``(low, high)`` pair
+    per variable when n = 2.
+
+    Attributes:
+        lb: Lower bounds, a scalar or shape (n,); ``-inf`` for none.
+        ub: Upper bounds, a scalar or shape (n,); ``inf`` for none.
+    """
+
+    lb: Any
+    ub: Any
+
+    @classmethod
+    def from_pairs(cls, pairs: Any) -> Bounds:
+        """Return the bounds of one ``(low, high)`` pair per variable, shape (n, 2), as in scipy.
+
+        Example: ``Bounds.from_pairs([(0, 5), (1, 6)])`` is ``0 <= x[0] <= 5``
+        and ``1 <= x[1] <= 6``.
+        """
+        try:
+            array = np.array(pairs, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"pairs must be one (low, high) pair of numbers per variable, got {pairs!r}") from error
+        if array.ndim != 2 or array.shape[1] != 2:
+            raise ValueError(
+                f"pairs must have shape (n, 2), one (low, high) pair per variable, got shape {array.shape}"
+            )
+        return cls(array[:, 0].copy(), array[:, 1].copy())
+
+
+def parse_bounds(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(lower, upper)``, each shape (n,), from the ``bounds`` argument (``None`` stays ``None``).
+
+    ``bounds`` is an object with ``lb`` and ``ub`` attributes (:class:`Bounds`,
+    ``scipy.optimize.Bounds``) or a pair ``(lower, upper)``, each side a
+    scalar or shape (n,).
+
+    Raises:
+        ValueError: for one ``(low, high)`` pair per variable, shape (n, 2)
+            with n != 2, naming the conversion. For n = 2 a 2 x 2 pair reads
+            the same both ways, so it is rejected when both readings give a
+            valid but different box. Also for a bound with the wrong shape
+            or NaN entries.
+    """
+    if bounds is None:
+        return None
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
+        return _broadcast_bound("lower", bounds.lb, n), _broadcast_bound("upper", bounds.ub, n)
+    _reject_pairs(bounds, n)
+    try:
+        lower, upper = bounds
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"bounds must be a pair (lower, upper) of scalars or length-{n} arrays, or Bounds(lb, ub), got {bounds!r}"
+        ) from error
+    return _broadcast_bound("lower", lower, n), _broadcast_bound("upper", upper, n)
+
+
+def _reject_pairs(bounds: Any, n: int) -> None:
+    """Raise ValueError if ``bounds`` is, or may be, one ``(low, high)`` pair per variable."""
+    try:
+        array = np.array(bounds, dtype=float)
+    except (TypeError, ValueError):
+        return  # ragged or not numbers: not pairs, and the pair check reports it
+    if array.shape != (n, 2):
+        return
+    conversion = (
+        "pass bounds=Bounds.from_pairs(pairs) (from spectral_es.es.bounds), or bounds=(lower, upper) with "
+        "lower = [low for low, high in pairs] and upper = [high for low, high in pairs]"
+    )
+    if n != 2:
+        raise ValueError(f"bounds has shape ({n}, 2), one (low, high) pair per variable as in scipy; {conversion}")
+
+    # n = 2: the rows are (lower, upper) or the two pairs. The first reading
+    # is taken unless the second is a different valid box.
+    rows = array.tolist()
+    pair_box_valid = bool(np.all(array[:, 0] < array[:, 1]))
+    if not pair_box_valid or rows[0][1] == rows[1][0]:
+        return
+    if not np.all(array[0] < array[1]):
+        raise ValueError(
+            f"bounds {rows} is one (low, high) pair per variable: read as (lower, upper) it has "
+            f"lower >= upper; {conversion}"
+        )
+    raise ValueError(
+        f"bounds {rows} is ambiguous for n = 2: as (lower, upper) it is the box "
+        f"[{rows[0][0]}, {rows[1][0]}] x [{rows[0][1]}, {rows[1][1]}], as one (low, high) pair per "
+        f"variable [{rows[0][0]}, {rows[0][1]}] x [{rows[1][0]}, {rows[1][1]}]; pass "
+        f"Bounds(lb={rows[0]}, ub={rows[1]}) for the first or Bounds.from_pairs({rows}) for the second "
+        "(Bounds is in spectral_es.es.bounds; scipy.optimize.Bounds works too)"
+    )
 
 
 class BoxBounds:
@@ -153,7 +262,6 @@ class BoxBounds:
         return {"lower": self.lower.copy(), "upper": self.upper.copy()}
 
 
-
 class Domain:
     """The feasible set of a run: optional box bounds and integer variables.
 
@@ -162,9 +270,12 @@ class Domain:
 
     Args:
         n: Dimension.
-        bounds: ``None`` or ``(lower, upper)``, each a scalar or shape (n,);
-            infinite entries leave a side open.
-        integer_variables: Indices of the variables that take whole numbers.
+        bounds: ``None``, ``(lower, upper)`` or an object with ``lb`` and
+            ``ub`` (:class:`Bounds`, ``scipy.optimize.Bounds``). Each side is
+            a scalar or shape (n,), and infinite entries leave a side open.
+            :func:`parse_bounds` gives the rules.
+        integer_variables: Indices of the variables that take whole numbers,
+            from 0 to n - 1.
 
     Attributes:
         box: The :class:`BoxBounds`, or ``None`` without bounds.
@@ -172,15 +283,8 @@ class Domain:
     """
 
     def __init__(self, n: int, bounds: Any = None, integer_variables: Any = None) -> None:
-        self.box = None
-        if bounds is not None:
-            try:
-                lower, upper = bounds
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"bounds must be a pair (lower, upper) of scalars or length-{n} arrays, got {bounds!r}"
-                ) from error
-            self.box = BoxBounds(lower, upper, n)
+        sides = parse_bounds(bounds, n)
+        self.box = None if sides is None else BoxBounds(*sides, n)
         self.integer = validate_integer_variables(integer_variables, n, self.box)
 
     @property
@@ -215,8 +319,9 @@ class Domain:
 def validate_integer_variables(indices: Any, n: int, bounds: BoxBounds | None) -> np.ndarray:
     """Return sorted unique integer-variable indices, shape (k,), validated against n and the box.
 
-    Negative indices count from the end, as in numpy. Each integer variable
-    needs a whole number inside its bounds.
+    Indices run from 0 to n - 1. Negative indices are rejected: ``-1`` is more
+    often a placeholder or an off-by-one error than a request for the last
+    variable. Each integer variable needs a whole number inside its bounds.
     """
     try:
         raw = np.asarray(indices if indices is not None else [], dtype=float).ravel()
@@ -225,9 +330,13 @@ def validate_integer_variables(indices: Any, n: int, bounds: BoxBounds | None) -
     if raw.size and not np.array_equal(raw, np.round(raw)):
         raise ValueError(f"integer_variables must hold whole-number indices, got {indices!r}")
     result = raw.astype(int)
-    if np.any((result < -n) | (result >= n)):
-        raise ValueError(f"integer_variables {indices!r} has an index outside 0..{n - 1} for dimension {n}")
-    result = np.unique(np.where(result < 0, result + n, result))
+    outside = result[(result < 0) | (result >= n)]
+    if outside.size:
+        raise ValueError(
+            f"integer_variables {indices!r} has the index {int(outside[0])} outside 0..{n - 1} for dimension {n}; "
+            f"count from 0, so the last variable is {n - 1}"
+        )
+    result = np.unique(result)
     if bounds is not None and result.size:
         empty = result[np.ceil(bounds.lower[result]) > np.floor(bounds.upper[result])]
         if empty.size:
@@ -280,4 +389,3 @@ def _broadcast_bound(name: str, value: Any, n: int) -> np.ndarray:
             f"{name} bound has NaN at indices {np.flatnonzero(np.isnan(array)).tolist()}; use -inf or inf for no bound"
         )
     return array
-

@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -30,11 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from spectral_es.es.bounds import Domain
+from spectral_es.es.bounds import Bounds, Domain
 from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.parameters import Parameters
 
-__all__ = ["from_state_dict", "load", "load_state_dict", "read", "save", "state_dict", "write"]
+__all__ = [
+    "check_writable",
+    "from_state_dict",
+    "load",
+    "load_state_dict",
+    "read",
+    "read_extra",
+    "save",
+    "state_dict",
+    "write",
+]
 
 FORMAT = "spectral_es.SpectralES"
 VERSION = 1
@@ -182,8 +193,35 @@ def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:
     return es
 
 
+def check_writable(path: str | os.PathLike, name: str) -> None:
+    """Raise ValueError unless a file can be written at ``path``.
+
+    Its directory must exist and be writable, and ``path`` must not be a
+    directory or a read-only file. ``name`` (``"checkpoint"``, ``"--log"``,
+    ...) starts the message. Runs call this before the first evaluation, so
+    a typo in a path fails at once rather than at the first save.
+    """
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a directory; give a file name inside it")
+    if not folder.is_dir():
+        raise ValueError(
+            f"{name} {str(path)!r}: the directory {str(folder)!r} does not exist; create it or choose another path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {str(path)!r}: the directory {str(folder)!r} is not writable; choose another path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{name} {str(path)!r} is read-only; make it writable or choose another path")
+
+
 def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:
-    """Write a nested dictionary of arrays and JSON values to ``path`` atomically (npz + JSON)."""
+    """Write a nested dictionary of arrays and JSON values to ``path`` atomically (npz + JSON).
+
+    Raises:
+        ValueError: if ``path`` cannot be written (see :func:`check_writable`).
+    """
+    check_writable(path, "checkpoint")
     arrays: dict[str, np.ndarray] = {}
     document = _encode(tree, arrays)
     arrays["__json__"] = np.array(json.dumps(document))
@@ -206,15 +244,37 @@ def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a file written by :func:`write`; never unpickles."""
+    """Read a file written by :func:`write`; never unpickles.
+
+    Raises:
+        ValueError: if ``path`` does not exist, or is not a checkpoint: not
+            an ``.npz`` archive (a CSV log, a truncated file), an archive
+            with pickled objects or without the JSON document.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"checkpoint {str(path)!r} not found; check the path")
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise _not_a_checkpoint(path, "not an .npz archive, or a truncated one")
+
+    # Arrays first: pickled objects are rejected, never loaded.
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read checkpoint {os.fspath(path)!r}: {error}") from error
+    except ValueError as error:
+        raise _not_a_checkpoint(path, f"a member cannot be read without pickle: {error}") from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise _not_a_checkpoint(path, f"the archive is damaged: {error}") from error
+
+    # Then the JSON document, whose array references point into the members.
     if "__json__" not in arrays:
-        raise ValueError(f"{os.fspath(path)!r} is not a spectral_es checkpoint: it has no __json__ member")
-    return _decode(json.loads(str(arrays.pop("__json__"))), arrays)
+        raise _not_a_checkpoint(path, "the archive has no __json__ member")
+    try:
+        return _decode(json.loads(str(arrays.pop("__json__"))), arrays)
+    except ValueError as error:
+        raise _not_a_checkpoint(path, f"its __json__ member is not valid JSON: {error}") from error
+    except KeyError as error:
+        raise _not_a_checkpoint(path, f"its JSON document refers to the missing member {error}") from error
 
 
 def save(es: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
@@ -226,9 +286,29 @@ def save(es: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) 
 
 def load(cls: type, path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """Return the strategy saved in ``path`` (constructed as ``cls``) and its ``extra`` dictionary."""
-    tree = read(path)
+    tree = _read_state(path)
     extra = tree.pop("extra", {})
     return from_state_dict(cls, tree), extra
+
+
+def read_extra(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the ``extra`` dictionary saved in ``path`` without restoring the strategy."""
+    return _read_state(path).get("extra", {})
+
+
+def _read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the state dictionary saved in ``path``, with its format checked."""
+    tree = read(path)
+    if not isinstance(tree, dict) or tree.get("format") != FORMAT:
+        raise _not_a_checkpoint(path, f"its format entry is not {FORMAT!r}")
+    return tree
+
+
+def _not_a_checkpoint(path: str | os.PathLike, reason: str) -> ValueError:
+    return ValueError(
+        f"{os.fspath(path)} is not a spectral_es checkpoint ({reason}); "
+        "pass a file written by minimize(..., checkpoint=...), --checkpoint or SpectralES.save"
+    )
 
 
 def _check_format(state_dict: Any) -> None:
@@ -241,8 +321,8 @@ def _check_format(state_dict: Any) -> None:
         )
 
 
-def _bounds(domain: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    return (domain["lower"], domain["upper"]) if "lower" in domain else None
+def _bounds(domain: dict[str, Any]) -> Bounds | None:
+    return Bounds(domain["lower"], domain["upper"]) if "lower" in domain else None
 
 
 def _copy(value: Any) -> Any:

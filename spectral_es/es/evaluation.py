@@ -20,10 +20,13 @@ the original exception; the caller's strategy is untouched by it.
 from __future__ import annotations
 
 import concurrent.futures
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from spectral_es.es.options import numeric_values
 
 __all__ = ["EvaluationError", "evaluate", "resolve_executor"]
 
@@ -35,7 +38,14 @@ class EvaluationError(RuntimeError):
     continue the run: the strategy has not been told anything about the
     failed population.
 
+    ``str(error)`` is :attr:`message` followed by :attr:`hint`. The message
+    names the exception and the point; the hint says how to continue, and
+    the layer that knows how (:func:`~spectral_es.es.minimize.optimize`,
+    :func:`~spectral_es.es.minimize.minimize`, the command line) sets it.
+
     Attributes:
+        message: What failed: the exception and the point (or batch).
+        hint: How to continue, or ``""``.
         x: The point that failed, shape (n,); for a vectorised call, the
             whole batch, shape (k, n).
         index: Row of ``x`` in the evaluated array, or ``None`` for a batch.
@@ -48,9 +58,14 @@ class EvaluationError(RuntimeError):
 
     def __init__(self, message: str, x: np.ndarray, index: int | None) -> None:
         super().__init__(message)
+        self.message = message
+        self.hint = ""
         self.x = x
         self.index = index
         self.strategy: Any = None
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 def resolve_executor(executor: Any) -> concurrent.futures.Executor | None:
@@ -128,13 +143,18 @@ def _evaluate_batch(fun: Callable, X: np.ndarray, args: tuple, executor: Any) ->
             values = executor.submit(fun, X, *args).result()
     except Exception as error:
         raise _failure(error, X, None) from error
-    values = np.asarray(values, dtype=float)
-    if values.shape not in ((len(X),), (len(X), 1)):
+    numbers = numeric_values(values)
+    if numbers is None:
+        raise ValueError(
+            f"a vectorized objective must return real numbers, one per row, got {reprlib.repr(values)} "
+            f"for the batch of {len(X)} rows; return a float array of shape ({len(X)},)"
+        )
+    if numbers.shape not in ((len(X),), (len(X), 1)):
         raise ValueError(
             f"a vectorized objective must return one value per row, shape ({len(X)},), "
-            f"got shape {values.shape}; pass vectorized=False for a function of one point"
+            f"got shape {numbers.shape}; pass vectorized=False for a function of one point"
         )
-    return values.reshape(len(X))
+    return numbers.reshape(len(X))
 
 
 def _evaluate_on_executor(fun: Callable, X: np.ndarray, args: tuple, executor: Any, repeats: int) -> np.ndarray:
@@ -163,13 +183,16 @@ def _evaluate_on_executor(fun: Callable, X: np.ndarray, args: tuple, executor: A
 
 
 def _scalar(value: Any, x: np.ndarray) -> float:
-    try:
-        array = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        array = None
-    if value is None or array is None or array.size != 1:
+    """Return the objective's ``value`` at ``x`` as a float; raise ValueError unless it is one real number."""
+    array = numeric_values(value)
+    if array is None:
         raise ValueError(
-            f"the objective must return a scalar, got {value!r} at x = {_short(x)}; "
+            f"the objective must return a real number, got {reprlib.repr(value)} "
+            f"(type {type(value).__name__}) at x = {_short(x)}; return a float, for example float(value)"
+        )
+    if array.size != 1:
+        raise ValueError(
+            f"the objective must return a scalar, got {reprlib.repr(value)} at x = {_short(x)}; "
             "pass vectorized=True if it takes the whole population at once"
         )
     return float(array.reshape(()))
@@ -177,10 +200,7 @@ def _scalar(value: Any, x: np.ndarray) -> float:
 
 def _failure(error: BaseException, x: np.ndarray, index: int | None) -> EvaluationError:
     where = "on the batch of all rows" if index is None else f"at x = {_short(x)} (row {index} of the population)"
-    message = (
-        f"the objective raised {type(error).__name__}: {error} {where}; the strategy was not told this "
-        "population, so the run can be saved or continued"
-    )
+    message = f"the objective raised {type(error).__name__}: {error} {where}"
     return EvaluationError(message, np.array(x, copy=True), index)
 
 

@@ -8,9 +8,9 @@ run from its checkpoint exactly where it was saved.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from spectral_es.es import checkpoint as checkpoints
+from spectral_es.es.bounds import Bounds, parse_bounds
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
 from spectral_es.es.history import CSVLog
+from spectral_es.es.options import validate_positive, validate_seed, validate_x0, whole_number_as_int
 from spectral_es.es.strategy import ESResult, SpectralES
 
-__all__ = ["EvaluationError", "evaluate", "minimize", "optimize", "resume", "step"]
+__all__ = ["EvaluationError", "evaluate", "minimize", "objective_name", "optimize", "read_plan", "resume", "step"]
 
 # Stop reasons after which a restart cannot help or was not asked for.
 _FINAL_STOPS = frozenset({"f_target", "max_evals", "callback", "non_finite_state"})
@@ -51,6 +53,10 @@ def step(es: SpectralES, fun: Callable, args: tuple = (), vectorized: bool = Fal
             f = es.noise.update(values[: len(X)], values[len(X) :])
     except EvaluationError as error:
         error.strategy = es
+        error.hint = (
+            "the strategy was not told this population: error.strategy can be saved, "
+            "or continued with optimize(error.strategy, fixed_fun)"
+        )
         raise
     es.tell(X, f)
 
@@ -147,22 +153,30 @@ def minimize(
     Raises:
         EvaluationError: if ``fun`` raises. The checkpoint (if any) is
             written first, and ``error.strategy`` is the current strategy.
+        ValueError: for invalid arguments, and if ``log`` or ``checkpoint``
+            cannot be written; both are checked before the first evaluation.
     """
     if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 0:
         raise ValueError(f"restarts must be an integer >= 0, got {restarts!r}")
     if not incpopsize >= 1:
         raise ValueError(f"incpopsize must be >= 1, got {incpopsize!r}")
+    x0 = validate_x0(x0)
     max_evals = options.pop("max_evals", None)
+    if max_evals is not None:
+        max_evals = whole_number_as_int(validate_positive("max_evals", max_evals, "pass max_evals > 0 or omit it"))
+    if options.get("bounds") is not None:
+        # One unambiguous form, which the checkpoint stores as [lower, upper].
+        options["bounds"] = Bounds(*parse_bounds(options["bounds"], x0.size))
     progress = _progress(options.pop("popsize", None))
     plan = {
-        "x0": np.array(x0, dtype=float),
+        "x0": x0,
         "sigma0": float(sigma0),
         "options": options,
-        "seed": np.random.SeedSequence(seed).entropy,
+        "seed": validate_seed(seed).entropy,
         "restarts": int(restarts),
         "incpopsize": float(incpopsize),
-        "budget": math.inf if max_evals is None else float(max_evals),
-        "function": _name(fun),
+        "budget": math.inf if max_evals is None else max_evals,
+        "function": objective_name(fun),
     }
     driver = _RestartDriver(plan, progress)
     driver.configure(fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every)
@@ -181,6 +195,7 @@ def resume(
     log: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
+    check_function: bool = True,
 ) -> ESResult:
     """Continue the :func:`minimize` run saved in the checkpoint ``path``.
 
@@ -190,21 +205,49 @@ def resume(
     failed is evaluated again first. ``log`` is truncated to the rows that
     existed when the checkpoint was written and then appended to;
     ``checkpoint`` defaults to ``path``.
+
+    The checkpoint stores the objective's ``module:qualified name``
+    (:func:`objective_name`). Resuming with a function of another name is
+    an error unless ``check_function=False``, for an objective that was
+    fixed, renamed or wrapped since.
+
+    Raises:
+        ValueError: if ``path`` is not a :func:`minimize` checkpoint, if
+            ``fun`` is not the stored objective (with ``check_function``),
+            or if ``log`` or ``checkpoint`` cannot be written. Nothing is
+            written before these checks.
     """
     es, extra = checkpoints.load(SpectralES, path)
-    if "minimize" not in extra:
-        raise ValueError(f"{os.fspath(path)!r} was saved by SpectralES.save, not minimize; run it with optimize()")
-    plan, progress = extra["minimize"]["plan"], extra["minimize"]["progress"]
-    if plan["function"] != _name(fun):
-        warnings.warn(
-            f"the checkpoint was written for the objective {plan['function']}, resuming with {_name(fun)}",
-            UserWarning,
-            stacklevel=2,
+    plan, progress = _stored_run(extra, path)
+    if check_function and plan["function"] != objective_name(fun):
+        raise ValueError(
+            f"{os.fspath(path)} was written for the objective {plan['function']}, not {objective_name(fun)}; "
+            "pass that function, or check_function=False to continue the run with a changed objective"
         )
     driver = _RestartDriver(plan, progress)
     checkpoint = path if checkpoint is None else checkpoint
     driver.configure(fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every)
     return driver.run(es)
+
+
+def read_plan(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the plan stored in the :func:`minimize` checkpoint ``path``.
+
+    The plan contains ``function`` (the objective's ``module:qualified
+    name``), ``x0``, ``sigma0``, ``options`` (the :class:`SpectralES`
+    options), ``seed``, ``restarts``, ``incpopsize`` and ``budget``.
+
+    Raises:
+        ValueError: if ``path`` is not a :func:`minimize` checkpoint.
+    """
+    return _stored_run(checkpoints.read_extra(path), path)[0]
+
+
+def _stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the plan and the progress stored in a checkpoint's ``extra`` dictionary."""
+    if "minimize" not in extra:
+        raise ValueError(f"{os.fspath(path)} was saved by SpectralES.save, not minimize; run it with optimize()")
+    return extra["minimize"]["plan"], extra["minimize"]["progress"]
 
 
 class _RestartDriver:
@@ -226,10 +269,14 @@ class _RestartDriver:
         integral = isinstance(checkpoint_every, (int, np.integer)) and not isinstance(checkpoint_every, bool)
         if not integral or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        if log is not None:
+            checkpoints.check_writable(log, "log")
+        if checkpoint is not None:
+            checkpoints.check_writable(checkpoint, "checkpoint")
         self.fun, self.args, self.vectorized = fun, args, vectorized
         self.executor = resolve_executor(executor)
         self.callback = callback
-        self.every = 10 if disp is True else int(disp)
+        self.progress_table = _ProgressTable(10 if disp is True else int(disp))
         self.log_path = log
         self.checkpoint = checkpoint
         self.checkpoint_every = int(checkpoint_every)
@@ -252,42 +299,63 @@ class _RestartDriver:
     def _new_strategy(self) -> SpectralES:
         plan, progress = self.plan, self.progress
         remaining = plan["budget"] - progress["nfev"]
+        options = dict(plan["options"])
+        if options.get("bounds") is not None:
+            options["bounds"] = Bounds(*options["bounds"])  # stored as [lower, upper]
         es = SpectralES(
             plan["x0"],
             plan["sigma0"],
             popsize=progress["popsize"],
             seed=self.seeds[progress["run"]],
             max_evals=None if math.isinf(remaining) else remaining,
-            **plan["options"],
+            **options,
         )
         if progress["history"] is not None:
             es.history = progress["history"]  # one history for all runs
         es.history.start_run(progress["run"], progress["nfev"], progress["time"])
-        if self.every and plan["restarts"]:
-            print(f"run {progress['run'] + 1} of at most {plan['restarts'] + 1}, popsize {es.popsize}", flush=True)
+        if self.progress_table.every > 0 and plan["restarts"]:
+            print(
+                f"run {progress['run'] + 1} of at most {plan['restarts'] + 1}, popsize {es.popsize}, "
+                f"after {progress['nfev']} evaluations",
+                flush=True,
+            )
+        self.progress_table.restart()
         return es
 
     def _run_strategy(self, es: SpectralES) -> None:
         while not es.stop():
             try:
                 step(es, self.fun, self.args, self.vectorized, self.executor)
-            except BaseException:
+            except BaseException as error:
                 # A pending population means tell() has not started, so the
                 # state is consistent and worth keeping.
                 if es.pending is not None:
                     self._save(es)
+                if isinstance(error, EvaluationError):
+                    error.hint = self._failure_hint()
                 raise
             _run_callback(es, self.callback)
             if self.log is not None:
-                self.log.write(es.history.row(-1), es.result.message if es.stop() else "")
+                self.log.write(es.history.row(-1), self._run_result(es).message if es.stop() else "")
             if es.nit % self.checkpoint_every == 0 or es.stop():
                 self._save(es)
-            if self.every > 0:
-                es.disp(self.every)
+            self.progress_table.update(es)
+
+    def _failure_hint(self) -> str:
+        """Return how to continue after a failed evaluation, for :attr:`EvaluationError.hint`."""
+        if self.checkpoint is not None:
+            return (
+                f"the state before this population is saved in {os.fspath(self.checkpoint)}; "
+                "resume(fixed_fun, path) continues the run"
+            )
+        return (
+            "no checkpoint was written; pass checkpoint=FILE to minimize so that resume() can continue "
+            "a failed run (error.strategy holds the current run's strategy)"
+        )
 
     def _finish_run(self, es: SpectralES) -> bool:
         """Fold the finished run into the progress; return whether to restart."""
-        progress, result = self.progress, es.result
+        progress, result = self.progress, self._run_result(es)
         summary = {"run": progress["run"], "popsize": es.popsize, "fbest": result.fbest, "nfev": result.nfev}
         summary.update(nit=result.nit, stop=result.stop)
         progress["summaries"].append(summary)
@@ -306,10 +374,15 @@ class _RestartDriver:
         progress["run"] += 1
         return True
 
+    def _run_result(self, es: SpectralES) -> ESResult:
+        """Return ``es.result``, with a ``max_evals`` stop given as the whole budget, not this run's share."""
+        result = es.result
+        if "max_evals" not in result.stop:
+            return result
+        return dataclasses.replace(result, stop={**result.stop, "max_evals": self.plan["budget"]})
+
     def _result(self, es: SpectralES) -> ESResult:
-        progress, stop = self.progress, es.stop()
-        if "max_evals" in stop:
-            stop["max_evals"] = self.plan["budget"]  # the whole budget, not the last run's share
+        progress, stop = self.progress, self._run_result(es).stop
         return ESResult(
             xbest=np.array(progress["best_x"]),
             fbest=progress["best_f"],
@@ -375,6 +448,38 @@ def _run_callback(es: SpectralES, callback: Callable[[ESResult], Any] | None) ->
         es.request_stop("callback", True)
 
 
-def _name(fun: Callable) -> str:
-    """Return ``module:qualified name`` of a function, to recognise it on resume."""
+def objective_name(fun: Callable) -> str:
+    """Return the ``module:qualified name`` of a function, which checkpoints store to recognise it on resume."""
     return f"{getattr(fun, '__module__', '?')}:{getattr(fun, '__qualname__', type(fun).__name__)}"
+
+
+class _ProgressTable:
+    """Progress lines of a :func:`minimize` run, printed every ``every`` iterations.
+
+    Evaluations and time count over all runs, like the log and the
+    summary; the iteration count starts again with each restart. A header
+    comes first and every 20 lines.
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.lines = 0
+
+    def restart(self) -> None:
+        """Start a new table (a new header) for the next run."""
+        self.lines = 0
+
+    def update(self, es: SpectralES) -> None:
+        """Print the line of the latest iteration if it is due, or if the run has stopped."""
+        if self.every <= 0 or (es.nit % self.every and not es.stop()):
+            return
+        if self.lines % 20 == 0:
+            columns = ("iter", 7), ("evals", 8), ("f best", 12), ("f median", 12), ("sigma", 10), ("axis ratio", 10)
+            print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'time s':>8}")
+        self.lines += 1
+        row = es.history.row(-1)
+        print(
+            f"{es.nit:>7} {int(row['evaluations']):>8} {row['f_best']:>12.5e} {row['f_median']:>12.5e} "
+            f"{row['sigma']:>10.3e} {math.sqrt(row['condition']):>10.3e} {row['time']:>8.2f}",
+            flush=True,
+        )

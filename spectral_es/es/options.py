@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 
-__all__ = ["stop_options", "validate_integer", "validate_positive", "validate_x0"]
+__all__ = [
+    "numeric_values",
+    "stop_options",
+    "validate_integer",
+    "validate_positive",
+    "validate_seed",
+    "validate_x0",
+]
+
+# Options that count evaluations or iterations; whole-number values are kept
+# as ints, so stop messages read max_evals=30000, not 30000.0.
+_COUNT_OPTIONS = ("max_evals", "max_iter", "tol_flat", "tol_stagnation")
 
 
 def stop_options(
@@ -44,7 +56,56 @@ def stop_options(
     for name in ("tol_f", "tol_x"):
         if not options[name] >= 0:
             raise ValueError(f"{name} must be >= 0, got {options[name]!r}")
+    for name in _COUNT_OPTIONS:
+        options[name] = whole_number_as_int(options[name])
     return options
+
+
+def whole_number_as_int(value: Any) -> Any:
+    """Return a finite whole-number float as an int and any other value unchanged."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def validate_seed(seed: Any) -> np.random.SeedSequence:
+    """Return ``seed`` as a :class:`numpy.random.SeedSequence`; raise ValueError naming it otherwise.
+
+    Accepted are ``None`` (fresh entropy), a non-negative integer, a
+    sequence of them, or a ``SeedSequence``.
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if not isinstance(seed, bool):
+        try:
+            return np.random.SeedSequence(seed)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(
+        f"seed must be a non-negative integer, a sequence of them, a numpy.random.SeedSequence or None, "
+        f"got {seed!r}; pass for example seed=1"
+    )
+
+
+def numeric_values(values: Any) -> np.ndarray | None:
+    """Return ``values`` as a float array, or ``None`` unless it is an array of real numbers.
+
+    Strings (even ``"1.0"``), ``None``, complex numbers, other objects and
+    ragged nestings are rejected; NaN and infinity are real numbers here.
+    """
+    if values is None or isinstance(values, (str, bytes)):
+        return None
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):  # ragged nesting
+        return None
+    if array.dtype.kind == "O":
+        entries = array.ravel().tolist()
+        if not all(isinstance(entry, numbers.Real) for entry in entries):
+            return None
+    elif array.dtype.kind not in "biuf":
+        return None
+    return array.astype(float)
 
 
 def validate_integer(name: str, value: Any, minimum: int, fix: str) -> int:

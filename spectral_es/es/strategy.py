@@ -25,6 +25,7 @@ Read :meth:`SpectralES.tell` first: it is the algorithm.
 from __future__ import annotations
 
 import math
+import reprlib
 import time
 import warnings
 from collections import deque
@@ -37,7 +38,14 @@ from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Domain, integer_min_std
 from spectral_es.es.history import History
 from spectral_es.es.noise import UncertaintyHandler
-from spectral_es.es.options import stop_options, validate_integer, validate_positive, validate_x0
+from spectral_es.es.options import (
+    numeric_values,
+    stop_options,
+    validate_integer,
+    validate_positive,
+    validate_seed,
+    validate_x0,
+)
 from spectral_es.es.parameters import Parameters, default_popsize
 from spectral_es.es.result import ESResult, NonFiniteObjectiveWarning
 from spectral_es.es.stopping import check_stop
@@ -192,7 +200,7 @@ class SpectralES:
         self._scaling = np.ones(n) if self.domain.integer.size else None
 
         # Random state: a private Generator, never numpy's global one.
-        sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        sequence = validate_seed(seed)
         self.seed = sequence.entropy
         self._rng = np.random.default_rng(sequence)
 
@@ -514,7 +522,13 @@ class SpectralES:
                 "tell() got solutions that differ from those of the last ask(); "
                 "pass the array returned by ask() unchanged and in the same order"
             )
-        f = np.asarray(f, dtype=float)
+        values = numeric_values(f)
+        if values is None:
+            raise ValueError(
+                f"tell() got objective values f that are not an array of real numbers: {reprlib.repr(f)}; "
+                "pass one float per row of the solutions"
+            )
+        f = values
         if f.ndim == 2 and f.shape[1] == 1:
             f = f[:, 0]
         if f.shape != (self.params.lam,):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from spectral_es import SpectralES, minimize
-from spectral_es.es.bounds import BoxBounds, integer_min_std
+from spectral_es.es import EvaluationError, resume
+from spectral_es.es.bounds import Bounds, BoxBounds, integer_min_std
+from spectral_es.functions import sphere
 
 # Lower and upper bounds with every kind of coordinate: a box, a narrow box,
 # one side open in either direction, and no bound at all.
@@ -114,7 +116,7 @@ def shifted_mixed_sphere(x):
 
 
 def test_integer_variables_are_whole_numbers():
-    es = SpectralES(np.full(5, 0.3), 1.0, seed=0, integer_variables=[0, -4], bounds=(-10.5, 10.5))
+    es = SpectralES(np.full(5, 0.3), 1.0, seed=0, integer_variables=[1, 0], bounds=(-10.5, 10.5))
     for _ in range(50):
         X = es.ask()
         assert np.array_equal(X[:, [0, 1]], np.round(X[:, [0, 1]]))
@@ -158,7 +160,13 @@ def test_integer_min_std_matches_pycma_bound():
 
 @pytest.mark.parametrize(
     ("indices", "message"),
-    [([5], "outside 0..4"), ([0.5], "whole-number"), (["a"], "list of indices")],
+    [
+        ([5], "index 5 outside 0..4"),
+        ([-1], r"index -1 outside 0..4 .*the last variable is 4"),
+        ([0, -5], "index -5 outside 0..4"),
+        ([0.5], "whole-number"),
+        (["a"], "list of indices"),
+    ],
 )
 def test_bad_integer_indices_rejected(indices, message):
     with pytest.raises(ValueError, match=message):
@@ -168,3 +176,76 @@ def test_bad_integer_indices_rejected(indices, message):
 def test_integer_variable_without_whole_number_in_bounds_rejected():
     with pytest.raises(ValueError, match="integer variable 1 has no whole number"):
         SpectralES([0.5, 0.5], 0.1, integer_variables=[1], bounds=(0.2, 0.8))
+
+
+def box_of(bounds, x0):
+    """The (lower, upper) that a strategy built with ``bounds`` uses."""
+    box = SpectralES(x0, 0.1, bounds=bounds).domain.box
+    return box.lower.tolist(), box.upper.tolist()
+
+
+def test_bounds_object_with_lb_ub_accepted():
+    assert box_of(Bounds([0, 1, 2], [5, 6, 7]), [1.0, 2.0, 3.0]) == ([0, 1, 2], [5, 6, 7])
+    assert box_of(Bounds(-1, [1, 2]), [0.0, 0.0]) == ([-1, -1], [1, 2])
+    optimize = pytest.importorskip("scipy.optimize")
+    assert box_of(optimize.Bounds([0, 1, 2], [5, 6, 7]), [1.0, 2.0, 3.0]) == ([0, 1, 2], [5, 6, 7])
+
+
+def test_per_variable_pairs_rejected_with_conversion():
+    pairs = [(0, 5), (1, 6), (2, 7)]
+    with pytest.raises(ValueError, match=r"shape \(3, 2\), one \(low, high\) pair per variable.*Bounds.from_pairs"):
+        SpectralES([1.0, 2.0, 3.0], 0.1, bounds=pairs)
+    assert box_of(Bounds.from_pairs(pairs), [1.0, 2.0, 3.0]) == ([0, 1, 2], [5, 6, 7])
+    with pytest.raises(ValueError, match=r"pair per variable"):
+        SpectralES([1.0], 0.1, bounds=[(0, 5)])  # n = 1
+
+
+def test_two_pairs_never_silently_read_as_sides():
+    # For n = 2 both readings of [(0, 5), (1, 6)] are valid boxes.
+    with pytest.raises(ValueError, match=r"ambiguous for n = 2.*Bounds\(lb=.*Bounds.from_pairs"):
+        SpectralES([0.5, 5.5], 0.1, bounds=[(0, 5), (1, 6)])
+    # Read as sides, [(0, 5), (-1, 1)] has lower > upper: it can only be pairs.
+    with pytest.raises(ValueError, match=r"is one \(low, high\) pair per variable.*Bounds.from_pairs"):
+        SpectralES([0.5, 0.5], 0.1, bounds=[(0, 5), (-1, 1)])
+    assert box_of(Bounds.from_pairs([(0, 5), (1, 6)]), [1.0, 2.0]) == ([0, 1], [5, 6])
+    assert box_of(Bounds([0, 5], [1, 6]), [0.5, 5.5]) == ([0, 5], [1, 6])
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ((np.zeros(2), np.ones(2)), ([0, 0], [1, 1])),  # as pairs (0, 0) and (1, 1) would be empty
+        (([-5, -np.inf], [5, np.inf]), ([-5, -np.inf], [5, np.inf])),
+        (([0, 1], [1, 2]), ([0, 1], [1, 2])),  # both readings give the same box
+        ((-1, 1), ([-1, -1], [1, 1])),
+    ],
+)
+def test_unambiguous_sides_accepted_for_two_variables(bounds, expected):
+    assert box_of(bounds, [0.5, 1.0]) == expected
+
+
+@pytest.mark.parametrize("pairs", [[0, 5], [(0, 1, 2)], "ab"])
+def test_from_pairs_rejects_other_shapes(pairs):
+    with pytest.raises(ValueError, match="pair"):
+        Bounds.from_pairs(pairs)
+
+
+def test_two_variable_box_survives_checkpoint_and_restart(tmp_path):
+    # The plan stores the box as [lower, upper]; the restarted and resumed
+    # strategies must read it as sides, never as the pairs (0, 2), (1, 3).
+    calls = {"count": 0}
+
+    def crashes_once(x):
+        calls["count"] += 1
+        if calls["count"] == 40:
+            raise RuntimeError("lost")
+        return sphere(x)
+
+    settings = {"seed": 1, "restarts": 1, "tol_x": 1e-3, "bounds": Bounds([0, 1], [2, 3])}
+    with pytest.raises(EvaluationError):
+        minimize(crashes_once, [1.0, 2.0], 0.5, checkpoint=tmp_path / "run.npz", checkpoint_every=1, **settings)
+    result = resume(crashes_once, tmp_path / "run.npz")
+    assert len(result.restarts) == 2
+    assert np.allclose(result.xbest, [0.0, 1.0], atol=1e-2)  # the corner of the box nearest 0
+    reference = minimize(sphere, [1.0, 2.0], 0.5, **settings)
+    assert result.fbest == reference.fbest

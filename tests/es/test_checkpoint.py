@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_file_holding_pickled_object_is_rejected(tmp_path):
     path = tmp_path / "hostile.npz"
     np.savez(path, __json__=np.array("{}"), payload=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="hostile.npz is not a spectral_es checkpoint .*without pickle"):
         SpectralES.load(path)
 
 
@@ -176,8 +177,8 @@ def test_minimize_resume_matches_uninterrupted_run(tmp_path):
             checkpoint_every=3,
             **settings,
         )
-    with pytest.warns(UserWarning, match="written for the objective"):
-        resumed = resume(rosenbrock, tmp_path / "run.npz", log=tmp_path / "resumed.csv")
+    # The crashing wrapper has another name than rosenbrock, so the check is off.
+    resumed = resume(rosenbrock, tmp_path / "run.npz", log=tmp_path / "resumed.csv", check_function=False)
 
     assert resumed.fbest == reference.fbest
     assert np.array_equal(resumed.xbest, reference.xbest)
@@ -206,3 +207,70 @@ def test_resume_needs_minimize_checkpoint(tmp_path):
 def test_checkpoint_every_validated(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
         minimize(ellipsoid, np.zeros(3), 1.0, checkpoint=tmp_path / "c.npz", checkpoint_every=0)
+
+
+def counting(function):
+    """Return ``function`` that counts its calls in ``.calls``."""
+
+    def objective(x):
+        objective.calls += 1
+        return function(x)
+
+    objective.calls = 0
+    return objective
+
+
+def test_non_checkpoint_files_named(tmp_path):
+    log = tmp_path / "run.csv"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_evals=60, log=log, checkpoint=tmp_path / "run.npz")
+    whole = (tmp_path / "run.npz").read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    for path in (log, truncated):
+        message = re.escape(f"{path} is not a spectral_es checkpoint (not an .npz archive, or a truncated one)")
+        with pytest.raises(ValueError, match=message):
+            resume(ellipsoid, path)
+        with pytest.raises(ValueError, match=message):
+            SpectralES.load(path)
+    with pytest.raises(ValueError, match="checkpoint .*missing.npz' not found"):
+        resume(ellipsoid, tmp_path / "missing.npz")
+
+
+def test_resume_with_other_function_rejected(tmp_path):
+    path = tmp_path / "run.npz"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_evals=60, checkpoint=path)
+    before = path.read_bytes()
+    other = counting(rosenbrock)
+    with pytest.raises(
+        ValueError,
+        match=r"written for the objective spectral_es.functions:ellipsoid, not tests.es.test_checkpoint:.*objective",
+    ):
+        resume(other, path)
+    assert other.calls == 0
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("option", ["log", "checkpoint"])
+def test_unwritable_paths_rejected_before_first_evaluation(tmp_path, option):
+    objective = counting(ellipsoid)
+    missing = tmp_path / "no such dir" / "out.file"
+    message = re.escape(f"{option} '{missing}': the directory '{missing.parent}' does not exist")
+    with pytest.raises(ValueError, match=message):
+        minimize(objective, np.ones(3), 1.0, max_evals=60, **{option: missing})
+    with pytest.raises(ValueError, match=re.escape(f"{option} '{tmp_path}' is a directory")):
+        minimize(objective, np.ones(3), 1.0, max_evals=60, **{option: tmp_path})
+    assert objective.calls == 0
+
+    saved = tmp_path / "saved.npz"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_evals=60, checkpoint=saved)
+    with pytest.raises(ValueError, match="does not exist"):
+        resume(objective, saved, **{option: missing}, check_function=False)
+    assert objective.calls == 0
+
+
+def test_save_to_missing_directory_named(tmp_path):
+    target = tmp_path / "missing" / "es.npz"
+    with pytest.raises(
+        ValueError, match=re.escape(f"checkpoint '{target}': the directory '{target.parent}' does not exist")
+    ):
+        make().save(target)

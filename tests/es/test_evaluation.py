@@ -117,11 +117,35 @@ def test_run_continues_after_failure_as_if_none_happened():
     assert same_run(reference, continued)
 
 
+def test_failure_hint_fits_the_caller(tmp_path):
+    es = SpectralES(np.full(3, 1.0), 1.0, seed=4)
+    with pytest.raises(EvaluationError) as caught:
+        optimize(es, fails_beyond(2.0))
+    assert caught.value.message.startswith("the objective raised FloatingPointError: simulation diverged")
+    assert "error.strategy can be saved" in str(caught.value)
+
+    # minimize without a checkpoint has nothing to resume from; the hint names checkpoint=FILE.
+    with pytest.raises(EvaluationError) as caught:
+        minimize(fails_beyond(2.0), np.full(3, 1.0), 1.0, seed=4)
+    assert "no checkpoint was written; pass checkpoint=FILE" in str(caught.value)
+    assert "can be saved" not in str(caught.value)
+
+    path = tmp_path / "run.npz"
+    with pytest.raises(EvaluationError) as caught:
+        minimize(fails_beyond(2.0), np.full(3, 1.0), 1.0, seed=4, checkpoint=path)
+    assert f"the state before this population is saved in {path}" in str(caught.value)
+    assert path.exists()
+
+
 def test_non_scalar_return_named():
     with pytest.raises(ValueError, match=r"must return a scalar, got array\(\[1., 2.\]\) at x = \["):
         evaluate(lambda x: np.array([1.0, 2.0]), X)
-    with pytest.raises(ValueError, match="must return a scalar, got None"):
+    with pytest.raises(ValueError, match="must return a real number, got None"):
         evaluate(lambda x: None, X)
+    with pytest.raises(ValueError, match=r"must return a real number, got '1.0' \(type str\) at x = \["):
+        evaluate(lambda x: "1.0", X)
+    with pytest.raises(ValueError, match=r"vectorized objective must return real numbers, one per row, got \["):
+        evaluate(lambda X: ["1.0"] * len(X), X, vectorized=True)
 
 
 def test_unknown_executor_rejected():

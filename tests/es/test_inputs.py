@@ -107,3 +107,46 @@ def test_minimize_rejects_non_scalar_objective():
 def test_minimize_rejects_bad_restarts():
     with pytest.raises(ValueError, match="restarts must be an integer >= 0, got -1"):
         minimize(sphere, np.zeros(3), 1.0, restarts=-1)
+
+
+@pytest.mark.parametrize("seed", ["a", 1.5, -1, True, [1, "b"]])
+def test_bad_seed_named(seed):
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer.*got"):
+        SpectralES(np.zeros(3), 1.0, seed=seed)
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer.*got"):
+        minimize(sphere, np.zeros(3), 1.0, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, 2**40, np.int64(5), [1, 2], np.random.SeedSequence(3)])
+def test_valid_seeds_accepted(seed):
+    es = SpectralES(np.zeros(3), 1.0, seed=seed)
+    expected = seed.entropy if isinstance(seed, np.random.SeedSequence) else seed
+    assert es.seed == expected
+
+
+@pytest.mark.parametrize("values", [["a"] * 8, ["1.0"] * 8, [1.0] * 7 + [None], [1j] * 8])
+def test_tell_rejects_non_numeric_values(asked, values):
+    es, X = asked
+    with pytest.raises(ValueError, match=r"tell\(\) got objective values f that are not an array of real numbers"):
+        es.tell(X, values)
+    es.tell(X, sphere(X))  # the rejected call left the population pending
+    assert es.nit == 1
+
+
+@pytest.mark.parametrize("value", ["1.0", b"1", 1 + 0j, [[1.0], [2.0, 3.0]]])
+def test_minimize_rejects_non_numeric_objective(value):
+    with pytest.raises(ValueError, match=r"must return a real number, got .* at x = \["):
+        minimize(lambda x: value, np.zeros(3), 1.0, max_evals=100)
+
+
+def test_count_options_reported_as_integers():
+    # 3e2 arrives as a float (as from a command line); the stop reason is a count.
+    es = SpectralES(np.ones(3), 1.0, seed=0, max_evals=3e2)
+    while not es.stop():
+        X = es.ask()
+        es.tell(X, sphere(X))
+    assert es.stop() == {"max_evals": 300}
+    assert type(es.stop()["max_evals"]) is int
+    assert es.result.message == "max_evals=300"
+    result = minimize(sphere, np.ones(3), 1.0, seed=0, max_evals=3e2, restarts=1)
+    assert result.message == "max_evals=300"

@@ -111,3 +111,18 @@ def test_restarts_share_the_evaluation_budget():
     result = minimize(sphere, np.ones(4), 1.0, seed=0, tol_x=1e-3, restarts=5, max_evals=300)
     assert result.nfev < 300 + 64
     assert result.stop.get("max_evals") == 300
+
+
+def test_restart_progress_counts_all_evaluations(capsys):
+    result = minimize(sphere, np.ones(3), 1.0, seed=0, tol_x=1e-2, restarts=2, disp=1)
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if re.match(r"\s*\d+\s+\d+\s+\S+e[+-]\d+", line)]
+    evaluations = [int(row[1]) for row in rows]
+    # One line per iteration of the three runs, with the history's cumulative
+    # evaluations: the CSV log, the table and the summary agree.
+    assert evaluations == result.history["evaluations"].astype(int).tolist()
+    assert evaluations == sorted(evaluations)
+    assert evaluations[-1] == result.nfev
+    starts = [line for line in lines if line.startswith("run ")]
+    assert len(starts) == 3
+    assert starts[1].endswith(f"after {result.restarts[0]['nfev']} evaluations")
