@@ -1,10 +1,12 @@
-"""Command line: ``spectral-es minimize FUNCTION --dim N``.
+"""Command line: ``spectral-es minimize FUNCTION --dim N`` (or ``python -m spectral_es``).
 
 FUNCTION is a built-in test function (``spectral-es functions`` lists them)
 or ``module:function`` naming any importable Python function of one point.
+Modules in the current directory are found, as with ``python -m``.
 Options add bounds, integer variables, noise handling, parallel (``--workers``)
 or Dask (``--dask``) evaluation, a CSV log, a plot, checkpoints and
-``--resume``.
+``--resume``. Output paths, the plot format and the checkpoint's objective
+are checked before the first evaluation.
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spectral_es import __version__
 from spectral_es.es import ESResult, EvaluationError, minimize, resume
+from spectral_es.es.bounds import Bounds
+from spectral_es.es.checkpoint import check_writable
+from spectral_es.es.minimize import objective_name, read_plan
 from spectral_es.functions import FUNCTIONS
 
 # Built-in functions start at 3 in every coordinate: away from every optimum
@@ -30,7 +37,10 @@ DEFAULT_START = 3.0
 
 
 def load_function(spec: str) -> Callable:
-    """Return the built-in function named ``spec`` or the ``module:function`` it names."""
+    """Return the built-in function named ``spec`` or the ``module:function`` it names.
+
+    ``function`` may be a dotted qualified name such as ``Problem.evaluate``.
+    """
     if spec in FUNCTIONS:
         return FUNCTIONS[spec]
     if ":" not in spec:
@@ -39,15 +49,42 @@ def load_function(spec: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"cannot import module {module_name!r} of {spec!r}: {error}") from error
-    function = getattr(module, attribute, None)
+        raise ValueError(
+            f"cannot import module {module_name!r} of {spec!r}: {error}; run from the directory that contains "
+            "it or add that directory to PYTHONPATH"
+        ) from error
+    function: Any = module
+    for name in attribute.split("."):
+        function = getattr(function, name, None)
     if not callable(function):
         raise ValueError(f"{spec!r}: module {module_name!r} has no function {attribute!r}")
     return function
 
 
+@contextlib.contextmanager
+def current_directory_importable() -> Iterator[None]:
+    """Put the current directory first on ``sys.path`` while the command runs, as ``python -m`` does.
+
+    An installed console script starts with its own ``bin`` directory
+    there instead, so ``mymodule:f`` next to the user would not be found.
+    Python's ``-P`` option (``sys.flags.safe_path``) turns this off.
+    """
+    directory = os.getcwd()
+    if sys.flags.safe_path or directory in sys.path or "" in sys.path:
+        yield
+        return
+    sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(directory)
+
+
 def parse_x0(text: str | None, dim: int | None) -> np.ndarray:
     """Return the start point from ``--x0`` (one number or a comma list) and ``--dim``."""
+    if dim is not None and dim < 1:
+        raise ValueError(f"--dim must be >= 1, got {dim}")
     if text is None:
         if dim is None:
             raise ValueError("give --dim N (or --x0 with all coordinates)")
@@ -68,8 +105,8 @@ def parse_numbers(option: str, text: str) -> np.ndarray:
         raise ValueError(f"{option} must be a number or comma-separated numbers, got {text!r}") from error
 
 
-def parse_bounds(lower: str | None, upper: str | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Return ``(lower, upper)`` from ``--lower`` and ``--upper``; a missing side is unbounded."""
+def parse_bounds(lower: str | None, upper: str | None, n: int) -> Bounds | None:
+    """Return the bounds of ``--lower`` and ``--upper``; a missing side is unbounded."""
     if lower is None and upper is None:
         return None
     sides = []
@@ -78,7 +115,7 @@ def parse_bounds(lower: str | None, upper: str | None, n: int) -> tuple[np.ndarr
         if values.size not in (1, n):
             raise ValueError(f"{option} has {values.size} entries; give one number or {n}, one per coordinate")
         sides.append(np.broadcast_to(values, (n,)).copy())
-    return sides[0], sides[1]
+    return Bounds(sides[0], sides[1])
 
 
 def parse_indices(text: str | None) -> list[int]:
@@ -100,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("minimize", help="minimise a function and print progress and the result")
-    run.add_argument("function", help="built-in function name or module:function")
+    run.add_argument(
+        "function",
+        nargs="?",
+        help="built-in function name or module:function (a module in the current directory is found); "
+        "with --resume, default: the function stored in the checkpoint",
+    )
     run.add_argument("--dim", type=int, help="dimension n (number of variables)")
     run.add_argument(
         "--x0", help=f"start point: one number or a comma list (default {DEFAULT_START}, moved into the bounds)"
@@ -139,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = run.add_argument_group("logs, plots and checkpoints")
     output.add_argument("--log", metavar="FILE", help="write one CSV row per iteration to FILE")
-    output.add_argument("--plot", metavar="FILE", help="save the standard plots to FILE (.png, .pdf, .svg) at the end")
+    output.add_argument(
+        "--plot", metavar="FILE", help="save the standard plots to FILE (.png, .pdf, .svg, ...) at the end (matplotlib)"
+    )
     output.add_argument("--checkpoint", metavar="FILE", help="save the complete state to FILE (.npz) as the run goes")
     output.add_argument(
         "--checkpoint-every", type=int, default=10, metavar="K", help="iterations between checkpoints (default 10)"
@@ -159,7 +203,23 @@ RUN_OPTIONS = {
 
 
 def run_minimize(args: argparse.Namespace) -> int:
-    function = load_function(args.function)
+    """Run ``spectral-es minimize`` after checking every input and output; return the exit status."""
+    if args.every < 1:
+        raise ValueError(f"--every must be >= 1, got {args.every}; use --quiet for no progress lines")
+    if args.resume:
+        plan = read_plan(args.resume)
+        function = resumed_function(args.function, plan["function"], args.resume)
+        noisy = bool(plan["options"].get("noise_handling"))
+        banner = f"resuming {objective_name(function)} from {args.resume}"
+    else:
+        if args.function is None:
+            raise ValueError("give the function to minimize: a built-in name or module:function")
+        function = load_function(args.function)
+        settings = new_run_settings(args)
+        noisy = bool(args.noise)
+        banner = f"minimizing {args.function} in {settings['x0'].size} dimensions, seed {settings['seed']}"
+    check_outputs(args)
+
     io_options = {
         "vectorized": args.vectorized,
         "disp": False if args.quiet else args.every,
@@ -169,26 +229,83 @@ def run_minimize(args: argparse.Namespace) -> int:
     }
     status = StatusLine() if args.status else None
     io_options["callback"] = status
+    print(banner, flush=True)
     start = time.perf_counter()
     try:
         with open_executor(args.workers, args.dask) as executor:
             if args.resume:
-                print(f"resuming {args.function} from {args.resume}", flush=True)
                 result = resume(function, args.resume, executor=executor, **io_options)
             else:
-                result = minimize(function, executor=executor, **io_options, **new_run_settings(args))
+                result = minimize(function, executor=executor, **io_options, **settings)
     except EvaluationError as error:
         saved = args.checkpoint or args.resume
-        hint = f"; the state before it is saved in {saved}, continue with --resume {saved}" if saved else ""
-        print(f"\nerror: {error}{hint}", file=sys.stderr)
+        if saved:
+            hint = f"the state before it is saved in {saved}; fix the cause, then continue with --resume {saved}"
+        else:
+            hint = "nothing was saved; rerun with --checkpoint FILE to be able to continue after a failure"
+        print(f"\nerror: {error.message}\n{hint}", file=sys.stderr)
         return 1
     finally:
         if status is not None:
             status.close()
-    print_result(result, time.perf_counter() - start)
+    print_result(result, time.perf_counter() - start, noisy)
     if args.plot:
-        save_plot(result, args.plot, args.function)
+        save_plot(result, args.plot, objective_name(function) if args.resume else args.function)
     return 0
+
+
+def resumed_function(spec: str | None, stored: str, path: str) -> Callable:
+    """Return the objective of a resumed run: ``spec`` if it is the ``stored`` one, the stored one if omitted.
+
+    Raises:
+        ValueError: if ``spec`` names another function, whose values would
+            mix with the stored run's and overwrite its checkpoint.
+    """
+    if spec is None:
+        try:
+            return load_function(stored)
+        except ValueError as error:
+            raise ValueError(
+                f"{path} was written for the objective {stored}, which cannot be loaded ({error}); "
+                "give FUNCTION as module:function"
+            ) from error
+    function = load_function(spec)
+    if objective_name(function) != stored:
+        raise ValueError(
+            f"{path} was written for the objective {stored}, not {objective_name(function)} (from {spec!r}); "
+            f"omit FUNCTION to resume with the stored one, or pass {stored}. "
+            f"To minimize {spec} instead, start a new run without --resume"
+        )
+    return function
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check ``--log``, ``--checkpoint`` (on resume, by default the resumed file) and ``--plot`` before the run."""
+    if args.log is not None:
+        check_writable(args.log, "--log")
+    if args.checkpoint is not None:
+        check_writable(args.checkpoint, "--checkpoint")
+    elif args.resume:
+        check_writable(args.resume, "--resume (also the checkpoint of the continued run)")
+    if args.plot is not None:
+        check_plot_file(args.plot)
+
+
+def check_plot_file(filename: str) -> None:
+    """Raise ValueError unless matplotlib imports and can write ``filename`` in its format."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as error:
+        raise ValueError(f'--plot needs matplotlib ({error}); pip install "spectral-es[plot]"') from error
+    suffix = Path(filename).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise ValueError(
+            f"--plot {filename}: matplotlib cannot write the format {suffix!r}; end the file name with one of "
+            f"{', '.join('.' + name for name in sorted(formats))}"
+        )
+    check_writable(filename, "--plot")
 
 
 def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,7 +315,6 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.x0 is None and bounds is not None:
         x0 = np.clip(x0, *bounds)  # the default start, moved into the box
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
-    print(f"minimizing {args.function} in {x0.size} dimensions, seed {seed}", flush=True)
     settings = {
         "x0": x0,
         "sigma0": 1.0 if args.sigma0 is None else args.sigma0,
@@ -251,30 +367,40 @@ def open_executor(workers: int | None, dask_address: str | None) -> Iterator[Any
     yield None
 
 
-def print_result(result: ESResult, elapsed: float) -> None:
-    """Print the summary, with one line per run after restarts."""
+def print_result(result: ESResult, elapsed: float, noisy: bool = False) -> None:
+    """Print the summary, with one line per run after restarts.
+
+    With noise, ``best f`` is the luckiest draw and biased low, so the
+    summary adds a line that names the mean as the estimate.
+    """
     with np.printoptions(precision=6, suppress=False, linewidth=100, threshold=20):
         print(
             f"\nbest f      {result.fbest:.6e}\n"
             f"best x      {result.xbest}\n"
+            f"mean        {result.mean}\n"
             f"evaluations {result.nfev}\n"
             f"iterations  {result.nit}\n"
             f"stopped by  {result.message}\n"
             f"time        {elapsed:.2f} s"
         )
+    if noisy:
+        print(
+            "noise       best f and best x are the luckiest noisy draw; use the mean as the estimate "
+            "(evaluate it again if you need its value)"
+        )
     if result.restarts:
-        print(f"\n{'run':>4} {'popsize':>8} {'f best':>12} {'evals':>8}  stopped by")
+        print(f"\n{'run':>4} {'popsize':>8} {'f best':>12} {'evals':>8} {'total':>8}  stopped by")
+        total = 0
         for run in result.restarts:
+            total += run["nfev"]
             reasons = ", ".join(f"{key}={value}" for key, value in run["stop"].items())
-            print(f"{run['run']:>4} {run['popsize']:>8} {run['fbest']:>12.5e} {run['nfev']:>8}  {reasons}")
+            print(f"{run['run']:>4} {run['popsize']:>8} {run['fbest']:>12.5e} {run['nfev']:>8} {total:>8}  {reasons}")
 
 
 def save_plot(result: ESResult, filename: str, title: str) -> None:
-    """Save the standard panels of the run's history to ``filename``."""
-    try:
-        from spectral_es.plot import plot
-    except ImportError as error:  # pragma: no cover - only without matplotlib
-        raise ValueError("--plot needs matplotlib: pip install 'spectral-es[bench]'") from error
+    """Save the standard panels of the run's history to ``filename`` (checked by :func:`check_plot_file`)."""
+    from spectral_es.plot import plot
+
     plot(result, filename, title=title)
     print(f"plot        {filename}")
 
@@ -323,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.resume:
             check_resume_arguments(args)
-        return run_minimize(args)
+        with current_directory_importable():
+            return run_minimize(args)
     except ValueError as error:
         parser.error(str(error))
     except KeyboardInterrupt:
