@@ -8,20 +8,34 @@ eigendecomposition is run. The package provides
   for black-box minimisation (numpy only);
 * :mod:`spectral_es.core`: the spectral step, Cayley maps and roots, on numpy
   arrays and torch tensors;
-* :mod:`spectral_es.functions`: standard test functions.
+* :mod:`spectral_es.functions`: standard test functions;
+* :mod:`spectral_es.plot`: the standard panels of a run (needs matplotlib);
+* :mod:`spectral_es.optim`: ``SpectralKron``, a Kronecker spectral torch
+  optimizer (needs torch).
 
-torch is optional: nothing imported here needs it.
+torch and matplotlib are optional: nothing imported here needs them.
 """
 
 import logging
 
 from spectral_es import core, functions
-from spectral_es.es import ESResult, NonFiniteObjectiveWarning, SpectralES, minimize, optimize
+from spectral_es.es import (
+    Bounds,
+    ESResult,
+    EvaluationError,
+    NonFiniteObjectiveWarning,
+    SpectralES,
+    minimize,
+    optimize,
+    resume,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bounds",
     "ESResult",
+    "EvaluationError",
     "NonFiniteObjectiveWarning",
     "SpectralES",
     "__version__",
@@ -29,6 +43,7 @@ __all__ = [
     "functions",
     "minimize",
     "optimize",
+    "resume",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

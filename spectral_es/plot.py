@@ -11,7 +11,7 @@
 
 Dashed vertical lines mark restarts. matplotlib is imported only when
 :func:`plot` is called, so ``import spectral_es`` does not need it (install
-the ``bench`` extra for it).
+the ``plot`` extra for it).
 """
 
 from __future__ import annotations

@@ -186,4 +186,3 @@ def rank_change_measure(f: np.ndarray, f_again: np.ndarray, index: np.ndarray) -
             + np.percentile(np.abs(positions - own2), _LIMIT_PERCENTILE)
         )
     return float(np.mean(change - np.maximum(1.0, limits)))
-
