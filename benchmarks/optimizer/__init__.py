@@ -1,0 +1,1 @@
+"""Benchmarks of SpectralKron against AdamW, Muon, SOAP and Shampoo; results in RESULTS.md."""

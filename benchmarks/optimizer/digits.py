@@ -1,0 +1,214 @@
+"""Train an MLP and a small convnet on scikit-learn's digits with every peer optimizer.
+
+The 1,797 8x8 digit images ship inside scikit-learn, so the task runs on a
+CPU in minutes with no download. For each model and dtype (float32, or the
+whole model and its optimizer in bfloat16) every optimizer is swept over 4
+learning rates (seed 0, picked by validation loss) and the best rate is run
+with 3 seeds (seed 0 reused): 300 steps of batch 64, linear warm-up for 30 steps then cosine
+decay to 0, no weight decay. The script records train loss, test loss and
+accuracy and wall time, writes ``digits.json`` and the loss plots, and
+``report.py`` turns the records into RESULTS.md.
+
+Run from the repository root (needs ``pip install scikit-learn pytorch-optimizer``):
+
+    python -m benchmarks.optimizer.digits          # 2 rates, 1 seed: a few minutes
+    python -m benchmarks.optimizer.digits --full   # the protocol above, for RESULTS.md
+
+The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
+SpectralKron on the convnet; the quick one writes ``results/quick/`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.nn import functional
+
+from benchmarks.optimizer import report
+from benchmarks.optimizer.peers import PEERS, VARIANTS, environment, make_optimizer
+
+HERE = Path(__file__).resolve().parent
+LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
+QUICK_LEARNING_RATES = (3e-3, 1e-2)
+WARMUP = 30
+
+
+class MatrixConv2d(torch.nn.Module):
+    """A 3x3 convolution whose kernel is stored as an (out, in * 9) matrix.
+
+    The same function as ``torch.nn.Conv2d``; only Muon, which accepts 2-D
+    weights alone, gets this form of the convnet.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        super().__init__()
+        self.shape = conv.weight.shape
+        self.weight = torch.nn.Parameter(conv.weight.detach().reshape(self.shape[0], -1).clone())
+        self.bias = torch.nn.Parameter(conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.conv2d(x, self.weight.view(self.shape), self.bias, padding=1)
+
+
+def build_model(kind: str, seed: int, conv_as_matrix: bool = False) -> torch.nn.Module:
+    """Return the MLP (64-128-128-10) or convnet (16 and 32 channels, 512-64-10 head)."""
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        return torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(64, 128),
+            torch.nn.ReLU(),
+            torch.nn.Linear(128, 128),
+            torch.nn.ReLU(),
+            torch.nn.Linear(128, 10),
+        )
+    convs = [torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.Conv2d(16, 32, 3, padding=1)]
+    if conv_as_matrix:
+        convs = [MatrixConv2d(conv) for conv in convs]
+    return torch.nn.Sequential(
+        convs[0],
+        torch.nn.ReLU(),
+        convs[1],
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32 * 4 * 4, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+    )
+
+
+def load_data() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Split the digits into train (1,077), validation (270) and test (450) images."""
+    digits = load_digits()
+    X = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(digits.target)
+    index = np.arange(len(y))
+    rest, test = train_test_split(index, test_size=450, random_state=0, stratify=digits.target)
+    train, val = train_test_split(rest, test_size=270, random_state=0, stratify=digits.target[rest])
+    return {name: (X[i], y[i]) for name, i in (("train", train), ("val", val), ("test", test))}
+
+
+def learning_rate_factor(step: int, steps: int) -> float:
+    """Linear warm-up over ``WARMUP`` steps, then cosine decay to 0 at ``steps``."""
+    if step < WARMUP:
+        return (step + 1) / WARMUP
+    return 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / (steps - WARMUP)))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
+    """Return (mean cross-entropy, accuracy) of the model on (X, y)."""
+    logits = model(X.to(dtype)).float()
+    return functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def train(kind: str, name: str, lr: float, seed: int, dtype: torch.dtype, data: dict, steps: int) -> dict:
+    """Train one model; return its losses, accuracy, wall time and loss curve."""
+    model = build_model(kind, seed, conv_as_matrix=(name == "Muon")).to(dtype)
+    X, y = data["train"]
+    X = X.to(dtype)
+    generator = torch.Generator().manual_seed(seed)
+    record = {"optimizer": name, "lr": lr, "seed": seed, "curve": [], "test_curve": []}
+    start = time.perf_counter()
+    try:
+        optimizer = make_optimizer(name, model.parameters(), lr)
+        base = [group["lr"] for group in optimizer.param_groups]
+        for step in range(steps):
+            batch = torch.randint(len(y), (64,), generator=generator)
+            loss = functional.cross_entropy(model(X[batch]).float(), y[batch])
+            if not torch.isfinite(loss):
+                record["failure"] = f"loss became {loss.item()} at step {step}"
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            for group, group_lr in zip(optimizer.param_groups, base, strict=True):
+                group["lr"] = group_lr * learning_rate_factor(step, steps)
+            optimizer.step()
+            record["curve"].append(loss.item())
+            if (step + 1) % 25 == 0:
+                record["test_curve"].append((step + 1, evaluate(model, *data["test"], dtype)[0]))
+    except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
+        record["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    record["seconds"] = time.perf_counter() - start
+    record["train_loss"], _ = evaluate(model, *data["train"], dtype)
+    record["val_loss"], _ = evaluate(model, *data["val"], dtype)
+    record["test_loss"], record["test_accuracy"] = evaluate(model, *data["test"], dtype)
+    return record
+
+
+def run_case(
+    kind: str, dtype_name: str, names: list[str], data: dict, steps: int, learning_rates: tuple, seeds: int
+) -> dict:
+    """Sweep learning rates (seed 0) and rerun the best one on more seeds."""
+    dtype = getattr(torch, dtype_name)
+    results = {}
+    for name in names:
+        sweep = [train(kind, name, lr, 0, dtype, data, steps) for lr in learning_rates]
+        usable = [r for r in sweep if "failure" not in r and math.isfinite(r["val_loss"])]
+        best = min(usable, key=lambda r: r["val_loss"]) if usable else sweep[0]
+        runs = [best] + [train(kind, name, best["lr"], seed, dtype, data, steps) for seed in range(1, seeds)]
+        results[name] = {"sweep": [_summary(r) for r in sweep], "runs": runs}
+        print(f"{kind:8s}{dtype_name:10s}{name:14s}lr {best['lr']:.0e}  " + _line(runs), flush=True)
+    return results
+
+
+def _summary(record: dict) -> dict:
+    keys = ("lr", "val_loss", "test_loss", "test_accuracy", "seconds", "failure")
+    return {key: record[key] for key in keys if key in record}
+
+
+def _line(runs: list[dict]) -> str:
+    failures = [r["failure"] for r in runs if "failure" in r]
+    if failures:
+        return f"failed: {failures[0]}"
+    test = [r["test_loss"] for r in runs]
+    accuracy = [100 * r["test_accuracy"] for r in runs]
+    return f"test loss {min(test):.4f}-{max(test):.4f}  accuracy {min(accuracy):.1f}-{max(accuracy):.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="4 learning rates and 3 seeds; writes RESULTS.md")
+    parser.add_argument("--models", nargs="+", default=["mlp", "convnet"], choices=["mlp", "convnet"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    choices = [*PEERS, *VARIANTS]
+    parser.add_argument("--optimizers", nargs="+", default=[*PEERS, "SpectralKron T=10"], choices=choices)
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    parser.add_argument("--out", type=Path, help="folder for digits.json (default results/, quick: results/quick/)")
+    args = parser.parse_args()
+    learning_rates = LEARNING_RATES if args.full else QUICK_LEARNING_RATES
+    seeds = 3 if args.full else 1
+    out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    warnings.simplefilter("ignore", UserWarning)
+    data = load_data()
+    results = {
+        "environment": environment("benchmarks.optimizer.digits"),
+        "steps": args.steps,
+        "learning_rates": LEARNING_RATES,
+        "cases": {},
+    }
+    for kind in args.models:
+        for dtype_name in args.dtypes:
+            case = run_case(kind, dtype_name, args.optimizers, data, args.steps, learning_rates, seeds)
+            results["cases"][f"{kind}/{dtype_name}"] = case
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "digits.json").write_text(json.dumps(results, indent=1))
+    if out == report.RESULTS:
+        report.main()
+
+
+if __name__ == "__main__":
+    main()

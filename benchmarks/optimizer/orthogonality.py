@@ -1,0 +1,83 @@
+"""Measure how far bfloat16 eigenbases drift from orthogonal over long runs.
+
+SpectralKron keeps ``B_C`` and ``B_K`` in bfloat16 and rotates them with the
+truncated Cayley map; rounding then moves ``B^T B`` away from ``I`` a little
+at every refresh. This script runs 1,000 refreshes of one bfloat16 weight
+(n x n, gradients with a fixed Kronecker-structured covariance, so the bases
+keep turning) with a Björck step every 10 refreshes (the default) and with
+none, and records the defect ``||B^T B - I||_F`` next to the floor: the
+defect of an exactly orthogonal matrix rounded to bfloat16.
+
+    python -m benchmarks.optimizer.orthogonality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks.optimizer import report
+from benchmarks.optimizer.peers import environment
+from spectral_es.core import orthogonality_defect
+from spectral_es.optim import SpectralKron
+
+HERE = Path(__file__).resolve().parent
+
+
+def rounding_floor(n: int, samples: int = 5) -> float:
+    """Median defect of a random orthogonal n x n matrix rounded to bfloat16."""
+    generator = torch.Generator().manual_seed(1)
+    defects = []
+    for _ in range(samples):
+        Q = torch.linalg.qr(torch.randn(n, n, generator=generator))[0]
+        defects.append(orthogonality_defect(Q.to(torch.bfloat16).float()))
+    return statistics.median(defects)
+
+
+def drift(n: int, refreshes: int, orthogonalize_every: int) -> list[tuple[int, float]]:
+    """Return (refresh, defect of B_C) pairs every 50 refreshes of a bfloat16 weight."""
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
+    right = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
+    weight = torch.nn.Parameter(torch.zeros(n, n, dtype=torch.bfloat16))
+    optimizer = SpectralKron([weight], precondition_frequency=1, orthogonalize_every=orthogonalize_every)
+    record = []
+    for refresh in range(1, refreshes + 1):
+        weight.grad = (left @ torch.randn(n, n, generator=generator) @ right).to(torch.bfloat16)
+        optimizer.step()
+        if refresh % 50 == 0:
+            record.append((refresh, orthogonality_defect(optimizer.state[weight]["B_C"].float())))
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--refreshes", type=int, default=1000, help="refreshes per run (default 1000)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="matrix sizes n (default 64 256)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for orthogonality.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    warnings.simplefilter("ignore", UserWarning)
+    runs = []
+    for n in args.sizes:
+        floor = rounding_floor(n)
+        for every in (10, 0):
+            record = drift(n, args.refreshes, every)
+            runs.append({"n": n, "orthogonalize_every": every, "floor": floor, "defects": record})
+            print(f"n {n:4d}  Björck every {every:2d}: defect {record[-1][1]:.3g} (floor {floor:.3g})", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"environment": environment("benchmarks.optimizer.orthogonality"), "runs": runs}
+    (args.out / "orthogonality.json").write_text(json.dumps(results, indent=1))
+    if args.out == report.RESULTS:
+        report.main()
+
+
+if __name__ == "__main__":
+    main()

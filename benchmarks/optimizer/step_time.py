@@ -1,0 +1,108 @@
+"""Time one optimizer step on a single large weight, for every peer optimizer.
+
+For each shape (1024 x 1024 and 4096 x 1024) and dtype (float32, bfloat16;
+parameters and optimizer state alike) every optimizer takes one untimed
+step (state creation, first decompositions) and then ``--steps`` timed steps
+on fresh random gradients. The median, the worst step and the mean are
+reported as ratios to AdamW's median in the same run. The mean is the cost
+amortised over whole refresh periods, because 20 steps are 2 periods of SOAP
+and Shampoo and 10 of SpectralKron. The state size is given in bytes per
+weight element. One torch
+thread, denormals flushed (they slowed some runs 4-100x).
+
+Variants of SpectralKron (see ``peers.VARIANTS``): the default (each factor
+refreshed every 2 steps, sides longer than 2048 diagonal), ``T=10`` (every
+10 steps, precond_lr 0.3), ``rms graft`` (graft="rms": no Adam second
+moment), ``bf16 state`` (float32 weights, bfloat16
+momentum and eigenbases) and ``full`` (a full 4096 x 4096 factor).
+
+Run from the repository root (needs ``pip install pytorch-optimizer``):
+
+    python -m benchmarks.optimizer.step_time          # 10 steps, main variants: a few minutes
+    python -m benchmarks.optimizer.step_time --full   # 20 steps, every variant, for RESULTS.md
+
+The full run takes about 10 minutes on 2 busy cores, most of it in SOAP and
+the full 4096 x 4096 factor; the quick one writes ``results/quick/`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks.optimizer import report
+from benchmarks.optimizer.peers import PEERS, environment, make_optimizer, state_bytes
+
+HERE = Path(__file__).resolve().parent
+SHAPES = ((1024, 1024), (4096, 1024))
+
+
+def time_steps(name: str, shape: tuple[int, int], dtype: torch.dtype, steps: int) -> dict:
+    """Return step times (seconds) and state size of optimizer ``name`` on one weight."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(shape, generator=generator).to(dtype) * 0.02)
+    gradients = [torch.randn(shape, generator=generator).to(dtype) * 1e-3 for _ in range(steps + 1)]
+    optimizer = make_optimizer(name, [weight], 1e-3)
+    times = []
+    try:
+        for gradient in gradients:
+            weight.grad = gradient
+            start = time.perf_counter()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
+        return {"failure": f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"}
+    times = times[1:]
+    return {
+        "median": statistics.median(times),
+        "worst": max(times),
+        "mean": statistics.fmean(times),
+        "bytes_per_element": state_bytes(optimizer) / weight.numel(),
+        "finite": bool(torch.isfinite(weight).all()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="20 steps and every variant; writes RESULTS.md")
+    parser.add_argument("--steps", type=int, help="timed steps per optimizer (default 10, full: 20)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--out", type=Path, help="folder for step_time.json (default results/, quick: results/quick/)")
+    args = parser.parse_args()
+    steps = args.steps or (20 if args.full else 10)
+    out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    warnings.simplefilter("ignore", UserWarning)
+    rows = []
+    for shape in SHAPES:
+        for dtype_name in args.dtypes:
+            dtype = getattr(torch, dtype_name)
+            names = [*PEERS, "SpectralKron T=10"]
+            if args.full:
+                names.append("SpectralKron rms graft")
+            if args.full and dtype == torch.float32:
+                names.append("SpectralKron bf16 state")
+            if args.full and max(shape) > 2048:
+                names.append("SpectralKron full")
+            for name in names:
+                row = {"shape": list(shape), "dtype": dtype_name, "optimizer": name}
+                row.update(time_steps(name, shape, dtype, steps))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"environment": environment("benchmarks.optimizer.step_time"), "steps": steps, "rows": rows}
+    (out / "step_time.json").write_text(json.dumps(results, indent=1))
+    if out == report.RESULTS:
+        report.main()
+
+
+if __name__ == "__main__":
+    main()
