@@ -1,7 +1,8 @@
 """Time per generation of ask + tell against the dimension, as ratios to pycma.
 
 For each dimension ``n`` every method is built once on the sphere and
-warmed up for two generations; then blocks of generations are timed in turn,
+warmed up for two generations; then blocks of generations, each lasting at
+least ``min_block_seconds`` (0.2 s by default), are timed in turn,
 method after method, ``repeats`` times, so that all methods share the load of
 the machine at the time. A block's time is the sum of the ``ask`` and
 ``tell`` calls only (the objective is excluded) divided by its generations,
@@ -112,16 +113,27 @@ def time_generations(stepper: _Stepper, generations: int) -> float:
 
 
 def time_methods(
-    dims: Sequence[int], methods: Sequence[str], *, repeats: int = 3, min_generations: int = 3, seed: int = 1
+    dims: Sequence[int],
+    methods: Sequence[str],
+    *,
+    repeats: int = 3,
+    min_generations: int = 3,
+    min_block_seconds: float = 0.2,
+    seed: int = 1,
 ) -> list[TimingRow]:
     """Time ``methods`` in each dimension of ``dims``; see the module docstring."""
     rows = []
     for n in dims:
         x0 = np.random.default_rng(seed).uniform(-3, 3, n)
         steppers = {name: TIMED_METHODS[name](x0, seed) for name in methods}
-        generations = {name: max(min_generations, 2 * stepper.period) for name, stepper in steppers.items()}
-        for stepper in steppers.values():
-            time_generations(stepper, 2)
+        generations = {}
+        for name, stepper in steppers.items():
+            # The warm-up estimates the time per generation, so that a block
+            # lasts at least min_block_seconds and the scheduler's noise
+            # averages out at small n.
+            warm_up = time_generations(stepper, 2)
+            enough = math.ceil(min_block_seconds / max(warm_up, 1e-9))
+            generations[name] = max(min_generations, 2 * stepper.period, min(enough, 2000))
         samples: dict[str, list[float]] = {name: [] for name in methods}
         for _ in range(repeats):
             for name, stepper in steppers.items():
