@@ -3,7 +3,7 @@
 For each shape (1024 x 1024 and 4096 x 1024) and dtype (float32, bfloat16;
 parameters and optimizer state alike) every optimizer takes one untimed
 step (state creation, first decompositions) and then ``--steps`` timed steps
-on fresh random gradients. The median, the worst step and the mean are
+on fresh random gradients, the optimizers taking their steps in turn. The median, the worst step and the mean are
 reported as ratios to AdamW's median in the same run. The mean is the cost
 amortised over whole refresh periods, because 20 steps are 2 periods of SOAP
 and Shampoo and 10 of SpectralKron. The state size is given in bytes per
@@ -43,28 +43,45 @@ HERE = Path(__file__).resolve().parent
 SHAPES = ((1024, 1024), (4096, 1024))
 
 
-def time_steps(name: str, shape: tuple[int, int], dtype: torch.dtype, steps: int) -> dict:
-    """Return step times (seconds) and state size of optimizer ``name`` on one weight."""
+def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, steps: int) -> dict[str, dict]:
+    """Return step times (seconds) and state size per optimizer, each on its own copy of one weight.
+
+    The optimizers take their steps in turn (step 1 of each, then step 2 of
+    each, ...) on the same gradients, so a change of machine load during the
+    run slows them alike and the ratios within a table stay comparable.
+    """
     generator = torch.Generator().manual_seed(0)
-    weight = torch.nn.Parameter(torch.randn(shape, generator=generator).to(dtype) * 0.02)
+    start_weight = torch.randn(shape, generator=generator).to(dtype) * 0.02
     gradients = [torch.randn(shape, generator=generator).to(dtype) * 1e-3 for _ in range(steps + 1)]
-    optimizer = make_optimizer(name, [weight], 1e-3)
-    times = []
-    try:
-        for gradient in gradients:
-            weight.grad = gradient
-            start = time.perf_counter()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-    except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
-        return {"failure": f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"}
-    times = times[1:]
+    runs = {}
+    for name in names:
+        weight = torch.nn.Parameter(start_weight.clone())
+        runs[name] = {"weight": weight, "optimizer": make_optimizer(name, [weight], 1e-3), "times": []}
+    for gradient in gradients:
+        for run in runs.values():
+            if "failure" in run:
+                continue
+            run["weight"].grad = gradient
+            try:
+                start = time.perf_counter()
+                run["optimizer"].step()
+                run["times"].append(time.perf_counter() - start)
+            except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
+                run["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
+    return {name: _summary(run) for name, run in runs.items()}
+
+
+def _summary(run: dict) -> dict:
+    """Median, worst and mean of the timed steps (the first, untimed step dropped)."""
+    if "failure" in run:
+        return {"failure": run["failure"]}
+    times = run["times"][1:]
     return {
         "median": statistics.median(times),
         "worst": max(times),
         "mean": statistics.fmean(times),
-        "bytes_per_element": state_bytes(optimizer) / weight.numel(),
-        "finite": bool(torch.isfinite(weight).all()),
+        "bytes_per_element": state_bytes(run["optimizer"]) / run["weight"].numel(),
+        "finite": bool(torch.isfinite(run["weight"]).all()),
     }
 
 
@@ -92,9 +109,8 @@ def main() -> None:
                 names.append("SpectralKron bf16 state")
             if args.full and max(shape) > 2048:
                 names.append("SpectralKron full")
-            for name in names:
-                row = {"shape": list(shape), "dtype": dtype_name, "optimizer": name}
-                row.update(time_steps(name, shape, dtype, steps))
+            for name, summary in time_steps(names, shape, dtype, steps).items():
+                row = {"shape": list(shape), "dtype": dtype_name, "optimizer": name, **summary}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     out.mkdir(parents=True, exist_ok=True)
