@@ -184,7 +184,8 @@ def load_results(paths: Sequence[Path]) -> tuple[Config, list[RunRecord], list[T
 
     The records and timing rows of all files are concatenated. The config
     is the first file's, with the functions, dimensions and methods of all
-    files, and the header lists every file's command.
+    files, and the header lists every file's command and every distinct
+    set of versions.
     """
     configs, records, timing_rows, headers = [], [], [], []
     for path in paths:
@@ -199,6 +200,7 @@ def load_results(paths: Sequence[Path]) -> tuple[Config, list[RunRecord], list[T
     header = dict(headers[0])
     header["command"] = "`, then `".join(h["command"] for h in headers)
     header["seconds"] = sum(h["seconds"] for h in headers)
+    header["versions"] = "; ".join(dict.fromkeys(h["versions"] for h in headers))
     return config, records, timing_rows, header
 
 
