@@ -30,11 +30,10 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def environment_lines(record: dict, title: str) -> list[str]:
+def environment_lines(record: dict) -> list[str]:
+    """Return the command, machine, date and versions of a record as a bullet list."""
     env = record["environment"]
     return [
-        f"### {title}",
-        "",
         f"- Command: `{env['command']}`",
         f"- Machine: {env['cpu']}",
         f"- Date: {env['date']}",
@@ -45,11 +44,12 @@ def environment_lines(record: dict, title: str) -> list[str]:
 
 def step_time_section(record: dict) -> list[str]:
     """Tabulate step time per shape and dtype, with ratios to AdamW's median."""
-    lines = environment_lines(record, "Step time")
+    lines = environment_lines(record)
     lines += [
-        f"One weight, {record['steps']} timed steps after one untimed step; fresh random gradients. ",
-        "`mean` is the total over the timed steps divided by their number: the cost amortised over ",
-        "whole refresh periods. Ratios are to AdamW's median in the same run.",
+        f"One weight per optimizer and {record['steps']} timed steps after one untimed step; the ",
+        "optimizers take their steps in turn on the same fresh random gradients. `mean` is the total ",
+        "over the timed steps divided by their number, the cost amortised over whole refresh periods. ",
+        "Ratios are to AdamW's median in the same run.",
         "",
     ]
     groups: dict[tuple, list[dict]] = {}
@@ -89,7 +89,7 @@ def _spread(values: list[float], scale: float = 1.0, digits: int = 4) -> str:
 
 def digits_section(record: dict) -> list[str]:
     """Tabulate losses, accuracy and time at each optimizer's best rate, per model and dtype."""
-    lines = environment_lines(record, "Digits training")
+    lines = environment_lines(record)
     lines += [
         f"{record['steps']} steps of batch 64; learning rate swept over {_rates(record['learning_rates'])} ",
         "on seed 0 and picked by validation loss; the best rate is then run on 3 seeds. Values are ",
@@ -231,7 +231,7 @@ def _ratio(value: float, reference: float | None, limit: float) -> str:
 
 def orthogonality_section(record: dict) -> list[str]:
     """Tabulate the defect of bfloat16 eigenbases after long runs, with and without Björck steps."""
-    lines = environment_lines(record, "Orthogonality of bfloat16 eigenbases")
+    lines = environment_lines(record)
     lines += [
         "One bfloat16 weight, refreshed every step with the truncated Cayley map (generator norm capped ",
         "at 0.25). Defect is `||B^T B - I||_F` of the row factor; the floor is the defect of an exactly ",
