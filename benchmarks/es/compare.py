@@ -276,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     if args.from_json is not None:
         config, records, timing_rows, header = load_results(args.from_json)
+        arguments = sys.argv[1:] if argv is None else argv
+        redraw = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in arguments)
+        header["command"] += f"`; page drawn by `{redraw}"
         write_page(config, records, timing_rows, header, args.output)
         print(f"wrote {args.output / 'RESULTS.md'} from {', '.join(map(str, args.from_json))}")
         return

@@ -129,7 +129,8 @@ def plot_convergence(
         axis.axhline(f_target, color="grey", linewidth=0.8, linestyle=":")
         axis.set(xscale="log", yscale="log", title=f"{function}, n = {n}", xlabel="evaluations")
     axes[0][0].set_ylabel("best f (median, 25-75 %)")
-    axes[0][-1].legend(fontsize="small")
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
