@@ -158,7 +158,7 @@ def run_case(
         best = min(usable, key=lambda r: r["val_loss"]) if usable else sweep[0]
         runs = [best] + [train(kind, name, best["lr"], seed, dtype, data, steps) for seed in range(1, seeds)]
         results[name] = {"sweep": [_summary(r) for r in sweep], "runs": runs}
-        print(f"{kind:8s}{dtype_name:10s}{name:14s}lr {best['lr']:.0e}  " + _line(runs), flush=True)
+        print(f"{kind:8s}{dtype_name:10s}{name:24s}lr {best['lr']:.0e}  " + _line(runs), flush=True)
     return results
 
 

@@ -21,7 +21,7 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def make_model(seed: int = 0, dtype=None) -> torch.nn.Module:
+def make_model(seed: int = 0, dtype=None):
     """A conv layer, a linear layer and their biases: every routing path."""
     torch.manual_seed(seed)
     model = torch.nn.Sequential(
@@ -33,7 +33,8 @@ def make_model(seed: int = 0, dtype=None) -> torch.nn.Module:
     return model.to(dtype) if dtype is not None else model
 
 
-def batch(seed: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(seed: int, dtype=None) -> tuple:
+    dtype = dtype or torch.float32
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(16, 1, 6, 6, generator=generator, dtype=dtype), torch.randint(6, (16,), generator=generator)
 
