@@ -9,7 +9,7 @@ decay to 0, no weight decay. The script records train loss, test loss and
 accuracy and wall time, writes ``digits.json`` and the loss plots, and
 ``report.py`` turns the records into RESULTS.md.
 
-Run from the repository root (needs ``pip install scikit-learn pytorch-optimizer``):
+Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
     python -m benchmarks.optimizer.digits          # 2 rates, 1 seed: a few minutes
     python -m benchmarks.optimizer.digits --full   # the protocol above, for RESULTS.md

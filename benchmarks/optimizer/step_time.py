@@ -16,7 +16,7 @@ refreshed every 2 steps, sides longer than 2048 diagonal), ``T=10`` (every
 moment), ``bf16 state`` (float32 weights, bfloat16
 momentum and eigenbases) and ``full`` (a full 4096 x 4096 factor).
 
-Run from the repository root (needs ``pip install pytorch-optimizer``):
+Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
     python -m benchmarks.optimizer.step_time          # 10 steps, main variants: a few minutes
     python -m benchmarks.optimizer.step_time --full   # 20 steps, every variant, for RESULTS.md
