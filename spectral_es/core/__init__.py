@@ -6,6 +6,10 @@ elementwise powers of ``d`` and no eigendecomposition is ever run. Every
 function here accepts numpy arrays or torch tensors and returns results of
 the same type, dtype and device.
 
+:mod:`spectral_es.core.kron` applies the same step to each factor of a
+Kronecker product ``alpha (S_C kron S_K)``, the preconditioner of a weight
+matrix.
+
 Symbols: ``d`` eigenvalues (n,), ``B`` eigenbasis (n, n), ``Q = B^T H B``
 curvature in the eigenbasis, ``beta`` step size, ``gamma`` 0 (accumulate) or
 1 (moving average), ``N`` skew-symmetric Cayley generator.
@@ -20,6 +24,14 @@ from spectral_es.core.cayley import (
     rotate,
     skew,
 )
+from spectral_es.core.kron import (
+    kron_curvature,
+    kron_factor_step,
+    kron_precondition,
+    kron_rotate,
+    kron_step,
+    kron_unrotate,
+)
 from spectral_es.core.roots import apply_inverse_root, apply_power, matrix_power
 from spectral_es.core.step import eigenvalue_step, rotation_generator, spectral_step
 
@@ -31,6 +43,12 @@ __all__ = [
     "cayley_exact",
     "cayley_truncated",
     "eigenvalue_step",
+    "kron_curvature",
+    "kron_factor_step",
+    "kron_precondition",
+    "kron_rotate",
+    "kron_step",
+    "kron_unrotate",
     "matrix_power",
     "orthogonality_defect",
     "rotate",
