@@ -52,7 +52,7 @@ from typing import Any
 
 from spectral_es.core._backend import is_torch, namespace
 from spectral_es.core.cayley import rotate
-from spectral_es.core.step import eigenvalue_step, rotation_generator
+from spectral_es.core.step import cap_frobenius_norm, eigenvalue_step, rotation_generator
 
 __all__ = [
     "kron_curvature",
@@ -194,8 +194,7 @@ def kron_factor_step(
     # Eigenbasis: the Cayley rotation, generator from the current d.
     N = rotation_generator(d, Q, beta, gamma)
     if max_generator_norm is not None:
-        norm = xp.sqrt(xp.sum(N * N))
-        N = N * xp.clip(max_generator_norm / xp.clip(norm, 1e-30, None), None, 1.0)
+        N = cap_frobenius_norm(N, max_generator_norm)
     return d_new, rotate(B, _astype(N, B), method=method), rate
 
 

@@ -51,6 +51,7 @@ from spectral_es.core._backend import namespace
 from spectral_es.core.cayley import rotate
 
 __all__ = [
+    "cap_frobenius_norm",
     "eigenvalue_step",
     "rotation_generator",
     "spectral_step",
@@ -147,10 +148,18 @@ def spectral_step(
     if max_generator_norm is None and method == "truncated":
         max_generator_norm = 0.25
     if max_generator_norm is not None:
-        norm = float((N * N).sum()) ** 0.5
-        if norm > max_generator_norm:
-            N = N * (max_generator_norm / norm)
+        N = cap_frobenius_norm(N, max_generator_norm)
     return d_new, rotate(B, N, method=method)
+
+
+def cap_frobenius_norm(N: Any, max_norm: float) -> Any:
+    """Return ``N`` scaled down to Frobenius norm ``max_norm`` if it is longer.
+
+    Array operations only, so a GPU tensor needs no host synchronisation.
+    """
+    xp = namespace(N)
+    norm = xp.sqrt(xp.sum(N * N))
+    return N * xp.clip(max_norm / xp.clip(norm, 1e-30, None), None, 1.0)
 
 
 # Used by docstrings and tests: the bound on any single generator entry.
