@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from spectral_es.core import eigenvalue_step, rotate, rotation_generator
+from spectral_es.core import bjorck_orthogonalize, eigenvalue_step, rotate, rotation_generator
+from spectral_es.core.step import cap_frobenius_norm
 from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Domain, integer_min_std
 from spectral_es.es.history import History
@@ -51,6 +52,10 @@ from spectral_es.es.result import ESResult, NonFiniteObjectiveWarning
 from spectral_es.es.stopping import check_stop
 
 __all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
+
+# Cap on the Cayley generator for the truncated map: its orthogonality
+# defect is about 2 * 0.25^8 = 3e-5 before the Björck step.
+TRUNCATED_GENERATOR_NORM = 0.25
 
 
 class SpectralES:
@@ -334,13 +339,13 @@ class SpectralES:
 
         # Step size: cumulative (CMA) or natural gradient of log sigma (xNES).
         if p.c_sigma > 0:
-            new_sigma = self.sigma * math.exp(p.c_sigma / p.d_sigma * (np.linalg.norm(p_sigma) / p.chi_n - 1))
+            new_sigma = self.sigma * _exp(p.c_sigma / p.d_sigma * (np.linalg.norm(p_sigma) / p.chi_n - 1))
             trace_shift = 0.0
         else:
             # xNES: the trace of the utility-weighted G moves log sigma, and
             # the shape keeps only the trace-free part of G.
             excess = (z**2).sum(axis=1) - p.n
-            new_sigma = self.sigma * math.exp(0.5 * p.eta_sigma * (mean_weights @ excess) / p.n)
+            new_sigma = self.sigma * _exp(0.5 * p.eta_sigma * (mean_weights @ excess) / p.n)
             trace_shift = (shape_weights @ excess) / p.n
 
         # Shape: the precision curvature in the eigenbasis is
@@ -351,10 +356,12 @@ class SpectralES:
             new_d = eigenvalue_step(self.d, -self.d * g_diag, 1.0)
             new_B, pending = None, None
         else:
-            G = (z_shape.T * shape_weights) @ z_shape + p.c1 * np.outer(p_tilde, p_tilde)
-            G[np.diag_indices_from(G)] -= identity_weight + trace_shift
+            # Q = -sum_k w_k y_k y_k^T - c1 y_p y_p^T + (identity weight) D with
+            # y = D^{1/2} z: one product, with the path as an extra weighted row.
             sqrt_d = np.sqrt(self.d)
-            Q = -(sqrt_d[:, None] * G * sqrt_d[None, :])
+            rows = np.vstack([z_shape, p_tilde]) * sqrt_d
+            Q = -((rows.T * np.append(shape_weights, p.c1)) @ rows)
+            Q[np.diag_indices_from(Q)] += (identity_weight + trace_shift) * self.d
             new_d = eigenvalue_step(self.d, np.diag(Q), 1.0)
             new_B, pending = self._rotate(new_d, Q)
 
@@ -378,7 +385,13 @@ class SpectralES:
         if self.nit % self.rotation_interval:
             return self.B, pending
         N = rotation_generator(new_d, pending, 1.0)
-        return rotate(self.B, N, method=self.cayley), None
+        if self.cayley == "exact":
+            return rotate(self.B, N), None
+        # The truncated series needs a short generator: cap it (the rest of
+        # the rotation is lost, a shorter step in the same direction) and
+        # remove the truncation's orthogonality drift with one Björck step.
+        N = cap_frobenius_norm(N, TRUNCATED_GENERATOR_NORM)
+        return bjorck_orthogonalize(rotate(self.B, N, method="truncated")), None
 
     # ------------------------------------------------------------------ stop
 
@@ -610,3 +623,11 @@ def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
             result[start:end] = weights[start:end].mean()
             start = end
     return result
+
+
+def _exp(x: float) -> float:
+    """Return ``math.exp(x)``, or infinity where it overflows (the commit check then stops the run)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
