@@ -98,7 +98,7 @@ def bjorck_orthogonalize(B: Any) -> Any:
 
     Computes ``B (3I - B^T B) / 2``, one Newton-Schulz iteration for the
     orthogonal polar factor. A defect ``e = ‖B^T B - I‖`` becomes about
-    ``(3/4) e^2``, so one step every few updates holds a low-precision ``B``
+    ``(3/4) e^2``, so one step every few updates keeps a low-precision ``B``
     at its rounding floor. Matrix products only.
     """
     eye = eye_like(B.shape[1], B)

@@ -32,9 +32,9 @@ entries). The Cayley generator of a rotation by ``theta`` is ``tan(theta/2)``,
 so every generator entry is at most ``tan(pi/8) ≈ 0.414`` in magnitude.
 
 NOTE: where many entries of ``d`` are equal, as at an isotropic start
-``S = c I``, no single rotation can carry the off-diagonal curvature: the
+``S = c I``, no single rotation can carry the off-diagonal curvature. The
 exact new eigenvectors inside the degenerate block are eigenvectors of that
-block of ``H``, which only an eigensolver finds. There the step keeps the
+block of ``H``, and only an eigensolver finds them. There the step keeps the
 diagonal of ``H`` and only part of its off-diagonal (at n = 100 and
 ``S = I``, one step changes ``S`` by about 2.5% of the default update's
 change, against 1.3% without any rotation), and the scheme lags the default

@@ -27,7 +27,7 @@ class ESResult:
         mean: Current mean of the search distribution, shape (n,), mapped
             into the bounds and rounded in the integer variables like a sample.
         sigma: Current global step size.
-        nfev: Number of objective evaluations told so far.
+        nfev: Number of objective evaluations passed to ``tell`` so far.
         nit: Number of completed iterations (generations).
         stop: Triggered termination criteria, ``{name: threshold or value}``;
             empty while the run continues.

@@ -1,6 +1,6 @@
 """Termination criteria of SpectralES.
 
-:func:`check_stop` adds every criterion that holds to the strategy's stop
+:func:`check_stop` adds every criterion that is met to the strategy's stop
 dictionary, keyed by the option that sets its threshold; the strategy calls
 it once per iteration.
 """
@@ -16,7 +16,7 @@ __all__ = ["all_std_below", "check_stop"]
 
 
 def check_stop(es: Any) -> None:
-    """Add the termination criteria that hold for ``es`` to its stop dictionary."""
+    """Add the termination criteria that ``es`` meets to its stop dictionary."""
     options, stop = es.options, es._stop
     if es.nfev >= options["max_evals"]:
         stop["max_evals"] = options["max_evals"]
@@ -43,7 +43,7 @@ def check_stop(es: Any) -> None:
 
 
 def all_std_below(es: Any, threshold: float) -> bool:
-    """Whether every coordinate standard deviation is below ``threshold``.
+    """Return whether every coordinate standard deviation is below ``threshold``.
 
     Each variance ``sigma^2 sum_k B_ik^2 / d_k`` lies between
     ``sigma^2 / max(d)`` and ``sigma^2 / min(d)``, so the O(n^2) exact

@@ -375,10 +375,10 @@ class SpectralES:
 
         All curvature is expressed in the basis ``B``, which stays fixed
         between rotations, so the off-diagonal parts of several iterations
-        add up; every ``rotation_interval`` iterations one Cayley rotation
-        applies their sum (to first order the same as one rotation per
-        iteration). This amortises the O(n^3) Cayley solve like pycma's
-        lazy eigendecomposition.
+        add up. Every ``rotation_interval`` iterations one Cayley rotation
+        applies their sum, which to first order equals one rotation per
+        iteration. This amortises the O(n^3) Cayley solve as pycma's lazy
+        eigendecomposition does.
         """
         pending = Q if self._pending_curvature is None else self._pending_curvature + Q
         np.fill_diagonal(pending, 0.0)  # the diagonal already moved d
@@ -420,7 +420,7 @@ class SpectralES:
 
     @property
     def pending(self) -> np.ndarray | None:
-        """The population of the last :meth:`ask` not yet told (a copy), or ``None``."""
+        """The population of the last :meth:`ask` not yet passed to :meth:`tell` (a copy), or ``None``."""
         return None if self._X is None else self._X.copy()
 
     @property
@@ -522,7 +522,7 @@ class SpectralES:
     def _check_tell(self, X: Any, f: Any) -> np.ndarray:
         if self._X is None:
             raise ValueError(
-                "tell() needs the solutions of a preceding ask(); call ask() first (each ask() can be told once)"
+                "tell() needs the solutions of a preceding ask(); call ask() first (each ask() takes one tell())"
             )
         X = np.asarray(X, dtype=float)
         if X.shape != self._X.shape:
