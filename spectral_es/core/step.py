@@ -96,17 +96,24 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
     q = xp.diagonal(Q)
     a = (1 - beta * gamma) * d + beta * q  # diagonal of the updated matrix
     gap = a[None, :] - a[:, None]  # gap[i, j] = a_j - a_i
-    coupling = 2 * beta * Q * xp.where(gap < 0, -xp.ones_like(gap), xp.ones_like(gap))
-    # With t = coupling / |gap|, theta = atan(t) / 2 and the generator is
+    c = 2 * beta * Q  # the coupling up to the sign of the gap
+    # With t = sign(gap) c / |gap|, theta = atan(t) / 2 and the generator is
     # tan(theta / 2) = tan(atan(t) / 4). Two half-angle steps give it with
     # square roots only:  u = tan(atan(t) / 2) = c / (|g| + sqrt(g^2 + c^2)),
     # |u| <= 1, then tan(atan(t) / 4) = u / (1 + sqrt(1 + u^2)). A zero gap
     # gives u = +-1 (a quarter turn of the pair), and zero gap and coupling
-    # give 0 (the Moore-Penrose choice).
-    denominator = xp.abs(gap) + xp.sqrt(gap * gap + coupling * coupling)
-    safe = xp.where(denominator > 0, denominator, xp.ones_like(denominator))
-    u = xp.where(denominator > 0, coupling / safe, xp.zeros_like(coupling))
-    lower = xp.tril(u / (1 + xp.sqrt(1 + u * u)), -1)
+    # give 0 (the Moore-Penrose choice). Both maps are odd, so the sign of
+    # the gap (+1 for a zero gap) is applied to u. In-place updates of fresh
+    # temporaries keep the elementwise passes over n^2 entries few.
+    denominator = xp.sqrt(gap * gap + c * c)
+    denominator += xp.abs(gap)
+    positive = denominator > 0
+    u = c / xp.where(positive, denominator, 1.0)
+    u = xp.where(positive, xp.where(gap < 0, -u, u), 0.0)
+    root = xp.sqrt(u * u + 1)
+    root += 1
+    u /= root
+    lower = xp.tril(u, -1)
     return lower - lower.T
 
 
