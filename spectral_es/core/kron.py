@@ -127,6 +127,7 @@ def kron_factor_step(
     gamma: float = 1.0,
     *,
     method: str = "exact",
+    order: int = 8,
     max_generator_norm: float | None = None,
     damping: float = 0.0,
     max_log_step: float | None = None,
@@ -158,6 +159,9 @@ def kron_factor_step(
         beta: Step size, > 0.
         gamma: 1 for a moving average of the curvature, 0 to accumulate.
         method: ``"exact"`` or ``"truncated"`` Cayley map for ``B``.
+        order: Truncation order of the truncated map (a power of two; 8:
+            ``(I + N)^2 (I + N^2)(I + N^4)``, 4: ``(I + N)^2 (I + N^2)``);
+            see :func:`spectral_es.core.cayley_truncated`.
         max_generator_norm: Cap on the Frobenius norm of the Cayley generator,
             applied with array operations (no host synchronisation); ``None``
             for no cap. The truncated map needs one well below 1.
@@ -195,7 +199,7 @@ def kron_factor_step(
     N = rotation_generator(d, Q, beta, gamma)
     if max_generator_norm is not None:
         N = cap_frobenius_norm(N, max_generator_norm)
-    return d_new, rotate(B, _astype(N, B), method=method), rate
+    return d_new, rotate(B, _astype(N, B), method=method, order=order), rate
 
 
 def kron_step(
@@ -226,8 +230,8 @@ def kron_step(
         G: Gradient, shape (n, m), in the dtype of the eigenbases.
         beta: Step size, > 0.
         gamma: 1 for a moving average of ``g g^T``, 0 to accumulate.
-        **options: ``method``, ``max_generator_norm``, ``damping`` and
-            ``max_log_step``, passed to :func:`kron_factor_step`.
+        **options: ``method``, ``order``, ``max_generator_norm``, ``damping``
+            and ``max_log_step``, passed to :func:`kron_factor_step`.
 
     Returns:
         ``(d_C, B_C, d_K, B_K, alpha)`` after the step. Cost: two products for

@@ -63,6 +63,45 @@ def test_truncated_cayley_defect_bound(rng, norm):
     np.testing.assert_allclose(R, cayley_exact(N) @ (np.eye(n) - N8), atol=100 * n * EPS64)
 
 
+@pytest.mark.parametrize("order", [2, 4, 8, 16])
+@pytest.mark.parametrize("norm", [0.1, 0.25, 0.5])
+def test_truncated_cayley_order_identity(rng, order, norm):
+    n = 30
+    N = random_skew(rng, n, norm)
+    R = cayley_truncated(N, order=order)
+    # Cutting the Neumann series before N^order gives
+    # (I + N)^2 (I + N^2) ... (I + N^(order/2)) = Cayley(N) (I - N^order)
+    # exactly; both sides are a few products and one solve away, so they
+    # agree to rounding.
+    N_order = np.linalg.matrix_power(N, order)
+    np.testing.assert_allclose(R, cayley_exact(N) @ (np.eye(n) - N_order), atol=100 * n * EPS64)
+    # N^order is symmetric, so R^T R - I = -2 N^order + N^(2 order): the
+    # defect is at most 2 ||N||^order + ||N||^(2 order) in Frobenius norm.
+    assert orthogonality_defect(R) <= 2 * norm**order + norm ** (2 * order) + 100 * n * EPS64
+
+
+def test_truncated_cayley_order_four_defect_is_leading_term(rng):
+    n = 30
+    N = random_skew(rng, n, 0.25)
+    # At order 4 the defect is -2 N^4 + N^8. With ||N^4||_2 <= ||N||_F^4 =
+    # 1/256, ||N^8||_F <= ||N^4||_F / 256, so the measured defect lies within
+    # 1% of ||2 N^4||_F: the leading term is the whole error.
+    expected = np.linalg.norm(2 * np.linalg.matrix_power(N, 4))
+    assert orthogonality_defect(cayley_truncated(N, order=4)) == pytest.approx(expected, rel=0.01)
+
+
+def test_default_truncation_order_is_eight(rng):
+    N = random_skew(rng, 12, 0.3)
+    np.testing.assert_array_equal(cayley_truncated(N), cayley_truncated(N, order=8))
+    np.testing.assert_array_equal(rotate(np.eye(12), N, method="truncated"), np.eye(12) @ cayley_truncated(N))
+
+
+@pytest.mark.parametrize("order", [0, 3, 6, 8.0])
+def test_truncated_cayley_rejects_bad_order(order):
+    with pytest.raises(ValueError, match="invalid truncation order"):
+        cayley_truncated(np.zeros((2, 2)), order=order)
+
+
 def test_cayley_rejects_unknown_method():
     with pytest.raises(ValueError, match="'cholesky'"):
         cayley(np.zeros((2, 2)), method="cholesky")
@@ -80,11 +119,12 @@ def test_bjorck_step_squares_defect(rng):
     assert after < before / 100
 
 
-@pytest.mark.parametrize("method", ["exact", "truncated"])
-def test_rotate_equals_product_with_cayley(rng, method):
+@pytest.mark.parametrize(("method", "order"), [("exact", 8), ("truncated", 8), ("truncated", 4)])
+def test_rotate_equals_product_with_cayley(rng, method, order):
     n = 15
     B = random_orthogonal(rng, n)
     N = random_skew(rng, n, 0.2)
     # rotate() solves with I + N instead of forming Cayley(N); both are one
     # LU solve away from the same matrix, so they agree to rounding.
-    np.testing.assert_allclose(rotate(B, N, method=method), B @ cayley(N, method=method), atol=100 * n * EPS64)
+    expected = B @ cayley(N, method=method, order=order)
+    np.testing.assert_allclose(rotate(B, N, method=method, order=order), expected, atol=100 * n * EPS64)
