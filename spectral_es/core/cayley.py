@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spectral_es.core._backend import eye_like, namespace
+from spectral_es.core._backend import eye_like, is_torch, namespace
 
 __all__ = [
     "bjorck_orthogonalize",
@@ -99,19 +99,26 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8) -> Any:
     """Return ``B @ Cayley(N)`` without forming the rotation (exact map).
 
     Because ``(I + N)(I - N)^{-1} = 2 (I - N)^{-1} - I``, the product is
-    ``2 X - B`` with ``X (I - N) = B``, i.e. ``(I + N) X^T = B^T`` for skew
-    ``N``: one LU factorisation and its triangular solves, about 2.7 n^3
-    flops, where forming Cayley(N) first and multiplying costs 4.7 n^3.
-    The truncated map of truncation ``order`` (see :func:`cayley_truncated`)
-    has no such shortcut and costs five products at the default order 8,
-    three at order 4; the exact map ignores ``order``.
+    ``2 X - B`` with ``X (I - N) = B``: one LU factorisation and its
+    triangular solves, about 2.7 n^3 flops, where forming Cayley(N) first
+    and multiplying costs 4.7 n^3. torch solves ``X (I - N) = B`` as it
+    stands (``left=False``, about 30% faster on one CPU thread at n = 1024
+    than the transposed system); numpy solves ``(I + N) X^T = B^T``, the
+    same system for skew ``N``. The truncated map of truncation ``order``
+    (see :func:`cayley_truncated`) has no such shortcut and costs five
+    products at the default order 8, three at order 4; the exact map
+    ignores ``order``.
     """
     if method == "truncated":
         return B @ cayley_truncated(N, order=order)
     if method != "exact":
         raise ValueError(f"unknown Cayley method {method!r}; use 'exact' or 'truncated'")
     xp = namespace(B, N)
-    X = xp.linalg.solve(eye_like(N.shape[0], N) + N, B.T).T
+    eye = eye_like(N.shape[0], N)
+    if is_torch(B):
+        X = xp.linalg.solve(eye - N, B, left=False)
+    else:
+        X = xp.linalg.solve(eye + N, B.T).T
     return 2 * X - B
 
 
