@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import reprlib
 import tempfile
 import time
 import zipfile
@@ -36,6 +37,7 @@ from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.parameters import Parameters
 
 __all__ = [
+    "check_storable",
     "check_writable",
     "from_state_dict",
     "load",
@@ -213,6 +215,29 @@ def check_writable(path: str | os.PathLike, name: str) -> None:
         raise ValueError(f"{name} {str(path)!r}: the directory {str(folder)!r} is not writable; choose another path")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{name} {str(path)!r} is read-only; make it writable or choose another path")
+
+
+def check_storable(entries: dict[str, Any], name: str) -> None:
+    """Raise ValueError naming the first entry of ``entries`` that a checkpoint cannot store.
+
+    A checkpoint holds numeric arrays as members and everything else as
+    JSON: numbers, strings, booleans, ``None`` and lists, tuples and
+    dictionaries of these. ``name`` (``"option"``, ...) starts the message.
+    Runs call this before the first evaluation, so an unstorable value
+    fails at once rather than at the first save.
+    """
+    for key, value in entries.items():
+        arrays: dict[str, np.ndarray] = {}
+        try:
+            json.dumps(_encode(value, arrays))
+            objects = [array for array in arrays.values() if array.dtype.hasobject]
+            if objects:
+                raise TypeError(f"an array of dtype {objects[0].dtype} holds Python objects")
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{name} {key}={reprlib.repr(value)} cannot be stored in a checkpoint ({error}); "
+                "pass numbers, strings, lists or numeric arrays"
+            ) from error
 
 
 def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from spectral_es.es import checkpoint as checkpoints
-from spectral_es.es.bounds import Bounds, parse_bounds
+from spectral_es.es.bounds import Bounds, parse_bounds, validate_integer_variables
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
 from spectral_es.es.history import CSVLog
 from spectral_es.es.options import validate_positive, validate_seed, validate_x0, whole_number_as_int
@@ -153,8 +153,9 @@ def minimize(
     Raises:
         EvaluationError: if ``fun`` raises. The checkpoint (if any) is
             written first, and ``error.strategy`` is the current strategy.
-        ValueError: for invalid arguments, and if ``log`` or ``checkpoint``
-            cannot be written; both are checked before the first evaluation.
+        ValueError: for invalid arguments, if ``log`` or ``checkpoint``
+            cannot be written, and, with ``checkpoint``, for an option that a
+            checkpoint cannot store; all are checked before the first evaluation.
     """
     if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 0:
         raise ValueError(f"restarts must be an integer >= 0, got {restarts!r}")
@@ -167,6 +168,9 @@ def minimize(
     if options.get("bounds") is not None:
         # One unambiguous form, which the checkpoint stores as [lower, upper].
         options["bounds"] = Bounds(*parse_bounds(options["bounds"], x0.size))
+    if options.get("integer_variables") is not None:
+        # A list of ints, which the checkpoint stores (a range or an array would not be).
+        options["integer_variables"] = validate_integer_variables(options["integer_variables"], x0.size, None).tolist()
     progress = _progress(options.pop("popsize", None))
     plan = {
         "x0": x0,
@@ -273,6 +277,8 @@ class _RestartDriver:
             checkpoints.check_writable(log, "log")
         if checkpoint is not None:
             checkpoints.check_writable(checkpoint, "checkpoint")
+            checkpoints.check_storable(self.plan["options"], "option")
+            checkpoints.check_storable({**self.plan, "options": None, **self.progress}, "argument")
         self.fun, self.args, self.vectorized = fun, args, vectorized
         self.executor = resolve_executor(executor)
         self.callback = callback

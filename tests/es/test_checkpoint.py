@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import os
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from spectral_es import SpectralES, minimize
 from spectral_es.es import EvaluationError, checkpoint, resume
+from spectral_es.es.minimize import read_plan
 from spectral_es.es.history import SCALAR_COLUMNS
 from spectral_es.functions import ellipsoid, rosenbrock
 
@@ -274,3 +276,23 @@ def test_save_to_missing_directory_named(tmp_path):
         ValueError, match=re.escape(f"checkpoint '{target}': the directory '{target.parent}' does not exist")
     ):
         make().save(target)
+
+
+def test_integer_variables_of_any_sequence_type_are_stored(tmp_path):
+    # A range and an integer array mean the same indices as a list; the plan
+    # stores them as a list of ints, which JSON can hold.
+    path = tmp_path / "run.npz"
+    for indices in (range(2), np.array([1, 0])):
+        result = minimize(ellipsoid, [1.5, 2.5, 0.2], 1.0, seed=1, integer_variables=indices, checkpoint=path)
+        assert read_plan(path)["options"]["integer_variables"] == [0, 1]
+        assert resume(ellipsoid, path).fbest == result.fbest
+
+
+def test_unstorable_option_rejected_before_first_evaluation(tmp_path):
+    objective = counting(ellipsoid)
+    path = tmp_path / "run.npz"
+    # SpectralES accepts any truthy value for diagonal, but JSON cannot store a Fraction.
+    with pytest.raises(ValueError, match=r"option diagonal=Fraction\(1, 1\) cannot be stored in a checkpoint"):
+        minimize(objective, np.ones(3), 1.0, diagonal=Fraction(1), checkpoint=path)
+    assert objective.calls == 0
+    assert not path.exists()
