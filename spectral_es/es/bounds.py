@@ -22,6 +22,13 @@ converges there as it would on an interior optimum instead of stalling at
 the bound (Hansen's ``BoundTransform`` in pycma uses the same idea). The
 zone widths follow pycma 4.x: ``a = min((u - l) / 2, (1 + |bound|) / 20)``.
 
+NOTE: a box much narrower than the sampling deviation in its coordinate
+(width 1e-3 against ``sigma0 = 1``, say) aliases: many periods of the map
+fall inside one standard deviation, so the objective looks like noise in
+that coordinate until the deviation shrinks, and about one run in six
+stagnates on such a problem. Scale the variables so that the box widths
+are comparable and ``sigma0`` is about a fifth of them, as pycma advises.
+
 Integer variables are rounded after the map, to the nearest whole number
 inside the box; :func:`integer_min_std` gives the lower bound on their
 sampling standard deviation that keeps rounded values from freezing.

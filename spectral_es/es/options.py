@@ -43,7 +43,7 @@ def stop_options(
     """
     options = {
         "max_evals": math.inf if max_evals is None else max_evals,
-        "max_iter": 100 + 150 * (n + 3) ** 2 / math.sqrt(popsize) if max_iter is None else max_iter,
+        "max_iter": int(100 + 150 * (n + 3) ** 2 / math.sqrt(popsize)) if max_iter is None else max_iter,
         "f_target": -math.inf if f_target is None else f_target,
         "tol_f": tol_f,
         "tol_x": tol_x,

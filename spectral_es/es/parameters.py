@@ -108,7 +108,7 @@ class Parameters:
         d_sigma = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + c_sigma
         c_c = (4 + mueff / n) / (n + 4 + 2 * mueff / n)
         c1 = 2 / ((n + 1.3) ** 2 + mueff)
-        c_mu = min(1 - c1, 2 * (mueff - 2 + 1 / mueff) / ((n + 2) ** 2 + mueff))
+        c_mu = min(1 - c1, 2 * (0.25 + mueff - 2 + 1 / mueff) / ((n + 2) ** 2 + mueff))
         if diagonal:
             # A diagonal model has n free shape parameters instead of
             # n(n+1)/2, so it can learn (n + 2) / 3 times faster

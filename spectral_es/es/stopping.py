@@ -25,7 +25,10 @@ def check_stop(es: Any) -> None:
     if es.fbest <= options["f_target"]:
         stop["f_target"] = options["f_target"]
     if es._flat_iterations >= options["tol_flat"]:
-        stop["tol_flat"] = options["tol_flat"]
+        # Equal values that are all NaN or infinite are no flat function:
+        # the objective failed everywhere it was evaluated.
+        reason = "tol_flat" if np.isfinite(es._last_f[0]) else "non_finite_objective"
+        stop[reason] = options["tol_flat"]
     history = es._best_history
     if len(history) == history.maxlen:
         values = np.concatenate([es._last_f, np.asarray(history)])

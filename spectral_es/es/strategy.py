@@ -101,7 +101,7 @@ class SpectralES:
             the off-diagonal curvature gathered since the last rotation (``d``
             moves every iteration). Default
             ``floor(1 / (10 n (c1 + c_mu))) + 1``, the iterations pycma waits
-            between eigendecompositions: 1 up to n of about 60, 10 at n = 1000.
+            between eigendecompositions: 1 up to n = 82, 9 at n = 1000.
         bounds: ``(lower, upper)``, each a scalar or shape (n,), infinite
             entries allowed. Every sample is mapped into the box by the smooth
             periodic map of :class:`~spectral_es.es.bounds.BoxBounds`, so
@@ -119,7 +119,10 @@ class SpectralES:
             averaged per point. Default 20.
 
     Attributes:
-        seed: The seed entropy used (an int), to reproduce the run.
+        seed: The entropy of the seed sequence (an int). ``seed=es.seed``
+            reproduces a strategy created with an int or ``None`` seed; the
+            runs of :func:`spectral_es.minimize` use child sequences of the
+            run's seed, so there pass the seed given to ``minimize``.
         params: The constants of the run, a :class:`Parameters`.
         mean: Mean of the search distribution in the unbounded coordinates
             of the strategy; :attr:`feasible_mean` is its image in the domain.
@@ -399,7 +402,9 @@ class SpectralES:
         """Return the triggered termination criteria, empty while running.
 
         Keys are option names (``"max_evals"``, ``"tol_x"``, ...) or
-        ``"non_finite_state"``, ``"callback"``; values are the thresholds.
+        ``"non_finite_state"``, ``"non_finite_objective"`` (``tol_flat``
+        iterations in which every value was NaN or infinite) and
+        ``"callback"``; values are the thresholds.
         """
         return dict(self._stop)
 

@@ -88,6 +88,9 @@ def test_every_asked_point_is_feasible_and_told_back():
 def test_boundary_optimum_reached(seed):
     # The unconstrained optimum c lies outside the box in four coordinates,
     # so the constrained optimum is clip(c, lower, upper), on the boundary.
+    # Coordinate 1 has a box of width 1e-3 against sigma0 = 1, so its
+    # samples alias through the periodic map until its deviation shrinks;
+    # about one run in six stagnates there (seed 2 of 6), hence a restart.
     c = np.array([-3.0, 0.5, 7.0, 0.0, 2.0, 12.0])
     optimum = np.clip(c, LOWER, UPPER)
     f_star = float(((optimum - c) ** 2).sum())
@@ -99,6 +102,7 @@ def test_boundary_optimum_reached(seed):
         bounds=(LOWER, UPPER),
         f_target=f_star + 1e-10,
         max_evals=20_000,
+        restarts=2,
     )
     assert "f_target" in result.stop, result.stop
     # On a coordinate whose optimum is on a bound, f grows at least linearly,

@@ -130,3 +130,10 @@ def test_long_run_past_convergence_stays_finite(diagonal):
     for part in state_of(es):
         assert np.all(np.isfinite(part))
     assert np.all(es.d > 0) and es.sigma > 0
+
+
+def test_all_nan_objective_names_its_reason():
+    with pytest.warns(NonFiniteObjectiveWarning):
+        result = minimize(lambda x: np.nan, np.zeros(3), 1.0, seed=0)
+    assert result.stop == {"non_finite_objective": 3}
+    assert result.nit == 3
