@@ -289,7 +289,12 @@ class _RestartDriver:
 
     def run(self, es: SpectralES | None = None) -> ESResult:
         """Run (or, given the restored ``es``, continue) all runs and return the combined result."""
-        self.log = self._open_log(es)
+        # The first strategy validates the options, so an invalid one fails
+        # before the log is opened (and an existing log emptied).
+        fresh = es is None
+        if fresh:
+            es = self._new_strategy()
+        self.log = self._open_log(fresh)
         try:
             while True:
                 if es is None:
@@ -411,12 +416,12 @@ class _RestartDriver:
         progress["log_offset"] = None if self.log is None else self.log.tell()
         checkpoints.save(es, self.checkpoint, extra={"minimize": {"plan": self.plan, "progress": progress}})
 
-    def _open_log(self, es: SpectralES | None) -> CSVLog | None:
+    def _open_log(self, fresh: bool) -> CSVLog | None:
         """Open the CSV log; on resume, cut it back to the rows written before the checkpoint."""
         if self.log_path is None:
             return None
         path, n = Path(self.log_path), len(self.plan["x0"])
-        if es is None:
+        if fresh:
             return CSVLog(path, n, append=False)
         offset = self.progress.get("log_offset")
         if offset is not None and path.exists():

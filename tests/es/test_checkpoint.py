@@ -296,3 +296,12 @@ def test_unstorable_option_rejected_before_first_evaluation(tmp_path):
         minimize(objective, np.ones(3), 1.0, diagonal=Fraction(1), checkpoint=path)
     assert objective.calls == 0
     assert not path.exists()
+
+
+def test_invalid_option_leaves_existing_log_intact(tmp_path):
+    log = tmp_path / "run.csv"
+    minimize(ellipsoid, np.ones(2), 0.5, seed=1, max_iter=5, log=log)
+    before = log.read_bytes()
+    with pytest.raises(ValueError, match="popsize must be an integer >= 2, got 1"):
+        minimize(ellipsoid, np.ones(2), 0.5, seed=1, popsize=1, log=log)
+    assert log.read_bytes() == before
