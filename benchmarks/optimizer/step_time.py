@@ -20,6 +20,10 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
     python -m benchmarks.optimizer.step_time          # 10 steps, main variants: a few minutes
     python -m benchmarks.optimizer.step_time --full   # 20 steps, every variant, for RESULTS.md
+    python -m benchmarks.optimizer.step_time --full --shapes 1024x1024   # rerun one shape
+
+A run restricted with ``--shapes`` keeps the other shapes' rows of the
+record it replaces and names their run on the results page.
 
 The full run takes about 10 minutes on 2 busy cores, most of it in SOAP and
 the full 4096 x 4096 factor; the quick one writes ``results/quick/`` only.
@@ -85,11 +89,32 @@ def _summary(run: dict) -> dict:
     }
 
 
+def _label(shape: tuple[int, int]) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
+def _keep_other_shapes(results: dict, path: Path, shapes: list[tuple[int, int]]) -> None:
+    """Add the rows of shapes not rerun from the record at ``path``, with that record's run."""
+    if len(shapes) == len(SHAPES) or not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    kept = [row for row in previous["rows"] if tuple(row["shape"]) not in shapes]
+    if not kept:
+        return
+    source = previous.get("kept") or {"environment": previous["environment"], "steps": previous["steps"]}
+    results["rows"] += kept
+    results["rows"].sort(key=lambda row: SHAPES.index(tuple(row["shape"])))
+    results["kept"] = {**source, "shapes": sorted({_label(tuple(row["shape"])) for row in kept})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="20 steps and every variant; writes RESULTS.md")
     parser.add_argument("--steps", type=int, help="timed steps per optimizer (default 10, full: 20)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--shapes", nargs="+", default=[_label(shape) for shape in SHAPES], choices=[_label(shape) for shape in SHAPES]
+    )
     parser.add_argument("--out", type=Path, help="folder for step_time.json (default results/, quick: results/quick/)")
     args = parser.parse_args()
     steps = args.steps or (20 if args.full else 10)
@@ -99,7 +124,8 @@ def main() -> None:
     torch.set_flush_denormal(True)
     warnings.simplefilter("ignore", UserWarning)
     rows = []
-    for shape in SHAPES:
+    shapes = [shape for shape in SHAPES if _label(shape) in args.shapes]
+    for shape in shapes:
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
             names = [*PEERS, "SpectralKron T=10"]
@@ -115,6 +141,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     results = {"environment": environment("benchmarks.optimizer.step_time"), "steps": steps, "rows": rows}
+    _keep_other_shapes(results, out / "step_time.json", shapes)
     (out / "step_time.json").write_text(json.dumps(results, indent=1))
     if out == report.RESULTS:
         report.main()
