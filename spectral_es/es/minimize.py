@@ -206,9 +206,11 @@ def resume(
     The strategy, the restart plan (start point, options, seed, budget) and
     the progress over restarts come from the file, so the continuation is
     identical to the uninterrupted run. A population whose evaluation
-    failed is evaluated again first. ``log`` is truncated to the rows that
-    existed when the checkpoint was written and then appended to;
-    ``checkpoint`` defaults to ``path``.
+    failed is evaluated again first. If ``log`` is the file the saved run
+    logged to, it is cut back to the rows it had when the checkpoint was
+    written and then appended to; any other file is started afresh and
+    holds the rows from the checkpoint on. ``checkpoint`` defaults to
+    ``path``.
 
     The checkpoint stores the objective's ``module:qualified name``
     (:func:`objective_name`). Resuming with a function of another name is
@@ -259,7 +261,8 @@ class _RestartDriver:
 
     ``plan`` fixes the run (start, options, seed, restarts, budget);
     ``progress`` is what finished runs left behind (evaluations, best
-    point, summaries) plus the log size at the last checkpoint. Both are
+    point, summaries) plus the log's resolved path and size at the last
+    checkpoint. Both are
     plain dictionaries, saved with the strategy in every checkpoint.
     """
 
@@ -414,19 +417,23 @@ class _RestartDriver:
         progress = {key: value for key, value in self.progress.items() if key != "history"}
         progress["history"] = None  # the strategy's own history contains all runs' rows
         progress["log_offset"] = None if self.log is None else self.log.tell()
+        progress["log_path"] = None if self.log is None else os.fspath(Path(self.log_path).resolve())
         checkpoints.save(es, self.checkpoint, extra={"minimize": {"plan": self.plan, "progress": progress}})
 
     def _open_log(self, fresh: bool) -> CSVLog | None:
-        """Open the CSV log; on resume, cut it back to the rows written before the checkpoint."""
+        """Open the CSV log; on resume into the saved run's log, cut it back to the rows written before the checkpoint."""
         if self.log_path is None:
             return None
         path, n = Path(self.log_path), len(self.plan["x0"])
         if fresh:
             return CSVLog(path, n, append=False)
-        offset = self.progress.get("log_offset")
-        if offset is not None and path.exists():
-            with open(path, "r+b") as file:
-                file.truncate(offset)  # rows after the checkpoint are written again
+        # The offset belongs to the saved run's log; another file starts afresh.
+        offset, saved = self.progress.get("log_offset"), self.progress.get("log_path")
+        exist = offset is not None and saved is not None and path.exists() and Path(saved).exists()
+        if not (exist and os.path.samefile(path, saved)):
+            return CSVLog(path, n, append=False)
+        with open(path, "r+b") as file:
+            file.truncate(offset)  # rows after the checkpoint are written again
         return CSVLog(path, n, append=True)
 
 
@@ -444,6 +451,7 @@ def _progress(popsize: int | None) -> dict[str, Any]:
         "summaries": [],
         "history": None,
         "log_offset": None,
+        "log_path": None,
     }
 
 

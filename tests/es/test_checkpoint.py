@@ -305,3 +305,29 @@ def test_invalid_option_leaves_existing_log_intact(tmp_path):
     with pytest.raises(ValueError, match="popsize must be an integer >= 2, got 1"):
         minimize(ellipsoid, np.ones(2), 0.5, seed=1, popsize=1, log=log)
     assert log.read_bytes() == before
+
+
+def test_resume_into_another_log_starts_it_afresh(tmp_path):
+    settings = {"seed": 2, "max_iter": 40}
+    reference = tmp_path / "reference.csv"
+    minimize(ellipsoid, np.ones(3), 0.5, log=reference, **settings)
+    with pytest.raises(EvaluationError, match="worker lost"):
+        minimize(
+            crash_after(200, ellipsoid),
+            np.ones(3),
+            0.5,
+            log=tmp_path / "a.csv",
+            checkpoint=tmp_path / "run.npz",
+            checkpoint_every=7,
+            **settings,
+        )
+    other = tmp_path / "b.csv"
+    other.write_text("notes that are no log\n" * 200)
+
+    # The offset saved for a.csv means nothing in b.csv: no cut, no padding.
+    resume(ellipsoid, tmp_path / "run.npz", log=other, check_function=False)
+    assert b"\0" not in other.read_bytes()
+    rows, expected = read_rows(other), read_rows(reference)
+    assert rows[0] == expected[0]
+    assert 1 < len(rows) < len(expected)
+    assert rows[1:] == expected[len(expected) - len(rows) + 1 :]
