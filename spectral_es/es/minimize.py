@@ -74,8 +74,9 @@ def optimize(
     """Run :func:`step` on ``es`` until :meth:`SpectralES.stop` is non-empty.
 
     ``callback(result)`` is called after every iteration with the current
-    :class:`ESResult`; returning ``True`` or raising ``StopIteration`` stops
-    the run with the reason ``"callback"``. ``disp`` prints a progress line
+    :class:`ESResult`; returning ``True`` (or numpy's ``np.True_``) or
+    raising ``StopIteration`` stops the run with the reason ``"callback"``;
+    any other value, truthy or not, lets it go on. ``disp`` prints a progress line
     every ``disp`` iterations (``True``: every 10) and the final one.
     ``executor`` is as in :func:`minimize`.
     """
@@ -130,8 +131,8 @@ def minimize(
             evaluations of all runs together.
         incpopsize: Population growth factor per restart, >= 1.
         callback: Called with the current :class:`ESResult` after every
-            iteration; returning ``True`` or raising ``StopIteration`` ends
-            the run (and all restarts).
+            iteration; returning ``True`` (or numpy's ``np.True_``) or
+            raising ``StopIteration`` ends the run (and all restarts).
         disp: Print progress every ``disp`` iterations (``True``: every 10).
         seed: Seed of the whole run, restarts included; 0 is valid.
         log: CSV file that receives one row per iteration as the run goes
@@ -421,7 +422,7 @@ class _RestartDriver:
         checkpoints.save(es, self.checkpoint, extra={"minimize": {"plan": self.plan, "progress": progress}})
 
     def _open_log(self, fresh: bool) -> CSVLog | None:
-        """Open the CSV log; on resume into the saved run's log, cut it back to the rows written before the checkpoint."""
+        """Open the CSV log; on resume into the saved run's log, cut it back to the checkpoint's rows."""
         if self.log_path is None:
             return None
         path, n = Path(self.log_path), len(self.plan["x0"])
@@ -456,14 +457,14 @@ def _progress(popsize: int | None) -> dict[str, Any]:
 
 
 def _run_callback(es: SpectralES, callback: Callable[[ESResult], Any] | None) -> None:
-    """Call ``callback(es.result)``; ``True`` or ``StopIteration`` requests the stop ``"callback"``."""
+    """Call ``callback(es.result)``; ``True``, ``np.True_`` or ``StopIteration`` requests the stop ``"callback"``."""
     if callback is None:
         return
     try:
         halt = callback(es.result)
     except StopIteration:
         halt = True
-    if halt is True:
+    if halt is True or (isinstance(halt, np.bool_) and bool(halt)):
         es.request_stop("callback", True)
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from spectral_es import SpectralES, minimize
 from spectral_es.es import EvaluationError, checkpoint, resume
-from spectral_es.es.minimize import read_plan
 from spectral_es.es.history import SCALAR_COLUMNS
+from spectral_es.es.minimize import read_plan
 from spectral_es.functions import ellipsoid, rosenbrock
 
 # Wall-clock entries differ between two runs of the same computation.

@@ -74,12 +74,15 @@ def test_overflowing_update_stops_and_keeps_state():
     np.testing.assert_array_equal(es.mean, mean)
 
 
-@pytest.mark.parametrize("mode", ["return", "raise"])
+@pytest.mark.parametrize("mode", ["return", "numpy", "raise"])
 def test_callback_stops_the_run(mode):
     seen = []
 
     def callback(result):
         seen.append(result.nit)
+        if mode == "numpy":
+            # A comparison on numpy values gives np.True_, not True.
+            return np.int64(result.nit) == 4
         if result.nit == 4:
             if mode == "raise":
                 raise StopIteration
