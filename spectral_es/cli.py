@@ -168,9 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("--upper", help="upper bounds: one number or a comma list; inf for none")
     domain.add_argument("--integer", help="indices of integer variables, comma-separated (e.g. 0,3)")
     domain.add_argument("--noise", action="store_true", help="noisy objective: re-evaluate points, no f-based stops")
-    domain.add_argument(
-        "--noise-max-evaluations", type=int, default=20, help="most evaluations averaged per point (default 20)"
-    )
+    domain.add_argument("--noise-max-evaluations", type=int, help="most evaluations averaged per point (default 20)")
 
     evaluation = run.add_argument_group("evaluation")
     evaluation.add_argument("--vectorized", action="store_true", help="call the function once per population (rows)")
@@ -199,7 +197,10 @@ RUN_OPTIONS = {
     "dim": "--dim", "x0": "--x0", "sigma0": "--sigma0", "seed": "--seed", "popsize": "--popsize",
     "max_evals": "--max-evals", "f_target": "--f-target", "restarts": "--restarts", "diagonal": "--diagonal",
     "preset": "--preset", "lower": "--lower", "upper": "--upper", "integer": "--integer", "noise": "--noise",
+    "noise_max_evaluations": "--noise-max-evaluations",
 }  # fmt: skip
+# The store_true options among them; every other one is given when it is not None.
+RUN_FLAGS = frozenset({"diagonal", "noise"})
 
 
 def run_minimize(args: argparse.Namespace) -> int:
@@ -332,13 +333,19 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         # A noisy value can undercut any target by chance, so --noise has no default target.
         settings["f_target"] = 1e-10
     if args.noise:
-        settings.update(noise_handling=True, noise_max_evaluations=args.noise_max_evaluations)
+        most = 20 if args.noise_max_evaluations is None else args.noise_max_evaluations
+        settings.update(noise_handling=True, noise_max_evaluations=most)
     return settings
 
 
 def check_resume_arguments(args: argparse.Namespace) -> None:
     """Reject run-defining options next to ``--resume``: the checkpoint fixes them."""
-    given = [flag for name, flag in RUN_OPTIONS.items() if getattr(args, name) not in (None, False)]
+    # A value of 0 is given too (--seed 0), so values are compared with None, not by truth.
+    given = [
+        flag
+        for name, flag in RUN_OPTIONS.items()
+        if (getattr(args, name) is True if name in RUN_FLAGS else getattr(args, name) is not None)
+    ]
     if given:
         raise ValueError(
             f"{', '.join(given)} cannot change a resumed run, whose settings are in {args.resume}; drop them"

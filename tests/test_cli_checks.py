@@ -13,6 +13,7 @@ import pytest
 
 import spectral_es
 from spectral_es.cli import main
+from spectral_es.es.minimize import read_plan
 
 # The repository root, so that subprocesses started elsewhere import this spectral_es.
 ROOT = str(Path(spectral_es.__file__).resolve().parents[1])
@@ -211,3 +212,31 @@ def test_stop_reasons_print_counts_as_integers(capsys):
     totals = [int(line.split()[4]) for line in table]
     assert totals[-1] == int(stdout_lines(output, "evaluations"))
     assert not re.search(r"max_evals=\d+\.0\b", output)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["--seed", "0"],
+        ["--f-target", "0"],
+        ["--restarts", "0"],
+        ["--popsize", "0"],
+        ["--sigma0", "0"],
+        ["--noise-max-evaluations", "20"],
+        ["--diagonal"],
+    ],
+)
+def test_resume_rejects_run_settings_of_any_value(given, tmp_path, capsys):
+    # 0 is a value like any other, and 20 is the default of --noise-max-evaluations:
+    # the checkpoint fixes them all, so giving them is an error.
+    code, err = exit_code_and_stderr(["minimize", "--resume", str(tmp_path / "run.npz"), *given], capsys)
+    assert code == 2
+    assert f"{given[0]} cannot change a resumed run" in err
+
+
+@pytest.mark.parametrize(("given", "stored"), [([], 20), (["--noise-max-evaluations", "5"], 5)])
+def test_noise_max_evaluations_reaches_the_run(given, stored, tmp_path, capsys):
+    checkpoint = tmp_path / "run.npz"
+    argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--noise", "--max-evals", "40"]
+    assert main([*argv, *given, "--checkpoint", str(checkpoint)]) == 0
+    assert read_plan(checkpoint)["options"]["noise_max_evaluations"] == stored
