@@ -14,12 +14,16 @@ shape (popsize, n) in one of three ways:
 
 An exception raised by the objective, locally or in a worker, becomes an
 :class:`EvaluationError` that names the failing row and point and chains
-the original exception; the caller's strategy is untouched by it.
+the original exception; the caller's strategy is untouched by it. So does
+a task that could not be sent to the executor because the objective or
+its arguments cannot be pickled, with a message that says so.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
+import re
 import reprlib
 from collections.abc import Callable
 from typing import Any
@@ -142,7 +146,7 @@ def _evaluate_batch(fun: Callable, X: np.ndarray, args: tuple, executor: Any) ->
         else:
             values = executor.submit(fun, X, *args).result()
     except Exception as error:
-        raise _failure(error, X, None) from error
+        raise _failure(error, X, None, sent=executor is not None) from error
     numbers = numeric_values(values)
     if numbers is None:
         raise ValueError(
@@ -178,7 +182,7 @@ def _evaluate_on_executor(fun: Callable, X: np.ndarray, args: tuple, executor: A
             future.cancel()
         k = failed[0]
         error = futures[k].exception()
-        raise _failure(error, X[k], k // repeats) from error
+        raise _failure(error, X[k], k // repeats, sent=True) from error
     return np.array([_scalar(future.result(), x) for future, x in zip(futures, X, strict=True)], dtype=float)
 
 
@@ -198,10 +202,25 @@ def _scalar(value: Any, x: np.ndarray) -> float:
     return float(array.reshape(()))
 
 
-def _failure(error: BaseException, x: np.ndarray, index: int | None) -> EvaluationError:
+def _failure(error: BaseException, x: np.ndarray, index: int | None, sent: bool = False) -> EvaluationError:
+    """Return the :class:`EvaluationError` for ``error``; ``sent``: the task went to an executor."""
     where = "on the batch of all rows" if index is None else f"at x = {_short(x)} (row {index} of the population)"
     message = f"the objective raised {type(error).__name__}: {error} {where}"
+    if sent and _is_pickling_error(error):
+        message = (
+            f"the objective or its arguments could not be sent to the executor ({type(error).__name__}: {error}) "
+            f"{where}, so the objective did not run; a process pool pickles them: pass a function defined at "
+            "module level (no lambda or nested function) with picklable args, or use a ThreadPoolExecutor"
+        )
     return EvaluationError(message, np.array(x, copy=True), index)
+
+
+def _is_pickling_error(error: BaseException) -> bool:
+    """Return whether ``error`` is pickle's refusal of an object (Python raises one of three types)."""
+    if isinstance(error, pickle.PicklingError):
+        return True
+    refusal = re.search(r"(can't|cannot) pickle", str(error), re.IGNORECASE)
+    return isinstance(error, (AttributeError, TypeError)) and refusal is not None
 
 
 def _short(x: np.ndarray) -> str:

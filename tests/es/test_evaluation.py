@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -100,6 +102,39 @@ def test_failure_names_point_and_keeps_strategy(use_pool):
     assert f"row {error.index}" in str(error)
     assert "FloatingPointError" in str(error)
     assert error.strategy is es
+
+
+def sphere_with_extra_argument(x, unused):
+    return sphere(x)
+
+
+def test_unpicklable_task_named_as_not_sent():
+    def nested(x):
+        return sphere(x)
+
+    # Python refuses each of these with another exception type: PicklingError,
+    # AttributeError and TypeError; none of them ran the objective.
+    tasks = {
+        "lambda": (lambda x: sphere(x), ()),
+        "nested function": (nested, ()),
+        "unpicklable argument": (sphere_with_extra_argument, (threading.Lock(),)),
+    }
+    with ProcessPoolExecutor(1) as pool:
+        for name, (fun, args) in tasks.items():
+            with pytest.raises(EvaluationError) as caught:
+                evaluate(fun, X[:2], args, executor=pool)
+            message = str(caught.value)
+            assert "could not be sent to the executor" in message, name
+            assert "objective did not run" in message and "module level" in message, name
+            assert "the objective raised" not in message, name
+
+
+def test_pickling_error_raised_here_is_the_objectives():
+    def pickles_a_lock(x):
+        return pickle.dumps(threading.Lock())
+
+    with pytest.raises(EvaluationError, match="the objective raised TypeError: cannot pickle"):
+        evaluate(pickles_a_lock, X[:1])
 
 
 @pytest.mark.filterwarnings("ignore::spectral_es.NonFiniteObjectiveWarning")
