@@ -113,7 +113,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed steps per optimizer (default 10, full: 20)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument(
-        "--shapes", nargs="+", default=[_label(shape) for shape in SHAPES], choices=[_label(shape) for shape in SHAPES]
+        "--shapes",
+        nargs="+",
+        default=[_label(shape) for shape in SHAPES],
+        choices=[_label(shape) for shape in SHAPES],
+        help="shapes to time (default: all); a full run keeps the other shapes' earlier rows",
     )
     parser.add_argument("--out", type=Path, help="folder for step_time.json (default results/, quick: results/quick/)")
     args = parser.parse_args()
