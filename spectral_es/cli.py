@@ -333,8 +333,8 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         # A noisy value can undercut any target by chance, so --noise has no default target.
         settings["f_target"] = 1e-10
     if args.noise:
-        most = 20 if args.noise_max_evaluations is None else args.noise_max_evaluations
-        settings.update(noise_handling=True, noise_max_evaluations=most)
+        maximum = 20 if args.noise_max_evaluations is None else args.noise_max_evaluations
+        settings.update(noise_handling=True, noise_max_evaluations=maximum)
     return settings
 
 

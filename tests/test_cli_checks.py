@@ -226,7 +226,7 @@ def test_stop_reasons_print_counts_as_integers(capsys):
         ["--diagonal"],
     ],
 )
-def test_resume_rejects_run_settings_of_any_value(given, tmp_path, capsys):
+def test_resume_rejects_zero_valued_settings(given, tmp_path, capsys):
     # 0 is a value like any other, and 20 is the default of --noise-max-evaluations:
     # the checkpoint fixes them all, so giving them is an error.
     code, err = exit_code_and_stderr(["minimize", "--resume", str(tmp_path / "run.npz"), *given], capsys)
@@ -235,7 +235,7 @@ def test_resume_rejects_run_settings_of_any_value(given, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("given", "stored"), [([], 20), (["--noise-max-evaluations", "5"], 5)])
-def test_noise_max_evaluations_reaches_the_run(given, stored, tmp_path, capsys):
+def test_noise_max_evaluations_default(given, stored, tmp_path, capsys):
     checkpoint = tmp_path / "run.npz"
     argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--noise", "--max-evals", "40"]
     assert main([*argv, *given, "--checkpoint", str(checkpoint)]) == 0

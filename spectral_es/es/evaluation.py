@@ -16,7 +16,7 @@ An exception raised by the objective, locally or in a worker, becomes an
 :class:`EvaluationError` that names the failing row and point and chains
 the original exception; the caller's strategy is untouched by it. So does
 a task that could not be sent to the executor because the objective or
-its arguments cannot be pickled, with a message that says so.
+its arguments cannot be pickled, and its message names that cause.
 """
 
 from __future__ import annotations

@@ -74,10 +74,11 @@ def optimize(
     """Run :func:`step` on ``es`` until :meth:`SpectralES.stop` is non-empty.
 
     ``callback(result)`` is called after every iteration with the current
-    :class:`ESResult`; returning ``True`` (or numpy's ``np.True_``) or
-    raising ``StopIteration`` stops the run with the reason ``"callback"``;
-    any other value, truthy or not, lets it go on. ``disp`` prints a progress line
-    every ``disp`` iterations (``True``: every 10) and the final one.
+    :class:`ESResult`. Returning ``True`` (or numpy's ``np.True_``) or
+    raising ``StopIteration`` stops the run with the reason ``"callback"``.
+    Any other return value, truthy or not, lets the run go on. ``disp``
+    prints a progress line every ``disp`` iterations (``True``: every 10)
+    and the final one.
     ``executor`` is as in :func:`minimize`.
     """
     every = 10 if disp is True else int(disp)
@@ -209,8 +210,8 @@ def resume(
     identical to the uninterrupted run. A population whose evaluation
     failed is evaluated again first. If ``log`` is the file the saved run
     logged to, it is cut back to the rows it had when the checkpoint was
-    written and then appended to; any other file is started afresh and
-    holds the rows from the checkpoint on. ``checkpoint`` defaults to
+    written and then appended to. Any other file is started afresh and
+    contains the rows from the checkpoint on. ``checkpoint`` defaults to
     ``path``.
 
     The checkpoint stores the objective's ``module:qualified name``

@@ -278,7 +278,7 @@ def test_save_to_missing_directory_named(tmp_path):
         make().save(target)
 
 
-def test_integer_variables_of_any_sequence_type_are_stored(tmp_path):
+def test_integer_variables_range_stored(tmp_path):
     # A range and an integer array mean the same indices as a list; the plan
     # stores them as a list of ints, which JSON can hold.
     path = tmp_path / "run.npz"
@@ -288,7 +288,7 @@ def test_integer_variables_of_any_sequence_type_are_stored(tmp_path):
         assert resume(ellipsoid, path).fbest == result.fbest
 
 
-def test_unstorable_option_rejected_before_first_evaluation(tmp_path):
+def test_unstorable_option_rejected_before_run(tmp_path):
     objective = counting(ellipsoid)
     path = tmp_path / "run.npz"
     # SpectralES accepts any truthy value for diagonal, but JSON cannot store a Fraction.
@@ -307,7 +307,7 @@ def test_invalid_option_leaves_existing_log_intact(tmp_path):
     assert log.read_bytes() == before
 
 
-def test_resume_into_another_log_starts_it_afresh(tmp_path):
+def test_resume_into_other_log_starts_afresh(tmp_path):
     settings = {"seed": 2, "max_iter": 40}
     reference = tmp_path / "reference.csv"
     minimize(ellipsoid, np.ones(3), 0.5, log=reference, **settings)

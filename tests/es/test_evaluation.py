@@ -129,7 +129,7 @@ def test_unpicklable_task_named_as_not_sent():
             assert "the objective raised" not in message, name
 
 
-def test_pickling_error_raised_here_is_the_objectives():
+def test_local_pickling_error_blamed_on_objective():
     def pickles_a_lock(x):
         return pickle.dumps(threading.Lock())
 
