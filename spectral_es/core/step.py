@@ -93,18 +93,40 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
         ``tan(pi/8)``; same array type, dtype and device as ``Q``.
     """
     xp = namespace(d, Q)
+    n = Q.shape[0]
     q = xp.diagonal(Q)
     a = (1 - beta * gamma) * d + beta * q  # diagonal of the updated matrix
-    gap = a[None, :] - a[:, None]  # gap[i, j] = a_j - a_i
-    c = 2 * beta * Q  # the coupling up to the sign of the gap
-    # With t = sign(gap) c / |gap|, theta = atan(t) / 2 and the generator is
-    # tan(theta / 2) = tan(atan(t) / 4). Two half-angle steps give it with
-    # square roots only:  u = tan(atan(t) / 2) = c / (|g| + sqrt(g^2 + c^2)),
-    # |u| <= 1, then tan(atan(t) / 4) = u / (1 + sqrt(1 + u^2)). A zero gap
-    # gives u = +-1 (a quarter turn of the pair), and zero gap and coupling
-    # give 0 (the Moore-Penrose choice). Both maps are odd, so the sign of
-    # the gap (+1 for a zero gap) is applied to u. In-place updates of fresh
-    # temporaries keep the elementwise passes over n^2 entries few.
+
+    # Only the strict lower triangle is needed. Row blocks [start, stop) up to
+    # column stop cover it with about half the elementwise work of the full
+    # matrix (contiguous slices, where gathering the triangle's indices costs
+    # more than it saves).
+    dtype = xp.result_type(d, Q)
+    lower = xp.zeros_like(Q, dtype=dtype)
+    blocks = max(1, min(16, n // 64))
+    edges = [n * k // blocks for k in range(blocks + 1)]
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        gap = a[None, :stop] - a[start:stop, None]  # gap[i, j] = a_j - a_i
+        c = xp.asarray(2 * beta * Q[start:stop, :stop], dtype=dtype)
+        lower[start:stop, :stop] = _generator_entries(gap, c, xp)
+    lower = xp.tril(lower, -1)
+    return lower - lower.T
+
+
+def _generator_entries(gap: Any, c: Any, xp: Any) -> Any:
+    """Return ``tan(atan(sign(gap) c / |gap|) / 4)`` elementwise, 0 where ``gap = c = 0``.
+
+    ``c`` is the coupling ``2 beta Q_ij`` up to the sign of the gap, in the
+    dtype of ``gap``. With
+    ``t = sign(gap) c / |gap|``, theta = atan(t) / 2 and the generator is
+    tan(theta / 2) = tan(atan(t) / 4). Two half-angle steps give it with
+    square roots only: ``u = tan(atan(t) / 2) = c / (|g| + sqrt(g^2 + c^2))``,
+    ``|u| <= 1``, then ``tan(atan(t) / 4) = u / (1 + sqrt(1 + u^2))``. A zero
+    gap gives ``u = +-1`` (a quarter turn of the pair), and zero gap and
+    coupling give 0 (the Moore-Penrose choice). Both maps are odd, so the
+    sign of the gap (+1 for a zero gap) is applied to ``u``. In-place updates
+    of fresh temporaries keep the elementwise passes few.
+    """
     denominator = xp.sqrt(gap * gap + c * c)
     denominator += xp.abs(gap)
     positive = denominator > 0
@@ -113,8 +135,7 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
     root = xp.sqrt(u * u + 1)
     root += 1
     u /= root
-    lower = xp.tril(u, -1)
-    return lower - lower.T
+    return u
 
 
 def spectral_step(
