@@ -109,7 +109,6 @@ def kron_refresh(
     sides: str,
     beta: float,
     method: str,
-    order: int,
     max_generator_norm: float | None,
     damping: float,
     orthogonalize: bool,
@@ -129,7 +128,6 @@ def kron_refresh(
     n, m = G.shape
     options = {
         "method": method,
-        "order": order,
         "max_generator_norm": max_generator_norm,
         "damping": damping,
         "max_log_step": MAX_LOG_STEP,
@@ -203,7 +201,6 @@ def kron_update(
     refresh: str,
     initialize: bool,
     method: str,
-    order: int,
     max_generator_norm: float | None,
     orthogonalize: bool,
 ) -> None:
@@ -220,8 +217,6 @@ def kron_update(
         initialize: Whether to set ``alpha = mean(G^2)`` before the refresh
             (the first usable gradient; ``refresh`` is then "CK").
         method: Cayley map for the eigenbases, "exact" or "truncated".
-        order: Truncation order of the truncated map (8 or 4; see
-            :func:`spectral_es.core.cayley_truncated`).
         max_generator_norm: Cap on the Cayley generator's Frobenius norm.
         orthogonalize: Whether refreshed eigenbases take a Björck step.
     """
@@ -248,7 +243,6 @@ def kron_update(
             sides=refresh,
             beta=group["precond_lr"],
             method=method,
-            order=order,
             max_generator_norm=max_generator_norm,
             damping=group["damping"],
             orthogonalize=orthogonalize,
