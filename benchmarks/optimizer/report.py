@@ -242,10 +242,10 @@ def orthogonality_section(record: dict) -> list[str]:
     lines = environment_lines(record)
     lines += [
         "One bfloat16 weight, refreshed every step with the truncated Cayley map (generator norm capped ",
-        "at 0.25), in the order-4 form `(I + N)^2 (I + N^2)` that SpectralKron uses for bfloat16 state; ",
-        "the order-8 form `(I + N)^2 (I + N^2)(I + N^4)` gave defects within 0.005 of these in a run of ",
-        "2026-12-04. Defect is `||B^T B - I||_F` of the row factor; the floor is the defect of an ",
-        "exactly orthogonal matrix rounded to bfloat16.",
+        "at 0.25), in the order-8 form `(I + N)^2 (I + N^2)(I + N^4)` that SpectralKron uses; the ",
+        "order-4 form `(I + N)^2 (I + N^2)` gave defects within 0.005 of these in a run of 2026-12-04. ",
+        "Defect is `||B^T B - I||_F` of the row factor; the floor is the defect of an exactly orthogonal ",
+        "matrix rounded to bfloat16.",
         "",
         "| n | Björck step every | defect after 100 | after 500 | after 1000 | floor |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
