@@ -80,7 +80,7 @@ def test_truncated_cayley_order_identity(rng, order, norm):
     assert orthogonality_defect(R) <= 2 * norm**order + norm ** (2 * order) + 100 * n * EPS64
 
 
-def test_truncated_cayley_order_four_defect_is_leading_term(rng):
+def test_order_four_defect_is_leading_term(rng):
     n = 30
     N = random_skew(rng, n, 0.25)
     # At order 4 the defect is -2 N^4 + N^8. With ||N^4||_2 <= ||N||_F^4 =
