@@ -101,8 +101,8 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8) -> Any:
     Because ``(I + N)(I - N)^{-1} = 2 (I - N)^{-1} - I``, the product is
     ``2 X - B`` with ``X (I - N) = B``: one LU factorisation and its
     triangular solves, about 2.7 n^3 flops, where forming Cayley(N) first
-    and multiplying costs 4.7 n^3. torch solves ``X (I - N) = B`` as it
-    stands (``left=False``, about 30% faster on one CPU thread at n = 1024
+    and multiplying costs 4.7 n^3. torch solves ``X (I - N) = B`` directly
+    (``left=False``, about 30% faster on one CPU thread at n = 1024
     than the transposed system); numpy solves ``(I + N) X^T = B^T``, the
     same system for skew ``N``. The truncated map of truncation ``order``
     (see :func:`cayley_truncated`) has no such shortcut and costs five

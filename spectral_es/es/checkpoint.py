@@ -220,7 +220,7 @@ def check_writable(path: str | os.PathLike, name: str) -> None:
 def check_storable(entries: dict[str, Any], name: str) -> None:
     """Raise ValueError naming the first entry of ``entries`` that a checkpoint cannot store.
 
-    A checkpoint holds numeric arrays as members and everything else as
+    A checkpoint stores numeric arrays as members and everything else as
     JSON: numbers, strings, booleans, ``None`` and lists, tuples and
     dictionaries of these. ``name`` (``"option"``, ...) starts the message.
     Runs call this before the first evaluation, so an unstorable value
@@ -232,7 +232,7 @@ def check_storable(entries: dict[str, Any], name: str) -> None:
             json.dumps(_encode(value, arrays))
             objects = [array for array in arrays.values() if array.dtype.hasobject]
             if objects:
-                raise TypeError(f"an array of dtype {objects[0].dtype} holds Python objects")
+                raise TypeError(f"an array of dtype {objects[0].dtype} contains Python objects")
         except (TypeError, ValueError) as error:
             raise ValueError(
                 f"{name} {key}={reprlib.repr(value)} cannot be stored in a checkpoint ({error}); "

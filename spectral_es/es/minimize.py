@@ -138,7 +138,7 @@ def minimize(
         seed: Seed of the whole run, restarts included; 0 is valid.
         log: CSV file that receives one row per iteration as the run goes
             (format in :mod:`spectral_es.es.history`); the last row of each
-            run holds its stop reasons.
+            run contains its stop reasons.
         checkpoint: File (``.npz``) that receives the complete state every
             ``checkpoint_every`` iterations, when the run ends and when an
             evaluation fails; :func:`resume` continues from it.
@@ -148,7 +148,7 @@ def minimize(
             ``integer_variables``, ``noise_handling``, ...).
 
     Returns:
-        ESResult: The best solution over all runs; ``stop`` holds the last
+        ESResult: The best solution over all runs; ``stop`` contains the last
         run's reasons, ``restarts`` one summary per run when
         ``restarts > 0``, and ``history`` the rows of all runs.
 
@@ -366,7 +366,7 @@ class _RestartDriver:
             )
         return (
             "no checkpoint was written; pass checkpoint=FILE to minimize so that resume() can continue "
-            "a failed run (error.strategy holds the current run's strategy)"
+            "a failed run (error.strategy is the current run's strategy)"
         )
 
     def _finish_run(self, es: SpectralES) -> bool:

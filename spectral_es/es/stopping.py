@@ -1,7 +1,7 @@
 """Termination criteria of SpectralES.
 
 :func:`check_stop` adds every criterion that is met to the strategy's stop
-dictionary, keyed by the option that sets its threshold; the strategy calls
+dictionary, keyed by the option that sets its threshold. The strategy calls
 it once per iteration.
 """
 

@@ -120,9 +120,9 @@ class SpectralES:
 
     Attributes:
         seed: The entropy of the seed sequence (an int). ``seed=es.seed``
-            reproduces a strategy created with an int or ``None`` seed; the
+            reproduces a strategy created with an int or ``None`` seed. The
             runs of :func:`spectral_es.minimize` use child sequences of the
-            run's seed, so there pass the seed given to ``minimize``.
+            run's seed, so reproduce those with the seed given to ``minimize``.
         params: The constants of the run, a :class:`Parameters`.
         mean: Mean of the search distribution in the unbounded coordinates
             of the strategy; :attr:`feasible_mean` is its image in the domain.
@@ -401,10 +401,10 @@ class SpectralES:
     def stop(self) -> dict[str, Any]:
         """Return the triggered termination criteria, empty while running.
 
-        Keys are option names (``"max_evals"``, ``"tol_x"``, ...) or
+        Keys are option names (``"max_evals"``, ``"tol_x"``, ...) or one of
         ``"non_finite_state"``, ``"non_finite_objective"`` (``tol_flat``
         iterations in which every value was NaN or infinite) and
-        ``"callback"``; values are the thresholds.
+        ``"callback"``. Values are the thresholds.
         """
         return dict(self._stop)
 

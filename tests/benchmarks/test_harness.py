@@ -17,8 +17,10 @@ ALL_METHODS = sorted(methods.METHODS)
 def test_problem_start_and_budget():
     unimodal = make_problem("rosenbrock", 5, seed=7)
     multimodal = make_problem("schaffer", 5, seed=7)
-    assert unimodal.sigma0 == 1.0 and np.all(np.abs(unimodal.x0) <= 3)
-    assert multimodal.sigma0 == 2.0 and np.all(np.abs(multimodal.x0) <= 5)
+    assert unimodal.sigma0 == 1.0
+    assert np.all(np.abs(unimodal.x0) <= 3)
+    assert multimodal.sigma0 == 2.0
+    assert np.all(np.abs(multimodal.x0) <= 5)
     assert (unimodal.f_target, multimodal.f_target) == (1e-8, 1e-4)
     assert (unimodal.budget, multimodal.budget) == (50_000, 500_000)
     # The start depends on the seed and n only.
@@ -108,7 +110,8 @@ def test_method_respects_budget_and_seed(name):
     again = run(name, methods.METHODS[name], problem)
     other = run(name, methods.METHODS[name], dataclasses.replace(problem, seed=3))
 
-    assert first.evals <= problem.budget and not first.success
+    assert first.evals <= problem.budget
+    assert not first.success
     assert first.trace == again.trace  # the seed fixes the run
     assert first.trace != other.trace
 
@@ -149,7 +152,8 @@ def test_budget_error_is_found_behind_a_wrapping_exception():
             raise RuntimeError("the method's own wrapper") from error
 
     record = run("wrapping", runner, make_problem("sphere", 2, seed=1))
-    assert record.stop == "budget" and record.evals == 0
+    assert record.stop == "budget"
+    assert record.evals == 0
 
 
 def test_best_so_far_is_a_step_function():

@@ -50,7 +50,8 @@ def test_torch_low_precision_keeps_dtype(rng, dtype, method, tolerance):
     expected_d, expected_B = spectral_step(d, B, Q, 0.05, 1.0, method=method)
     torch_dtype = getattr(torch, dtype)
     got_d, got_B = spectral_step(*(torch.from_numpy(a).to(torch_dtype) for a in (d, B, Q)), 0.05, 1.0, method=method)
-    assert got_d.dtype == torch_dtype and got_B.dtype == torch_dtype
+    assert got_d.dtype == torch_dtype
+    assert got_B.dtype == torch_dtype
     np.testing.assert_allclose(got_d.double().numpy(), expected_d, rtol=tolerance)
     np.testing.assert_allclose(got_B.double().numpy(), expected_B, atol=tolerance)
     root = apply_inverse_root(got_d, got_B, torch.ones(16, dtype=torch_dtype), 4)
@@ -61,7 +62,8 @@ def test_torch_low_precision_keeps_dtype(rng, dtype, method, tolerance):
 def test_float32_numpy_stays_float32(rng):
     d, B, Q = (a.astype(np.float32) for a in numpy_problem(rng))
     d_new, B_new = spectral_step(d, B, Q, 0.05)
-    assert d_new.dtype == np.float32 and B_new.dtype == np.float32
+    assert d_new.dtype == np.float32
+    assert B_new.dtype == np.float32
     assert orthogonality_defect(B_new.astype(np.float64)) < 1e-5
 
 

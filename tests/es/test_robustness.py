@@ -51,7 +51,8 @@ def test_all_nan_generation_keeps_state():
         es.tell(X, np.full(es.popsize, np.nan))
     for old, new in zip(before, state_of(es), strict=True):
         np.testing.assert_array_equal(old, new)
-    assert es.nit == 6 and es.nfev == 6 * es.popsize
+    assert es.nit == 6
+    assert es.nfev == 6 * es.popsize
     assert es.result.fbest < np.inf  # the earlier best survives
 
 
@@ -66,7 +67,8 @@ def test_same_seed_is_bit_identical():
     second = minimize(rosenbrock, np.zeros(6), 0.5, seed=7, max_evals=3000)
     np.testing.assert_array_equal(first.xbest, second.xbest)
     np.testing.assert_array_equal(first.mean, second.mean)
-    assert first.fbest == second.fbest and first.nfev == second.nfev
+    assert first.fbest == second.fbest
+    assert first.nfev == second.nfev
 
 
 def test_seed_zero_is_a_seed():
@@ -81,7 +83,9 @@ def test_global_random_state_untouched():
     state = np.random.get_state()
     minimize(sphere, np.ones(4), 1.0, seed=None, max_evals=500)
     after = np.random.get_state()
-    assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2:] == after[2:]
+    assert state[0] == after[0]
+    assert np.array_equal(state[1], after[1])
+    assert state[2:] == after[2:]
 
 
 def test_unseeded_run_records_its_seed():
@@ -129,7 +133,8 @@ def test_long_run_past_convergence_stays_finite(diagonal):
     assert "non_finite_state" not in es.stop()
     for part in state_of(es):
         assert np.all(np.isfinite(part))
-    assert np.all(es.d > 0) and es.sigma > 0
+    assert np.all(es.d > 0)
+    assert es.sigma > 0
 
 
 def test_all_nan_objective_names_its_reason():

@@ -17,16 +17,18 @@ def test_max_evals_and_max_iter():
     assert result.stop == {"max_evals": 95}
     assert 95 <= result.nfev < 95 + 8  # stops after the generation that crosses it
     result = minimize(sphere, np.ones(5), 1.0, seed=0, max_iter=7)
-    assert result.stop == {"max_iter": 7} and result.nit == 7
+    assert result.stop == {"max_iter": 7}
+    assert result.nit == 7
 
 
 def test_target_reached():
     result = minimize(sphere, np.ones(5), 1.0, seed=0, f_target=1e-3)
     assert result.stop == {"f_target": 1e-3}
-    assert result.fbest <= 1e-3 and result.success
+    assert result.fbest <= 1e-3
+    assert result.success
 
 
-def test_tol_x_and_tol_f_end_a_converged_run():
+def test_tolerances_end_converged_run():
     result = minimize(sphere, np.ones(3), 1.0, seed=0, tol_x=1e-6)
     assert "tol_x" in result.stop or "tol_f" in result.stop
     es_result = result
@@ -56,7 +58,9 @@ def test_unbounded_function_ends_with_a_reason():
             X = es.ask()
             es.tell(X, -np.sum(X**2, axis=1))
     assert es.sigma > 1e100
-    assert np.isfinite(es.sigma) and np.all(np.isfinite(es.mean)) and np.all(np.isfinite(es.d))
+    assert np.isfinite(es.sigma)
+    assert np.all(np.isfinite(es.mean))
+    assert np.all(np.isfinite(es.d))
 
 
 def test_overflowing_update_stops_and_keeps_state():
@@ -91,7 +95,8 @@ def test_callback_stops_the_run(mode):
 
     result = minimize(sphere, np.ones(3), 1.0, seed=0, callback=callback, restarts=2)
     assert result.stop == {"callback": True}
-    assert seen == [1, 2, 3, 4] and result.nit == 4
+    assert seen == [1, 2, 3, 4]
+    assert result.nit == 4
 
 
 def test_disp_prints_header_and_lines(capsys):
