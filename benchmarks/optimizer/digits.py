@@ -4,8 +4,9 @@ The 1,797 8x8 digit images ship inside scikit-learn, so the task runs on a
 CPU in minutes with no download. For each model and dtype (float32, or the
 whole model and its optimizer in bfloat16) every optimizer is swept over 4
 learning rates (seed 0, picked by validation loss) and the best rate is run
-with 3 seeds (seed 0 reused): 300 steps of batch 64, linear warm-up for 30 steps then cosine
-decay to 0, no weight decay. The script records train loss, test loss and
+with 3 seeds (seed 0 reused; ``--seeds`` changes the count): 300 steps of
+batch 64, linear warm-up for 30 steps then cosine decay to 0, no weight
+decay. The script records train loss, test loss and
 accuracy and wall time, writes ``digits.json`` and the loss plots, and
 ``report.py`` turns the records into RESULTS.md.
 
@@ -13,6 +14,8 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
     python -m benchmarks.optimizer.digits          # 2 rates, 1 seed: a few minutes
     python -m benchmarks.optimizer.digits --full   # the protocol above, for RESULTS.md
+    python -m benchmarks.optimizer.digits --full --seeds 10 --models convnet \
+        --optimizers SOAP SpectralKron --record digits_seed_check   # the seed check
 
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.
@@ -184,10 +187,20 @@ def main() -> None:
     choices = [*PEERS, *VARIANTS]
     parser.add_argument("--optimizers", nargs="+", default=[*PEERS, "SpectralKron T=10"], choices=choices)
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
-    parser.add_argument("--out", type=Path, help="folder for digits.json (default results/, quick: results/quick/)")
+    parser.add_argument("--seeds", type=int, help="seeds at the best rate (default 3, quick: 1)")
+    parser.add_argument(
+        "--record",
+        default="digits",
+        help="name of the JSON record (default digits); report.py shows digits_seed_check in its own section",
+    )
+    parser.add_argument("--out", type=Path, help="folder for the JSON record (default results/, quick: results/quick/)")
     args = parser.parse_args()
     learning_rates = LEARNING_RATES if args.full else QUICK_LEARNING_RATES
-    seeds = 3 if args.full else 1
+    seeds = args.seeds
+    if seeds is None:
+        seeds = 3 if args.full else 1
+    if seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {seeds}")
     out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
 
     torch.set_num_threads(1)
@@ -197,6 +210,7 @@ def main() -> None:
     results = {
         "environment": environment("benchmarks.optimizer.digits"),
         "steps": args.steps,
+        "seeds": seeds,
         "learning_rates": LEARNING_RATES,
         "cases": {},
     }
@@ -205,7 +219,7 @@ def main() -> None:
             case = run_case(kind, dtype_name, args.optimizers, data, args.steps, learning_rates, seeds)
             results["cases"][f"{kind}/{dtype_name}"] = case
     out.mkdir(parents=True, exist_ok=True)
-    (out / "digits.json").write_text(json.dumps(results, indent=1))
+    (out / f"{args.record}.json").write_text(json.dumps(results, indent=1))
     if out == report.RESULTS:
         report.main()
 

@@ -1,0 +1,52 @@
+"""The target verdicts of the optimizer benchmark page, on hand-made records."""
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from benchmarks.optimizer import report  # noqa: E402  (after the skip)
+
+
+def _runs(*test_losses):
+    return {"runs": [{"test_loss": loss} for loss in test_losses]}
+
+
+def _digits(seeds, ours, soap):
+    return {"seeds": seeds, "cases": {"convnet/float32": {"SpectralKron": ours, "SOAP": soap}}}
+
+
+def _row(lines, case):
+    (row,) = [line for line in lines if line.startswith(f"| {case} |")]
+    return row
+
+
+def test_convnet_loss_verdict_compares_medians():
+    # Medians 0.03 and 0.02: ratio 1.5, above the limit of 1.
+    lines = report.targets_section(None, _digits(3, _runs(0.01, 0.03, 0.05), _runs(0.02, 0.02, 0.9)))
+    assert _row(lines, "convnet/float32").endswith("| 1.50 (no) |")
+
+
+def test_seed_check_row_has_own_verdict():
+    main = _digits(3, _runs(0.04, 0.04, 0.04), _runs(0.03, 0.03, 0.03))
+    check = _digits(10, _runs(*[0.02] * 10), _runs(*[0.025] * 10))
+    lines = report.targets_section(None, main, check)
+    assert _row(lines, "convnet/float32").endswith("| 1.33 (no) |")
+    assert _row(lines, "convnet/float32 (10 seeds)").endswith("| 0.80 (yes) |")
+
+
+def test_failed_run_drops_the_ratio():
+    ours = {"runs": [{"test_loss": 0.02}, {"test_loss": float("nan"), "failure": "loss became nan at step 3"}]}
+    lines = report.targets_section(None, _digits(2, ours, _runs(0.03, 0.03)))
+    assert _row(lines, "convnet/float32") == "| convnet/float32 | no | yes |  |"
+
+
+def test_digits_section_states_the_seed_count():
+    record = {
+        "environment": {"command": "c", "cpu": "m", "date": "d", "versions": "v"},
+        "steps": 300,
+        "learning_rates": [0.001, 0.01],
+        "seeds": 10,
+        "cases": {},
+    }
+    text = "\n".join(report.digits_section(record))
+    assert "run on 10 seeds" in text
