@@ -9,8 +9,10 @@ Run it from the repository root. Every method gets the same problems (see
 figures and the raw records (``results.json``) go to ``--output``, by
 default ``benchmarks/es`` for ``--full`` and ``benchmarks/es/quick`` for
 ``--quick``. ``--seeds``, ``--dims`` and the other options override the
-mode's choices; the page records the exact command. ``--from-json FILE``
-redraws the page and figures from a saved ``results.json`` without running.
+mode's choices; the page records the exact command. ``--from-json FILE ...``
+redraws the page and figures from saved ``results.json`` files without
+running. Where several files have the same cell, the last one wins, and the
+page lists which methods it took from which file.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem,
 from benchmarks.es.methods import DESCRIPTIONS, METHODS
 from benchmarks.es.page import render_page
 from benchmarks.es.timing import TimingRow, format_table, time_methods
+from benchmarks.provenance import library_commit
 
 __all__ = ["FULL", "QUICK", "Config", "main"]
 
@@ -138,31 +141,15 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} logical cores (shared with other jobs), OPENBLAS_NUM_THREADS={threads}"
 
 
-def library_version() -> str:
-    """Return the git commit of ``spectral_es`` and whether its sources had uncommitted changes."""
-    root = HERE.parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "spectral_es"], cwd=root, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    suffix = " with uncommitted changes in spectral_es/" if dirty.stdout.strip() else ""
-    return commit.stdout.strip() + suffix
-
-
 def describe_run(command: str, seconds: float) -> dict:
     """Return the command, date, machine and versions of this run, for the page header."""
     return {
         "command": command,
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(),
         "versions": (
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-            f"cma {cma.__version__}, matplotlib {matplotlib.__version__}, spectral_es {library_version()}"
+            f"cma {cma.__version__}, matplotlib {matplotlib.__version__}, spectral_es {library_commit()}"
         ),
         "seconds": seconds,
     }
@@ -180,27 +167,47 @@ def save_results(path: Path, config: Config, records: list[RunRecord], timing_ro
 
 
 def load_results(paths: Sequence[Path]) -> tuple[Config, list[RunRecord], list[TimingRow], dict]:
-    """Read and merge files written by :func:`save_results`.
+    """Read and merge files written by :func:`save_results`; where they overlap, the later file wins.
 
-    The records and timing rows of all files are concatenated. The config
-    is the first file's, with the functions, dimensions and methods of all
-    files, and the header lists every file's command and every distinct
-    set of versions.
+    A cell (method, function, n) comes whole from the last file that has it,
+    and the timing rows from the last file that has any, so a rerun of some
+    methods replaces their old runs. The config is the first file's, with
+    the functions, dimensions and methods of all files. The header's
+    ``sources`` list each file's command, date, versions and the methods the
+    page takes from it.
     """
-    configs, records, timing_rows, headers = [], [], [], []
-    for path in paths:
-        raw = json.loads(path.read_text())
+    raws = [json.loads(path.read_text()) for path in paths]
+    owner: dict[tuple, int] = {}
+    for index, raw in enumerate(raws):
+        for record in raw["records"]:
+            owner[(record["method"], record["function"], record["n"])] = index
+    timing_index = max((i for i, raw in enumerate(raws) if raw["timing"]), default=None)
+
+    configs, records, timing_rows, sources = [], [], [], []
+    for index, (path, raw) in enumerate(zip(paths, raws, strict=True)):
         configs.append(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["config"].items()}))
-        records += [RunRecord(**{**r, "trace": [tuple(pair) for pair in r["trace"]]}) for r in raw["records"]]
-        timing_rows += [TimingRow(**row) for row in raw["timing"]]
-        headers.append(raw["header"])
+        owned = [r for r in raw["records"] if owner[(r["method"], r["function"], r["n"])] == index]
+        records += [RunRecord(**{**r, "trace": [tuple(pair) for pair in r["trace"]]}) for r in owned]
+        dims: dict[str, set[int]] = {}
+        for record in owned:
+            dims.setdefault(record["method"], set()).add(record["n"])
+        used = [f"{method} (n = {', '.join(map(str, sorted(ns)))})" for method, ns in dims.items()]
+        if index == timing_index:
+            timing_rows = [TimingRow(**row) for row in raw["timing"]]
+            used.append("time per generation")
+        if used:
+            sources.append({**raw["header"], "file": str(path), "used": used})
     config = dataclasses.replace(configs[0], **{field: _union(configs, field) for field in _MERGED_FIELDS})
-    if any(c.timing_dims for c in configs):
-        config = dataclasses.replace(config, timing_methods=next(c.timing_methods for c in configs if c.timing_dims))
-    header = dict(headers[0])
-    header["command"] = "`, then `".join(h["command"] for h in headers)
-    header["seconds"] = sum(h["seconds"] for h in headers)
-    header["versions"] = "; ".join(dict.fromkeys(h["versions"] for h in headers))
+    if timing_index is not None:
+        config = dataclasses.replace(config, timing_methods=configs[timing_index].timing_methods)
+    header = {
+        "command": "",
+        "date": max(source["date"] for source in sources),
+        "machine": sources[0]["machine"],
+        "versions": "see the sources",
+        "seconds": sum(source["seconds"] for source in sources),
+        "sources": sources,
+    }
     return config, records, timing_rows, header
 
 
@@ -237,7 +244,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     mode.add_argument("--quick", action="store_true", help="3 seeds, n = 2, 10, 40; a few minutes")
     mode.add_argument("--full", action="store_true", help="10 seeds, n = 2, 10, 40, 100; hours")
     mode.add_argument(
-        "--from-json", type=Path, nargs="+", help="only redraw the page from results.json files, merged in order"
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="only redraw the page from results.json files; a later file replaces the cells it shares",
     )
     parser.add_argument("--seeds", type=int, help="number of seeds per problem")
     parser.add_argument("--dims", type=int, nargs="+", help="dimensions of all functions")
@@ -277,23 +287,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.from_json is not None:
         config, records, timing_rows, header = load_results(args.from_json)
         arguments = sys.argv[1:] if argv is None else argv
-        redraw = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in arguments)
-        header["command"] += f"`; page drawn by `{redraw}"
+        header["command"] = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in arguments)
         write_page(config, records, timing_rows, header, args.output)
         print(f"wrote {args.output / 'RESULTS.md'} from {', '.join(map(str, args.from_json))}")
         return
 
     arguments = sys.argv[1:] if argv is None else argv
     command = "python -m benchmarks.es.compare " + " ".join(shlex.quote(arg) for arg in arguments)
+    # Versions and date at the start: the sources may change while the run goes on.
+    header = describe_run(command, 0.0)
     start = time.perf_counter()
     records = run_all(config, log=lambda line: print(line, flush=True))
-    header = describe_run(command, time.perf_counter() - start)
+    header["seconds"] = time.perf_counter() - start
     save_results(args.output / "results.json", config, records, [], header)
     timing_rows = []
     if config.timing_dims:
         timing_rows = time_methods(config.timing_dims, config.timing_methods, repeats=config.timing_repeats)
         print(format_table(timing_rows, config.timing_methods), flush=True)
-    header = describe_run(command, time.perf_counter() - start)
+    header["seconds"] = time.perf_counter() - start
     save_results(args.output / "results.json", config, records, timing_rows, header)
     write_page(config, records, timing_rows, header, args.output)
     print(f"wrote {args.output / 'RESULTS.md'}")

@@ -177,13 +177,46 @@ def _verdict(measured: Sequence | Mapping, failed: Sequence[str], expected: int 
     return "met" + partial
 
 
+def provenance(header: Mapping) -> list[str]:
+    """Return the command, date, machine and versions of the page, one source per file if merged."""
+    minutes = header["seconds"] / 60
+    if "sources" not in header:
+        return [
+            f"Command: `{header['command']}` (run from the repository root; {minutes:.1f} min).  \n"
+            f"Date: {_utc(header['date'])}.  \nMachine: {header['machine']}.  \nVersions: {header['versions']}."
+        ]
+    rows = [
+        [
+            f"`{source['command']}`",
+            _utc(source["date"]),
+            source["versions"].rsplit("spectral_es ", 1)[-1],
+            ", ".join(source["used"]),
+        ]
+        for source in header["sources"]
+    ]
+    return [
+        f"Page drawn by `{header['command']}` from the runs below ({minutes:.1f} min of runs in all, each run "
+        f"from the repository root).  \nMachine: {header['machine']}.  \n"
+        f"Versions: {_shared_versions(header['sources'])}.",
+        markdown_table(["run", "date", "spectral_es commit", "cells taken from it"], rows),
+    ]
+
+
+def _utc(date: str) -> str:
+    # Runs without a time zone in their date come from machines whose clock is UTC.
+    return date if date.endswith("UTC") else f"{date} UTC"
+
+
+def _shared_versions(sources: Sequence[Mapping]) -> str:
+    """Return the package versions of the sources without spectral_es, which the table gives per run."""
+    versions = dict.fromkeys(source["versions"].rsplit(", spectral_es ", 1)[0] for source in sources)
+    return "; ".join(versions)
+
+
 def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header: Mapping, descriptions: Mapping) -> str:
     """Return the whole markdown page."""
-    minutes = header["seconds"] / 60
-    parts = [
-        "# SpectralES against pycma's CMA-ES and xNES",
-        f"Command: `{header['command']}` (run from the repository root; {minutes:.1f} min).  \n"
-        f"Date: {header['date']}.  \nMachine: {header['machine']}.  \nVersions: {header['versions']}.",
+    parts = ["# SpectralES against pycma's CMA-ES and xNES", *provenance(header)]
+    parts += [
         "## Setup",
         f"Seeds 1..{config.seeds}, the same for every method. Unimodal functions start from "
         "x0 ~ U[-3, 3]^n with sigma0 = 1 and a budget of 10^4 n evaluations; multimodal ones from "

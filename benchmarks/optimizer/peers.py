@@ -22,6 +22,7 @@ from importlib import metadata
 
 import torch
 
+from benchmarks.provenance import library_commit
 from spectral_es.optim import SpectralKron
 
 PEERS = ("AdamW", "Muon", "SOAP", "Shampoo", "SpectralKron")
@@ -128,7 +129,7 @@ def environment(module: str) -> dict[str, str]:
         model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "spectral_es": library_commit()}
     for package in ("numpy", "pytorch-optimizer", "scikit-learn"):
         try:
             versions[package] = metadata.version(package)

@@ -200,3 +200,31 @@ def test_xnes_comparison_breaks_ties_by_median():
     assert dict(page.target_checks(fewer, timing_rows=[]))[goal] == "not met: griewank n=10: 100 (5/10) vs 800 (6/10)"
     faster = report.group(records("spectral", 700, 6) + records("xnes", 800, 6))
     assert dict(page.target_checks(faster, timing_rows=[]))[goal] == "met"
+
+
+def test_merge_prefers_later_file(tmp_path):
+    def save(name, evals, methods_run, timing):
+        records = [
+            dataclasses.replace(_RECORD, method=method, function="sphere", n=10, seed=seed, evals=evals)
+            for method in methods_run
+            for seed in (1, 2)
+        ]
+        rows = []
+        if timing:
+            rows = [compare.TimingRow(n=10, popsize=10, seconds={"pycma": 1e-3}, generations={"pycma": 5})]
+        header = compare.describe_run(f"run {name}", 60.0)
+        config = dataclasses.replace(compare.QUICK, timing_dims=(10,) if timing else ())
+        compare.save_results(tmp_path / f"{name}.json", config, records, rows, header)
+        return tmp_path / f"{name}.json"
+
+    old = save("old", 100, ["spectral", "pycma"], timing=True)
+    new = save("new", 50, ["spectral"], timing=False)
+    _, records, timing_rows, header = compare.load_results([old, new])
+
+    evals = {(r.method, r.evals) for r in records}
+    assert evals == {("spectral", 50), ("pycma", 100)}
+    assert len(records) == 4
+    assert len(timing_rows) == 1
+    used = {source["command"]: source["used"] for source in header["sources"]}
+    assert used == {"run old": ["pycma (n = 10)", "time per generation"], "run new": ["spectral (n = 10)"]}
+    assert header["seconds"] == 120.0
