@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from spectral_es import __version__
-from spectral_es.es import ESResult, EvaluationError, minimize, resume
+from spectral_es.es import ESResult, EvaluationError, SpectralES, minimize, resume
 from spectral_es.es.bounds import Bounds
 from spectral_es.es.checkpoint import check_writable
 from spectral_es.es.minimize import objective_name, read_plan
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output.add_argument("--resume", metavar="FILE", help="continue the run saved in FILE; run settings come from FILE")
 
+    run.set_defaults(command_parser=run)
     commands.add_parser("functions", help="list the built-in test functions")
     return parser
 
@@ -217,6 +220,7 @@ def run_minimize(args: argparse.Namespace) -> int:
             raise ValueError("give the function to minimize: a built-in name or module:function")
         function = load_function(args.function)
         settings = new_run_settings(args)
+        check_run_settings(settings, args.checkpoint_every)
         noisy = bool(args.noise)
         banner = f"minimizing {args.function} in {settings['x0'].size} dimensions, seed {settings['seed']}"
     check_outputs(args)
@@ -249,7 +253,7 @@ def run_minimize(args: argparse.Namespace) -> int:
     finally:
         if status is not None:
             status.close()
-    print_result(result, time.perf_counter() - start, noisy)
+    print_result(result, time.perf_counter() - start, noisy, resumed=bool(args.resume))
     if args.plot:
         save_plot(result, args.plot, objective_name(function) if args.resume else args.function)
     return 0
@@ -338,6 +342,36 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
+    """Raise ValueError, in the command line's option names, for settings that ``minimize`` rejects.
+
+    Runs before the first line of output. A strategy built from the settings
+    (no evaluation) checks the rest, such as bounds and integer indices.
+    """
+    counts = [
+        ("--seed", settings["seed"], 0),
+        ("--popsize", settings["popsize"], 2),
+        ("--restarts", settings["restarts"], 0),
+        ("--checkpoint-every", checkpoint_every, 1),
+        ("--noise-max-evaluations", settings.get("noise_max_evaluations"), 1),
+    ]
+    for flag, value, minimum in counts:
+        if value is not None and value < minimum:
+            raise ValueError(f"{flag} must be an integer >= {minimum}, got {value}")
+    for flag, value in (("--sigma0", settings["sigma0"]), ("--max-evals", settings["max_evals"])):
+        if value is not None and not 0 < value < math.inf:
+            raise ValueError(f"{flag} must be a positive finite number, got {value}")
+
+    options = {name: value for name, value in settings.items() if name not in ("x0", "sigma0", "restarts")}
+    try:
+        SpectralES(settings["x0"], settings["sigma0"], **options)
+    except ValueError as error:
+        message = str(error)
+        for name, flag in {**RUN_OPTIONS, "integer_variables": "--integer"}.items():
+            message = re.sub(rf"\b{name}\b", flag, message)
+        raise ValueError(message) from error
+
+
 def check_resume_arguments(args: argparse.Namespace) -> None:
     """Reject run-defining options next to ``--resume``: the checkpoint fixes them."""
     # A value of 0 is given too (--seed 0), so values are compared with None, not by truth.
@@ -374,11 +408,13 @@ def open_executor(workers: int | None, dask_address: str | None) -> Iterator[Any
     yield None
 
 
-def print_result(result: ESResult, elapsed: float, noisy: bool = False) -> None:
+def print_result(result: ESResult, elapsed: float, noisy: bool = False, resumed: bool = False) -> None:
     """Print the summary, with one line per run after restarts.
 
     With noise, ``best f`` is the luckiest draw and biased low, so the
-    summary adds a line that names the mean as the estimate.
+    summary adds a line that names the mean as the estimate. ``elapsed`` is
+    this process's time; after ``--resume`` the progress table's time
+    column also counts the earlier processes.
     """
     with np.printoptions(precision=6, suppress=False, linewidth=100, threshold=20):
         print(
@@ -388,7 +424,7 @@ def print_result(result: ESResult, elapsed: float, noisy: bool = False) -> None:
             f"evaluations {result.nfev}\n"
             f"iterations  {result.nit}\n"
             f"stopped by  {result.message}\n"
-            f"time        {elapsed:.2f} s"
+            f"time        {elapsed:.2f} s{' in this process' if resumed else ''}"
         )
     if noisy:
         print(
@@ -458,8 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_resume_arguments(args)
         with current_directory_importable():
             return run_minimize(args)
-    except ValueError as error:
-        parser.error(str(error))
+    except (ValueError, FileNotFoundError) as error:
+        # The usage line of ``minimize``, whose options the error is about.
+        args.command_parser.error(str(error))
     except KeyboardInterrupt:
         saved = args.checkpoint or args.resume
         print(f"\ninterrupted{f'; continue with --resume {saved}' if saved else ''}", file=sys.stderr)

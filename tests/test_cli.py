@@ -37,7 +37,7 @@ def test_user_function_by_module_path(capsys, tmp_path, monkeypatch):
         (["minimize", "nosuch", "--dim", "3"], "unknown function 'nosuch'"),
         (["minimize", "sphere"], "give --dim"),
         (["minimize", "sphere", "--dim", "3", "--x0", "1,2"], "--x0 has 2 coordinates but --dim is 3"),
-        (["minimize", "sphere", "--dim", "3", "--sigma0", "-1"], "sigma0 must be positive"),
+        (["minimize", "sphere", "--dim", "3", "--sigma0", "-1"], "--sigma0 must be a positive finite number"),
         (["minimize", "no_such_module_xyz:f", "--dim", "2"], "cannot import module 'no_such_module_xyz'"),
     ],
 )

@@ -240,3 +240,33 @@ def test_noise_max_evaluations_default(given, stored, tmp_path, capsys):
     argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--noise", "--max-evals", "40"]
     assert main([*argv, *given, "--checkpoint", str(checkpoint)]) == 0
     assert read_plan(checkpoint)["options"]["noise_max_evaluations"] == stored
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sigma0", "-1"], "--sigma0 must be a positive finite number, got -1.0"),
+        (["--max-evals", "0"], "--max-evals must be a positive finite number, got 0.0"),
+        (["--popsize", "1"], "--popsize must be an integer >= 2, got 1"),
+        (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+        (["--restarts", "-2"], "--restarts must be an integer >= 0, got -2"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
+        (["--integer", "7"], "--integer [7] has the index 7 outside 0..4"),
+        (["--lower=1", "--upper=0"], "--lower < --upper in every coordinate"),
+    ],
+)
+def test_bad_setting_named_by_flag_before_output(arguments, message, capsys, user_module):
+    argv = ["minimize", "cli_checks_objective:counted", "--dim", "5", *arguments]
+    code, err = exit_code_and_stderr(argv, capsys)
+    assert code == 2
+    assert message in err
+    assert err.startswith("usage: spectral-es minimize ")
+    assert "minimizing" not in capsys.readouterr().out
+    assert user_module.calls == 0
+
+
+def test_resume_of_missing_file(tmp_path, capsys):
+    missing = tmp_path / "missing.npz"
+    code, err = exit_code_and_stderr(["minimize", "--resume", str(missing)], capsys)
+    assert code == 2
+    assert f"checkpoint '{missing}' not found; check the path" in err

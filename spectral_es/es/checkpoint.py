@@ -272,13 +272,14 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     """Read a file written by :func:`write`; never unpickles.
 
     Raises:
-        ValueError: if ``path`` does not exist, or is not a checkpoint: not
-            an ``.npz`` archive (a CSV log, a truncated file), an archive
-            with pickled objects or without the JSON document.
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if ``path`` is not a checkpoint: not an ``.npz`` archive
+            (a CSV log, a truncated file), an archive with pickled objects or
+            without the JSON document.
     """
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"checkpoint {str(path)!r} not found; check the path")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; check the path")
     if not path.is_file() or not zipfile.is_zipfile(path):
         raise _not_a_checkpoint(path, "not an .npz archive, or a truncated one")
 

@@ -9,6 +9,8 @@ run from its checkpoint exactly where it was saved.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -28,6 +30,12 @@ __all__ = ["EvaluationError", "evaluate", "minimize", "objective_name", "optimiz
 
 # Stop reasons after which a restart cannot help or was not asked for.
 _FINAL_STOPS = frozenset({"f_target", "max_evals", "callback", "non_finite_state"})
+
+# The SpectralES options that minimize() passes on through **options; x0,
+# sigma0 and seed are its own arguments.
+_STRATEGY_OPTIONS = tuple(
+    name for name in inspect.signature(SpectralES.__init__).parameters if name not in ("self", "x0", "sigma0", "seed")
+)
 
 
 def step(es: SpectralES, fun: Callable, args: tuple = (), vectorized: bool = False, executor: Any = None) -> None:
@@ -135,7 +143,11 @@ def minimize(
             iteration; returning ``True`` (or numpy's ``np.True_``) or
             raising ``StopIteration`` ends the run (and all restarts).
         disp: Print progress every ``disp`` iterations (``True``: every 10).
-        seed: Seed of the whole run, restarts included; 0 is valid.
+        seed: Seed of the whole run, restarts included; 0 is valid. Each
+            run's strategy gets a child of ``numpy.random.SeedSequence(seed)``
+            (``spawn``), so ``minimize(..., seed=s)`` samples other points
+            than an ask/tell loop over ``SpectralES(..., seed=s)``; both
+            repeat exactly when run again.
         log: CSV file that receives one row per iteration as the run goes
             (format in :mod:`spectral_es.es.history`); the last row of each
             run contains its stop reasons.
@@ -153,12 +165,22 @@ def minimize(
         ``restarts > 0``, and ``history`` the rows of all runs.
 
     Raises:
+        TypeError: for a keyword argument that is neither an argument of
+            ``minimize`` nor a :class:`SpectralES` option.
         EvaluationError: if ``fun`` raises. The checkpoint (if any) is
             written first, and ``error.strategy`` is the current strategy.
         ValueError: for invalid arguments, if ``log`` or ``checkpoint``
             cannot be written, and, with ``checkpoint``, for an option that a
             checkpoint cannot store; all are checked before the first evaluation.
     """
+    unknown = [name for name in options if name not in _STRATEGY_OPTIONS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], _STRATEGY_OPTIONS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TypeError(
+            f"minimize() got an unexpected keyword argument {unknown[0]!r}; {hint}"
+            f"the SpectralES options it accepts are {', '.join(_STRATEGY_OPTIONS)}"
+        )
     if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 0:
         raise ValueError(f"restarts must be an integer >= 0, got {restarts!r}")
     if not incpopsize >= 1:
@@ -220,6 +242,7 @@ def resume(
     fixed, renamed or wrapped since.
 
     Raises:
+        FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is not a :func:`minimize` checkpoint, if
             ``fun`` is not the stored objective (with ``check_function``),
             or if ``log`` or ``checkpoint`` cannot be written. Nothing is

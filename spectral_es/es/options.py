@@ -136,7 +136,11 @@ def validate_positive(name: str, value: Any, fix: str) -> float:
     """Return ``value`` as a positive float; raise ValueError naming it and ``fix`` otherwise.
 
     Infinity is accepted (a limit that never triggers) except for ``sigma0``.
+    Strings are rejected although ``float`` would parse them, as objective
+    values are.
     """
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a number, got the string {value!r}; {fix}")
     try:
         number = float(value)
     except (TypeError, ValueError) as error:

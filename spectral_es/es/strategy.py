@@ -101,7 +101,7 @@ class SpectralES:
             the off-diagonal curvature gathered since the last rotation (``d``
             moves every iteration). Default
             ``floor(1 / (10 n (c1 + c_mu))) + 1``, the iterations pycma waits
-            between eigendecompositions: 1 up to n = 82, 9 at n = 1000.
+            between eigendecompositions: 1 up to n = 87, 8 at n = 1000.
         bounds: ``(lower, upper)``, each a scalar or shape (n,), infinite
             entries allowed. Every sample is mapped into the box by the smooth
             periodic map of :class:`~spectral_es.es.bounds.BoxBounds`, so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -171,7 +172,7 @@ class SpectralKron(torch.optim.Optimizer):
     ) -> None:
         defaults = {
             "lr": lr,
-            "betas": tuple(betas),
+            "betas": betas,
             "eps": eps,
             "weight_decay": weight_decay,
             "root": root,
@@ -251,14 +252,15 @@ class SpectralKron(torch.optim.Optimizer):
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`, keeping this optimizer's state dtypes.
+        """Load a state from :meth:`state_dict`, in the saved state dtypes.
 
-        ``torch.optim.Optimizer`` casts every floating state tensor to its
-        parameter's dtype. Here the eigenvalues, ``alpha`` and the second
-        moment stay float32 and the momentum and eigenbases take the group's
-        ``state_dtype``, so the saved tensors are cast again from the
-        originals (a bfloat16 state round-trips exactly), onto each
-        parameter's device.
+        As in ``torch.optim``, the saved group options replace this
+        optimizer's, ``state_dtype`` included. ``torch.optim.Optimizer``
+        casts every floating state tensor to its parameter's dtype. Here the
+        eigenvalues, ``alpha`` and the second moment stay float32 and the
+        momentum and eigenbases take the loaded group's ``state_dtype``, so
+        the saved tensors are cast again from the originals (a bfloat16
+        state round-trips exactly), onto each parameter's device.
         """
         saved_state = state_dict["state"]
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
@@ -290,32 +292,45 @@ class SpectralKron(torch.optim.Optimizer):
 def _check_group(group: dict[str, Any]) -> None:
     """Raise ``ValueError`` for an invalid option of a parameter group."""
     group["state_dtype"] = _dtype_name(group["state_dtype"])
-    group["betas"] = tuple(group["betas"])
+    betas = group["betas"]
+    if isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas):
+        group["betas"] = tuple(betas)
+    else:
+        raise ValueError(f"invalid betas {betas!r}: expected two numbers in [0, 1), e.g. (0.9, 0.999)")
     checks = [
-        ("lr", group["lr"] >= 0, "lr >= 0"),
-        ("betas", len(group["betas"]) == 2 and all(0 <= b < 1 for b in group["betas"]), "two values in [0, 1)"),
-        ("eps", group["eps"] >= 0, "eps >= 0"),
-        ("weight_decay", group["weight_decay"] >= 0, "weight_decay >= 0"),
-        ("root", group["root"] > 0, "root > 0 (1, 2, 4, ...)"),
-        ("precond_lr", 0 < group["precond_lr"] <= 1, "0 < precond_lr <= 1"),
-        ("precondition_frequency", _is_int(group["precondition_frequency"], 1), "an integer >= 1"),
-        ("max_precond_dim", _is_int(group["max_precond_dim"], 1), "an integer >= 1"),
-        ("graft", group["graft"] in _GRAFTS, f"one of {_GRAFTS}"),
-        ("graft_rms", group["graft_rms"] > 0, "graft_rms > 0"),
-        ("max_update_rms", group["max_update_rms"] is None or group["max_update_rms"] > 0, "None or > 0"),
-        ("damping", group["damping"] >= 0, "damping >= 0"),
-        ("cayley", group["cayley"] in _CAYLEY_METHODS, f"one of {_CAYLEY_METHODS}"),
+        ("lr", lambda lr: _is_number(lr) and lr >= 0, "a number >= 0"),
+        ("eps", lambda eps: _is_number(eps) and eps >= 0, "a number >= 0"),
+        ("weight_decay", lambda decay: _is_number(decay) and decay >= 0, "a number >= 0"),
+        ("root", lambda root: _is_number(root) and root > 0, "a number > 0 (1, 2, 4, ...)"),
+        ("precond_lr", lambda rate: _is_number(rate) and 0 < rate <= 1, "a number in (0, 1]"),
+        ("precondition_frequency", lambda period: _is_int(period, 1), "an integer >= 1"),
+        ("max_precond_dim", lambda size: _is_int(size, 1), "an integer >= 1"),
+        ("graft", lambda graft: graft in _GRAFTS, f"one of {_GRAFTS}"),
+        ("graft_rms", lambda rms: _is_number(rms) and rms > 0, "a number > 0"),
+        ("max_update_rms", lambda cap: cap is None or (_is_number(cap) and cap > 0), "None or a number > 0"),
+        ("damping", lambda damping: _is_number(damping) and damping >= 0, "a number >= 0"),
+        ("cayley", lambda cayley: cayley in _CAYLEY_METHODS, f"one of {_CAYLEY_METHODS}"),
         (
             "max_generator_norm",
-            group["max_generator_norm"] is None or 0 < group["max_generator_norm"] < 1,
-            "None or in (0, 1), where the truncated Cayley series converges",
+            lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
+            "None or a number in (0, 1), where the truncated Cayley series converges",
         ),
-        ("orthogonalize_every", _is_int(group["orthogonalize_every"], 0), "an integer >= 0 (0: never)"),
-        ("route", group["route"] in _ROUTES, f"one of {_ROUTES}"),
+        ("orthogonalize_every", lambda every: _is_int(every, 0), "an integer >= 0 (0: never)"),
+        ("route", lambda route: route in _ROUTES, f"one of {_ROUTES}"),
     ]
-    for name, valid, expected in checks:
-        if not valid:
+    for name, is_valid, expected in checks:
+        if not is_valid(group[name]):
             raise ValueError(f"invalid {name} {group[name]!r}: expected {expected}")
+    if group["state_dtype"] is not None:
+        # A fixed state dtype decides the Cayley map now; otherwise each parameter's dtype does.
+        _cayley_method(group, _STATE_DTYPES[group["state_dtype"]])
+
+
+def _is_number(value: Any) -> bool:
+    """Return whether ``value`` is a real number (a 0-d tensor included, a bool not)."""
+    if torch.is_tensor(value):
+        return value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _is_int(value: Any, minimum: int) -> bool:

@@ -234,7 +234,7 @@ def test_non_checkpoint_files_named(tmp_path):
             resume(ellipsoid, path)
         with pytest.raises(ValueError, match=message):
             SpectralES.load(path)
-    with pytest.raises(ValueError, match="checkpoint .*missing.npz' not found"):
+    with pytest.raises(FileNotFoundError, match="checkpoint .*missing.npz' not found"):
         resume(ellipsoid, tmp_path / "missing.npz")
 
 

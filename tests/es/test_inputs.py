@@ -24,7 +24,7 @@ def test_bad_x0(x0, match):
         SpectralES(x0, 1.0)
 
 
-@pytest.mark.parametrize("sigma0", [0.0, -1.0, np.nan, np.inf, "big"])
+@pytest.mark.parametrize("sigma0", [0.0, -1.0, np.nan, np.inf, "big", "0.5"])
 def test_bad_sigma0(sigma0):
     with pytest.raises(ValueError, match="sigma0 must be"):
         SpectralES(np.zeros(3), sigma0)
@@ -150,3 +150,22 @@ def test_count_options_reported_as_integers():
     assert es.result.message == "max_evals=300"
     result = minimize(sphere, np.ones(3), 1.0, seed=0, max_evals=3e2, restarts=1)
     assert result.message == "max_evals=300"
+
+
+def test_minimize_names_unknown_option():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'popsze'; did you mean 'popsize'?"):
+        minimize(sphere, np.zeros(3), 1.0, popsze=10)
+
+
+def test_minimize_seed_differs_from_strategy_seed():
+    # minimize() seeds each run with a child of SeedSequence(seed), so its
+    # first population differs from SpectralES(seed=...)'s; both repeat.
+    first = []
+    minimize(sphere, np.zeros(3), 1.0, seed=2, max_evals=7, callback=lambda r: first.append(r.xbest.copy()) or True)
+    again = []
+    minimize(sphere, np.zeros(3), 1.0, seed=2, max_evals=7, callback=lambda r: again.append(r.xbest.copy()) or True)
+    es = SpectralES(np.zeros(3), 1.0, seed=2)
+    X = es.ask()
+    es.tell(X, [sphere(x) for x in X])
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], es.result.xbest)

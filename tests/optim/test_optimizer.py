@@ -347,7 +347,11 @@ def test_zero_gradient_before_first_refresh():
     ("option", "value"),
     [
         ("lr", -1.0),
+        ("lr", None),
+        ("lr", "1e-3"),
         ("betas", (0.9, 1.0)),
+        ("betas", 0.9),
+        ("betas", (0.9, "0.99")),
         ("eps", -1e-8),
         ("weight_decay", -0.1),
         ("root", 0.0),
@@ -363,6 +367,7 @@ def test_zero_gradient_before_first_refresh():
         ("state_dtype", torch.int32),
         ("cayley", "lu"),
         ("max_generator_norm", 1.0),
+        ("damping", True),
         ("orthogonalize_every", -1),
         ("route", "diagonal"),
     ],
@@ -383,6 +388,19 @@ def test_exact_cayley_needs_solver_dtype():
     W.grad = torch.randn_like(W)
     with pytest.raises(ValueError, match="cayley='exact' needs a dense solver"):
         optimizer.step()
+
+
+def test_exact_cayley_bf16_state_rejected_early():
+    with pytest.raises(ValueError, match="cayley='exact' needs a dense solver"):
+        SpectralKron([torch.nn.Parameter(torch.randn(4, 3))], cayley="exact", state_dtype="bfloat16")
+
+
+def test_tensor_learning_rate_accepted():
+    W = torch.nn.Parameter(torch.ones(4, 3))
+    optimizer = SpectralKron([W], lr=torch.tensor(0.1))
+    W.grad = torch.ones(4, 3)
+    optimizer.step()
+    assert torch.all(W < 1)
 
 
 def test_sparse_gradient_raises():
