@@ -33,6 +33,8 @@ VARIANTS = {
     "SpectralKron bf16 state": {"state_dtype": torch.bfloat16},
     "SpectralKron rms graft": {"graft": "rms"},
     "SpectralKron full": {"max_precond_dim": 4096},
+    "SpectralKron truncated": {"cayley": "truncated"},
+    "SpectralKron no squarings": {"cayley": "truncated", "max_cayley_squarings": 0},
 }
 
 

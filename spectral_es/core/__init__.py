@@ -33,7 +33,7 @@ from spectral_es.core.kron import (
     kron_unrotate,
 )
 from spectral_es.core.roots import apply_inverse_root, apply_power, matrix_power
-from spectral_es.core.step import eigenvalue_step, rotation_generator, spectral_step
+from spectral_es.core.step import eigenvalue_step, rotation_generator, spectral_step, squarings_needed
 
 __all__ = [
     "apply_inverse_root",
@@ -55,4 +55,5 @@ __all__ = [
     "rotation_generator",
     "skew",
     "spectral_step",
+    "squarings_needed",
 ]

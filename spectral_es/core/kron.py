@@ -52,7 +52,7 @@ from typing import Any
 
 from spectral_es.core._backend import is_torch, namespace
 from spectral_es.core.cayley import rotate
-from spectral_es.core.step import cap_frobenius_norm, eigenvalue_step, rotation_generator
+from spectral_es.core.step import cap_frobenius_norm, eigenvalue_step, rotation_generator, squarings_needed
 
 __all__ = [
     "kron_curvature",
@@ -129,6 +129,7 @@ def kron_factor_step(
     method: str = "exact",
     order: int = 8,
     max_generator_norm: float | None = None,
+    max_squarings: int = 0,
     damping: float = 0.0,
     max_log_step: float | None = None,
 ) -> tuple[Any, Any | None, Any]:
@@ -165,6 +166,13 @@ def kron_factor_step(
         max_generator_norm: Cap on the Frobenius norm of the Cayley generator,
             applied with array operations (no host synchronisation); ``None``
             for no cap. The truncated map needs one well below 1.
+        max_squarings: For the truncated map with a cap, the most squarings
+            ``s`` of :func:`spectral_es.core.cayley_truncated`. A generator
+            longer than the cap is rotated by the map of ``N / 2^s`` squared
+            ``s`` times, with the smallest ``s`` that brings it under the cap,
+            so the cap only bounds ``‖N‖_F / 2^max_squarings``. Choosing
+            ``s`` reads the norm on the host (one synchronisation), and each
+            squaring costs one product.
         damping: Added to the curvature's diagonal, in units of ``d`` (whose
             geometric mean is 1). A direction without curvature then settles
             at ``d`` about ``damping`` instead of decaying towards 0, which
@@ -197,9 +205,12 @@ def kron_factor_step(
 
     # Eigenbasis: the Cayley rotation, generator from the current d.
     N = rotation_generator(d, Q, beta, gamma)
+    squarings = 0
     if max_generator_norm is not None:
-        N = cap_frobenius_norm(N, max_generator_norm)
-    return d_new, rotate(B, _astype(N, B), method=method, order=order), rate
+        if method == "truncated" and max_squarings > 0:
+            squarings = squarings_needed(N, max_generator_norm, max_squarings)
+        N = cap_frobenius_norm(N, max_generator_norm * 2**squarings)
+    return d_new, rotate(B, _astype(N, B), method=method, order=order, squarings=squarings), rate
 
 
 def kron_step(
@@ -230,8 +241,9 @@ def kron_step(
         G: Gradient, shape (n, m), in the dtype of the eigenbases.
         beta: Step size, > 0.
         gamma: 1 for a moving average of ``g g^T``, 0 to accumulate.
-        **options: ``method``, ``order``, ``max_generator_norm``, ``damping``
-            and ``max_log_step``, passed to :func:`kron_factor_step`.
+        **options: ``method``, ``order``, ``max_generator_norm``,
+            ``max_squarings``, ``damping`` and ``max_log_step``, passed to
+            :func:`kron_factor_step`.
 
     Returns:
         ``(d_C, B_C, d_K, B_K, alpha)`` after the step. Cost: two products for

@@ -55,6 +55,7 @@ __all__ = [
     "eigenvalue_step",
     "rotation_generator",
     "spectral_step",
+    "squarings_needed",
 ]
 
 
@@ -188,6 +189,21 @@ def cap_frobenius_norm(N: Any, max_norm: float) -> Any:
     xp = namespace(N)
     norm = xp.sqrt(xp.sum(N * N))
     return N * xp.clip(max_norm / xp.clip(norm, 1e-30, None), None, 1.0)
+
+
+def squarings_needed(N: Any, max_norm: float, max_squarings: int) -> int:
+    """Return the smallest ``s <= max_squarings`` with ``‖N‖_F / 2^s <= max_norm``.
+
+    The number of squarings that lets :func:`spectral_es.core.cayley_truncated`
+    rotate by the whole generator ``N``; a longer ``N`` still needs
+    :func:`cap_frobenius_norm` at ``max_norm * 2^s``. Reads the norm on the
+    host, so a GPU tensor costs one synchronisation. A NaN norm gives 0.
+    """
+    xp = namespace(N)
+    norm = float(xp.sqrt(xp.sum(N * N)))
+    if not norm > max_norm:
+        return 0
+    return min(max_squarings, math.ceil(math.log2(norm / max_norm)))
 
 
 # Used by docstrings and tests: the bound on any single generator entry.

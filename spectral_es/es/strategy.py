@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from spectral_es.core import bjorck_orthogonalize, eigenvalue_step, rotate, rotation_generator
+from spectral_es.core import bjorck_orthogonalize, eigenvalue_step, rotate, rotation_generator, squarings_needed
 from spectral_es.core.step import cap_frobenius_norm
 from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Domain, integer_min_std
@@ -54,8 +54,11 @@ from spectral_es.es.stopping import check_stop
 __all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
 
 # Cap on the Cayley generator for the truncated map: its orthogonality
-# defect is about 2 * 0.25^8 = 3e-5 before the Björck step.
+# defect is about 2 * 0.25^8 = 3e-5 before the Björck step. A longer
+# generator is first halved (and the map squared) up to 4 times, so the cap
+# only cuts generators longer than 0.25 * 2^4 = 4.
 TRUNCATED_GENERATOR_NORM = 0.25
+TRUNCATED_MAX_SQUARINGS = 4
 
 
 class SpectralES:
@@ -390,11 +393,13 @@ class SpectralES:
         N = rotation_generator(new_d, pending, 1.0)
         if self.cayley == "exact":
             return rotate(self.B, N), None
-        # The truncated series needs a short generator: cap it (the rest of
-        # the rotation is lost, a shorter step in the same direction) and
+        # The truncated series needs a short generator: halve it up to
+        # TRUNCATED_MAX_SQUARINGS times (squaring the map as often), cap what
+        # is still too long (a shorter step in the same direction), and
         # remove the truncation's orthogonality drift with one Björck step.
-        N = cap_frobenius_norm(N, TRUNCATED_GENERATOR_NORM)
-        return bjorck_orthogonalize(rotate(self.B, N, method="truncated")), None
+        squarings = squarings_needed(N, TRUNCATED_GENERATOR_NORM, TRUNCATED_MAX_SQUARINGS)
+        N = cap_frobenius_norm(N, TRUNCATED_GENERATOR_NORM * 2**squarings)
+        return bjorck_orthogonalize(rotate(self.B, N, method="truncated", squarings=squarings)), None
 
     # ------------------------------------------------------------------ stop
 

@@ -110,6 +110,7 @@ def kron_refresh(
     beta: float,
     method: str,
     max_generator_norm: float | None,
+    max_squarings: int,
     damping: float,
     orthogonalize: bool,
 ) -> None:
@@ -129,6 +130,7 @@ def kron_refresh(
     options = {
         "method": method,
         "max_generator_norm": max_generator_norm,
+        "max_squarings": max_squarings,
         "damping": damping,
         "max_log_step": MAX_LOG_STEP,
     }
@@ -212,7 +214,8 @@ def kron_update(
         state: From :func:`init_kron_state`; updated in place.
         group: The parameter group (``lr``, ``betas``, ``eps``,
             ``weight_decay``, ``root``, ``precond_lr``, ``damping``,
-            ``graft``, ``graft_rms``, ``max_update_rms``).
+            ``graft``, ``graft_rms``, ``max_update_rms``,
+            ``max_cayley_squarings``).
         refresh: Sides to refresh this step ("", "C", "K" or "CK").
         initialize: Whether to set ``alpha = mean(G^2)`` before the refresh
             (the first usable gradient; ``refresh`` is then "CK").
@@ -244,6 +247,7 @@ def kron_update(
             beta=group["precond_lr"],
             method=method,
             max_generator_norm=max_generator_norm,
+            max_squarings=group["max_cayley_squarings"],
             damping=group["damping"],
             orthogonalize=orthogonalize,
         )

@@ -79,9 +79,17 @@ class SpectralKron(torch.optim.Optimizer):
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
     state dtype has a dense solver (float32, float64) and the truncated,
     matmul-only map ``(I + N)^2 (I + N^2)(I + N^4)`` otherwise (bfloat16,
-    float16, where torch has no solver). The truncated map's generator is
-    capped at Frobenius norm ``max_generator_norm`` (default 0.25, where the
-    orthogonality defect of one map is at most about 2 * 0.25^8 = 3e-5).
+    float16, where torch has no solver). The truncated map's series needs a
+    short generator, of Frobenius norm at most ``max_generator_norm``
+    (default 0.25, where the orthogonality defect of one map is at most
+    about 2 * 0.25^8 = 3e-5). A longer generator is halved up to
+    ``max_cayley_squarings`` times (default 4) and the map of the halved
+    one squared as often, so generators up to 0.25 * 2^4 = 4 rotate in full
+    and only longer ones are cut to that length. Early refreshes need this:
+    on the digits convnet (``benchmarks/optimizer``), cutting every
+    generator to 0.25 slowed the eigenbases enough to raise the test loss.
+    Choosing the number of squarings reads the generator's norm on the host,
+    once per refreshed factor.
 
     NOTE: the order-4 map ``(I + N)^2 (I + N^2)`` (``order=4`` of
     :func:`spectral_es.core.cayley_truncated`) would save two of the five
@@ -137,6 +145,9 @@ class SpectralKron(torch.optim.Optimizer):
         cayley: ``"auto"``, ``"exact"`` or ``"truncated"``.
         max_generator_norm: Cap in (0, 1) on the Cayley generator's Frobenius
             norm, or ``None``: 0.25 for the truncated map, none for the exact.
+        max_cayley_squarings: Most squarings of the truncated map, >= 0; each
+            doubles the generator length it takes before the cap and costs
+            one product of the factor's size.
         orthogonalize_every: Refreshes between Björck steps, >= 0 (0: never).
         route: ``"auto"``, ``"kron"`` or ``"adam"``, as described above.
 
@@ -167,6 +178,7 @@ class SpectralKron(torch.optim.Optimizer):
         state_dtype: torch.dtype | str | None = None,
         cayley: str = "auto",
         max_generator_norm: float | None = None,
+        max_cayley_squarings: int = 4,
         orthogonalize_every: int = 10,
         route: str = "auto",
     ) -> None:
@@ -186,6 +198,7 @@ class SpectralKron(torch.optim.Optimizer):
             "state_dtype": state_dtype,
             "cayley": cayley,
             "max_generator_norm": max_generator_norm,
+            "max_cayley_squarings": max_cayley_squarings,
             "orthogonalize_every": orthogonalize_every,
             "route": route,
         }
@@ -200,6 +213,8 @@ class SpectralKron(torch.optim.Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group["state_dtype"] = _dtype_name(group["state_dtype"])
+            # Saved before the option existed: take its default, as torch.optim does for new options.
+            group.setdefault("max_cayley_squarings", 4)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -315,6 +330,7 @@ def _check_group(group: dict[str, Any]) -> None:
             lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
             "None or a number in (0, 1), where the truncated Cayley series converges",
         ),
+        ("max_cayley_squarings", lambda squarings: _is_int(squarings, 0), "an integer >= 0"),
         ("orthogonalize_every", lambda every: _is_int(every, 0), "an integer >= 0 (0: never)"),
         ("route", lambda route: route in _ROUTES, f"one of {_ROUTES}"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import linalg as scipy_linalg
 
 from spectral_es.core import (
     bjorck_orthogonalize,
@@ -94,6 +95,44 @@ def test_default_truncation_order_is_eight(rng):
     N = random_skew(rng, 12, 0.3)
     np.testing.assert_array_equal(cayley_truncated(N), cayley_truncated(N, order=8))
     np.testing.assert_array_equal(rotate(np.eye(12), N, method="truncated"), np.eye(12) @ cayley_truncated(N))
+
+
+@pytest.mark.parametrize("squarings", [1, 3, 6])
+def test_squared_truncated_map_defect_bound(rng, squarings):
+    n = 30
+    N = random_skew(rng, n, 0.25 * 2**squarings)
+    R = cayley_truncated(N, squarings=squarings)
+    # The map of X = N / 2^s has defect e <= 2 ||X||^8 + ||X||^16. Squaring
+    # R with R^T R = I + E gives (R^2)^T R^2 - I = R^T E R + E, at most
+    # (2 + e) e, so s squarings give at most (2 + e)^s e.
+    e = 2 * 0.25**8 + 0.25**16
+    assert orthogonality_defect(R) <= (2 + e) ** squarings * e + 100 * n * EPS64 * 2**squarings
+
+
+def test_squared_truncated_map_tends_to_exponential(rng):
+    n = 12
+    N = random_skew(rng, n, 1.0)
+    target = scipy_linalg.expm(2 * N)
+    errors = [np.linalg.norm(cayley_truncated(N, squarings=s) - target) for s in (4, 5, 6)]
+    # Cayley(X) = exp(2X) + (2/3) X^3 + O(X^5), so 2^s maps of X = N / 2^s
+    # miss exp(2N) by about 2^s (2/3) ||N / 2^s||^3: a factor 4 per squaring
+    # (the truncation error, about 2 ||X||^8, is far smaller here).
+    assert 3.5 < errors[0] / errors[1] < 4.5
+    assert 3.5 < errors[1] / errors[2] < 4.5
+
+
+def test_squared_truncated_map_matches_cayley_to_second_order(rng):
+    n = 12
+    N = random_skew(rng, n, 1.0)
+    # Both maps are I + 2N + 2N^2 + O(N^3), so halving N divides their gap by 8.
+    gaps = [np.linalg.norm(cayley_truncated(t * N, squarings=3) - cayley_exact(t * N)) for t in (0.02, 0.01)]
+    assert gaps[0] / gaps[1] == pytest.approx(8, rel=0.05)
+
+
+@pytest.mark.parametrize("squarings", [-1, 1.0, True])
+def test_truncated_cayley_rejects_bad_squarings(squarings):
+    with pytest.raises(ValueError, match="invalid squarings"):
+        cayley_truncated(np.zeros((2, 2)), squarings=squarings)
 
 
 @pytest.mark.parametrize("order", [0, 3, 6, 8.0])

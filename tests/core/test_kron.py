@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import spectral_es.core.kron as kron_module
-from spectral_es.core import matrix_power, orthogonality_defect
+from spectral_es.core import cayley_truncated, matrix_power, orthogonality_defect, rotation_generator
 from spectral_es.core.kron import (
     kron_curvature,
     kron_factor_step,
@@ -191,6 +191,26 @@ def test_log_step_cap_bounds_gradient_spike(rng):
     with np.errstate(over="ignore", invalid="ignore"):
         uncapped = kron_step(d_C, B_C, d_K, B_K, alpha, G, 0.1)
     assert not np.isfinite(uncapped[4])
+
+
+@pytest.mark.parametrize(("max_squarings", "squarings"), [(0, 0), (1, 1), (4, 3)])
+def test_long_generator_squared_before_capped(rng, max_squarings, squarings):
+    n, kappa, alpha, beta = 8, 5, 1.0, 1.0
+    d = np.exp(rng.uniform(-0.1, 0.1, n))
+    d /= np.exp(np.mean(np.log(d)))
+    W = rng.standard_normal((n, n))
+    W = kappa * (W + W.T)
+    N = rotation_generator(d, W / (alpha * kappa), beta, 1.0)
+    # Close eigenvalues saturate the angles, so N is long: between 1 and 2
+    # here, where 3 squarings bring it under the cap of 0.25.
+    norm = np.linalg.norm(N)
+    assert 1.0 < norm <= 2.0
+    _, B, _ = kron_factor_step(
+        d, np.eye(n), W, alpha, kappa, beta, method="truncated", max_generator_norm=0.25, max_squarings=max_squarings
+    )
+    # The smallest s <= max_squarings with ||N|| / 2^s <= 0.25, and the rest capped.
+    capped = N * min(1.0, 0.25 * 2**squarings / norm)
+    np.testing.assert_allclose(B, cayley_truncated(capped, squarings=squarings), atol=100 * n * EPS64)
 
 
 def test_damping_keeps_unused_direction_bounded(rng):
