@@ -250,10 +250,10 @@ def orthogonality_section(record: dict) -> list[str]:
     """Tabulate the defect of bfloat16 eigenbases after long runs, with and without Björck steps."""
     lines = environment_lines(record)
     lines += [
-        "One bfloat16 weight, refreshed every step with SpectralKron's truncated Cayley map: the ",
-        "order-8 form `(I + N)^2 (I + N^2)(I + N^4)` of `N / 2^s`, squared `s` times, with `s` from 0 ",
-        "to 4 chosen to bring `N / 2^s` under the cap of 0.25. Defect is `||B^T B - I||_F` of the row ",
-        "factor; the floor is the defect of an exactly orthogonal matrix rounded to bfloat16.",
+        "One bfloat16 weight, refreshed every step with SpectralKron's truncated Cayley map in its ",
+        "bfloat16 default: the order-8 form `(I + N)^2 (I + N^2)(I + N^4)`, generator norm capped at 0.25, ",
+        "no squarings. Defect is `||B^T B - I||_F` of the row factor; the floor is the defect of an ",
+        "exactly orthogonal matrix rounded to bfloat16.",
         "",
         "| n | Björck step every | defect after 100 | after 500 | after 1000 | floor |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -312,9 +312,8 @@ def main() -> None:
         "  (out, in * 9) matrix (the same function and initial values); 1-D weights use AdamW.",
         "- SpectralKron runs with its defaults (root 2, refresh every 2 steps with the two factors on",
         "  alternate steps, precond_lr 0.1, Adam grafting, and in bfloat16 state the truncated Cayley map",
-        "  with up to 4 squarings); the variants change only what their label says. The random gradients",
-        "  of the step-time runs keep the Cayley generator long, so there every truncated refresh takes",
-        "  all 4 squarings, the most expensive case.",
+        "  without squarings); the variants change only what their label says. `truncated` uses the",
+        "  truncated map in float32 state, with up to 4 squarings; `no squarings` also turns them off.",
         "",
     ]
     lines += targets_section(step_time, digits, seed_check)

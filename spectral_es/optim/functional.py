@@ -204,6 +204,7 @@ def kron_update(
     initialize: bool,
     method: str,
     max_generator_norm: float | None,
+    max_squarings: int,
     orthogonalize: bool,
 ) -> None:
     """Take one Kronecker-preconditioned step on ``param``.
@@ -214,13 +215,14 @@ def kron_update(
         state: From :func:`init_kron_state`; updated in place.
         group: The parameter group (``lr``, ``betas``, ``eps``,
             ``weight_decay``, ``root``, ``precond_lr``, ``damping``,
-            ``graft``, ``graft_rms``, ``max_update_rms``,
-            ``max_cayley_squarings``).
+            ``graft``, ``graft_rms``, ``max_update_rms``).
         refresh: Sides to refresh this step ("", "C", "K" or "CK").
         initialize: Whether to set ``alpha = mean(G^2)`` before the refresh
             (the first usable gradient; ``refresh`` is then "CK").
         method: Cayley map for the eigenbases, "exact" or "truncated".
         max_generator_norm: Cap on the Cayley generator's Frobenius norm.
+        max_squarings: Most squarings of the truncated map (see
+            :func:`spectral_es.core.kron.kron_factor_step`).
         orthogonalize: Whether refreshed eigenbases take a Björck step.
     """
     beta1, beta2 = group["betas"]
@@ -247,7 +249,7 @@ def kron_update(
             beta=group["precond_lr"],
             method=method,
             max_generator_norm=max_generator_norm,
-            max_squarings=group["max_cayley_squarings"],
+            max_squarings=max_squarings,
             damping=group["damping"],
             orthogonalize=orthogonalize,
         )

@@ -10,7 +10,7 @@ import pytest
 
 from spectral_es.core import orthogonality_defect
 from spectral_es.core.kron import kron_precondition, kron_step
-from spectral_es.optim import PreconditionerWarning, SpectralKron
+from spectral_es.optim import PreconditionerWarning, SpectralKron, functional
 from spectral_es.optim.functional import MAX_LOG_STEP
 from tests.optim.conftest import make_model, torch, train_steps
 
@@ -450,3 +450,22 @@ def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
     # with one every 10 refreshes it stays within 1.5x of the rounding floor.
     for side in "CK":
         assert orthogonality_defect(optimizer.state[weight][f"B_{side}"].float()) < 3 * floor
+
+
+@pytest.mark.parametrize(("state_dtype", "expected"), [(torch.float32, 4), (torch.bfloat16, 0)])
+def test_squarings_default_by_state_dtype(monkeypatch, state_dtype, expected):
+    # Squarings double the rounding error of a bfloat16 rotation, so only a
+    # float32 or float64 state gets them by default.
+    seen = []
+    original = functional.kron_factor_step
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["max_squarings"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "kron_factor_step", spy)
+    W = torch.nn.Parameter(torch.randn(6, 4))
+    optimizer = SpectralKron([W], state_dtype=state_dtype, cayley="truncated")
+    W.grad = torch.randn(6, 4)
+    optimizer.step()
+    assert seen == [expected, expected]
