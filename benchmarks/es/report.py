@@ -110,6 +110,10 @@ def plot_convergence(
 ) -> None:
     """Plot best f against evaluations, median and 25-75 % band over seeds, one panel per n."""
     figure, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.6), squeeze=False)
+    # One colour per method in every panel, and one legend for all panels.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {method: palette[i % len(palette)] for i, method in enumerate(methods)}
+    handles = {}
     for axis, n in zip(axes[0], dims, strict=True):
         for method in methods:
             cell = cells.get((method, function, n))
@@ -124,14 +128,16 @@ def plot_convergence(
                 # Grid points before a run's first call are NaN in every run.
                 warnings.simplefilter("ignore", RuntimeWarning)
                 low, median, high = np.nanpercentile(values, [25, 50, 75], axis=0)
-            (line,) = axis.plot(grid, median, label=method)
-            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
+            (handles[method],) = axis.plot(grid, median, color=colors[method], label=method)
+            axis.fill_between(grid, low, high, color=colors[method], alpha=0.2)
         axis.axhline(f_target, color="grey", linewidth=0.8, linestyle=":")
         axis.set(xscale="log", yscale="log", title=f"{function}, n = {n}", xlabel="evaluations")
     axes[0][0].set_ylabel("best f (median, 25-75 %)")
-    if axes[0][-1].get_legend_handles_labels()[0]:
-        axes[0][-1].legend(fontsize="small")
     figure.tight_layout()
+    if handles:
+        ordered = [method for method in methods if method in handles]
+        figure.legend([handles[m] for m in ordered], ordered, loc="outside right center", fontsize="small")
+        figure.subplots_adjust(right=1 - 1.6 / figure.get_figwidth())
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
