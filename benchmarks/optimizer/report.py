@@ -314,6 +314,7 @@ def main() -> None:
         "  alternate steps, precond_lr 0.1, Adam grafting, and in bfloat16 state the truncated Cayley map",
         "  without squarings); the variants change only what their label says. `truncated` uses the",
         "  truncated map in float32 state, with up to 4 squarings; `no squarings` also turns them off.",
+        "  With bfloat16 weights the state is bfloat16, so those two equal the default there.",
         "",
     ]
     lines += targets_section(step_time, digits, seed_check)
