@@ -41,7 +41,7 @@ from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem,
 from benchmarks.es.methods import DESCRIPTIONS, METHODS
 from benchmarks.es.page import render_page
 from benchmarks.es.timing import TimingRow, format_table, time_methods
-from benchmarks.provenance import library_commit
+from benchmarks.paper.paper_common import library_commit
 
 __all__ = ["FULL", "QUICK", "Config", "main"]
 

@@ -22,7 +22,7 @@ from importlib import metadata
 
 import torch
 
-from benchmarks.provenance import library_commit
+from benchmarks.paper.paper_common import library_commit
 from spectral_es.optim import SpectralKron
 
 PEERS = ("AdamW", "Muon", "SOAP", "Shampoo", "SpectralKron")
