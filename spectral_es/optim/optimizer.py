@@ -98,8 +98,9 @@ class SpectralKron(torch.optim.Optimizer):
     ended with ``||B^T B - I||_F`` of 0.18 (n = 64) and 0.82 (n = 256)
     despite a Björck step every 10 refreshes, against 0.03 and 0.05 without
     squarings (floors 0.02 and 0.04). Capping the spectral norm of the
-    generator instead of its Frobenius norm may recover most of the speed
-    without extra products; it is not implemented.
+    generator instead of its Frobenius norm, with an order-16 map (two more
+    products) to keep the truncation error small, may recover most of the
+    lost test loss; it is not implemented.
 
     NOTE: the order-4 map ``(I + N)^2 (I + N^2)`` (``order=4`` of
     :func:`spectral_es.core.cayley_truncated`) would save two of the five
