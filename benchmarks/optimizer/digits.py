@@ -15,7 +15,8 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
     python -m benchmarks.optimizer.digits          # 2 rates, 1 seed: a few minutes
     python -m benchmarks.optimizer.digits --full   # the protocol above, for RESULTS.md
     python -m benchmarks.optimizer.digits --full --seeds 10 --models convnet \
-        --optimizers SOAP SpectralKron --record digits_seed_check   # the seed check
+        --optimizers SOAP SpectralKron "SpectralKron truncated" "SpectralKron no squarings" \
+        --record digits_seed_check   # the seed check on RESULTS.md
 
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.
@@ -187,7 +188,7 @@ def main() -> None:
     choices = [*PEERS, *VARIANTS]
     parser.add_argument("--optimizers", nargs="+", default=[*PEERS, "SpectralKron T=10"], choices=choices)
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
-    parser.add_argument("--seeds", type=int, help="seeds at the best rate (default 3, quick: 1)")
+    parser.add_argument("--seeds", type=int, help="number of seeds run at the best learning rate (default 3, quick: 1)")
     parser.add_argument(
         "--record",
         default="digits",

@@ -1,4 +1,4 @@
-"""The paper scripts start the way run_all.sh runs them: as files, not modules."""
+"""Each paper script starts as a file, ``python benchmarks/paper/<name>.py``, the way run_all.sh runs it."""
 
 from __future__ import annotations
 
