@@ -28,6 +28,4 @@ def random_symmetric(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 requires_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install 'spectral-es[torch]')")
-requires_cuda = pytest.mark.skipif(
-    torch is None or not torch.cuda.is_available(), reason="needs a CUDA device"
-)
+requires_cuda = pytest.mark.skipif(torch is None or not torch.cuda.is_available(), reason="needs a CUDA device")

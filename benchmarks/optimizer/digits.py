@@ -15,8 +15,8 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
     python -m benchmarks.optimizer.digits          # 2 rates, 1 seed: a few minutes
     python -m benchmarks.optimizer.digits --full   # the protocol above, for RESULTS.md
     python -m benchmarks.optimizer.digits --full --seeds 10 --models convnet \
-        --optimizers SOAP SpectralKron "SpectralKron truncated" "SpectralKron no squarings" \
-        --record digits_seed_check   # the seed check on RESULTS.md
+        --optimizers SOAP SpectralKron "SpectralKron truncated" "SpectralKron Frobenius cap" \
+        "SpectralKron adam graft" --record digits_seed_check   # the seed check on RESULTS.md
 
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.

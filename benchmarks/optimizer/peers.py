@@ -32,9 +32,10 @@ VARIANTS = {
     "SpectralKron T=10": {"precondition_frequency": 10, "precond_lr": 0.3},
     "SpectralKron bf16 state": {"state_dtype": torch.bfloat16},
     "SpectralKron rms graft": {"graft": "rms"},
+    "SpectralKron adam graft": {"graft": "adam"},
     "SpectralKron full": {"max_precond_dim": 4096},
     "SpectralKron truncated": {"cayley": "truncated"},
-    "SpectralKron no squarings": {"cayley": "truncated", "max_cayley_squarings": 0},
+    "SpectralKron Frobenius cap": {"cayley": "truncated", "generator_norm": "frobenius", "max_cayley_squarings": 0},
 }
 
 

@@ -12,8 +12,8 @@ thread, denormals flushed (they slowed some runs 4-100x).
 
 Variants of SpectralKron (see ``peers.VARIANTS``): the default (each factor
 refreshed every 2 steps, sides longer than 2048 diagonal), ``T=10`` (every
-10 steps, precond_lr 0.3), ``rms graft`` (graft="rms": no Adam second
-moment), ``bf16 state`` (float32 weights, bfloat16
+10 steps, precond_lr 0.3), ``adam graft`` (graft="adam": Adam's full
+second moment instead of the factored one), ``bf16 state`` (float32 weights, bfloat16
 momentum and eigenbases) and ``full`` (a full 4096 x 4096 factor).
 
 Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
@@ -134,7 +134,7 @@ def main() -> None:
             dtype = getattr(torch, dtype_name)
             names = [*PEERS, "SpectralKron T=10"]
             if args.full:
-                names.append("SpectralKron rms graft")
+                names.append("SpectralKron adam graft")
             if args.full and dtype == torch.float32:
                 names.append("SpectralKron bf16 state")
             if args.full and max(shape) > 2048:

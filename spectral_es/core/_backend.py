@@ -4,7 +4,8 @@ The core runs unchanged on numpy arrays and torch tensors. The functions it
 uses (``exp``, ``arctan2``, ``tril``, ``diagonal``, ``linalg.solve`` ...) have
 the same names and meaning in both libraries, so the backend is simply the
 module the array belongs to. Only array creation needs help, because numpy
-has no ``device`` argument; :func:`eye_like` covers that.
+has no ``device`` argument; :func:`eye_like` and :func:`asarray_like` cover
+that.
 
 torch is never imported here: a tensor is recognised by the module of its
 type, so the core works without torch installed.
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["eye_like", "is_torch", "namespace"]
+__all__ = ["asarray_like", "eye_like", "is_torch", "namespace"]
 
 
 def is_torch(x: Any) -> bool:
@@ -35,8 +36,7 @@ def namespace(*arrays: Any) -> ModuleType:
     kinds = {is_torch(a) for a in arrays}
     if len(kinds) > 1:
         raise TypeError(
-            "the spectral core got both numpy arrays and torch tensors; "
-            "convert all inputs to one library first"
+            "the spectral core got both numpy arrays and torch tensors; convert all inputs to one library first"
         )
     if kinds == {True}:
         return sys.modules["torch"]
@@ -49,3 +49,11 @@ def eye_like(n: int, like: Any) -> Any:
         torch = sys.modules["torch"]
         return torch.eye(n, dtype=like.dtype, device=like.device)
     return np.eye(n, dtype=like.dtype)
+
+
+def asarray_like(values: np.ndarray, like: Any) -> Any:
+    """Return the numpy array ``values`` with the type, dtype (and device) of ``like``."""
+    if is_torch(like):
+        torch = sys.modules["torch"]
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    return np.asarray(values, dtype=like.dtype)

@@ -52,7 +52,7 @@ from typing import Any
 
 from spectral_es.core._backend import is_torch, namespace
 from spectral_es.core.cayley import rotate
-from spectral_es.core.step import cap_frobenius_norm, eigenvalue_step, rotation_generator, squarings_needed
+from spectral_es.core.step import cap_generator_norm, eigenvalue_step, rotation_generator, squarings_needed
 
 __all__ = [
     "kron_curvature",
@@ -129,6 +129,7 @@ def kron_factor_step(
     method: str = "exact",
     order: int = 8,
     max_generator_norm: float | None = None,
+    cap_norm: str = "frobenius",
     max_squarings: int = 0,
     damping: float = 0.0,
     max_log_step: float | None = None,
@@ -163,14 +164,20 @@ def kron_factor_step(
         order: Truncation order of the truncated map (a power of two; 8:
             ``(I + N)^2 (I + N^2)(I + N^4)``, 4: ``(I + N)^2 (I + N^2)``);
             see :func:`spectral_es.core.cayley_truncated`.
-        max_generator_norm: Cap on the Frobenius norm of the Cayley generator,
-            applied with array operations (no host synchronisation); ``None``
-            for no cap. The truncated map needs one well below 1.
+        max_generator_norm: Cap on the norm of the Cayley generator, applied
+            with array operations (no host synchronisation); ``None`` for no
+            cap. The truncated map needs one well below 1.
+        cap_norm: The norm that ``max_generator_norm`` caps: ``"frobenius"``
+            or ``"spectral"`` (estimated by power iteration; see
+            :func:`spectral_es.core.step.spectral_norm_estimate`). The
+            truncation error of the map depends on the spectral norm, which
+            is up to ``sqrt(n)`` times smaller, so a spectral cap lets longer
+            generators through for the same error bound.
         max_squarings: For the truncated map with a cap, the most squarings
             ``s`` of :func:`spectral_es.core.cayley_truncated`. A generator
             longer than the cap is rotated by the map of ``N / 2^s`` squared
             ``s`` times, with the smallest ``s`` that brings it under the cap,
-            so the cap only bounds ``‖N‖_F / 2^max_squarings``. Choosing
+            so the cap only bounds ``‖N‖ / 2^max_squarings``. Choosing
             ``s`` reads the norm on the host (one synchronisation), and each
             squaring costs one product.
         damping: Added to the curvature's diagonal, in units of ``d`` (whose
@@ -208,8 +215,8 @@ def kron_factor_step(
     squarings = 0
     if max_generator_norm is not None:
         if method == "truncated" and max_squarings > 0:
-            squarings = squarings_needed(N, max_generator_norm, max_squarings)
-        N = cap_frobenius_norm(N, max_generator_norm * 2**squarings)
+            squarings = squarings_needed(N, max_generator_norm, max_squarings, cap_norm)
+        N = cap_generator_norm(N, max_generator_norm * 2**squarings, cap_norm)
     return d_new, rotate(B, _astype(N, B), method=method, order=order, squarings=squarings), rate
 
 

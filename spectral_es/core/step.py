@@ -47,16 +47,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spectral_es.core._backend import namespace
+import numpy as np
+
+from spectral_es.core._backend import asarray_like, namespace
 from spectral_es.core.cayley import rotate
 
 __all__ = [
     "cap_frobenius_norm",
+    "cap_generator_norm",
     "eigenvalue_step",
+    "generator_norm",
     "rotation_generator",
+    "spectral_norm_estimate",
     "spectral_step",
     "squarings_needed",
 ]
+
+GENERATOR_NORMS = ("frobenius", "spectral")
 
 
 def eigenvalue_step(d: Any, q: Any, beta: float, gamma: float = 0.0) -> Any:
@@ -186,24 +193,67 @@ def cap_frobenius_norm(N: Any, max_norm: float) -> Any:
 
     Array operations only, so a GPU tensor needs no host synchronisation.
     """
+    return cap_generator_norm(N, max_norm, "frobenius")
+
+
+def spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
+    """Estimate ``‖N‖_2``, the largest singular value of ``N``, by power iteration.
+
+    Runs ``iterations`` steps of ``v <- N^T N v / ‖N^T N v‖`` from a fixed
+    pseudo-random start (the same for every call, so the result is
+    deterministic) and returns ``‖N v‖``. That is a lower bound on ``‖N‖_2``
+    which approaches it as the iteration converges; it costs ``2 iterations``
+    matrix-vector products, O(n^2) each, and no host synchronisation.
+
+    Returns:
+        A 0-d array in the dtype and on the device of ``N``.
+    """
     xp = namespace(N)
-    norm = xp.sqrt(xp.sum(N * N))
-    return N * xp.clip(max_norm / xp.clip(norm, 1e-30, None), None, 1.0)
+    start = np.random.default_rng(0).standard_normal(N.shape[1])
+    v = asarray_like(start / np.linalg.norm(start), N)
+    for _ in range(iterations):
+        w = N.T @ (N @ v)
+        v = w / xp.clip(xp.sqrt(xp.sum(w * w)), 1e-30, None)
+    Nv = N @ v
+    return xp.sqrt(xp.sum(Nv * Nv))
 
 
-def squarings_needed(N: Any, max_norm: float, max_squarings: int) -> int:
-    """Return the smallest ``s <= max_squarings`` with ``‖N‖_F / 2^s <= max_norm``.
+def generator_norm(N: Any, norm: str = "frobenius") -> Any:
+    """Return ``‖N‖_F`` (``norm="frobenius"``) or the estimate of ``‖N‖_2`` (``"spectral"``).
+
+    The spectral norm is :func:`spectral_norm_estimate`; it is smaller than
+    the Frobenius norm by up to a factor ``sqrt(n)``. Either is a 0-d array.
+    """
+    if norm == "spectral":
+        return spectral_norm_estimate(N)
+    if norm != "frobenius":
+        raise ValueError(f"unknown generator norm {norm!r}; use one of {GENERATOR_NORMS}")
+    xp = namespace(N)
+    return xp.sqrt(xp.sum(N * N))
+
+
+def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
+    """Return ``N`` scaled down so that its ``norm`` (see :func:`generator_norm`) is at most ``max_norm``.
+
+    Array operations only, so a GPU tensor needs no host synchronisation.
+    """
+    xp = namespace(N)
+    return N * xp.clip(max_norm / xp.clip(generator_norm(N, norm), 1e-30, None), None, 1.0)
+
+
+def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "frobenius") -> int:
+    """Return the smallest ``s <= max_squarings`` with ``‖N‖ / 2^s <= max_norm``.
 
     The number of squarings that lets :func:`spectral_es.core.cayley_truncated`
     rotate by the whole generator ``N``; a longer ``N`` still needs
-    :func:`cap_frobenius_norm` at ``max_norm * 2^s``. Reads the norm on the
-    host, so a GPU tensor costs one synchronisation. A NaN norm gives 0.
+    :func:`cap_generator_norm` at ``max_norm * 2^s``. ``norm`` is that of
+    :func:`generator_norm`. Reads the norm on the host, so a GPU tensor
+    costs one synchronisation. A NaN norm gives 0.
     """
-    xp = namespace(N)
-    norm = float(xp.sqrt(xp.sum(N * N)))
-    if not norm > max_norm:
+    value = float(generator_norm(N, norm))
+    if not value > max_norm:
         return 0
-    return min(max_squarings, math.ceil(math.log2(norm / max_norm)))
+    return min(max_squarings, math.ceil(math.log2(value / max_norm)))
 
 
 # Used by docstrings and tests: the bound on any single generator entry.

@@ -69,7 +69,9 @@ def init_kron_state(param: torch.Tensor, state_dtype: torch.dtype, max_precond_d
     Keys and dtypes: ``step`` (float32, CPU), ``exp_avg`` (state dtype, shape
     of ``param``), ``d_C``, ``d_K``, ``alpha`` (float32, or float64 for a
     float64 state), ``B_C``, ``B_K`` (state dtype, only for full sides),
-    ``exp_avg_sq`` (like ``d``, only for Adam grafting). The second moment
+    ``exp_avg_sq`` (like ``d``, shape of ``param``, only for ``graft="adam"``),
+    ``exp_avg_sq_row`` (n,) and ``exp_avg_sq_col`` (m,) (like ``d``, only for
+    ``graft="adafactor"``). The second moments
     and the eigenvalues are kept at least in float32 because their per-step
     relative changes (1 - beta2 ~ 1e-3) are below bfloat16's resolution of
     2^-8, so a bfloat16 moving average would stall.
@@ -89,6 +91,9 @@ def init_kron_state(param: torch.Tensor, state_dtype: torch.dtype, max_precond_d
         state["B_K"] = torch.eye(m, dtype=state_dtype, device=param.device)
     if graft == "adam":
         state["exp_avg_sq"] = torch.zeros(param.shape, **wide)
+    elif graft == "adafactor":
+        state["exp_avg_sq_row"] = torch.zeros(n, **wide)
+        state["exp_avg_sq_col"] = torch.zeros(m, **wide)
     return state
 
 
@@ -108,9 +113,7 @@ def kron_refresh(
     *,
     sides: str,
     beta: float,
-    method: str,
-    max_generator_norm: float | None,
-    max_squarings: int,
+    rotation: Mapping[str, Any],
     damping: float,
     orthogonalize: bool,
 ) -> None:
@@ -124,16 +127,13 @@ def kron_refresh(
     refresh. With ``orthogonalize`` each refreshed eigenbasis then takes one
     Björck step ``B (3I - B^T B) / 2``, which keeps a bfloat16 ``B`` at its
     rounding floor. ``G`` has shape (n, m) and the dtype of the eigenbases.
+    ``rotation`` holds the Cayley-map options of
+    :func:`spectral_es.core.kron.kron_factor_step` (``method``, ``order``,
+    ``max_generator_norm``, ``cap_norm``, ``max_squarings``).
     """
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
     n, m = G.shape
-    options = {
-        "method": method,
-        "max_generator_norm": max_generator_norm,
-        "max_squarings": max_squarings,
-        "damping": damping,
-        "max_log_step": MAX_LOG_STEP,
-    }
+    options = {**rotation, "damping": damping, "max_log_step": MAX_LOG_STEP}
 
     # Both curvatures from the current factors, before either moves.
     Y = kron_rotate(B_C, G, B_K)
@@ -173,15 +173,20 @@ def _graft_and_clip(
     """Rescale the preconditioned direction ``D`` (grafting, then clipping).
 
     ``"adam"`` gives ``D`` the Frobenius norm of the Adam step
-    ``M_hat / (sqrt(v_hat) + eps)``; ``"rms"`` gives it the RMS
+    ``M_hat / (sqrt(v_hat) + eps)``; ``"adafactor"`` the same with the
+    factored second moment of :func:`_factored_second_moment`; ``"rms"`` gives it the RMS
     ``graft_rms``; ``"none"`` keeps it. ``max_update_rms`` then caps the RMS
     of the result. The scale factors stay tensors, so nothing synchronises
     with the host.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
     norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
-    if group["graft"] == "adam":
-        v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** t)
+    if group["graft"] in ("adam", "adafactor"):
+        if group["graft"] == "adam":
+            v = state["exp_avg_sq"]
+        else:
+            v = _factored_second_moment(state["exp_avg_sq_row"], state["exp_avg_sq_col"]).reshape(D.shape)
+        v_hat = v / (1 - group["betas"][1] ** t)
         adam = M_hat.to(v_hat.dtype) / (v_hat.sqrt() + group["eps"])
         D = D * (torch.linalg.vector_norm(adam) / norm).to(D.dtype)
         norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
@@ -194,6 +199,17 @@ def _graft_and_clip(
     return D
 
 
+def _factored_second_moment(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Return the (n, m) second moment ``V = r c^T / mean(r)`` of Adafactor.
+
+    ``r`` and ``c`` are moving averages of the row and column means of
+    ``G^2`` (Shazeer and Stern, 2018, "Adafactor: adaptive learning rates
+    with sublinear memory cost"). ``V`` is exact when ``G^2`` has rank one,
+    and it keeps O(n + m) numbers where Adam keeps n m.
+    """
+    return torch.outer(row, col) / row.mean().clamp_min(_TINY)
+
+
 def kron_update(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -202,9 +218,7 @@ def kron_update(
     *,
     refresh: str,
     initialize: bool,
-    method: str,
-    max_generator_norm: float | None,
-    max_squarings: int,
+    rotation: Mapping[str, Any],
     orthogonalize: bool,
 ) -> None:
     """Take one Kronecker-preconditioned step on ``param``.
@@ -219,10 +233,8 @@ def kron_update(
         refresh: Sides to refresh this step ("", "C", "K" or "CK").
         initialize: Whether to set ``alpha = mean(G^2)`` before the refresh
             (the first usable gradient; ``refresh`` is then "CK").
-        method: Cayley map for the eigenbases, "exact" or "truncated".
-        max_generator_norm: Cap on the Cayley generator's Frobenius norm.
-        max_squarings: Most squarings of the truncated map (see
-            :func:`spectral_es.core.kron.kron_factor_step`).
+        rotation: Cayley-map options of the eigenbases (see
+            :func:`kron_refresh`).
         orthogonalize: Whether refreshed eigenbases take a Björck step.
     """
     beta1, beta2 = group["betas"]
@@ -235,9 +247,13 @@ def kron_update(
     if "exp_avg_sq" in state:
         grad_wide = grad.to(state["exp_avg_sq"].dtype)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad_wide, grad_wide, value=1 - beta2)
+    n, m = matrix_shape(param)
+    if "exp_avg_sq_row" in state:
+        square = grad.reshape(n, m).to(state["exp_avg_sq_row"].dtype).square()
+        state["exp_avg_sq_row"].lerp_(square.mean(dim=1), 1 - beta2)
+        state["exp_avg_sq_col"].lerp_(square.mean(dim=0), 1 - beta2)
 
     # Factor refresh on the raw gradient.
-    n, m = matrix_shape(param)
     G = grad.reshape(n, m).to(exp_avg.dtype)
     if initialize:
         state["alpha"].copy_(grad.to(state["alpha"].dtype).square().mean().clamp_min(_TINY))
@@ -247,9 +263,7 @@ def kron_update(
             G,
             sides=refresh,
             beta=group["precond_lr"],
-            method=method,
-            max_generator_norm=max_generator_norm,
-            max_squarings=max_squarings,
+            rotation=rotation,
             damping=group["damping"],
             orthogonalize=orthogonalize,
         )

@@ -14,8 +14,9 @@ from spectral_es.optim.functional import adam_update, init_adam_state, init_kron
 __all__ = ["PreconditionerWarning", "SpectralKron"]
 
 _ROUTES = ("auto", "kron", "adam")
-_GRAFTS = ("adam", "rms", "none")
+_GRAFTS = ("adam", "adafactor", "rms", "none")
 _CAYLEY_METHODS = ("auto", "exact", "truncated")
+_GENERATOR_NORMS = ("auto", "frobenius", "spectral")
 _STATE_DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -25,7 +26,7 @@ _STATE_DTYPES = {
 # dtypes with a dense linear solver (LU) on CPU and CUDA, needed by the exact Cayley map.
 _SOLVER_DTYPES = (torch.float32, torch.float64)
 # State entries kept in float32 (float64 for a float64 state) whatever the state dtype.
-_FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq")
+_FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col")
 
 
 class PreconditionerWarning(UserWarning):
@@ -78,37 +79,41 @@ class SpectralKron(torch.optim.Optimizer):
 
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
     state dtype has a dense solver (float32, float64) and the truncated,
-    matmul-only map ``(I + N)^2 (I + N^2)(I + N^4)`` otherwise (bfloat16,
-    float16, where torch has no solver). The truncated map's series needs a
-    short generator, of Frobenius norm at most ``max_generator_norm``
-    (default 0.25, where the orthogonality defect of one map is at most
-    about 2 * 0.25^8 = 3e-5). With a float32 or float64 state (the truncated
-    map chosen by ``cayley="truncated"``) a longer generator is halved up to
-    ``max_cayley_squarings`` times (default 4) and the map of the halved
-    one squared as often, so generators up to 0.25 * 2^4 = 4 rotate in full
-    and only longer ones are cut to that length. On the digits convnet
-    (``benchmarks/optimizer``), cutting every generator to 0.25 instead
-    slowed the eigenbases enough to raise the test loss. Choosing the number
-    of squarings reads the generator's norm on the host, once per refreshed
-    factor.
+    matmul-only map otherwise (bfloat16, float16, where torch has no
+    solver). The truncated map's series needs a short generator ``N``; its
+    orthogonality defect after one map is about ``2 ‖N‖_2^order``.
+    ``generator_norm`` picks how ``N`` is kept short:
 
-    NOTE: a bfloat16 or float16 state gets no squarings by default, and so
-    keeps the slower eigenbases. Each squaring doubles the rounding error of
-    the low-precision rotation: with 4 squarings, 1,000 bfloat16 refreshes
-    of ``benchmarks/optimizer/orthogonality.py`` ended with
-    ``||B^T B - I||_F`` of 0.18 (n = 64) and 0.82 (n = 256)
-    despite a Björck step every 10 refreshes, against 0.03 and 0.05 without
-    squarings (floors 0.02 and 0.04). Capping the spectral norm of the
-    generator instead of its Frobenius norm, with an order-16 map (two more
-    products) to keep the truncation error small, may recover most of the
-    lost test loss; it is not implemented.
+    * ``"frobenius"`` (the default for a float32 or float64 state):
+      ``‖N‖_F <= max_generator_norm`` (default 0.25) with the order-8 map
+      ``(I + N)^2 (I + N^2)(I + N^4)``, so one map's defect is at most
+      about 2 * 0.25^8 = 3e-5. A longer generator is halved up to
+      ``max_cayley_squarings`` times (default 4) and the map of the halved
+      one squared as often, so generators up to 0.25 * 2^4 = 4 rotate in
+      full and only longer ones are cut to that length. Choosing the number
+      of squarings reads the norm on the host, once per refreshed factor.
+    * ``"spectral"`` (the default for a bfloat16 or float16 state):
+      ``‖N‖_2 <= max_generator_norm`` (default 0.5), the spectral norm
+      estimated by 10 power iterations (matrix-vector products, no host
+      synchronisation), with the order-16 map (two more products), so one
+      map's defect is again at most 2 * 0.5^16 = 3e-5 (in spectral norm). The spectral norm of
+      a generator is up to ``sqrt(n)`` times smaller than its Frobenius
+      norm, so much longer rotations pass the cap, and an estimate 30% too
+      low still gives a defect below 2 * 0.72^16 = 1e-2, about bfloat16's
+      rounding of an orthogonal matrix.
 
-    NOTE: the order-4 map ``(I + N)^2 (I + N^2)`` (``order=4`` of
-    :func:`spectral_es.core.cayley_truncated`) would save two of the five
-    products per bfloat16 refresh (about 15% of a 1024 x 1024 step) with the
-    same orthogonality drift, but on the digits convnet in bfloat16 it raised
-    the test loss in all of 3 seeds (median 0.030 against 0.028), so the
-    bfloat16 state keeps order 8.
+    On the digits convnet (``benchmarks/optimizer``), cutting every
+    generator to Frobenius norm 0.25 slowed the eigenbases enough to raise
+    the test loss; squarings (float32) and the spectral cap (bfloat16)
+    recover most of it.
+
+    NOTE: a bfloat16 or float16 state gets no squarings by default. Each
+    squaring doubles the rounding error of the low-precision rotation: with
+    4 squarings and the Frobenius cap, 1,000 bfloat16 refreshes of
+    ``benchmarks/optimizer/orthogonality.py`` ended with ``||B^T B - I||_F``
+    of 0.18 (n = 64) and 0.82 (n = 256) despite a Björck step every 10
+    refreshes, against 0.03 and 0.05 without squarings (floors 0.02 and
+    0.04).
 
     Gradient guard: a gradient with NaN or infinite entries (or an L1 norm
     beyond float32's range) skips that parameter's whole update and leaves
@@ -141,9 +146,14 @@ class SpectralKron(torch.optim.Optimizer):
             Kronecker matrices.
         precondition_frequency: ``T`` >= 1, steps between refreshes of a factor.
         max_precond_dim: Longest side that gets a full factor, >= 1.
-        graft: ``"adam"`` (Frobenius norm of the AdamW step; adds a float32
-            second moment), ``"rms"`` (fixed RMS ``graft_rms``, no state) or
-            ``"none"``.
+        graft: ``"adafactor"`` (Frobenius norm of the AdamW step with
+            Adafactor's factored second moment, ``V = r c^T / mean(r)`` from
+            moving averages of the row and column means of ``G^2``; adds
+            n + m float32 numbers), ``"adam"`` (the same with Adam's full
+            second moment; adds n m float32 numbers), ``"rms"`` (fixed RMS
+            ``graft_rms``, no state) or ``"none"``. The factored moment is
+            exact when the squared gradients have rank one; on the digits
+            benchmark both grafts gave the same test loss.
         graft_rms: Target RMS of the step for ``graft="rms"``, > 0. The
             default 0.2 is the RMS that AdamW steps typically settle at.
         max_update_rms: Cap on the RMS of each parameter's step (before
@@ -155,8 +165,13 @@ class SpectralKron(torch.optim.Optimizer):
             ``torch.bfloat16``, ``torch.float16`` or ``torch.float64`` (or
             their names): dtype of the momentum and the eigenbases.
         cayley: ``"auto"``, ``"exact"`` or ``"truncated"``.
-        max_generator_norm: Cap in (0, 1) on the Cayley generator's Frobenius
-            norm, or ``None``: 0.25 for the truncated map, none for the exact.
+        max_generator_norm: Cap in (0, 1) on the Cayley generator's norm (the
+            one ``generator_norm`` names), or ``None``: for the truncated map
+            0.25 (Frobenius) or 0.5 (spectral), none for the exact map.
+        generator_norm: ``"auto"``, ``"frobenius"`` or ``"spectral"``, the
+            norm that ``max_generator_norm`` caps (see above); ``"auto"`` is
+            ``"spectral"`` for the truncated map with a bfloat16 or float16
+            state and ``"frobenius"`` otherwise.
         max_cayley_squarings: Most squarings of the truncated map, >= 0, or
             ``None``: 4 for a float32 or float64 state, 0 for bfloat16 and
             float16. Each doubles the generator length the map takes before
@@ -185,13 +200,14 @@ class SpectralKron(torch.optim.Optimizer):
         precond_lr: float = 0.1,
         precondition_frequency: int = 2,
         max_precond_dim: int = 2048,
-        graft: str = "adam",
+        graft: str = "adafactor",
         graft_rms: float = 0.2,
         max_update_rms: float | None = None,
         damping: float = 1e-4,
         state_dtype: torch.dtype | str | None = None,
         cayley: str = "auto",
         max_generator_norm: float | None = None,
+        generator_norm: str = "auto",
         max_cayley_squarings: int | None = None,
         orthogonalize_every: int = 10,
         route: str = "auto",
@@ -212,6 +228,7 @@ class SpectralKron(torch.optim.Optimizer):
             "state_dtype": state_dtype,
             "cayley": cayley,
             "max_generator_norm": max_generator_norm,
+            "generator_norm": generator_norm,
             "max_cayley_squarings": max_cayley_squarings,
             "orthogonalize_every": orthogonalize_every,
             "route": route,
@@ -229,6 +246,7 @@ class SpectralKron(torch.optim.Optimizer):
             group["state_dtype"] = _dtype_name(group["state_dtype"])
             # Saved before the option existed: take its default, as torch.optim does for new options.
             group.setdefault("max_cayley_squarings", None)
+            group.setdefault("generator_norm", "auto")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -266,7 +284,6 @@ class SpectralKron(torch.optim.Optimizer):
                 if not initialized:
                     continue
                 refresh = ""
-            method = _cayley_method(group, state["exp_avg"].dtype)
             kron_update(
                 param,
                 param.grad,
@@ -274,9 +291,7 @@ class SpectralKron(torch.optim.Optimizer):
                 group,
                 refresh="CK" if not initialized else refresh,
                 initialize=not initialized,
-                method=method,
-                max_generator_norm=_generator_cap(group, method),
-                max_squarings=_squaring_limit(group, state["exp_avg"].dtype),
+                rotation=_rotation_options(group, state["exp_avg"].dtype),
                 orthogonalize=orthogonalize,
             )
         return loss
@@ -345,6 +360,7 @@ def _check_group(group: dict[str, Any]) -> None:
             lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
             "None or a number in (0, 1), where the truncated Cayley series converges",
         ),
+        ("generator_norm", lambda norm: norm in _GENERATOR_NORMS, f"one of {_GENERATOR_NORMS}"),
         (
             "max_cayley_squarings",
             lambda squarings: squarings is None or _is_int(squarings, 0),
@@ -403,17 +419,26 @@ def _cayley_method(group: dict[str, Any], state_dtype: torch.dtype) -> str:
     return group["cayley"]
 
 
-def _squaring_limit(group: dict[str, Any], state_dtype: torch.dtype) -> int:
-    """Return the most squarings of the truncated map for a state in ``state_dtype``."""
-    if group["max_cayley_squarings"] is not None:
-        return group["max_cayley_squarings"]
-    return 4 if state_dtype in _SOLVER_DTYPES else 0
-
-
-def _generator_cap(group: dict[str, Any], method: str) -> float | None:
-    if group["max_generator_norm"] is None and method == "truncated":
-        return 0.25
-    return group["max_generator_norm"]
+def _rotation_options(group: dict[str, Any], state_dtype: torch.dtype) -> dict[str, Any]:
+    """Return the Cayley-map options of :func:`spectral_es.core.kron.kron_factor_step` for ``state_dtype``."""
+    method = _cayley_method(group, state_dtype)
+    low_precision = state_dtype not in _SOLVER_DTYPES
+    norm = group["generator_norm"]
+    if norm == "auto":
+        norm = "spectral" if method == "truncated" and low_precision else "frobenius"
+    cap = group["max_generator_norm"]
+    if cap is None and method == "truncated":
+        cap = 0.5 if norm == "spectral" else 0.25
+    squarings = group["max_cayley_squarings"]
+    if squarings is None:
+        squarings = 0 if low_precision else 4
+    return {
+        "method": method,
+        "order": 16 if norm == "spectral" else 8,
+        "max_generator_norm": cap,
+        "cap_norm": norm,
+        "max_squarings": squarings,
+    }
 
 
 def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, bool]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from spectral_es.core.kron import (
     kron_rotate,
     kron_step,
 )
+from spectral_es.core.step import spectral_norm_estimate
 from tests.conftest import random_orthogonal, requires_torch, torch
 
 EPS64 = np.finfo(np.float64).eps
@@ -211,6 +214,30 @@ def test_long_generator_squared_before_capped(rng, max_squarings, squarings):
     # The smallest s <= max_squarings with ||N|| / 2^s <= 0.25, and the rest capped.
     capped = N * min(1.0, 0.25 * 2**squarings / norm)
     np.testing.assert_allclose(B, cayley_truncated(capped, squarings=squarings), atol=100 * n * EPS64)
+
+
+def test_spectral_cap_with_order_sixteen(rng):
+    # Same long generator as above (Frobenius norm 1 to 2). The spectral cap
+    # scales it to spectral norm 0.5 (estimated by power iteration), and the
+    # order-16 map has R^T R - I = -2 N^16 + N^32, of spectral norm at most
+    # 2 * 0.5^16 + 0.5^32 = 3e-5 and Frobenius norm at most sqrt(n) times that.
+    n, kappa, alpha, beta = 8, 5, 1.0, 1.0
+    d = np.exp(rng.uniform(-0.1, 0.1, n))
+    d /= np.exp(np.mean(np.log(d)))
+    W = rng.standard_normal((n, n))
+    W = kappa * (W + W.T)
+    N = rotation_generator(d, W / (alpha * kappa), beta, 1.0)
+    spectral = np.linalg.norm(N, 2)
+    assert spectral > 0.5
+    _, B, _ = kron_factor_step(
+        d, np.eye(n), W, alpha, kappa, beta, method="truncated", order=16, max_generator_norm=0.5, cap_norm="spectral"
+    )
+    capped = N * 0.5 / float(spectral_norm_estimate(N))
+    np.testing.assert_allclose(B, cayley_truncated(capped, order=16), atol=100 * n * EPS64)
+    # Power iteration never overestimates, so the capped spectral norm is
+    # >= 0.5; at n = 8 ten iterations find it to within 2%.
+    assert 0.5 - 1e-12 <= np.linalg.norm(capped, 2) <= 0.51
+    assert orthogonality_defect(B) <= math.sqrt(n) * (2 * 0.51**16 + 0.51**32) + 100 * n * EPS64
 
 
 def test_damping_keeps_unused_direction_bounded(rng):

@@ -15,7 +15,7 @@ from spectral_es.core import (
     rotation_generator,
     spectral_step,
 )
-from spectral_es.core.step import MAX_GENERATOR_ENTRY
+from spectral_es.core.step import MAX_GENERATOR_ENTRY, cap_generator_norm, generator_norm, spectral_norm_estimate
 from tests.conftest import random_orthogonal, random_symmetric
 
 EPS64 = np.finfo(np.float64).eps
@@ -148,6 +148,47 @@ def test_truncated_step_caps_generator_norm(rng):
     rotation = B.T @ B_capped
     # A generator of norm 1e-3 rotates by about 2e-3 in Frobenius norm.
     assert np.linalg.norm(rotation - np.eye(20)) < 2.1e-3
+
+
+@pytest.mark.parametrize("n", [2, 16, 128])
+def test_spectral_norm_estimate_is_a_close_lower_bound(rng, n):
+    # Power iteration's value ||N v|| with ||v|| = 1 never exceeds ||N||_2.
+    # A generator with a spectral gap: singular values 1 (the top pair of a
+    # skew matrix) and at most 0.5 for the rest, so 10 iterations on N^T N
+    # leave a relative error of about (0.5^2)^10 = 1e-6 in the norm.
+    U = random_orthogonal(rng, n)
+    angles = np.concatenate([[1.0], rng.uniform(0.0, 0.5, n // 2 - 1)])
+    blocks = np.zeros((n, n))
+    for k, angle in enumerate(angles):
+        blocks[2 * k, 2 * k + 1], blocks[2 * k + 1, 2 * k] = angle, -angle
+    N = 0.3 * U @ blocks @ U.T
+    estimate = float(spectral_norm_estimate(N))
+    assert estimate <= np.linalg.norm(N, 2) * (1 + 1e-12)
+    assert estimate == pytest.approx(0.3, rel=1e-5)
+    # Without a gap (a random skew matrix) it stays a lower bound; at n = 128
+    # it is within a few percent.
+    A = rng.standard_normal((n, n))
+    N = A - A.T
+    assert 0.9 * np.linalg.norm(N, 2) <= float(spectral_norm_estimate(N)) <= np.linalg.norm(N, 2) * (1 + 1e-12)
+
+
+def test_spectral_norm_estimate_of_zero_is_zero():
+    assert float(spectral_norm_estimate(np.zeros((4, 4)))) == 0.0
+
+
+def test_generator_norms(rng):
+    A = rng.standard_normal((12, 12))
+    N = A - A.T
+    assert float(generator_norm(N)) == pytest.approx(np.linalg.norm(N), rel=1e-14)
+    # For any matrix ||N||_2 <= ||N||_F <= sqrt(rank) ||N||_2.
+    spectral = float(generator_norm(N, "spectral"))
+    assert spectral <= float(generator_norm(N)) <= math.sqrt(12) * np.linalg.norm(N, 2)
+    capped = cap_generator_norm(N, 0.5, "spectral")
+    # Scaled, not rotated: the same direction with estimated norm 0.5.
+    np.testing.assert_allclose(capped, N * 0.5 / spectral, rtol=1e-14)
+    np.testing.assert_array_equal(cap_generator_norm(1e-3 * N, 100.0, "spectral"), 1e-3 * N)
+    with pytest.raises(ValueError, match="unknown generator norm 'max'"):
+        generator_norm(N, "max")
 
 
 def test_diagonal_step_is_rmsprop_to_first_order():

@@ -144,13 +144,16 @@ def test_bfloat16_run_stays_finite_and_orthogonal():
         assert orthogonality_defect(state[f"B_{side}"].float()) < 3 * floor
 
 
-# Squarings and steps. From d = 1 the first refreshes rotate every pair by
-# the Jacobi angle of gaps that rounding decides. Capped at 0.25 (no
-# squarings) these rotations stay small. With squarings the whole generator
-# applies, so the two dtypes take different early bases. They agree again
-# once d has separated, which 30 steps give.
-@pytest.mark.parametrize(("squarings", "steps"), [(0, 5), (4, 30)])
-def test_bfloat16_state_agrees_with_float32(squarings, steps):
+# Both dtypes take the same truncated map (norm, squarings). From d = 1 the
+# first refreshes rotate every pair by the Jacobi angle of gaps that
+# rounding decides. Capped at Frobenius norm 0.25 (no squarings) these
+# rotations stay small. With squarings or the spectral cap much more of the
+# generator applies, so the two dtypes take different early bases. They
+# agree again once d has separated, which 30 steps give.
+@pytest.mark.parametrize(
+    ("norm", "squarings", "steps"), [("frobenius", 0, 5), ("frobenius", 4, 30), ("spectral", 0, 30)]
+)
+def test_bfloat16_state_agrees_with_float32(norm, squarings, steps):
     updates = {}
     for state_dtype in (torch.float32, torch.bfloat16):
         W, loss = least_squares(torch.float32)
@@ -160,6 +163,7 @@ def test_bfloat16_state_agrees_with_float32(squarings, steps):
             state_dtype=state_dtype,
             cayley="truncated",
             precondition_frequency=1,
+            generator_norm=norm,
             max_cayley_squarings=squarings,
         )
         for step in range(steps):
@@ -190,6 +194,50 @@ def test_graft_adam_matches_adamw_step_norm():
         reference_norm = torch.linalg.norm(reference.detach() - reference_before)
         # Same moments and formula; float32 rounding of two norms.
         torch.testing.assert_close(norm, reference_norm, rtol=1e-5, atol=0)
+
+
+def test_graft_adafactor_matches_adamw_when_squares_have_rank_one():
+    # Gradients s_t a b^T have squares s_t^2 (a^2)(b^2)^T: every moving
+    # average of them has rank one, where the factored second moment is
+    # exact, so the grafted step has the AdamW step's norm.
+    W = single_weight((6, 4), dtype=torch.float64)
+    reference = torch.nn.Parameter(W.detach().clone())
+    optimizer = SpectralKron([W], lr=1e-2, graft="adafactor")
+    adamw = torch.optim.AdamW([reference], lr=1e-2, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, generator=generator, dtype=torch.float64) for size in (6, 4))
+    for scale in (1.0, -0.3, 2.5, 0.7):
+        W.grad = scale * torch.outer(a, b)
+        reference.grad = W.grad.clone()
+        before, reference_before = W.detach().clone(), reference.detach().clone()
+        optimizer.step()
+        adamw.step()
+        norm = torch.linalg.norm(W.detach() - before)
+        reference_norm = torch.linalg.norm(reference.detach() - reference_before)
+        # Equal in exact arithmetic; float64 rounding of the outer product,
+        # the means and the two norms stays far below 1e-12.
+        torch.testing.assert_close(norm, reference_norm, rtol=1e-12, atol=0)
+
+
+def test_graft_adafactor_keeps_row_and_column_moments():
+    conv = torch.nn.Parameter(torch.randn(8, 3, 3, 3))
+    optimizer = SpectralKron([conv], graft="adafactor", state_dtype=torch.bfloat16)
+    gradients = []
+    for seed in range(3):
+        gradients.append(set_gradient(conv, seed).reshape(8, 27))
+        optimizer.step()
+    state = optimizer.state[conv]
+    assert "exp_avg_sq" not in state
+    row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+    # Viewed as (out, in * kh * kw); float32 although the state is bfloat16.
+    assert row.shape == (8,) and col.shape == (27,)
+    assert row.dtype == col.dtype == torch.float32
+    beta2 = optimizer.param_groups[0]["betas"][1]
+    expected_row = sum((1 - beta2) * beta2 ** (2 - k) * g.square().mean(dim=1) for k, g in enumerate(gradients))
+    expected_col = sum((1 - beta2) * beta2 ** (2 - k) * g.square().mean(dim=0) for k, g in enumerate(gradients))
+    # Three float32 moving-average updates: a few unit roundoffs (6e-8).
+    torch.testing.assert_close(row, expected_row, rtol=1e-6, atol=0)
+    torch.testing.assert_close(col, expected_col, rtol=1e-6, atol=0)
 
 
 def test_one_dimensional_path_is_adamw():
@@ -374,6 +422,7 @@ def test_zero_gradient_before_first_refresh():
         ("precondition_frequency", 2.5),
         ("max_precond_dim", 0),
         ("graft", "sgd"),
+        ("generator_norm", "nuclear"),
         ("graft_rms", 0.0),
         ("max_update_rms", 0.0),
         ("damping", -1.0),
@@ -452,20 +501,37 @@ def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
         assert orthogonality_defect(optimizer.state[weight][f"B_{side}"].float()) < 3 * floor
 
 
-@pytest.mark.parametrize(("state_dtype", "expected"), [(torch.float32, 4), (torch.bfloat16, 0)])
-def test_squarings_default_by_state_dtype(monkeypatch, state_dtype, expected):
-    # Squarings double the rounding error of a bfloat16 rotation, so only a
-    # float32 or float64 state gets them by default.
+@pytest.mark.parametrize(
+    ("state_dtype", "options", "expected"),
+    [
+        # Squarings double the rounding error of a bfloat16 rotation, so only
+        # a float32 or float64 state gets them by default; bfloat16 caps the
+        # spectral norm instead, with the order-16 map.
+        (torch.float32, {}, {"order": 8, "max_generator_norm": 0.25, "cap_norm": "frobenius", "max_squarings": 4}),
+        (torch.bfloat16, {}, {"order": 16, "max_generator_norm": 0.5, "cap_norm": "spectral", "max_squarings": 0}),
+        (
+            torch.bfloat16,
+            {"generator_norm": "frobenius", "max_generator_norm": 0.1, "max_cayley_squarings": 2},
+            {"order": 8, "max_generator_norm": 0.1, "cap_norm": "frobenius", "max_squarings": 2},
+        ),
+        (
+            torch.float32,
+            {"generator_norm": "spectral"},
+            {"order": 16, "max_generator_norm": 0.5, "cap_norm": "spectral"},
+        ),
+    ],
+)
+def test_truncated_map_defaults_by_state_dtype(monkeypatch, state_dtype, options, expected):
     seen = []
     original = functional.kron_factor_step
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["max_squarings"])
+        seen.append({key: kwargs[key] for key in expected})
         return original(*args, **kwargs)
 
     monkeypatch.setattr(functional, "kron_factor_step", spy)
     W = torch.nn.Parameter(torch.randn(6, 4))
-    optimizer = SpectralKron([W], state_dtype=state_dtype, cayley="truncated")
+    optimizer = SpectralKron([W], state_dtype=state_dtype, cayley="truncated", **options)
     W.grad = torch.randn(6, 4)
     optimizer.step()
     assert seen == [expected, expected]

@@ -114,7 +114,8 @@ def test_resume_before_some_parameters_had_gradients():
 def test_load_onto_bfloat16_model():
     # A float32 run resumed on a bfloat16 copy of the model: with the default
     # state_dtype=None the momentum and bases follow the new parameters,
-    # while eigenvalues and alpha stay float32 and load unchanged.
+    # while eigenvalues, alpha and second moments stay float32 and load
+    # unchanged.
     model = make_model(0)
     optimizer = SpectralKron(model.parameters())
     train_steps(model, optimizer, 4)
@@ -126,7 +127,10 @@ def test_load_onto_bfloat16_model():
         state, source = low.state[param], optimizer.state[source_param]
         assert state["exp_avg"].dtype == torch.bfloat16
         assert torch.equal(state["exp_avg"], source["exp_avg"].to(torch.bfloat16))
-        assert state["exp_avg_sq"].dtype == torch.float32
+        for key in ("exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col"):
+            if key in state:
+                assert state[key].dtype == torch.float32
+                assert torch.equal(state[key], source[key])
         if "B_C" in state:
             assert state["B_C"].dtype == torch.bfloat16
             assert torch.equal(state["d_C"], source["d_C"])
