@@ -19,11 +19,23 @@ import numpy as np
 import spectral_es
 from benchmarks.es import xnes_reference
 from benchmarks.es.harness import Objective, Problem, Runner
+from spectral_es.es.parameters import default_popsize
 
-__all__ = ["DESCRIPTIONS", "METHODS", "run_pycma", "run_pycma_ipop", "run_spectral", "run_xnes"]
+__all__ = [
+    "DESCRIPTIONS",
+    "METHODS",
+    "run_pycma",
+    "run_pycma_ipop",
+    "run_spectral",
+    "run_spectral_large_population",
+    "run_xnes",
+]
 
 IPOP_RESTARTS = 9
 IPOP_INCPOPSIZE = 2
+# Population factor of the single large-population run, the IPOP population
+# of the second restart without the restarts.
+LARGE_POPULATION = 3
 
 
 def run_spectral(problem: Problem, objective: Objective, *, restarts: int = 0, **options) -> str:
@@ -41,6 +53,12 @@ def run_spectral(problem: Problem, objective: Objective, *, restarts: int = 0, *
         **options,
     )
     return ",".join(result.stop)
+
+
+def run_spectral_large_population(problem: Problem, objective: Objective) -> str:
+    """Run SpectralES once with ``LARGE_POPULATION`` times the default population size."""
+    popsize = LARGE_POPULATION * default_popsize(problem.n)
+    return run_spectral(problem, objective, popsize=popsize)
 
 
 def _pycma_options(problem: Problem, **options) -> dict:
@@ -102,6 +120,7 @@ METHODS: dict[str, Runner] = {
     "spectral-passive": functools.partial(run_spectral, active=False),
     "spectral-truncated": functools.partial(run_spectral, cayley="truncated"),
     "spectral-eager": functools.partial(run_spectral, rotation_interval=1),
+    "spectral-large": run_spectral_large_population,
     "spectral-ipop": functools.partial(run_spectral, restarts=IPOP_RESTARTS),
     "spectral-ipop-passive": functools.partial(run_spectral, restarts=IPOP_RESTARTS, active=False),
     "pycma": run_pycma,
@@ -118,6 +137,7 @@ DESCRIPTIONS: dict[str, str] = {
     "spectral-passive": "SpectralES with `active=False` (no negative weights)",
     "spectral-truncated": "SpectralES with `cayley='truncated'` (matrix products only)",
     "spectral-eager": "SpectralES with `rotation_interval=1` (a Cayley rotation every generation)",
+    "spectral-large": f"SpectralES with {LARGE_POPULATION} times the default `popsize` (4 + floor(3 ln n)), one run",
     "spectral-ipop": f"`spectral_es.minimize(restarts={IPOP_RESTARTS}, incpopsize={IPOP_INCPOPSIZE})`",
     "spectral-ipop-passive": "as spectral-ipop, with `active=False`",
     "pycma": f"pycma {cma.__version__} `CMAEvolutionStrategy`, defaults",

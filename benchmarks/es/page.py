@@ -71,7 +71,7 @@ def unimodal_table(cells: Groups) -> str:
 
 def multimodal_table(cells: Groups) -> str:
     """Return the table of the restarting and single-run methods on the multimodal functions."""
-    candidates = ("spectral-ipop", "spectral-ipop-passive", "pycma-ipop", "spectral", "pycma", "xnes")
+    candidates = ("spectral-ipop", "spectral-ipop-passive", "pycma-ipop", "spectral", "spectral-large", "pycma", "xnes")
     methods = _methods_present(cells, candidates, MULTIMODAL)
     rows = []
     for function in MULTIMODAL:
@@ -85,7 +85,14 @@ def multimodal_table(cells: Groups) -> str:
 
 def options_table(cells: Groups) -> str:
     """Return each SpectralES variant's median as a ratio to the defaults (unimodal)."""
-    variants = ("spectral-xnes", "spectral-passive", "spectral-diagonal", "spectral-truncated", "spectral-eager")
+    variants = (
+        "spectral-xnes",
+        "spectral-passive",
+        "spectral-diagonal",
+        "spectral-truncated",
+        "spectral-eager",
+        "spectral-large",
+    )
     methods = _methods_present(cells, variants + ("pycma-diagonal",), UNIMODAL)
     rows = []
     for function in UNIMODAL:

@@ -96,11 +96,12 @@ class SpectralKron(torch.optim.Optimizer):
       ``‖N‖_2 <= max_generator_norm`` (default 0.5), the spectral norm
       estimated by 10 power iterations (matrix-vector products, no host
       synchronisation), with the order-16 map (two more products), so one
-      map's defect is again at most 2 * 0.5^16 = 3e-5 (in spectral norm). The spectral norm of
-      a generator is up to ``sqrt(n)`` times smaller than its Frobenius
-      norm, so much longer rotations pass the cap, and an estimate 30% too
-      low still gives a defect below 2 * 0.72^16 = 1e-2, about bfloat16's
-      rounding of an orthogonal matrix.
+      map's defect is again at most 2 * 0.5^16 = 3e-5 in spectral norm.
+      The spectral norm of a generator is up to ``sqrt(n)`` times smaller
+      than its Frobenius norm, so much longer rotations pass the cap. Power
+      iteration can only underestimate the norm, but an estimate 30% low
+      (a true norm of 0.71) still bounds the defect by 2 * 0.71^16 = 8e-3,
+      about bfloat16's rounding of an orthogonal matrix.
 
     On the digits convnet (``benchmarks/optimizer``), cutting every
     generator to Frobenius norm 0.25 slowed the eigenbases enough to raise
