@@ -100,7 +100,10 @@ def train(config: str, seed: int, data: tuple, args: argparse.Namespace) -> dict
         model.parameters(),
         lr=args.lr,
         max_generator_norm=args.max_generator_norm,
-        # The same generator for both maps: squarings would let only the truncated map exceed the cap.
+        # The same generator for both maps: the Frobenius cap for every state dtype (a bfloat16
+        # state would cap the spectral norm by default), and no squarings, which would let only
+        # the truncated map exceed the cap.
+        generator_norm="frobenius",
         max_cayley_squarings=0,
         **CONFIGS[config],
     )
@@ -274,7 +277,8 @@ def main() -> None:
     body = (
         f"MLP {INPUTS}-{args.width}-{args.width}-{CLASSES} on {args.points} synthetic points, batch {BATCH}, "
         f"{args.steps} steps, SpectralKron defaults except lr = {args.lr}, max_generator_norm = "
-        f"{args.max_generator_norm}, max_cayley_squarings = 0, cayley and state_dtype as listed; one thread; "
+        f"{args.max_generator_norm}, generator_norm = 'frobenius', max_cayley_squarings = 0, cayley and "
+        "state_dtype as listed; one thread; "
         f"{args.seeds} seeds.\n" + summarise(runs, args) + summarise_rotations(timings, args.repeats)
     )
     path = write_report(

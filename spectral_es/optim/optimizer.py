@@ -81,27 +81,40 @@ class SpectralKron(torch.optim.Optimizer):
     state dtype has a dense solver (float32, float64) and the truncated,
     matmul-only map otherwise (bfloat16, float16, where torch has no
     solver). The truncated map's series needs a short generator ``N``; its
-    orthogonality defect after one map is about ``2 ‖N‖_2^order``.
-    ``generator_norm`` picks how ``N`` is kept short:
+    orthogonality defect after one map is about ``2 ‖N‖_2^order``. The
+    defaults::
 
-    * ``"frobenius"`` (the default for a float32 or float64 state):
-      ``‖N‖_F <= max_generator_norm`` (default 0.25) with the order-8 map
-      ``(I + N)^2 (I + N^2)(I + N^4)``, so one map's defect is at most
-      about 2 * 0.25^8 = 3e-5. A longer generator is halved up to
-      ``max_cayley_squarings`` times (default 4) and the map of the halved
-      one squared as often, so generators up to 0.25 * 2^4 = 4 rotate in
-      full and only longer ones are cut to that length. Choosing the number
-      of squarings reads the norm on the host, once per refreshed factor.
-    * ``"spectral"`` (the default for a bfloat16 or float16 state):
-      ``‖N‖_2 <= max_generator_norm`` (default 0.5), the spectral norm
-      estimated by 10 power iterations (matrix-vector products, no host
-      synchronisation), with the order-16 map (two more products), so one
-      map's defect is again at most 2 * 0.5^16 = 3e-5 in spectral norm.
-      The spectral norm of a generator is up to ``sqrt(n)`` times smaller
-      than its Frobenius norm, so much longer rotations pass the cap. Power
-      iteration can only underestimate the norm, but an estimate 30% low
-      (a true norm of 0.71) still bounds the defect by 2 * 0.71^16 = 8e-3,
-      about bfloat16's rounding of an orthogonal matrix.
+        state dtype                        map        norm capped  cap   order  squarings
+        float32, float64                   exact      none         none  -      -
+        float32, float64 with "truncated"  truncated  Frobenius    0.25  8      up to 4
+        bfloat16, float16                  truncated  spectral     0.5   16     0
+
+    The options ``cayley`` (map), ``generator_norm`` (norm),
+    ``max_generator_norm`` (cap) and ``max_cayley_squarings`` change them.
+    The order follows the norm: 8 with the Frobenius cap, 16 with the
+    spectral cap. Both keep one map's defect at most about 3e-5.
+
+    * Frobenius cap: ``‖N‖_F <= 0.25`` with the order-8 map
+      ``(I + N)^2 (I + N^2)(I + N^4)``, whose defect is at most about
+      2 * 0.25^8 = 3e-5. A longer generator is halved up to
+      ``max_cayley_squarings`` times and the map of the halved one squared
+      as often, so generators up to 0.25 * 2^4 = 4 rotate in full and only
+      longer ones are cut to that length.
+    * Spectral cap: ``‖N‖_2 <= 0.5``, the spectral norm estimated by 10
+      power iterations (matrix-vector products), with the order-16 map
+      (two more products), whose defect is at most 2 * 0.5^16 = 3e-5 in
+      spectral norm. The spectral norm of a generator is up to ``sqrt(n)``
+      times smaller than its Frobenius norm, so much longer rotations pass
+      the cap. Power iteration can only underestimate the norm, but an
+      estimate 30% low (a true norm of 0.71) still bounds the defect by
+      2 * 0.71^16 = 8e-3 in spectral norm, about twice the spectral-norm
+      rounding error of an orthogonal matrix stored in bfloat16 (about
+      4.5e-3 at n = 64 to 1024).
+
+    A cap alone needs no host synchronisation. Squarings read the norm on
+    the host, once per refreshed factor, to choose their number. With the
+    exact map a ``max_generator_norm`` given explicitly caps the generator
+    too, and squarings do not apply.
 
     On the digits convnet (``benchmarks/optimizer``), cutting every
     generator to Frobenius norm 0.25 slowed the eigenbases enough to raise
@@ -174,8 +187,8 @@ class SpectralKron(torch.optim.Optimizer):
             ``"spectral"`` for the truncated map with a bfloat16 or float16
             state and ``"frobenius"`` otherwise.
         max_cayley_squarings: Most squarings of the truncated map, >= 0, or
-            ``None``: 4 for a float32 or float64 state, 0 for bfloat16 and
-            float16. Each doubles the generator length the map takes before
+            ``None``: 4 for a float32 or float64 state (with
+            ``cayley="truncated"``), 0 for bfloat16 and float16. Each doubles the generator length the map takes before
             the cap, costs one product of the factor's size and doubles the
             rounding error of the rotation.
         orthogonalize_every: Refreshes between Björck steps, >= 0 (0: never).
@@ -259,6 +272,8 @@ class SpectralKron(torch.optim.Optimizer):
 
         work = []
         for group_index, group in enumerate(self.param_groups):
+            # Options may have been edited since construction (as schedulers edit lr).
+            _check_group(group)
             for index, param in enumerate(group["params"]):
                 if param.grad is None:
                     continue
@@ -278,6 +293,7 @@ class SpectralKron(torch.optim.Optimizer):
             if "d_C" not in state:
                 adam_update(param, param.grad, state, group)
                 continue
+            _check_graft_state(group, state, name)
             refresh, orthogonalize = _schedule(state, group)
             if not nonzero:
                 if refresh or not initialized:
@@ -359,7 +375,7 @@ def _check_group(group: dict[str, Any]) -> None:
         (
             "max_generator_norm",
             lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
-            "None or a number in (0, 1), where the truncated Cayley series converges",
+            "None or a number in (0, 1); the truncated Cayley series converges only for generators shorter than 1",
         ),
         ("generator_norm", lambda norm: norm in _GENERATOR_NORMS, f"one of {_GENERATOR_NORMS}"),
         (
@@ -440,6 +456,27 @@ def _rotation_options(group: dict[str, Any], state_dtype: torch.dtype) -> dict[s
         "cap_norm": norm,
         "max_squarings": squarings,
     }
+
+
+def _check_graft_state(group: dict[str, Any], state: dict[str, Any], name: str) -> None:
+    """Raise ``ValueError`` if the group's graft needs a second moment that ``state`` lacks.
+
+    The moments are created with the state, so a graft changed in
+    ``param_groups`` after the first step may find none.
+    """
+    needed = {"adam": "exp_avg_sq", "adafactor": "exp_avg_sq_row"}.get(group["graft"])
+    if needed is None or needed in state:
+        return
+    if "exp_avg_sq" in state:
+        created_with = "'adam'"
+    elif "exp_avg_sq_row" in state:
+        created_with = "'adafactor'"
+    else:
+        created_with = "'rms' or 'none'"
+    raise ValueError(
+        f"invalid graft {group['graft']!r} for {name}: its state was created with graft={created_with} "
+        f"and has no {group['graft']} second moment; set the graft back or create a new optimizer"
+    )
 
 
 def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, bool]:

@@ -196,14 +196,19 @@ def test_log_step_cap_bounds_gradient_spike(rng):
     assert not np.isfinite(uncapped[4])
 
 
-@pytest.mark.parametrize(("max_squarings", "squarings"), [(0, 0), (1, 1), (4, 3)])
-def test_long_generator_squared_before_capped(rng, max_squarings, squarings):
-    n, kappa, alpha, beta = 8, 5, 1.0, 1.0
+def long_generator_problem(rng, n=8, kappa=5):
+    """Return ``(d, W, N)``: close eigenvalues and strong coupling, so the generator N is long."""
     d = np.exp(rng.uniform(-0.1, 0.1, n))
     d /= np.exp(np.mean(np.log(d)))
     W = rng.standard_normal((n, n))
     W = kappa * (W + W.T)
-    N = rotation_generator(d, W / (alpha * kappa), beta, 1.0)
+    return d, W, rotation_generator(d, W / kappa, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(("max_squarings", "squarings"), [(0, 0), (1, 1), (4, 3)])
+def test_long_generator_squared_before_capped(rng, max_squarings, squarings):
+    n, kappa, alpha, beta = 8, 5, 1.0, 1.0
+    d, W, N = long_generator_problem(rng, n, kappa)
     # Close eigenvalues saturate the angles, so N is long: between 1 and 2
     # here, where 3 squarings bring it under the cap of 0.25.
     norm = np.linalg.norm(N)
@@ -222,11 +227,7 @@ def test_spectral_cap_with_order_sixteen(rng):
     # order-16 map has R^T R - I = -2 N^16 + N^32, of spectral norm at most
     # 2 * 0.5^16 + 0.5^32 = 3e-5 and Frobenius norm at most sqrt(n) times that.
     n, kappa, alpha, beta = 8, 5, 1.0, 1.0
-    d = np.exp(rng.uniform(-0.1, 0.1, n))
-    d /= np.exp(np.mean(np.log(d)))
-    W = rng.standard_normal((n, n))
-    W = kappa * (W + W.T)
-    N = rotation_generator(d, W / (alpha * kappa), beta, 1.0)
+    d, W, N = long_generator_problem(rng, n, kappa)
     spectral = np.linalg.norm(N, 2)
     assert spectral > 0.5
     _, B, _ = kron_factor_step(

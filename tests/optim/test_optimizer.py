@@ -180,18 +180,23 @@ def test_bfloat16_state_agrees_with_float32(norm, squarings, steps):
     assert difference / torch.linalg.norm(updates[torch.float32]) < 0.05
 
 
-def test_graft_adam_matches_adamw_step_norm():
-    W = single_weight((6, 4), dtype=torch.float32)
+def step_norms(W, gradients, graft):
+    """Yield the norms of SpectralKron's and AdamW's steps from the same start and gradients."""
     reference = torch.nn.Parameter(W.detach().clone())
-    optimizer = SpectralKron([W], lr=1e-2, graft="adam")
+    optimizer = SpectralKron([W], lr=1e-2, graft=graft)
     adamw = torch.optim.AdamW([reference], lr=1e-2, weight_decay=0.0)
-    for seed in range(4):
-        reference.grad = set_gradient(W, seed)
+    for gradient in gradients:
+        W.grad, reference.grad = gradient.clone(), gradient.clone()
         before, reference_before = W.detach().clone(), reference.detach().clone()
         optimizer.step()
         adamw.step()
-        norm = torch.linalg.norm(W.detach() - before)
-        reference_norm = torch.linalg.norm(reference.detach() - reference_before)
+        yield torch.linalg.norm(W.detach() - before), torch.linalg.norm(reference.detach() - reference_before)
+
+
+def test_graft_adam_matches_adamw_step_norm():
+    W = single_weight((6, 4), dtype=torch.float32)
+    gradients = [torch.randn(6, 4, generator=torch.Generator().manual_seed(seed)) for seed in range(4)]
+    for norm, reference_norm in step_norms(W, gradients, "adam"):
         # Same moments and formula; float32 rounding of two norms.
         torch.testing.assert_close(norm, reference_norm, rtol=1e-5, atol=0)
 
@@ -201,19 +206,10 @@ def test_graft_adafactor_matches_adamw_when_squares_have_rank_one():
     # average of them has rank one, where the factored second moment is
     # exact, so the grafted step has the AdamW step's norm.
     W = single_weight((6, 4), dtype=torch.float64)
-    reference = torch.nn.Parameter(W.detach().clone())
-    optimizer = SpectralKron([W], lr=1e-2, graft="adafactor")
-    adamw = torch.optim.AdamW([reference], lr=1e-2, weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, generator=generator, dtype=torch.float64) for size in (6, 4))
-    for scale in (1.0, -0.3, 2.5, 0.7):
-        W.grad = scale * torch.outer(a, b)
-        reference.grad = W.grad.clone()
-        before, reference_before = W.detach().clone(), reference.detach().clone()
-        optimizer.step()
-        adamw.step()
-        norm = torch.linalg.norm(W.detach() - before)
-        reference_norm = torch.linalg.norm(reference.detach() - reference_before)
+    gradients = [scale * torch.outer(a, b) for scale in (1.0, -0.3, 2.5, 0.7)]
+    for norm, reference_norm in step_norms(W, gradients, "adafactor"):
         # Equal in exact arithmetic; float64 rounding of the outer product,
         # the means and the two norms stays far below 1e-12.
         torch.testing.assert_close(norm, reference_norm, rtol=1e-12, atol=0)
@@ -535,3 +531,43 @@ def test_truncated_map_defaults_by_state_dtype(monkeypatch, state_dtype, options
     W.grad = torch.randn(6, 4)
     optimizer.step()
     assert seen == [expected, expected]
+
+
+@pytest.mark.parametrize(("created", "changed"), [("adafactor", "adam"), ("rms", "adafactor"), ("adam", "adafactor")])
+def test_graft_change_without_moments_raises(created, changed):
+    W = single_weight((6, 4), dtype=torch.float32)
+    optimizer = SpectralKron([W], graft=created)
+    set_gradient(W, 0)
+    optimizer.step()
+    optimizer.param_groups[0]["graft"] = changed
+    set_gradient(W, 1)
+    before = W.detach().clone()
+    with pytest.raises(ValueError, match=f"invalid graft '{changed}' for parameter 0 of group 0"):
+        optimizer.step()
+    assert torch.equal(W.detach(), before)
+
+
+def test_graft_change_to_rms_needs_no_moments():
+    W = single_weight((6, 4), dtype=torch.float32)
+    optimizer = SpectralKron([W], lr=0.1, graft="adafactor", graft_rms=0.2)
+    set_gradient(W, 0)
+    optimizer.step()
+    optimizer.param_groups[0]["graft"] = "rms"
+    set_gradient(W, 1)
+    before = W.detach().clone()
+    optimizer.step()
+    rms = torch.linalg.norm(W.detach() - before) / math.sqrt(W.numel())
+    # The step's RMS is lr * graft_rms, up to float32 rounding of the update.
+    torch.testing.assert_close(rms, torch.tensor(0.1 * 0.2), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("graft", "Adam"), ("max_generator_norm", 5.0), ("max_cayley_squarings", -3)]
+)
+def test_options_edited_after_construction_are_checked(option, value):
+    W = single_weight((6, 4), dtype=torch.float32)
+    optimizer = SpectralKron([W])
+    optimizer.param_groups[0][option] = value
+    set_gradient(W, 0)
+    with pytest.raises(ValueError, match=f"invalid {option} {value!r}"):
+        optimizer.step()
