@@ -116,6 +116,14 @@ class SpectralKron(torch.optim.Optimizer):
     exact map a ``max_generator_norm`` given explicitly caps the generator
     too, and squarings do not apply.
 
+    In bfloat16 the eigenbases stay about twice as far from orthogonal as
+    rounding alone puts them: after 1,000 refreshes with the defaults,
+    ``||B^T B - I||_F`` was 0.038, 0.080 and 0.16 at n = 64, 256 and 1024,
+    against 0.019, 0.038 and 0.075 for an orthogonal matrix rounded to
+    bfloat16. A Björck step every 2 or 5 refreshes instead of 10 gave the
+    same 0.08 at n = 256, so the excess is rounding within one refresh, not
+    drift that accumulates.
+
     On the digits convnet (``benchmarks/optimizer``), cutting every
     generator to Frobenius norm 0.25 slowed the eigenbases enough to raise
     the test loss; squarings (float32) and the spectral cap (bfloat16)
