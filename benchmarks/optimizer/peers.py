@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -141,6 +142,6 @@ def environment(module: str) -> dict[str, str]:
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{model}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} cores",
-        "command": " ".join(["python -m", module, *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", module, *sys.argv[1:]]),
         "versions": ", ".join(f"{key} {value}" for key, value in versions.items()),
     }

@@ -243,7 +243,9 @@ def _ratio(value: float, reference: float | None, limit: float) -> str:
     if not reference:
         return "n/a"
     ratio = value / reference
-    return f"{ratio:.2f} ({'yes' if ratio <= limit else 'no'})"
+    # Three decimals where two would print the limit itself for a ratio on either side of it.
+    digits = 3 if f"{ratio:.2f}" == f"{limit:.2f}" and ratio != limit else 2
+    return f"{ratio:.{digits}f} ({'yes' if ratio <= limit else 'no'})"
 
 
 def orthogonality_section(record: dict) -> list[str]:

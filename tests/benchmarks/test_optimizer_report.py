@@ -50,3 +50,11 @@ def test_digits_section_states_the_seed_count():
     }
     text = "\n".join(report.digits_section(record))
     assert "run on 10 seeds" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(12.02, "0.501 (no)"), (11.98, "0.499 (yes)"), (12.0, "0.50 (yes)"), (13.0, "0.54 (no)")]
+)
+def test_ratio_next_to_limit_gets_third_decimal(value, text):
+    # 12.02 / 24 = 0.5008 prints as 0.50 with two decimals, which reads as the limit.
+    assert report._ratio(value, 24.0, 0.5) == text
