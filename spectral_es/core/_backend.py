@@ -4,7 +4,7 @@ The core runs unchanged on numpy arrays and torch tensors. The functions it
 uses (``exp``, ``arctan2``, ``tril``, ``diagonal``, ``linalg.solve`` ...) have
 the same names and meaning in both libraries, so the backend is simply the
 module the array belongs to. Only array creation needs help, because numpy
-has no ``device`` argument; :func:`eye_like` and :func:`asarray_like` cover
+has no ``device`` argument; :func:`eye_like` and :func:`arange_like` cover
 that.
 
 torch is never imported here: a tensor is recognised by the module of its
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["asarray_like", "eye_like", "is_torch", "namespace"]
+__all__ = ["arange_like", "eye_like", "is_torch", "namespace"]
 
 
 def is_torch(x: Any) -> bool:
@@ -51,9 +51,9 @@ def eye_like(n: int, like: Any) -> Any:
     return np.eye(n, dtype=like.dtype)
 
 
-def asarray_like(values: np.ndarray, like: Any) -> Any:
-    """Return the numpy array ``values`` with the type, dtype (and device) of ``like``."""
+def arange_like(n: int, like: Any) -> Any:
+    """Return ``0, 1, ..., n - 1`` with the dtype (and device) of ``like``."""
     if is_torch(like):
         torch = sys.modules["torch"]
-        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
-    return np.asarray(values, dtype=like.dtype)
+        return torch.arange(n, dtype=like.dtype, device=like.device)
+    return np.arange(n, dtype=like.dtype)

@@ -16,7 +16,7 @@ from spectral_es.core import (
     spectral_step,
 )
 from spectral_es.core.step import MAX_GENERATOR_ENTRY, cap_generator_norm, generator_norm, spectral_norm_estimate
-from tests.conftest import random_orthogonal, random_symmetric
+from tests.conftest import random_orthogonal, random_symmetric, requires_torch, torch
 
 EPS64 = np.finfo(np.float64).eps
 
@@ -170,6 +170,16 @@ def test_spectral_norm_estimate_is_a_close_lower_bound(rng, n):
     A = rng.standard_normal((n, n))
     N = A - A.T
     assert 0.9 * np.linalg.norm(N, 2) <= float(spectral_norm_estimate(N)) <= np.linalg.norm(N, 2) * (1 + 1e-12)
+
+
+@requires_torch
+def test_spectral_norm_estimate_numpy_torch_parity(rng):
+    A = rng.standard_normal((40, 40))
+    N = A - A.T
+    estimate = spectral_norm_estimate(torch.from_numpy(N))
+    assert estimate.dtype == torch.float64
+    # The same start and iteration in float64: equal up to rounding.
+    assert float(estimate) == pytest.approx(float(spectral_norm_estimate(N)), rel=1e-12)
 
 
 def test_spectral_norm_estimate_of_zero_is_zero():
