@@ -122,7 +122,8 @@ class SpectralKron(torch.optim.Optimizer):
     against 0.019, 0.038 and 0.075 for an orthogonal matrix rounded to
     bfloat16. A Björck step every 2 or 5 refreshes instead of 10 gave the
     same 0.08 at n = 256, so the excess is rounding within one refresh, not
-    drift that accumulates.
+    drift that accumulates. NOTE: sides between 1024 and the default
+    ``max_precond_dim`` of 2048 were not measured over long runs.
 
     On the digits convnet (``benchmarks/optimizer``), cutting every
     generator to Frobenius norm 0.25 slowed the eigenbases enough to raise
