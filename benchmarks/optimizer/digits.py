@@ -3,8 +3,9 @@
 The 1,797 8x8 digit images ship inside scikit-learn, so the task runs on a
 CPU in minutes with no download. For each model and dtype (float32, or the
 whole model and its optimizer in bfloat16) every optimizer is swept over 4
-learning rates (seed 0, picked by validation loss) and the best rate is run
-with 3 seeds (seed 0 reused; ``--seeds`` changes the count): 300 steps of
+learning rates (seeds 0 and 1, picked by their mean validation loss) and the
+best rate is run with 3 seeds (seeds 0 and 1 reused; ``--seeds`` changes the
+count): 300 steps of
 batch 64, linear warm-up for 30 steps then cosine decay to 0, no weight
 decay. The script records train loss, test loss and
 accuracy and wall time, writes ``digits.json`` and the loss plots, and
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -44,6 +46,9 @@ HERE = Path(__file__).resolve().parent
 LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
 QUICK_LEARNING_RATES = (3e-3, 1e-2)
 WARMUP = 30
+# Seeds of the learning-rate sweep. With one seed the pick swung between
+# neighbouring rates on small numerical changes, and the verdicts with it.
+SWEEP_SEEDS = 2
 
 
 class MatrixConv2d(torch.nn.Module):
@@ -153,21 +158,34 @@ def train(kind: str, name: str, lr: float, seed: int, dtype: torch.dtype, data: 
 def run_case(
     kind: str, dtype_name: str, names: list[str], data: dict, steps: int, learning_rates: tuple, seeds: int
 ) -> dict:
-    """Sweep learning rates (seed 0) and rerun the best one on more seeds."""
+    """Sweep learning rates (seeds of ``SWEEP_SEEDS``) and rerun the best one on more seeds.
+
+    The best rate has the lowest mean validation loss over the sweep seeds
+    among the rates where no sweep run failed. Its sweep runs count among
+    the ``seeds`` runs reported.
+    """
     dtype = getattr(torch, dtype_name)
+    sweep_seeds = range(min(SWEEP_SEEDS, seeds))
     results = {}
     for name in names:
-        sweep = [train(kind, name, lr, 0, dtype, data, steps) for lr in learning_rates]
-        usable = [r for r in sweep if "failure" not in r and math.isfinite(r["val_loss"])]
-        best = min(usable, key=lambda r: r["val_loss"]) if usable else sweep[0]
-        runs = [best] + [train(kind, name, best["lr"], seed, dtype, data, steps) for seed in range(1, seeds)]
-        results[name] = {"sweep": [_summary(r) for r in sweep], "runs": runs}
-        print(f"{kind:8s}{dtype_name:10s}{name:24s}lr {best['lr']:.0e}  " + _line(runs), flush=True)
+        sweep = {lr: [train(kind, name, lr, seed, dtype, data, steps) for seed in sweep_seeds] for lr in learning_rates}
+        usable = [lr for lr, lr_runs in sweep.items() if all(_usable(r) for r in lr_runs)]
+        best = learning_rates[0]
+        if usable:
+            best = min(usable, key=lambda lr: statistics.mean(r["val_loss"] for r in sweep[lr]))
+        more_seeds = range(len(sweep_seeds), seeds)
+        runs = sweep[best] + [train(kind, name, best, seed, dtype, data, steps) for seed in more_seeds]
+        results[name] = {"sweep": [_summary(r) for lr_runs in sweep.values() for r in lr_runs], "runs": runs}
+        print(f"{kind:8s}{dtype_name:10s}{name:24s}lr {best:.0e}  " + _line(runs), flush=True)
     return results
 
 
+def _usable(record: dict) -> bool:
+    return "failure" not in record and math.isfinite(record["val_loss"])
+
+
 def _summary(record: dict) -> dict:
-    keys = ("lr", "val_loss", "test_loss", "test_accuracy", "seconds", "failure")
+    keys = ("lr", "seed", "val_loss", "test_loss", "test_accuracy", "seconds", "failure")
     return {key: record[key] for key in keys if key in record}
 
 

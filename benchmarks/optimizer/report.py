@@ -95,13 +95,25 @@ def _spread(values: list[float], scale: float = 1.0, digits: int = 4) -> str:
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
 
+def _sweep_seeds(record: dict) -> str:
+    """Return which seeds a record's learning-rate sweep used (older records swept seed 0 only)."""
+    cases = list(record["cases"].values())
+    first = next(iter(cases[0].values()))["sweep"] if cases and cases[0] else []
+    seeds = sorted({entry.get("seed", 0) for entry in first}) or [0]
+    return "seed 0" if seeds == [0] else "seeds " + ", ".join(map(str, seeds))
+
+
+def _sweep_rule(record: dict) -> str:
+    return "validation loss" if _sweep_seeds(record) == "seed 0" else "their mean validation loss"
+
+
 def digits_section(record: dict) -> list[str]:
     """Tabulate losses, accuracy and time at each optimizer's best rate, per model and dtype."""
     lines = environment_lines(record)
     lines += [
         f"{record['steps']} steps of batch 64; learning rate swept over {_rates(record['learning_rates'])} ",
-        f"on seed 0 and picked by validation loss; the best rate is then run on {record.get('seeds', 3)} seeds. "
-        "Values are ",
+        f"on {_sweep_seeds(record)} and picked by {_sweep_rule(record)}; the best rate is then run on "
+        f"{record.get('seeds', 3)} seeds. Values are ",
         "median [min, max] over the seeds; losses are mean cross-entropy over the whole train (1,077) ",
         "and test (450) sets after the last step.",
         "",

@@ -58,3 +58,17 @@ def test_digits_section_states_the_seed_count():
 def test_ratio_next_to_limit_gets_third_decimal(value, text):
     # 12.02 / 24 = 0.5008 prints as 0.50 with two decimals, which reads as the limit.
     assert report._ratio(value, 24.0, 0.5) == text
+
+
+def test_digits_section_names_the_sweep_seeds():
+    sweep = [{"lr": lr, "seed": seed, "val_loss": 0.1} for lr in (0.001, 0.01) for seed in (0, 1)]
+    run = {"lr": 0.01, "train_loss": 0.01, "test_loss": 0.03, "test_accuracy": 0.99, "seconds": 4.0}
+    record = {
+        "environment": {"command": "c", "cpu": "m", "date": "d", "versions": "v"},
+        "steps": 300,
+        "learning_rates": [0.001, 0.01],
+        "seeds": 10,
+        "cases": {"convnet/float32": {"SOAP": {"sweep": sweep, "runs": [run]}}},
+    }
+    text = " ".join(report.digits_section(record))
+    assert "on seeds 0, 1 and picked by their mean validation loss" in text
