@@ -33,8 +33,7 @@ __all__ = [
 
 IPOP_RESTARTS = 9
 IPOP_INCPOPSIZE = 2
-# Population factor of the single large-population run, the IPOP population
-# of the second restart without the restarts.
+# Population factor of the single large-population run.
 LARGE_POPULATION = 3
 
 

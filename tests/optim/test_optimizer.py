@@ -201,7 +201,7 @@ def test_graft_adam_matches_adamw_step_norm():
         torch.testing.assert_close(norm, reference_norm, rtol=1e-5, atol=0)
 
 
-def test_graft_adafactor_matches_adamw_when_squares_have_rank_one():
+def test_graft_adafactor_exact_for_rank_one():
     # Gradients s_t a b^T have squares s_t^2 (a^2)(b^2)^T: every moving
     # average of them has rank one, where the factored second moment is
     # exact, so the grafted step has the AdamW step's norm.
@@ -226,8 +226,10 @@ def test_graft_adafactor_keeps_row_and_column_moments():
     assert "exp_avg_sq" not in state
     row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
     # Viewed as (out, in * kh * kw); float32 although the state is bfloat16.
-    assert row.shape == (8,) and col.shape == (27,)
-    assert row.dtype == col.dtype == torch.float32
+    assert row.shape == (8,)
+    assert col.shape == (27,)
+    assert row.dtype == torch.float32
+    assert col.dtype == torch.float32
     beta2 = optimizer.param_groups[0]["betas"][1]
     expected_row = sum((1 - beta2) * beta2 ** (2 - k) * g.square().mean(dim=1) for k, g in enumerate(gradients))
     expected_col = sum((1 - beta2) * beta2 ** (2 - k) * g.square().mean(dim=0) for k, g in enumerate(gradients))
@@ -501,8 +503,8 @@ def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
     ("state_dtype", "options", "expected"),
     [
         # Squarings double the rounding error of a bfloat16 rotation, so only
-        # a float32 or float64 state gets them by default; bfloat16 caps the
-        # spectral norm instead, with the order-16 map.
+        # a float32 or float64 state gets them by default. A bfloat16 state
+        # caps the spectral norm instead, with the order-16 map.
         (torch.float32, {}, {"order": 8, "max_generator_norm": 0.25, "cap_norm": "frobenius", "max_squarings": 4}),
         (torch.bfloat16, {}, {"order": 16, "max_generator_norm": 0.5, "cap_norm": "spectral", "max_squarings": 0}),
         (
