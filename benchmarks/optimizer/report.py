@@ -332,6 +332,10 @@ def main() -> None:
         "  map of order 8 with the Frobenius norm capped at 0.25 and no squarings, the bfloat16 default",
         "  before the spectral cap. `adam graft` keeps Adam's full second moment for the graft. With",
         "  bfloat16 weights the state is bfloat16, so `truncated` equals the default there.",
+        "- Digits verdicts are noisy. The validation set has 270 images, and its loss often ranks the",
+        "  learning rates differently from the test loss. Between runs of nearly the same code the",
+        "  picked rate moved between neighbours and the SpectralKron / SOAP ratio with it: 0.89 and",
+        "  1.08 for the bfloat16 convnet over 10 seeds. Read differences below about 20% as ties.",
         "",
     ]
     lines += targets_section(step_time, digits, seed_check)
