@@ -69,10 +69,10 @@ def init_kron_state(param: torch.Tensor, state_dtype: torch.dtype, max_precond_d
     Keys and dtypes: ``step`` (float32, CPU), ``exp_avg`` (state dtype, shape
     of ``param``), ``d_C``, ``d_K``, ``alpha`` (float32, or float64 for a
     float64 state), ``B_C``, ``B_K`` (state dtype, only for full sides),
-    ``exp_avg_sq`` (like ``d``, shape of ``param``, only for ``graft="adam"``),
-    ``exp_avg_sq_row`` (n,) and ``exp_avg_sq_col`` (m,) (like ``d``, only for
-    ``graft="adafactor"``). The second moments
-    and the eigenvalues are kept at least in float32 because their per-step
+    ``exp_avg_sq`` (like ``d``, shape of ``param``, only for
+    ``graft="adam"``), ``exp_avg_sq_row`` (n,) and ``exp_avg_sq_col`` (m,)
+    (like ``d``, only for ``graft="adafactor"``). The second moments and
+    the eigenvalues are kept at least in float32 because their per-step
     relative changes (1 - beta2 ~ 1e-3) are below bfloat16's resolution of
     2^-8, so a bfloat16 moving average would stall.
     """
@@ -173,10 +173,10 @@ def _graft_and_clip(
     """Rescale the preconditioned direction ``D`` (grafting, then clipping).
 
     ``"adam"`` gives ``D`` the Frobenius norm of the Adam step
-    ``M_hat / (sqrt(v_hat) + eps)``; ``"adafactor"`` the same with the
-    factored second moment of :func:`_factored_second_moment`; ``"rms"`` gives it the RMS
-    ``graft_rms``; ``"none"`` keeps it. ``max_update_rms`` then caps the RMS
-    of the result. The scale factors stay tensors, so nothing synchronises
+    ``M_hat / (sqrt(v_hat) + eps)``, and ``"adafactor"`` the same norm with
+    the factored second moment of :func:`_factored_second_moment`.
+    ``"rms"`` gives ``D`` the RMS ``graft_rms``, and ``"none"`` keeps it.
+    ``max_update_rms`` then caps the RMS of the result. The scale factors stay tensors, so nothing synchronises
     with the host.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
