@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in function name or module:function (a module in the current directory is found); "
         "with --resume, default: the function stored in the checkpoint",
     )
-    run.add_argument("--dim", type=int, help="dimension n (number of variables)")
+    run.add_argument(
+        "--dim", type=int, help="dimension n (number of variables); required unless --x0 lists every coordinate"
+    )
     run.add_argument(
         "--x0", help=f"start point: one number or a comma list (default {DEFAULT_START}, moved into the bounds)"
     )

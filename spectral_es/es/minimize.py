@@ -165,14 +165,16 @@ def minimize(
         ``restarts > 0``, and ``history`` the rows of all runs.
 
     Raises:
-        TypeError: for a keyword argument that is neither an argument of
-            ``minimize`` nor a :class:`SpectralES` option.
+        TypeError: if ``fun`` is not callable, or for a keyword argument
+            that is neither an argument of ``minimize`` nor a
+            :class:`SpectralES` option.
         EvaluationError: if ``fun`` raises. The checkpoint (if any) is
             written first, and ``error.strategy`` is the current strategy.
         ValueError: for invalid arguments, if ``log`` or ``checkpoint``
             cannot be written, and, with ``checkpoint``, for an option that a
             checkpoint cannot store; all are checked before the first evaluation.
     """
+    _check_callable(fun)
     unknown = [name for name in options if name not in _STRATEGY_OPTIONS]
     if unknown:
         close = difflib.get_close_matches(unknown[0], _STRATEGY_OPTIONS, n=1)
@@ -186,6 +188,7 @@ def minimize(
     if not incpopsize >= 1:
         raise ValueError(f"incpopsize must be >= 1, got {incpopsize!r}")
     x0 = validate_x0(x0)
+    sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
     max_evals = options.pop("max_evals", None)
     if max_evals is not None:
         max_evals = whole_number_as_int(validate_positive("max_evals", max_evals, "pass max_evals > 0 or omit it"))
@@ -198,7 +201,7 @@ def minimize(
     progress = _progress(options.pop("popsize", None))
     plan = {
         "x0": x0,
-        "sigma0": float(sigma0),
+        "sigma0": sigma0,
         "options": options,
         "seed": validate_seed(seed).entropy,
         "restarts": int(restarts),
@@ -209,6 +212,14 @@ def minimize(
     driver = _RestartDriver(plan, progress)
     driver.configure(fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every)
     return driver.run()
+
+
+def _check_callable(fun: Any) -> None:
+    if not callable(fun):
+        raise TypeError(
+            f"fun must be callable, got {fun!r}; pass the objective itself, for example "
+            "spectral_es.functions.sphere (the CLI takes function names)"
+        )
 
 
 def resume(
@@ -242,12 +253,14 @@ def resume(
     fixed, renamed or wrapped since.
 
     Raises:
+        TypeError: if ``fun`` is not callable.
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is not a :func:`minimize` checkpoint, if
             ``fun`` is not the stored objective (with ``check_function``),
             or if ``log`` or ``checkpoint`` cannot be written. Nothing is
             written before these checks.
     """
+    _check_callable(fun)
     es, extra = checkpoints.load(SpectralES, path)
     plan, progress = _stored_run(extra, path)
     if check_function and plan["function"] != objective_name(fun):

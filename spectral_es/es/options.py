@@ -39,7 +39,8 @@ def stop_options(
 
     ``None`` means no limit for ``max_evals`` and ``f_target``, and pycma's
     defaults for ``max_iter`` (``100 + 150 (n + 3)^2 / sqrt(popsize)``) and
-    ``tol_stagnation`` (``100 + 100 n^1.5 / popsize``).
+    ``tol_stagnation`` (``100 + 100 n^1.5 / popsize``), both rounded down to
+    whole iterations.
     """
     options = {
         "max_evals": math.inf if max_evals is None else max_evals,
@@ -49,7 +50,7 @@ def stop_options(
         "tol_x": tol_x,
         "tol_condition": tol_condition,
         "tol_flat": tol_flat,
-        "tol_stagnation": 100 + 100 * n**1.5 / popsize if tol_stagnation is None else tol_stagnation,
+        "tol_stagnation": int(100 + 100 * n**1.5 / popsize) if tol_stagnation is None else tol_stagnation,
     }
     for name in ("max_evals", "max_iter", "tol_condition", "tol_flat", "tol_stagnation"):
         validate_positive(name, options[name], f"pass {name} > 0 or omit it")

@@ -24,10 +24,13 @@ def test_bad_x0(x0, match):
         SpectralES(x0, 1.0)
 
 
-@pytest.mark.parametrize("sigma0", [0.0, -1.0, np.nan, np.inf, "big", "0.5"])
+@pytest.mark.parametrize("sigma0", [0.0, -1.0, np.nan, np.inf, "big", "0.5", None, [1.0, 1.0, 1.0]])
 def test_bad_sigma0(sigma0):
     with pytest.raises(ValueError, match="sigma0 must be"):
         SpectralES(np.zeros(3), sigma0)
+    # minimize checks it the same way before any evaluation.
+    with pytest.raises(ValueError, match="sigma0 must be"):
+        minimize(sphere, np.zeros(3), sigma0)
 
 
 @pytest.mark.parametrize("popsize", [1, 0, -4, 2.5, True])
@@ -150,6 +153,11 @@ def test_count_options_reported_as_integers():
     assert es.result.message == "max_evals=300"
     result = minimize(sphere, np.ones(3), 1.0, seed=0, max_evals=3e2, restarts=1)
     assert result.message == "max_evals=300"
+
+
+def test_minimize_rejects_uncallable_objective():
+    with pytest.raises(TypeError, match="fun must be callable, got 'sphere'; pass the objective itself"):
+        minimize("sphere", np.zeros(3), 1.0)
 
 
 def test_minimize_names_unknown_option():
