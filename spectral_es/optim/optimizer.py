@@ -125,10 +125,10 @@ class SpectralKron(torch.optim.Optimizer):
     drift that accumulates. NOTE: sides between 1024 and the default
     ``max_precond_dim`` of 2048 were not measured over long runs.
 
-    On the digits convnet (``benchmarks/optimizer``), cutting every
-    generator to Frobenius norm 0.25 slowed the eigenbases enough to raise
-    the test loss; squarings (float32) and the spectral cap (bfloat16)
-    recover most of it.
+    Cutting every generator to Frobenius norm 0.25 slows the eigenbases. On
+    the digits convnet (``benchmarks/optimizer``, 10 seeds) that variant
+    had the highest test loss of the SpectralKron variants, in float32 and
+    in bfloat16.
 
     NOTE: a bfloat16 or float16 state gets no squarings by default. Each
     squaring doubles the rounding error of the low-precision rotation: with
