@@ -11,6 +11,7 @@ from spectral_es.core import (
     spectral_step,
 )
 from spectral_es.core._backend import namespace
+from spectral_es.core.step import spectral_norm_estimate
 from tests.conftest import random_orthogonal, random_symmetric, requires_cuda, requires_torch, torch
 
 
@@ -81,3 +82,14 @@ def test_cuda_step_stays_on_device(rng):
     assert got_d.is_cuda and got_B.is_cuda
     expected = spectral_step(d, B, Q, 0.05, 1.0)
     np.testing.assert_allclose(got_B.cpu().numpy(), expected[1], atol=1e-12)
+
+
+@requires_cuda
+def test_cuda_spectral_norm_estimate_stays_on_device(rng):
+    A = rng.standard_normal((32, 32))
+    N = A - A.T
+    estimate = spectral_norm_estimate(torch.from_numpy(N).cuda())
+    assert estimate.is_cuda
+    # The start vector is computed on the device from the same formula, so
+    # float64 on the GPU matches numpy up to rounding.
+    assert float(estimate) == pytest.approx(float(spectral_norm_estimate(N)), rel=1e-12)
