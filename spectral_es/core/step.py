@@ -222,13 +222,14 @@ def spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
 def generator_norm(N: Any, norm: str = "frobenius") -> Any:
     """Return ``‖N‖_F`` (``norm="frobenius"``) or the estimate of ``‖N‖_2`` (``"spectral"``).
 
-    The spectral norm is :func:`spectral_norm_estimate`; it is smaller than
-    the Frobenius norm by up to a factor ``sqrt(n)``. Either is a 0-d array.
+    The spectral norm comes from :func:`spectral_norm_estimate` and is
+    smaller than the Frobenius norm by up to a factor ``sqrt(n)``. Either
+    result is a 0-d array.
     """
     if norm == "spectral":
         return spectral_norm_estimate(N)
     if norm != "frobenius":
-        raise ValueError(f"unknown generator norm {norm!r}; use one of {GENERATOR_NORMS}")
+        raise ValueError(f"invalid generator norm {norm!r}; use one of {GENERATOR_NORMS}")
     xp = namespace(N)
     return xp.sqrt(xp.sum(N * N))
 

@@ -80,9 +80,9 @@ class SpectralKron(torch.optim.Optimizer):
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
     state dtype has a dense solver (float32, float64) and the truncated,
     matmul-only map otherwise (bfloat16, float16, where torch has no
-    solver). The truncated map's series needs a short generator ``N``; its
-    orthogonality defect after one map is about ``2 ‖N‖_2^order``. The
-    defaults::
+    solver). The truncated map's series needs a short generator ``N``,
+    because its orthogonality defect after one map is about
+    ``2 ‖N‖_2^order``. The defaults::
 
         state dtype                        map        norm capped  cap   order  squarings
         float32, float64                   exact      none         none  -      -
@@ -169,14 +169,17 @@ class SpectralKron(torch.optim.Optimizer):
             Kronecker matrices.
         precondition_frequency: ``T`` >= 1, steps between refreshes of a factor.
         max_precond_dim: Longest side that gets a full factor, >= 1.
-        graft: ``"adafactor"`` (Frobenius norm of the AdamW step with
-            Adafactor's factored second moment, ``V = r c^T / mean(r)`` from
-            moving averages of the row and column means of ``G^2``; adds
-            n + m float32 numbers), ``"adam"`` (the same with Adam's full
-            second moment; adds n m float32 numbers), ``"rms"`` (fixed RMS
-            ``graft_rms``, no state) or ``"none"``. The factored moment is
-            exact when the squared gradients have rank one; on the digits
-            benchmark both grafts gave the same test loss.
+        graft: ``"adafactor"``, ``"adam"``, ``"rms"`` or ``"none"``.
+            ``"adafactor"`` gives the step the Frobenius norm of the AdamW
+            step with Adafactor's factored second moment
+            ``V = r c^T / mean(r)``, built from moving averages of the row
+            and column means of ``G^2`` (n + m float32 numbers of state).
+            ``"adam"`` does the same with Adam's full second moment (n m
+            numbers). ``"rms"`` gives the step the fixed RMS ``graft_rms``
+            (no state), and ``"none"`` leaves it. The factored moment is
+            exact when the squared gradients have rank one, and on the
+            digits benchmark both grafts gave the same test loss at the
+            same learning rate.
         graft_rms: Target RMS of the step for ``graft="rms"``, > 0. The
             default 0.2 is the RMS that AdamW steps typically settle at.
         max_update_rms: Cap on the RMS of each parameter's step (before

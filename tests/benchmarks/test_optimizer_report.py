@@ -55,12 +55,12 @@ def test_digits_section_states_the_seed_count():
 @pytest.mark.parametrize(
     ("value", "text"), [(12.02, "0.501 (no)"), (11.98, "0.499 (yes)"), (12.0, "0.50 (yes)"), (13.0, "0.54 (no)")]
 )
-def test_ratio_next_to_limit_gets_third_decimal(value, text):
+def test_ratio_near_limit_third_decimal(value, text):
     # 12.02 / 24 = 0.5008 prints as 0.50 with two decimals, which reads as the limit.
     assert report._ratio(value, 24.0, 0.5) == text
 
 
-def test_digits_section_names_the_sweep_seeds():
+def test_digits_section_names_sweep_seeds():
     sweep = [{"lr": lr, "seed": seed, "val_loss": 0.1} for lr in (0.001, 0.01) for seed in (0, 1)]
     run = {"lr": 0.01, "train_loss": 0.01, "test_loss": 0.03, "test_accuracy": 0.99, "seconds": 4.0}
     record = {

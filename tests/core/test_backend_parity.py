@@ -85,7 +85,7 @@ def test_cuda_step_stays_on_device(rng):
 
 
 @requires_cuda
-def test_cuda_spectral_norm_estimate_stays_on_device(rng):
+def test_cuda_spectral_norm_stays_on_device(rng):
     A = rng.standard_normal((32, 32))
     N = A - A.T
     estimate = spectral_norm_estimate(torch.from_numpy(N).cuda())

@@ -151,7 +151,7 @@ def test_truncated_step_caps_generator_norm(rng):
 
 
 @pytest.mark.parametrize("n", [2, 16, 128])
-def test_spectral_norm_estimate_is_a_close_lower_bound(rng, n):
+def test_spectral_norm_close_lower_bound(rng, n):
     # Power iteration's value ||N v|| with ||v|| = 1 never exceeds ||N||_2.
     # A generator with a spectral gap: singular values 1 (the top pair of a
     # skew matrix) and at most 0.5 for the rest, so 10 iterations on N^T N
@@ -165,7 +165,7 @@ def test_spectral_norm_estimate_is_a_close_lower_bound(rng, n):
     estimate = float(spectral_norm_estimate(N))
     assert estimate <= np.linalg.norm(N, 2) * (1 + 1e-12)
     assert estimate == pytest.approx(0.3, rel=1e-5)
-    # Without a gap (a random skew matrix) it stays a lower bound; at n = 128
+    # Without a gap (a random skew matrix) it stays a lower bound. At n = 128
     # it is within a few percent.
     A = rng.standard_normal((n, n))
     N = A - A.T
@@ -173,7 +173,7 @@ def test_spectral_norm_estimate_is_a_close_lower_bound(rng, n):
 
 
 @requires_torch
-def test_spectral_norm_estimate_numpy_torch_parity(rng):
+def test_spectral_norm_numpy_torch_parity(rng):
     A = rng.standard_normal((40, 40))
     N = A - A.T
     estimate = spectral_norm_estimate(torch.from_numpy(N))
@@ -182,7 +182,7 @@ def test_spectral_norm_estimate_numpy_torch_parity(rng):
     assert float(estimate) == pytest.approx(float(spectral_norm_estimate(N)), rel=1e-12)
 
 
-def test_spectral_norm_estimate_of_zero_is_zero():
+def test_spectral_norm_of_zero():
     assert float(spectral_norm_estimate(np.zeros((4, 4)))) == 0.0
 
 
@@ -197,7 +197,7 @@ def test_generator_norms(rng):
     # Scaled, not rotated: the same direction with estimated norm 0.5.
     np.testing.assert_allclose(capped, N * 0.5 / spectral, rtol=1e-14)
     np.testing.assert_array_equal(cap_generator_norm(1e-3 * N, 100.0, "spectral"), 1e-3 * N)
-    with pytest.raises(ValueError, match="unknown generator norm 'max'"):
+    with pytest.raises(ValueError, match="invalid generator norm 'max'"):
         generator_norm(N, "max")
 
 

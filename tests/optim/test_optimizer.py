@@ -210,12 +210,12 @@ def test_graft_adafactor_exact_for_rank_one():
     a, b = (torch.randn(size, generator=generator, dtype=torch.float64) for size in (6, 4))
     gradients = [scale * torch.outer(a, b) for scale in (1.0, -0.3, 2.5, 0.7)]
     for norm, reference_norm in step_norms(W, gradients, "adafactor"):
-        # Equal in exact arithmetic; float64 rounding of the outer product,
-        # the means and the two norms stays far below 1e-12.
+        # Equal in exact arithmetic. The float64 rounding of the outer
+        # product, the means and the two norms stays far below 1e-12.
         torch.testing.assert_close(norm, reference_norm, rtol=1e-12, atol=0)
 
 
-def test_graft_adafactor_keeps_row_and_column_moments():
+def test_graft_adafactor_row_column_moments():
     conv = torch.nn.Parameter(torch.randn(8, 3, 3, 3))
     optimizer = SpectralKron([conv], graft="adafactor", state_dtype=torch.bfloat16)
     gradients = []
@@ -225,7 +225,7 @@ def test_graft_adafactor_keeps_row_and_column_moments():
     state = optimizer.state[conv]
     assert "exp_avg_sq" not in state
     row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-    # Viewed as (out, in * kh * kw); float32 although the state is bfloat16.
+    # Viewed as (out, in * kh * kw), and float32 although the state is bfloat16.
     assert row.shape == (8,)
     assert col.shape == (27,)
     assert row.dtype == torch.float32
@@ -549,7 +549,7 @@ def test_graft_change_without_moments_raises(created, changed):
     assert torch.equal(W.detach(), before)
 
 
-def test_graft_change_to_rms_needs_no_moments():
+def test_graft_change_to_rms_works():
     W = single_weight((6, 4), dtype=torch.float32)
     optimizer = SpectralKron([W], lr=0.1, graft="adafactor", graft_rms=0.2)
     set_gradient(W, 0)
@@ -566,7 +566,7 @@ def test_graft_change_to_rms_needs_no_moments():
 @pytest.mark.parametrize(
     ("option", "value"), [("graft", "Adam"), ("max_generator_norm", 5.0), ("max_cayley_squarings", -3)]
 )
-def test_options_edited_after_construction_are_checked(option, value):
+def test_edited_options_are_checked(option, value):
     W = single_weight((6, 4), dtype=torch.float32)
     optimizer = SpectralKron([W])
     optimizer.param_groups[0][option] = value
