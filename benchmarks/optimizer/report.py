@@ -265,7 +265,7 @@ def orthogonality_section(record: dict) -> list[str]:
     lines = environment_lines(record)
     lines += [
         "One bfloat16 weight, refreshed every step with SpectralKron's truncated Cayley map in its ",
-        "bfloat16 default: order 16, the generator's spectral norm (power iteration) capped at 0.5, ",
+        "bfloat16 default: order 8, the generator's spectral norm (power iteration) capped at 0.5, ",
         "no squarings. Defect is `||B^T B - I||_F` of the row factor; the floor is the defect of an ",
         "exactly orthogonal matrix rounded to bfloat16.",
         "",
@@ -326,11 +326,11 @@ def main() -> None:
         "  (out, in * 9) matrix (the same function and initial values); 1-D weights use AdamW.",
         "- SpectralKron runs with its defaults (root 2, refresh every 2 steps with the two factors on",
         "  alternate steps, precond_lr 0.1, grafting to the norm of an Adam step with Adafactor's factored",
-        "  second moment, and in bfloat16 state the truncated Cayley map of order 16 with the generator's",
+        "  second moment, and in bfloat16 state the truncated Cayley map of order 8 with the generator's",
         "  spectral norm capped at 0.5); the variants change only what their label says. `truncated` uses",
         "  the truncated map in float32 state, with up to 4 squarings. `Frobenius cap` uses the truncated",
-        "  map of order 8 with the Frobenius norm capped at 0.25 and no squarings, the bfloat16 default",
-        "  before the spectral cap. `adam graft` keeps Adam's full second moment for the graft. With",
+        "  map with the Frobenius norm capped at 0.25 and no squarings, the bfloat16 default before the",
+        "  spectral cap. `adam graft` keeps Adam's full second moment for the graft. With",
         "  bfloat16 weights the state is bfloat16, so `truncated` equals the default there.",
         "- Digits verdicts are noisy. The validation set has 270 images, and its loss often ranks the",
         "  learning rates differently from the test loss. Between runs of nearly the same code the",

@@ -87,29 +87,29 @@ class SpectralKron(torch.optim.Optimizer):
         state dtype                        map        norm capped  cap   order  squarings
         float32, float64                   exact      none         none  -      -
         float32, float64 with "truncated"  truncated  Frobenius    0.25  8      up to 4
-        bfloat16, float16                  truncated  spectral     0.5   16     0
+        bfloat16, float16                  truncated  spectral     0.5   8      0
 
     The options ``cayley`` (map), ``generator_norm`` (norm),
     ``max_generator_norm`` (cap) and ``max_cayley_squarings`` change them.
-    The order follows the norm: 8 with the Frobenius cap, 16 with the
-    spectral cap. Both keep one map's defect at most about 3e-5.
+    The map has order 8, ``(I + N)^2 (I + N^2)(I + N^4)``: three products
+    for the polynomial and one with ``B``.
 
-    * Frobenius cap: ``‖N‖_F <= 0.25`` with the order-8 map
-      ``(I + N)^2 (I + N^2)(I + N^4)``, whose defect is at most about
-      2 * 0.25^8 = 3e-5. A longer generator is halved up to
+    * Frobenius cap: ``‖N‖_F <= 0.25``, which bounds one map's defect by
+      about 2 * 0.25^8 = 3e-5. A longer generator is halved up to
       ``max_cayley_squarings`` times and the map of the halved one squared
       as often, so generators up to 0.25 * 2^4 = 4 rotate in full and only
       longer ones are cut to that length.
     * Spectral cap: ``‖N‖_2 <= 0.5``, the spectral norm estimated by 10
-      power iterations (matrix-vector products), with the order-16 map
-      (two more products), whose defect is at most 2 * 0.5^16 = 3e-5 in
-      spectral norm. The spectral norm of a generator is up to ``sqrt(n)``
-      times smaller than its Frobenius norm, so much longer rotations pass
-      the cap. Power iteration can only underestimate the norm, but an
-      estimate 30% low (a true norm of 0.71) still bounds the defect by
-      2 * 0.71^16 = 8e-3 in spectral norm, about twice the spectral-norm
-      rounding error of an orthogonal matrix stored in bfloat16 (about
-      4.5e-3 at n = 64 to 1024).
+      power iterations (matrix-vector products). The spectral norm of a
+      generator is up to ``sqrt(n)`` times smaller than its Frobenius
+      norm, so much longer rotations pass the cap. One map's defect is
+      then at most 2 * 0.5^8 = 8e-3 in spectral norm, about twice the
+      spectral-norm rounding error of an orthogonal matrix stored in
+      bfloat16 (about 4.5e-3 at n = 64 to 1024), and only a generator at
+      the cap reaches it. The defect grows as the 8th power of the norm,
+      so a generator at 0.35 stays below 5e-4. Power iteration can only
+      underestimate the norm; the next Björck step removes the excess of
+      a low estimate along with the rounding.
 
     A cap alone needs no host synchronisation. Squarings read the norm on
     the host, once per refreshed factor, to choose their number. With the
@@ -463,7 +463,7 @@ def _rotation_options(group: dict[str, Any], state_dtype: torch.dtype) -> dict[s
         squarings = 0 if low_precision else 4
     return {
         "method": method,
-        "order": 16 if norm == "spectral" else 8,
+        "order": 8,
         "max_generator_norm": cap,
         "cap_norm": norm,
         "max_squarings": squarings,

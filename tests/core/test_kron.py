@@ -221,24 +221,27 @@ def test_long_generator_squared_before_capped(rng, max_squarings, squarings):
     np.testing.assert_allclose(B, cayley_truncated(capped, squarings=squarings), atol=100 * n * EPS64)
 
 
-def test_spectral_cap_with_order_sixteen(rng):
+@pytest.mark.parametrize("order", [8, 16])
+def test_spectral_cap_bounds_the_map_defect(rng, order):
     # Same long generator as above (Frobenius norm 1 to 2). The spectral cap
     # scales it to spectral norm 0.5 (estimated by power iteration), and the
-    # order-16 map has R^T R - I = -2 N^16 + N^32, of spectral norm at most
-    # 2 * 0.5^16 + 0.5^32 = 3e-5 and Frobenius norm at most sqrt(n) times that.
+    # order-k map has R^T R - I = -2 N^k + N^(2k), of spectral norm at most
+    # 2 * 0.5^k + 0.5^(2k) (8e-3 at k = 8, 3e-5 at k = 16) and Frobenius
+    # norm at most sqrt(n) times that.
     n, kappa, alpha, beta = 8, 5, 1.0, 1.0
     d, W, N = long_generator_problem(rng, n, kappa)
     spectral = np.linalg.norm(N, 2)
     assert spectral > 0.5
     _, B, _ = kron_factor_step(
-        d, np.eye(n), W, alpha, kappa, beta, method="truncated", order=16, max_generator_norm=0.5, cap_norm="spectral"
+        d, np.eye(n), W, alpha, kappa, beta, method="truncated", order=order, max_generator_norm=0.5, cap_norm="spectral"
     )
     capped = N * 0.5 / float(spectral_norm_estimate(N))
-    np.testing.assert_allclose(B, cayley_truncated(capped, order=16), atol=100 * n * EPS64)
+    np.testing.assert_allclose(B, cayley_truncated(capped, order=order), atol=100 * n * EPS64)
     # Power iteration never overestimates, so the capped spectral norm is
     # >= 0.5; at n = 8 ten iterations find it to within 2%.
     assert 0.5 - 1e-12 <= np.linalg.norm(capped, 2) <= 0.51
-    assert orthogonality_defect(B) <= math.sqrt(n) * (2 * 0.51**16 + 0.51**32) + 100 * n * EPS64
+    defect_limit = 2 * 0.51**order + 0.51 ** (2 * order)
+    assert orthogonality_defect(B) <= math.sqrt(n) * defect_limit + 100 * n * EPS64
 
 
 def test_damping_keeps_unused_direction_bounded(rng):
