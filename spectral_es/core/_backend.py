@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["arange_like", "eye_like", "is_torch", "namespace"]
+__all__ = ["arange_like", "astype_like", "at_least_float32", "eye_like", "is_torch", "namespace"]
 
 
 def is_torch(x: Any) -> bool:
@@ -57,3 +57,18 @@ def arange_like(n: int, like: Any) -> Any:
         torch = sys.modules["torch"]
         return torch.arange(n, dtype=like.dtype, device=like.device)
     return np.arange(n, dtype=like.dtype)
+
+
+def astype_like(x: Any, like: Any) -> Any:
+    """Return ``x`` in the dtype of ``like`` (no copy when it already is)."""
+    if is_torch(x):
+        return x.to(like.dtype)
+    return x.astype(like.dtype, copy=False)
+
+
+def at_least_float32(x: Any) -> Any:
+    """Return ``x`` in float32 if its dtype is narrower (bfloat16, float16), else ``x`` itself."""
+    if is_torch(x):
+        torch = sys.modules["torch"]
+        return x.to(torch.promote_types(x.dtype, torch.float32))
+    return x.astype(np.promote_types(x.dtype, np.float32), copy=False)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spectral_es.core._backend import is_torch, namespace
+from spectral_es.core._backend import astype_like, namespace
 from spectral_es.core.cayley import rotate
 from spectral_es.core.step import cap_generator_norm, eigenvalue_step, rotation_generator, squarings_needed
 
@@ -62,13 +62,6 @@ __all__ = [
     "kron_step",
     "kron_unrotate",
 ]
-
-
-def _astype(x: Any, like: Any) -> Any:
-    """Return ``x`` in the dtype of ``like`` (no copy when it already is)."""
-    if is_torch(x):
-        return x.to(like.dtype)
-    return x.astype(like.dtype, copy=False)
 
 
 def kron_rotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
@@ -113,7 +106,7 @@ def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:
         a bfloat16 ``Y`` next to a float32 ``d_other``).
     """
     if full:
-        return (Y * _astype(1 / d_other, Y)[None, :]) @ Y.T
+        return (Y * astype_like(1 / d_other, Y)[None, :]) @ Y.T
     return (Y * Y * (1 / d_other)[None, :]).sum(1)
 
 
@@ -196,7 +189,7 @@ def kron_factor_step(
         ``None``); ``rate`` a 0-d array in the dtype of ``d``.
     """
     xp = namespace(d, W)
-    Q = _astype(W, d) / (alpha * kappa)
+    Q = astype_like(W, d) / (alpha * kappa)
     q = (Q if B is None else xp.diagonal(Q)) + damping
     if max_log_step is not None:
         q = xp.minimum(q, d * (gamma + max_log_step / beta))
@@ -217,7 +210,7 @@ def kron_factor_step(
         if method == "truncated" and max_squarings > 0:
             squarings = squarings_needed(N, max_generator_norm, max_squarings, cap_norm)
         N = cap_generator_norm(N, max_generator_norm * 2**squarings, cap_norm)
-    return d_new, rotate(B, _astype(N, B), method=method, order=order, squarings=squarings), rate
+    return d_new, rotate(B, astype_like(N, B), method=method, order=order, squarings=squarings), rate
 
 
 def kron_step(
@@ -290,4 +283,4 @@ def kron_precondition(
     """
     # (alpha d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
     root = (alpha ** (1 / p) * d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :]
-    return kron_unrotate(B_C, kron_rotate(B_C, V, B_K) / _astype(root + eps, V), B_K)
+    return kron_unrotate(B_C, kron_rotate(B_C, V, B_K) / astype_like(root + eps, V), B_K)

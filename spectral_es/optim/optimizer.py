@@ -116,13 +116,12 @@ class SpectralKron(torch.optim.Optimizer):
     exact map a ``max_generator_norm`` given explicitly caps the generator
     too, and squarings do not apply.
 
-    In bfloat16 the eigenbases stay about twice as far from orthogonal as
-    rounding alone puts them: after 1,000 refreshes with the defaults,
-    ``||B^T B - I||_F`` was 0.038, 0.080 and 0.16 at n = 64, 256 and 1024,
-    against 0.019, 0.038 and 0.075 for an orthogonal matrix rounded to
-    bfloat16. A Björck step every 2 or 5 refreshes instead of 10 gave the
-    same 0.08 at n = 256, so the excess is rounding within one refresh, not
-    drift that accumulates. NOTE: sides between 1024 and the default
+    In bfloat16 the eigenbases stay at the rounding floor: after 1,000
+    refreshes with the defaults, ``||B^T B - I||_F`` right after a Björck
+    step was 0.019, 0.040 and 0.080 at n = 64, 256 and 1024, against 0.019,
+    0.038 and 0.075 for an orthogonal matrix rounded to bfloat16 (see
+    :func:`spectral_es.core.bjorck_orthogonalize` for how its float32
+    residual keeps it there). NOTE: sides between 1024 and the default
     ``max_precond_dim`` of 2048 were not measured over long runs.
 
     Cutting every generator to Frobenius norm 0.25 slows the eigenbases. On

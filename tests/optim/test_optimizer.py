@@ -481,22 +481,38 @@ def test_trains_small_model():
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
 
 
-@pytest.mark.slow
-def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
+def _bfloat16_defects(refreshes: int) -> tuple[list[float], float]:
+    """Return the defects of B_C and B_K after ``refreshes`` refreshes of a 64 x 64 bfloat16 weight, and the floor."""
     generator = torch.Generator().manual_seed(0)
     n = 64
     left = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
     right = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
     weight = torch.nn.Parameter(torch.zeros(n, n, dtype=torch.bfloat16))
     optimizer = SpectralKron([weight], precondition_frequency=1)
-    for _ in range(2000):
+    for _ in range(refreshes):
         weight.grad = (left @ torch.randn(n, n, generator=generator) @ right).to(torch.bfloat16)
         optimizer.step()
     floor = orthogonality_defect(torch.linalg.qr(torch.randn(n, n, generator=generator))[0].to(torch.bfloat16).float())
+    return [orthogonality_defect(optimizer.state[weight][f"B_{side}"].float()) for side in "CK"], floor
+
+
+def test_bfloat16_bases_at_rounding_floor():
+    # Refresh 200 ends with a Björck step, which leaves B at the floor: the
+    # defect of an orthogonal matrix rounded to bfloat16 (1.03 times it
+    # here). Rounding (3I - B^T B) / 2 to bfloat16 left about 2x the floor,
+    # and B - B E / 2 with a bfloat16 Gram matrix 1.25x.
+    defects, floor = _bfloat16_defects(200)
+    for defect in defects:
+        assert defect < 1.15 * floor
+
+
+@pytest.mark.slow
+def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
     # Without the Björck steps the defect passes 20 by 1,000 refreshes here;
-    # with one every 10 refreshes it stays within 1.5x of the rounding floor.
-    for side in "CK":
-        assert orthogonality_defect(optimizer.state[weight][f"B_{side}"].float()) < 3 * floor
+    # with one every 10 refreshes it stays at the rounding floor.
+    defects, floor = _bfloat16_defects(2000)
+    for defect in defects:
+        assert defect < 1.15 * floor
 
 
 @pytest.mark.parametrize(
