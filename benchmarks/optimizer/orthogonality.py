@@ -6,8 +6,11 @@ at every refresh. This script runs 1,000 refreshes of one bfloat16 weight
 (n x n for n = 64, 256 and 1024, about 10 minutes on one core; gradients
 with a fixed Kronecker-structured covariance, so the bases
 keep turning) with a Björck step every 10 refreshes (the default) and with
-none, and records the defect ``||B^T B - I||_F`` next to the floor: the
-defect of an exactly orthogonal matrix rounded to bfloat16.
+none, and records the defect ``||B^T B - I||_F`` after every refresh next to
+the floor: the defect of an exactly orthogonal matrix rounded to bfloat16.
+The defect falls at each Björck step and rises between them, so the page
+reports both the value right after a step and the mean and maximum over the
+last 100 refreshes.
 
     python -m benchmarks.optimizer.orthogonality
 """
@@ -41,7 +44,7 @@ def rounding_floor(n: int, samples: int = 5) -> float:
 
 
 def drift(n: int, refreshes: int, orthogonalize_every: int) -> list[tuple[int, float]]:
-    """Return (refresh, defect of B_C) pairs every 50 refreshes of a bfloat16 weight."""
+    """Return (refresh, defect of B_C) pairs after every refresh of a bfloat16 weight."""
     generator = torch.Generator().manual_seed(0)
     left = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
     right = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
@@ -51,8 +54,7 @@ def drift(n: int, refreshes: int, orthogonalize_every: int) -> list[tuple[int, f
     for refresh in range(1, refreshes + 1):
         weight.grad = (left @ torch.randn(n, n, generator=generator) @ right).to(torch.bfloat16)
         optimizer.step()
-        if refresh % 50 == 0:
-            record.append((refresh, orthogonality_defect(optimizer.state[weight]["B_C"].float())))
+        record.append((refresh, orthogonality_defect(optimizer.state[weight]["B_C"].float())))
     return record
 
 

@@ -125,8 +125,9 @@ def kron_refresh(
     by half its rate: the two rates agree analytically, so refreshing the
     sides on alternate steps moves ``alpha`` as much per period as one joint
     refresh. With ``orthogonalize`` each refreshed eigenbasis then takes one
-    Björck step ``B (3I - B^T B) / 2``, which keeps a bfloat16 ``B`` at its
-    rounding floor. ``G`` has shape (n, m) and the dtype of the eigenbases.
+    Björck step (:func:`spectral_es.core.bjorck_orthogonalize`), which
+    returns a bfloat16 ``B`` to its rounding floor. ``G`` has shape (n, m)
+    and the dtype of the eigenbases.
     ``rotation`` holds the Cayley-map options of
     :func:`spectral_es.core.kron.kron_factor_step` (``method``, ``order``,
     ``max_generator_norm``, ``cap_norm``, ``max_squarings``).

@@ -74,7 +74,8 @@ class SpectralKron(torch.optim.Optimizer):
     column factor at ``t = 1 + T // 2, 1 + T + T // 2, ...`` (both at once
     for ``T = 1``), which halves the refresh work of the worst step. The
     first usable gradient initialises ``alpha = mean(G^2)`` and refreshes
-    both. Each eigenbasis takes one Björck step ``B (3I - B^T B) / 2`` every
+    both. Each eigenbasis takes one Björck step (see
+    :func:`spectral_es.core.bjorck_orthogonalize`) every
     ``orthogonalize_every`` refreshes.
 
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
@@ -91,7 +92,7 @@ class SpectralKron(torch.optim.Optimizer):
 
     The options ``cayley`` (map), ``generator_norm`` (norm),
     ``max_generator_norm`` (cap) and ``max_cayley_squarings`` change them.
-    The map has order 8, ``(I + N)^2 (I + N^2)(I + N^4)``: three products
+    The map has order 8, ``(I + N)^2 (I + N^2)(I + N^4)``: four products
     for the polynomial and one with ``B``.
 
     * Frobenius cap: ``‖N‖_F <= 0.25``, which bounds one map's defect by
@@ -102,40 +103,43 @@ class SpectralKron(torch.optim.Optimizer):
     * Spectral cap: ``‖N‖_2 <= 0.5``, the spectral norm estimated by 10
       power iterations (matrix-vector products). The spectral norm of a
       generator is up to ``sqrt(n)`` times smaller than its Frobenius
-      norm, so much longer rotations pass the cap. One map's defect is
-      then at most 2 * 0.5^8 = 8e-3 in spectral norm, about twice the
-      spectral-norm rounding error of an orthogonal matrix stored in
-      bfloat16 (about 4.5e-3 at n = 64 to 1024), and only a generator at
-      the cap reaches it. The defect grows as the 8th power of the norm,
-      so a generator at 0.35 stays below 5e-4. Power iteration can only
-      underestimate the norm; the next Björck step removes the excess of
-      a low estimate along with the rounding.
+      norm, so much longer rotations pass the cap. In exact arithmetic
+      one map's defect is then at most 2 * 0.5^8 = 8e-3 in spectral norm,
+      about 1.7 times the spectral-norm rounding error of an orthogonal
+      matrix stored in bfloat16 (about 4.7e-3 at n = 64 to 1024), and
+      only a generator at the cap reaches it: the bound falls as the 8th
+      power of the norm, 5e-4 at 0.35. The bfloat16 products add
+      rounding of their own to every map, whatever the norm. Power
+      iteration can only underestimate the norm; the next Björck step
+      removes the excess of a low estimate along with the rounding.
 
     A cap alone needs no host synchronisation. Squarings read the norm on
     the host, once per refreshed factor, to choose their number. With the
     exact map a ``max_generator_norm`` given explicitly caps the generator
     too, and squarings do not apply.
 
-    In bfloat16 the eigenbases stay at the rounding floor: after 1,000
-    refreshes with the defaults, ``||B^T B - I||_F`` right after a Björck
-    step was 0.019, 0.040 and 0.080 at n = 64, 256 and 1024, against 0.019,
-    0.038 and 0.075 for an orthogonal matrix rounded to bfloat16 (see
-    :func:`spectral_es.core.bjorck_orthogonalize` for how its float32
-    residual keeps it there). NOTE: sides between 1024 and the default
-    ``max_precond_dim`` of 2048 were not measured over long runs.
+    In bfloat16 each Björck step returns the eigenbases to the rounding
+    floor (see :func:`spectral_es.core.bjorck_orthogonalize` for how its
+    float32 residual does that), and each refresh between two steps adds
+    rounding again. ``benchmarks/optimizer/orthogonality.py`` refreshes one
+    weight 1,000 times (``precondition_frequency=1``, other options at
+    their defaults) and reports ``||B^T B - I||_F`` against the floor, the
+    defect of an orthogonal matrix rounded to bfloat16.
 
     Cutting every generator to Frobenius norm 0.25 slows the eigenbases. On
     the digits convnet (``benchmarks/optimizer``, 10 seeds) that variant
     had the highest test loss of the SpectralKron variants, in float32 and
     in bfloat16.
 
-    NOTE: a bfloat16 or float16 state gets no squarings by default. Each
-    squaring doubles the rounding error of the low-precision rotation: with
-    4 squarings and the Frobenius cap, 1,000 bfloat16 refreshes of
-    ``benchmarks/optimizer/orthogonality.py`` ended with ``||B^T B - I||_F``
-    of 0.18 (n = 64) and 0.82 (n = 256) despite a Björck step every 10
-    refreshes, against 0.03 and 0.05 without squarings (floors 0.02 and
-    0.04).
+    A bfloat16 or float16 state gets no squarings by default: the spectral
+    cap lets long rotations through without the host synchronisation that
+    squarings need. The map is applied as ``B + B (R - I)`` with ``R - I``
+    formed without ``I`` (see :func:`spectral_es.core.rotate`), so squarings
+    add little rounding. In the setting of
+    ``benchmarks/optimizer/orthogonality.py`` (500 refreshes), 4 squarings
+    with the Frobenius cap ended with a mean defect over the last 100
+    refreshes of 3.1 and 4.0 times the floor at n = 64 and 256, against 3.3
+    and 3.6 with the defaults.
 
     Gradient guard: a gradient with NaN or infinite entries (or an L1 norm
     beyond float32's range) skips that parameter's whole update and leaves
@@ -199,9 +203,9 @@ class SpectralKron(torch.optim.Optimizer):
             state and ``"frobenius"`` otherwise.
         max_cayley_squarings: Most squarings of the truncated map, >= 0, or
             ``None``: 4 for a float32 or float64 state (with
-            ``cayley="truncated"``), 0 for bfloat16 and float16. Each doubles the generator length the map takes before
-            the cap, costs one product of the factor's size and doubles the
-            rounding error of the rotation.
+            ``cayley="truncated"``), 0 for bfloat16 and float16. Each
+            doubles the generator length the map takes before the cap and
+            costs one product of the factor's size.
         orthogonalize_every: Refreshes between Björck steps, >= 0 (0: never).
         route: ``"auto"``, ``"kron"`` or ``"adam"``, as described above.
 
@@ -386,7 +390,8 @@ def _check_group(group: dict[str, Any]) -> None:
         (
             "max_generator_norm",
             lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
-            "None or a number in (0, 1); the truncated Cayley series converges only for generators shorter than 1",
+            "None or a number in (0, 1), such as 0.5 for the spectral norm or 0.25 for the Frobenius norm: one "
+            "truncated map's orthogonality defect is about 2 cap^8",
         ),
         ("generator_norm", lambda norm: norm in _GENERATOR_NORMS, f"one of {_GENERATOR_NORMS}"),
         (

@@ -167,3 +167,17 @@ def test_rotate_equals_product_with_cayley(rng, method, order):
     # LU solve away from the same matrix, so they agree to rounding.
     expected = B @ cayley(N, method=method, order=order)
     np.testing.assert_allclose(rotate(B, N, method=method, order=order), expected, atol=100 * n * EPS64)
+
+
+@pytest.mark.parametrize("squarings", [1, 3])
+def test_truncated_rotate_with_squarings_equals_product(rng, squarings):
+    n = 15
+    B = random_orthogonal(rng, n)
+    N = random_skew(rng, n, 0.8)
+    # rotate() squares the increment R - I as 2P + P^2 instead of squaring
+    # R; in exact arithmetic both give R(N / 2^s)^(2^s).
+    eye, M = np.eye(n), N / 2**squarings
+    R = (eye + M) @ (eye + M) @ (eye + M @ M) @ (eye + np.linalg.matrix_power(M, 4))
+    expected = B @ np.linalg.matrix_power(R, 2**squarings)
+    actual = rotate(B, N, method="truncated", squarings=squarings)
+    np.testing.assert_allclose(actual, expected, atol=100 * n * EPS64)
