@@ -286,17 +286,31 @@ def orthogonality_section(record: dict) -> list[str]:
 
 
 def plot_orthogonality(record: dict) -> None:
-    """Plot the defect of B against refreshes, one line per size and Björck setting."""
+    """Plot the defect of B against refreshes, one or two curves per size and Björck setting.
+
+    With Björck steps the defect is a sawtooth: the solid line is its
+    maximum over each period of ``orthogonalize_every`` refreshes (just
+    before a step), the dashed line its minimum (just after one).
+    """
     figure, axis = plt.subplots(figsize=(5, 3.4))
-    for run in record["runs"]:
+    for index, run in enumerate(record["runs"]):
         refreshes, defects = zip(*run["defects"], strict=True)
-        every = run["orthogonalize_every"]
+        every, color = run["orthogonalize_every"], f"C{index}"
         label = f"n={run['n']}, " + (f"Björck step every {every}" if every else "no Björck step")
-        line = axis.plot(refreshes, defects, label=label)[0]
-        axis.axhline(run["floor"], color=line.get_color(), linestyle=":", linewidth=0.8)
+        if every:
+            starts = range(0, len(defects), every)
+            periods = [defects[start : start + every] for start in starts]
+            ends = [refreshes[min(start + every, len(defects)) - 1] for start in starts]
+            lows, highs = [min(period) for period in periods], [max(period) for period in periods]
+            axis.plot(ends, highs, color=color, label=label)
+            axis.plot(ends, lows, color=color, linestyle="--", linewidth=0.8)
+        else:
+            axis.plot(refreshes, defects, color=color, label=label)
+        axis.axhline(run["floor"], color=color, linestyle=":", linewidth=0.8)
     axis.set_yscale("log")
     axis.set_xlabel("refresh")
-    axis.set_ylabel("||B^T B - I||_F (dotted: bf16 floor)")
+    axis.set_ylabel("||B^T B - I||_F")
+    axis.set_title("solid: before a Björck step, dashed: after; dotted: bf16 floor", fontsize=8)
     axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(FIGURES / "orthogonality.png", dpi=110)

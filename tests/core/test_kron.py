@@ -233,7 +233,16 @@ def test_spectral_cap_bounds_the_map_defect(rng, order):
     spectral = np.linalg.norm(N, 2)
     assert spectral > 0.5
     _, B, _ = kron_factor_step(
-        d, np.eye(n), W, alpha, kappa, beta, method="truncated", order=order, max_generator_norm=0.5, cap_norm="spectral"
+        d,
+        np.eye(n),
+        W,
+        alpha,
+        kappa,
+        beta,
+        method="truncated",
+        order=order,
+        max_generator_norm=0.5,
+        cap_norm="spectral",
     )
     capped = N * 0.5 / float(spectral_norm_estimate(N))
     np.testing.assert_allclose(B, cayley_truncated(capped, order=order), atol=100 * n * EPS64)
