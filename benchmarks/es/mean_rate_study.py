@@ -1,7 +1,7 @@
 """Study: which learning rate gives single SpectralES runs the robustness of xNES?
 
 Single runs of the default stop in local minima of Griewank, Bohachevsky and
-Schaffer more often than xNES does, which moves slowly. This script reruns
+Schaffer more often than xNES, whose learning rates are small. This script reruns
 the benchmark's problems (same seeds, starts, budgets and targets) with
 learning rates that the library does not offer as options, through a
 subclass of :class:`spectral_es.SpectralES`:
@@ -64,7 +64,7 @@ class StudyES(SpectralES):
         self.average_square = 0.0
 
     def tell(self, X, f) -> None:
-        """Take the usual step, then scale the mean's move by ``mean_rate`` (adapted first if asked)."""
+        """Take the usual step, then scale the mean's move by ``mean_rate`` (adapted first with ``snr_target``)."""
         mean, d, B = self.mean.copy(), self.d.copy(), None if self.B is None else self.B.copy()
         sigma = self.sigma
         super().tell(X, f)
@@ -81,6 +81,7 @@ class StudyES(SpectralES):
         self.average_step = (1 - beta) * self.average_step + beta * whitened
         self.average_square = (1 - beta) * self.average_square + beta * float(whitened @ whitened)
         signal = float(self.average_step @ self.average_step)
+        # The floor keeps identical steps (zero noise) from dividing by zero.
         snr = (signal - beta / (2 - beta) * self.average_square) / max(self.average_square - signal, 1e-300)
 
         old = self.mean_rate
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[10])
     parser.add_argument("--functions", nargs="+", default=list(FUNCTIONS), choices=FUNCTIONS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 1..SEEDS (default 10, as the benchmark)")
+    parser.add_argument("--seeds", type=int, default=10, help="run seeds 1 to SEEDS (default 10, as in the benchmark)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 

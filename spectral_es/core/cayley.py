@@ -58,8 +58,8 @@ def cayley_truncated(N: Any, *, order: int = 8, squarings: int = 0) -> Any:
     3e-5 at 0.25. ``order = 4``, ``(I + N)^2 (I + N^2)``, takes two products
     and has a defect of about 8e-3 at 0.25, about 1.7 times the spectral-norm
     rounding error of an orthogonal matrix stored in bfloat16 (4.7e-3).
-    Works in any floating dtype, bfloat16 included; these defects are those
-    of exact arithmetic, and products in bfloat16 add their own rounding.
+    Works in any floating dtype, bfloat16 included. These defects hold in
+    exact arithmetic, and products in bfloat16 add rounding of their own.
 
     With ``squarings = s > 0`` the map returns ``R(N / 2^s)^(2^s)``, for
     ``s`` more products, so that ``‖N‖_F`` may be ``2^s`` times larger for
@@ -180,12 +180,12 @@ def bjorck_orthogonalize(B: Any) -> Any:
     ``E = B^T B - I`` formed in at least float32, so that no matrix near
     ``I`` is ever rounded to the dtype of ``B``. In bfloat16 the entries
     near 1 of ``(3I - B^T B) / 2`` or ``B^T B`` round with an error of
-    2^-9 to 2^-8, as large as the floor itself. Over 200 refreshes of a
-    64 x 64 weight, Björck steps in the plain form left the eigenbases at
-    about twice the floor (the defect of an orthogonal matrix rounded to
-    bfloat16), ``B - B E / 2`` with a bfloat16 Gram matrix at 1.25 times
-    it, and this form at 1.03 times it. The float32 Gram matrix costs one
-    float32 product in place of a bfloat16 one.
+    2^-9 to 2^-8, as large as the floor itself: the defect of an orthogonal
+    matrix rounded to bfloat16. After 200 refreshes of a 64 x 64
+    SpectralKron weight, the plain form left the eigenbases at about twice
+    the floor, ``B - B E / 2`` with a bfloat16 Gram matrix at 1.25 times
+    it, and this form at 1.00 to 1.05 times it. The float32 Gram matrix
+    costs one float32 product in place of a bfloat16 one.
     """
     wide = at_least_float32(B)
     residual = wide.T @ wide - eye_like(B.shape[1], wide)

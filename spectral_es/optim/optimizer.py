@@ -110,7 +110,7 @@ class SpectralKron(torch.optim.Optimizer):
       only a generator at the cap reaches it: the bound falls as the 8th
       power of the norm, 5e-4 at 0.35. The bfloat16 products add
       rounding of their own to every map, whatever the norm. Power
-      iteration can only underestimate the norm; the next Björck step
+      iteration can only underestimate the norm, and the next Björck step
       removes the excess of a low estimate along with the rounding.
 
     A cap alone needs no host synchronisation. Squarings read the norm on
@@ -142,11 +142,11 @@ class SpectralKron(torch.optim.Optimizer):
     cap lets long rotations through without the host synchronisation that
     squarings need. The map is applied as ``B + B (R - I)`` with ``R - I``
     formed without ``I`` (see :func:`spectral_es.core.rotate`), so squarings
-    add little rounding. In the setting of
-    ``benchmarks/optimizer/orthogonality.py`` (500 refreshes), 4 squarings
-    with the Frobenius cap ended with a mean defect over the last 100
-    refreshes of 3.1 and 4.0 times the floor at n = 64 and 256, against 3.3
-    and 3.6 with the defaults.
+    add little rounding. With the gradients of
+    ``benchmarks/optimizer/orthogonality.py`` and 500 refreshes (a separate
+    run, not on its results page), 4 squarings with the Frobenius cap gave
+    a mean defect over the last 100 refreshes of 3.1 and 4.0 times the
+    floor at n = 64 and 256, against 3.3 and 3.6 with the defaults.
 
     Gradient guard: a gradient with NaN or infinite entries (or an L1 norm
     beyond float32's range) skips that parameter's whole update and leaves

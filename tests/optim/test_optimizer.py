@@ -498,9 +498,9 @@ def _bfloat16_defects(refreshes: int) -> tuple[list[float], float]:
 
 def test_bfloat16_bases_at_rounding_floor():
     # Refresh 200 ends with a Björck step, which leaves B at the floor: the
-    # defect of an orthogonal matrix rounded to bfloat16 (1.03 times it
-    # here). Rounding (3I - B^T B) / 2 to bfloat16 left about 2x the floor,
-    # and B - B E / 2 with a bfloat16 Gram matrix 1.25x.
+    # defect of an orthogonal matrix rounded to bfloat16 (1.00-1.05 times
+    # it here). Rounding (3I - B^T B) / 2 to bfloat16 left 1.9-2.0 times
+    # the floor, and B - B E / 2 with a bfloat16 Gram matrix 1.24-1.26.
     defects, floor = _bfloat16_defects(200)
     for defect in defects:
         assert defect < 1.15 * floor
