@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10; none with --noise)")
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
     run.add_argument(
+        "--bipop",
+        action="store_true",
+        help="with --restarts: add short runs of small population and step size between them (BIPOP)",
+    )
+    run.add_argument(
         "--diagonal", action="store_true", help="learn a diagonal covariance only (separable problems, large n)"
     )
     run.add_argument("--preset", choices=["cma", "xnes"], help="learning rates and step-size rule (default cma)")
@@ -200,12 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that define a run; a resumed run takes them from its checkpoint.
 RUN_OPTIONS = {
     "dim": "--dim", "x0": "--x0", "sigma0": "--sigma0", "seed": "--seed", "popsize": "--popsize",
-    "max_evals": "--max-evals", "f_target": "--f-target", "restarts": "--restarts", "diagonal": "--diagonal",
-    "preset": "--preset", "lower": "--lower", "upper": "--upper", "integer": "--integer", "noise": "--noise",
-    "noise_max_evaluations": "--noise-max-evaluations",
+    "max_evals": "--max-evals", "f_target": "--f-target", "restarts": "--restarts", "bipop": "--bipop",
+    "diagonal": "--diagonal", "preset": "--preset", "lower": "--lower", "upper": "--upper", "integer": "--integer",
+    "noise": "--noise", "noise_max_evaluations": "--noise-max-evaluations",
 }  # fmt: skip
 # The store_true options among them; every other one is given when it is not None.
-RUN_FLAGS = frozenset({"diagonal", "noise"})
+RUN_FLAGS = frozenset({"bipop", "diagonal", "noise"})
 
 
 def run_minimize(args: argparse.Namespace) -> int:
@@ -330,6 +335,7 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "max_evals": args.max_evals,
         "f_target": args.f_target,
         "restarts": args.restarts or 0,
+        "bipop": bool(args.bipop),
         "diagonal": bool(args.diagonal),
         "preset": args.preset or "cma",
         "bounds": bounds,
@@ -363,8 +369,10 @@ def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
     for flag, value in (("--sigma0", settings["sigma0"]), ("--max-evals", settings["max_evals"])):
         if value is not None and not 0 < value < math.inf:
             raise ValueError(f"{flag} must be a positive finite number, got {value}")
+    if settings["bipop"] and not settings["restarts"]:
+        raise ValueError("--bipop interleaves small runs with restarts; give --restarts K with K >= 1 too")
 
-    options = {name: value for name, value in settings.items() if name not in ("x0", "sigma0", "restarts")}
+    options = {name: value for name, value in settings.items() if name not in ("x0", "sigma0", "restarts", "bipop")}
     try:
         SpectralES(settings["x0"], settings["sigma0"], **options)
     except ValueError as error:
@@ -434,12 +442,16 @@ def print_result(result: ESResult, elapsed: float, noisy: bool = False, resumed:
             "(evaluate it again if you need its value)"
         )
     if result.restarts:
-        print(f"\n{'run':>4} {'popsize':>8} {'f best':>12} {'evals':>8} {'total':>8}  stopped by")
+        columns = ("run", 4), ("regime", 8), ("popsize", 8), ("sigma0", 10), ("f best", 12), ("evals", 8), ("total", 8)
+        print("\n" + " ".join(f"{name:>{width}}" for name, width in columns), " stopped by")
         total = 0
         for run in result.restarts:
             total += run["nfev"]
             reasons = ", ".join(f"{key}={value}" for key, value in run["stop"].items())
-            print(f"{run['run']:>4} {run['popsize']:>8} {run['fbest']:>12.5e} {run['nfev']:>8} {total:>8}  {reasons}")
+            print(
+                f"{run['run']:>4} {run['regime']:>8} {run['popsize']:>8} {run['sigma0']:>10.3e} {run['fbest']:>12.5e} "
+                f"{run['nfev']:>8} {total:>8}  {reasons}"
+            )
 
 
 def save_plot(result: ESResult, filename: str, title: str) -> None:

@@ -209,7 +209,7 @@ def test_stop_reasons_print_counts_as_integers(capsys):
     table = output[output.index("stopped by\n") :].splitlines()[1:]
     assert table
     assert table[-1].endswith("max_evals=1000")  # the whole budget, not the last run's share of it
-    totals = [int(line.split()[4]) for line in table]
+    totals = [int(line.split()[6]) for line in table]
     assert totals[-1] == int(stdout_lines(output, "evaluations"))
     assert not re.search(r"max_evals=\d+\.0\b", output)
 

@@ -106,6 +106,8 @@ FULL = Config(
         "spectral-ipop",
         "spectral-ipop-passive",
         "pycma-ipop",
+        "spectral-bipop",
+        "pycma-bipop",
         "spectral",
         "spectral-large",
         "pycma",

@@ -5,7 +5,9 @@ random generator with ``problem.seed``, passes ``problem.f_target`` and
 ``problem.budget`` to the method's own stop criteria, and evaluates only
 through ``objective``, which enforces the same budget for all of them.
 Restarting methods use IPOP (Auger and Hansen 2005): at most 9 restarts from
-``x0``, each with twice the population of the one before.
+``x0``, each with twice the population of the one before. The BIPOP variants
+(Hansen 2009) add short runs of smaller population and step size in between,
+which do not count among the 9.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ def run_pycma(problem: Problem, objective: Objective, **options) -> str:
     return ",".join(es.stop())
 
 
-def run_pycma_ipop(problem: Problem, objective: Objective) -> str:
-    """Run ``cma.fmin2`` with IPOP restarts, evaluating a generation per call."""
+def run_pycma_ipop(problem: Problem, objective: Objective, bipop: bool = False) -> str:
+    """Run ``cma.fmin2`` with IPOP (or BIPOP) restarts, evaluating a generation per call."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, es = cma.fmin2(
@@ -94,6 +96,7 @@ def run_pycma_ipop(problem: Problem, objective: Objective) -> str:
             _pycma_options(problem),
             restarts=IPOP_RESTARTS,
             incpopsize=IPOP_INCPOPSIZE,
+            bipop=bipop,
             parallel_objective=lambda X: objective(np.asarray(X)).tolist(),
         )
     return ",".join(es.stop())
@@ -122,9 +125,11 @@ METHODS: dict[str, Runner] = {
     "spectral-large": run_spectral_large_population,
     "spectral-ipop": functools.partial(run_spectral, restarts=IPOP_RESTARTS),
     "spectral-ipop-passive": functools.partial(run_spectral, restarts=IPOP_RESTARTS, active=False),
+    "spectral-bipop": functools.partial(run_spectral, restarts=IPOP_RESTARTS, bipop=True),
     "pycma": run_pycma,
     "pycma-diagonal": functools.partial(run_pycma, CMA_diagonal=True),
     "pycma-ipop": run_pycma_ipop,
+    "pycma-bipop": functools.partial(run_pycma_ipop, bipop=True),
     "xnes": run_xnes,
 }
 """Runners by name, as the command line and the result tables use them."""
@@ -139,9 +144,11 @@ DESCRIPTIONS: dict[str, str] = {
     "spectral-large": f"SpectralES with {LARGE_POPULATION} times the default `popsize` (4 + floor(3 ln n)), one run",
     "spectral-ipop": f"`spectral_es.minimize(restarts={IPOP_RESTARTS}, incpopsize={IPOP_INCPOPSIZE})`",
     "spectral-ipop-passive": "as spectral-ipop, with `active=False`",
+    "spectral-bipop": "as spectral-ipop, with `bipop=True`",
     "pycma": f"pycma {cma.__version__} `CMAEvolutionStrategy`, defaults",
     "pycma-diagonal": "pycma with `CMA_diagonal=True` (sep-CMA-ES)",
     "pycma-ipop": f"pycma `fmin2(restarts={IPOP_RESTARTS}, incpopsize={IPOP_INCPOPSIZE})`",
+    "pycma-bipop": "as pycma-ipop, with `bipop=True`",
     "xnes": "xNES of Glasmachers et al. (2010), reference implementation in `xnes_reference.py`",
 }
 """One line per method for the results page."""

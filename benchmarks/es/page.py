@@ -71,16 +71,28 @@ def unimodal_table(cells: Groups) -> str:
 
 def multimodal_table(cells: Groups) -> str:
     """Return the table of the restarting and single-run methods on the multimodal functions."""
-    candidates = ("spectral-ipop", "spectral-ipop-passive", "pycma-ipop", "spectral", "spectral-large", "pycma", "xnes")
+    candidates = (
+        "spectral-ipop",
+        "spectral-ipop-passive",
+        "pycma-ipop",
+        "spectral-bipop",
+        "pycma-bipop",
+        "spectral",
+        "spectral-large",
+        "pycma",
+        "xnes",
+    )
     methods = _methods_present(cells, candidates, MULTIMODAL)
+    restarting = (("spectral-ipop", "pycma-ipop"), ("spectral-bipop", "pycma-bipop"))
+    pairs = [pair for pair in restarting if pair[0] in methods]
     rows = []
     for function in MULTIMODAL:
         for n in _dims_of(cells, function):
             rows.append(
                 [function, n, *_cells_of(cells, methods, function, n)]
-                + [format_ratio(cells, "spectral-ipop", "pycma-ipop", function, n)]
+                + [format_ratio(cells, ours, theirs, function, n) for ours, theirs in pairs]
             )
-    return markdown_table(["function", "n", *methods, "spectral-ipop / pycma-ipop"], rows)
+    return markdown_table(["function", "n", *methods, *(f"{ours} / {theirs}" for ours, theirs in pairs)], rows)
 
 
 def options_table(cells: Groups) -> str:

@@ -1,7 +1,7 @@
 """``minimize`` and ``optimize``: run SpectralES on a function.
 
 :func:`optimize` runs the ask/evaluate/tell loop on one strategy.
-:func:`minimize` adds IPOP restarts, parallel or distributed evaluation,
+:func:`minimize` adds IPOP or BIPOP restarts, parallel or distributed evaluation,
 a CSV log and checkpoints, and :func:`resume` continues a :func:`minimize`
 run from its checkpoint exactly where it was saved.
 """
@@ -24,6 +24,7 @@ from spectral_es.es.bounds import Bounds, parse_bounds, validate_integer_variabl
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
 from spectral_es.es.history import CSVLog
 from spectral_es.es.options import validate_positive, validate_seed, validate_x0, whole_number_as_int
+from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.strategy import ESResult, SpectralES
 
 __all__ = ["EvaluationError", "evaluate", "minimize", "objective_name", "optimize", "read_plan", "resume", "step"]
@@ -109,6 +110,7 @@ def minimize(
     executor: Any = None,
     restarts: int = 0,
     incpopsize: float = 2,
+    bipop: bool = False,
     callback: Callable[[ESResult], Any] | None = None,
     disp: bool | int = False,
     seed: int | None = None,
@@ -117,7 +119,7 @@ def minimize(
     checkpoint_every: int = 10,
     **options: Any,
 ) -> ESResult:
-    """Minimise ``fun`` with SpectralES, restarting with larger populations (IPOP).
+    """Minimise ``fun`` with SpectralES, restarting with larger populations (IPOP or BIPOP).
 
     Args:
         fun: Objective, ``fun(x, *args) -> float`` for ``x`` of shape (n,),
@@ -139,6 +141,11 @@ def minimize(
             (Auger and Hansen 2005, IPOP-CMA-ES). ``max_evals`` bounds the
             evaluations of all runs together.
         incpopsize: Population growth factor per restart, >= 1.
+        bipop: Interleave the restarts with short runs of smaller population
+            and smaller initial step size, drawn at random (Hansen 2009,
+            BIPOP-CMA-ES), for functions whose local optima follow no
+            global trend. ``restarts`` then counts only the large runs;
+            :mod:`spectral_es.es.restarts` has the rules. Needs ``restarts >= 1``.
         callback: Called with the current :class:`ESResult` after every
             iteration; returning ``True`` (or numpy's ``np.True_``) or
             raising ``StopIteration`` ends the run (and all restarts).
@@ -162,7 +169,9 @@ def minimize(
     Returns:
         ESResult: The best solution over all runs; ``stop`` contains the last
         run's reasons, ``restarts`` one summary per run when
-        ``restarts > 0``, and ``history`` the rows of all runs.
+        ``restarts > 0`` (``run``, ``regime``, ``sigma0``, ``popsize``,
+        ``fbest``, ``nfev``, ``nit``, ``stop``), and ``history`` the rows
+        of all runs.
 
     Raises:
         TypeError: if ``fun`` is not callable, or for a keyword argument
@@ -187,6 +196,10 @@ def minimize(
         raise ValueError(f"restarts must be an integer >= 0, got {restarts!r}")
     if not incpopsize >= 1:
         raise ValueError(f"incpopsize must be >= 1, got {incpopsize!r}")
+    if not isinstance(bipop, (bool, np.bool_)):
+        raise ValueError(f"bipop must be True or False, got {bipop!r}")
+    if bipop and restarts == 0:
+        raise ValueError("bipop=True interleaves small runs with restarts, but restarts=0; pass restarts >= 1")
     x0 = validate_x0(x0)
     sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
     max_evals = options.pop("max_evals", None)
@@ -206,6 +219,7 @@ def minimize(
         "seed": validate_seed(seed).entropy,
         "restarts": int(restarts),
         "incpopsize": float(incpopsize),
+        "bipop": bool(bipop),
         "budget": math.inf if max_evals is None else max_evals,
         "function": objective_name(fun),
     }
@@ -279,7 +293,8 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
 
     The plan contains ``function`` (the objective's ``module:qualified
     name``), ``x0``, ``sigma0``, ``options`` (the :class:`SpectralES`
-    options), ``seed``, ``restarts``, ``incpopsize`` and ``budget``.
+    options), ``seed``, ``restarts``, ``incpopsize``, ``bipop`` and
+    ``budget``.
 
     Raises:
         ValueError: if ``path`` is not a :func:`minimize` checkpoint.
@@ -307,7 +322,12 @@ class _RestartDriver:
     def __init__(self, plan: dict[str, Any], progress: dict[str, Any]) -> None:
         self.plan = plan
         self.progress = progress
-        self.seeds = np.random.SeedSequence(plan["seed"]).spawn(plan["restarts"] + 1)
+        # Checkpoints written before BIPOP existed hold IPOP runs.
+        plan.setdefault("bipop", False)
+        progress.setdefault(
+            "current",
+            {"regime": "default" if progress["run"] == 0 else "large", "sigma0": plan["sigma0"]},
+        )
 
     def configure(self, fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every) -> None:
         """Set how to evaluate, report and save; none of this is saved in checkpoints."""
@@ -350,25 +370,29 @@ class _RestartDriver:
 
     def _new_strategy(self) -> SpectralES:
         plan, progress = self.plan, self.progress
+        settings = next_run(plan, progress)
         remaining = plan["budget"] - progress["nfev"]
-        options = dict(plan["options"])
+        options = dict(plan["options"], max_iter=settings.max_iter)
         if options.get("bounds") is not None:
             options["bounds"] = Bounds(*options["bounds"])  # stored as [lower, upper]
+        # Run k's seed is the k-th child that SeedSequence(seed).spawn() gives.
         es = SpectralES(
             plan["x0"],
-            plan["sigma0"],
-            popsize=progress["popsize"],
-            seed=self.seeds[progress["run"]],
+            settings.sigma0,
+            popsize=settings.popsize,
+            seed=np.random.SeedSequence(plan["seed"], spawn_key=(progress["run"],)),
             max_evals=None if math.isinf(remaining) else remaining,
             **options,
         )
+        progress["current"] = {"regime": settings.regime, "sigma0": settings.sigma0}
         if progress["history"] is not None:
             es.history = progress["history"]  # one history for all runs
         es.history.start_run(progress["run"], progress["nfev"], progress["time"])
         if self.progress_table.every > 0 and plan["restarts"]:
+            limit = "" if plan["bipop"] else f" of at most {plan['restarts'] + 1}"
             print(
-                f"run {progress['run'] + 1} of at most {plan['restarts'] + 1}, popsize {es.popsize}, "
-                f"after {progress['nfev']} evaluations",
+                f"run {progress['run'] + 1}{limit} ({settings.regime}), popsize {es.popsize}, "
+                f"sigma0 {settings.sigma0:.3g}, after {progress['nfev']} evaluations",
                 flush=True,
             )
         self.progress_table.restart()
@@ -408,8 +432,8 @@ class _RestartDriver:
     def _finish_run(self, es: SpectralES) -> bool:
         """Fold the finished run into the progress; return whether to restart."""
         progress, result = self.progress, self._run_result(es)
-        summary = {"run": progress["run"], "popsize": es.popsize, "fbest": result.fbest, "nfev": result.nfev}
-        summary.update(nit=result.nit, stop=result.stop)
+        summary = {"run": progress["run"], **progress["current"], "popsize": es.popsize}
+        summary.update(fbest=result.fbest, nfev=result.nfev, nit=result.nit, stop=result.stop)
         progress["summaries"].append(summary)
         if progress["best_x"] is None or result.fbest < progress["best_f"]:
             progress["best_x"], progress["best_f"] = result.xbest, result.fbest
@@ -419,9 +443,10 @@ class _RestartDriver:
         progress["time"] = es.history.time_offset + es.elapsed
         progress["history"] = es.history
         es.history.stops[progress["run"]] = result.message
-        progress["popsize"] = int(math.ceil(es.popsize * self.plan["incpopsize"]))
+        if progress["current"]["regime"] != "small":
+            progress["popsize"] = int(math.ceil(es.popsize * self.plan["incpopsize"]))
         final = set(result.stop) & _FINAL_STOPS or progress["nfev"] >= self.plan["budget"]
-        if final or progress["run"] == self.plan["restarts"]:
+        if final or is_last_run(self.plan, progress["summaries"]):
             return False
         progress["run"] += 1
         return True

@@ -1,0 +1,162 @@
+"""IPOP and BIPOP restart schedules: the rules of each run and their use by ``minimize``."""
+
+import math
+
+import numpy as np
+import pytest
+
+from spectral_es import minimize
+from spectral_es.es import EvaluationError, resume
+from spectral_es.es import checkpoint as checkpoints
+from spectral_es.es.restarts import is_last_run, next_run
+from spectral_es.es.strategy import SpectralES
+from spectral_es.functions import rastrigin, sphere
+from tests.es.test_checkpoint import crash_after
+
+
+def make_plan(bipop=True, restarts=5, sigma0=2.0, seed=7, options=None):
+    return {"sigma0": sigma0, "seed": seed, "options": options or {}, "bipop": bipop, "restarts": restarts}
+
+
+def summary(run, regime, popsize, nfev):
+    return {"run": run, "regime": regime, "popsize": popsize, "nfev": nfev}
+
+
+def test_first_run_takes_the_given_settings():
+    settings = next_run(make_plan(options={"max_iter": 50}), {"run": 0, "popsize": None, "summaries": []})
+    assert (settings.regime, settings.popsize, settings.sigma0, settings.max_iter) == ("default", None, 2.0, 50)
+
+
+@pytest.mark.parametrize("bipop", [False, True])
+def test_large_run_follows_a_first_run_that_used_more_than_nothing(bipop):
+    # The first run counts as small, and no large run has spent anything yet.
+    progress = {"run": 1, "popsize": 20, "summaries": [summary(0, "default", 10, 500)]}
+    settings = next_run(make_plan(bipop=bipop), progress)
+    assert (settings.regime, settings.popsize, settings.sigma0, settings.max_iter) == ("large", 20, 2.0, None)
+
+
+def test_small_run_draws_within_its_ranges():
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000), summary(2, "large", 40, 9000)]
+    draws = []
+    for run in range(3, 203):
+        settings = next_run(make_plan(), {"run": run, "popsize": 80, "summaries": summaries})
+        assert settings.regime == "small"
+        # popsize = floor(10 * 4^(U2^2)) lies in [10, 40]: from the first
+        # run's size to the latest large run's.
+        assert 10 <= settings.popsize <= 40
+        # sigma0 = 2 * 10^(-2 U1) lies in [0.02, 2].
+        assert 0.02 <= settings.sigma0 <= 2.0
+        # Half the large runs' 12000 evaluations, in iterations of this size.
+        assert settings.max_iter == math.floor(12000 / (2 * settings.popsize))
+        draws.append((settings.popsize, settings.sigma0))
+    # The draws differ from run to run and spread over their ranges: with
+    # 200 draws, U1 outside [0.05, 0.95] at both ends has chance about 2^-190.
+    sigmas = np.array([sigma for _, sigma in draws])
+    assert sigmas.min() < 2.0 * 10**-1.8 and sigmas.max() > 2.0 * 10**-0.2
+    assert len({popsize for popsize, _ in draws}) > 10
+
+
+def test_small_run_repeats_for_the_same_plan_and_run():
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000)]
+    progress = {"run": 2, "popsize": 40, "summaries": summaries}
+    assert next_run(make_plan(), progress) == next_run(make_plan(), dict(progress))
+    assert next_run(make_plan(), progress) != next_run(make_plan(seed=8), progress)
+
+
+def test_small_runs_respect_the_user_iteration_limit():
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000)]
+    settings = next_run(make_plan(options={"max_iter": 3}), {"run": 2, "popsize": 40, "summaries": summaries})
+    assert settings.regime == "small" and settings.max_iter == 3
+
+
+def test_regimes_alternate_by_spent_evaluations():
+    # Small runs (with the first) spent 500 + 2000 = 2500 < 3000 of the
+    # large run: small again; one more small run of 600 makes it 3100.
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000), summary(2, "small", 12, 2000)]
+    assert next_run(make_plan(), {"run": 3, "popsize": 40, "summaries": summaries}).regime == "small"
+    summaries.append(summary(3, "small", 11, 600))
+    assert next_run(make_plan(), {"run": 4, "popsize": 40, "summaries": summaries}).regime == "large"
+
+
+def test_only_large_runs_count_as_restarts_with_bipop():
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000), summary(2, "small", 12, 900)]
+    assert not is_last_run(make_plan(restarts=2), summaries)
+    assert is_last_run(make_plan(restarts=2, bipop=False), summaries)
+    assert is_last_run(make_plan(restarts=1), summaries)
+
+
+def test_summaries_without_regime_are_ipop_runs():
+    # Summaries written before BIPOP existed have no regime: run 0 is the
+    # default run, the others large.
+    old = [{"run": 0, "popsize": 10, "nfev": 500}, {"run": 1, "popsize": 20, "nfev": 3000}]
+    assert next_run(make_plan(), {"run": 2, "popsize": 40, "summaries": old}).regime == "small"
+    assert is_last_run(make_plan(restarts=1), old)
+
+
+def bipop_run(fun=rastrigin, **extra):
+    settings = {"seed": 3, "restarts": 3, "bipop": True, "tol_x": 1e-4, "max_evals": 60_000}
+    return minimize(fun, np.full(5, 3.0), 2.0, **{**settings, **extra})
+
+
+def test_minimize_follows_the_bipop_schedule():
+    result = bipop_run()
+    runs = result.restarts
+    regimes = [run["regime"] for run in runs]
+    assert regimes[0] == "default" and "small" in regimes
+    assert regimes.count("large") == 3 and regimes[-1] == "large"
+    for k in range(1, len(runs)):
+        small = sum(run["nfev"] for run in runs[:k] if run["regime"] != "large")
+        large = sum(run["nfev"] for run in runs[:k] if run["regime"] == "large")
+        assert runs[k]["regime"] == ("small" if small < max(1, large) else "large")
+    # The default popsize in 5-D is 4 + floor(3 ln 5) = 8, doubled per large run.
+    large_sizes = [run["popsize"] for run in runs if run["regime"] != "small"]
+    assert large_sizes == [8 * 2**k for k in range(4)]
+    for k, run in enumerate(runs):
+        if run["regime"] == "small":
+            latest_large = [r["popsize"] for r in runs[:k] if r["regime"] != "small"][-1]
+            assert 8 <= run["popsize"] <= latest_large
+            assert 0.02 <= run["sigma0"] <= 2.0
+            large = sum(r["nfev"] for r in runs[:k] if r["regime"] == "large")
+            assert run["nit"] <= large // (2 * run["popsize"])
+        else:
+            assert run["sigma0"] == 2.0
+    assert result.nfev == sum(run["nfev"] for run in runs)
+
+
+def test_minimize_rejects_bipop_without_restarts():
+    with pytest.raises(ValueError, match="bipop=True interleaves small runs with restarts, but restarts=0"):
+        minimize(sphere, np.zeros(3), 1.0, bipop=True)
+    with pytest.raises(ValueError, match="bipop must be True or False, got 'yes'"):
+        minimize(sphere, np.zeros(3), 1.0, restarts=2, bipop="yes")
+
+
+def test_bipop_resume_matches_uninterrupted_run(tmp_path):
+    reference = bipop_run()
+    # Fail in the first small run, between two checkpoints, and continue from the file.
+    first_small = next(run["run"] for run in reference.restarts if run["regime"] == "small")
+    calls = sum(run["nfev"] for run in reference.restarts[:first_small]) + 37
+    with pytest.raises(EvaluationError, match="worker lost"):
+        bipop_run(fun=crash_after(calls, rastrigin), checkpoint=tmp_path / "run.npz", checkpoint_every=3)
+    resumed = resume(rastrigin, tmp_path / "run.npz", check_function=False)
+    assert resumed.restarts == reference.restarts
+    assert resumed.fbest == reference.fbest and resumed.nfev == reference.nfev
+
+
+def test_resume_of_a_checkpoint_written_before_bipop(tmp_path):
+    # Such a checkpoint has no "bipop" in its plan, no "current" run in its
+    # progress and no regime or sigma0 in its summaries; resuming it must
+    # continue the IPOP run unchanged.
+    settings = {"seed": 4, "restarts": 2, "tol_x": 1e-3}
+    reference = minimize(sphere, np.ones(4), 1.0, **settings)
+    calls = reference.restarts[0]["nfev"] + 45
+    with pytest.raises(EvaluationError, match="worker lost"):
+        minimize(crash_after(calls, sphere), np.ones(4), 1.0, checkpoint=tmp_path / "a.npz", **settings)
+    es, extra = checkpoints.load(SpectralES, tmp_path / "a.npz")
+    del extra["minimize"]["plan"]["bipop"], extra["minimize"]["progress"]["current"]
+    for run in extra["minimize"]["progress"]["summaries"]:
+        del run["regime"], run["sigma0"]
+    checkpoints.save(es, tmp_path / "a.npz", extra=extra)
+
+    resumed = resume(sphere, tmp_path / "a.npz", check_function=False)
+    assert resumed.nfev == reference.nfev and resumed.fbest == reference.fbest
+    assert [run["popsize"] for run in resumed.restarts] == [run["popsize"] for run in reference.restarts]
