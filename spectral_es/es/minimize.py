@@ -322,7 +322,7 @@ class _RestartDriver:
     def __init__(self, plan: dict[str, Any], progress: dict[str, Any]) -> None:
         self.plan = plan
         self.progress = progress
-        # Checkpoints written before BIPOP existed hold IPOP runs.
+        # Checkpoints written before BIPOP existed contain only IPOP runs.
         plan.setdefault("bipop", False)
         progress.setdefault(
             "current",

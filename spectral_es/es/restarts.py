@@ -40,7 +40,7 @@ __all__ = ["RunSettings", "is_last_run", "next_run"]
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """What one run of a restart schedule gets.
+    """Settings of one run of a restart schedule.
 
     Attributes:
         regime: ``"default"`` for the first run, then ``"large"`` (IPOP, and
@@ -60,8 +60,8 @@ class RunSettings:
 def next_run(plan: dict[str, Any], progress: dict[str, Any]) -> RunSettings:
     """Return the settings of run number ``progress["run"]``.
 
-    ``plan`` holds ``sigma0``, ``seed`` (an int), ``options``, ``bipop`` and
-    ``incpopsize``; ``progress`` holds ``run``, ``popsize`` (the next large
+    ``plan`` contains ``sigma0``, ``seed`` (an int), ``options`` and
+    ``bipop``. ``progress`` contains ``run``, ``popsize`` (the next large
     population size, ``None`` before the first run for the default) and
     ``summaries``, one per finished run with its ``regime``, ``popsize``
     and ``nfev``. The small regime's draws come from the run's own seed,

@@ -28,7 +28,7 @@ def test_first_run_takes_the_given_settings():
 
 
 @pytest.mark.parametrize("bipop", [False, True])
-def test_large_run_follows_a_first_run_that_used_more_than_nothing(bipop):
+def test_second_run_is_large(bipop):
     # The first run counts as small, and no large run has spent anything yet.
     progress = {"run": 1, "popsize": 20, "summaries": [summary(0, "default", 10, 500)]}
     settings = next_run(make_plan(bipop=bipop), progress)
@@ -52,11 +52,12 @@ def test_small_run_draws_within_its_ranges():
     # The draws differ from run to run and spread over their ranges: with
     # 200 draws, U1 outside [0.05, 0.95] at both ends has chance about 2^-190.
     sigmas = np.array([sigma for _, sigma in draws])
-    assert sigmas.min() < 2.0 * 10**-1.8 and sigmas.max() > 2.0 * 10**-0.2
+    assert sigmas.min() < 2.0 * 10**-1.8
+    assert sigmas.max() > 2.0 * 10**-0.2
     assert len({popsize for popsize, _ in draws}) > 10
 
 
-def test_small_run_repeats_for_the_same_plan_and_run():
+def test_small_run_draws_repeat():
     summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000)]
     progress = {"run": 2, "popsize": 40, "summaries": summaries}
     assert next_run(make_plan(), progress) == next_run(make_plan(), dict(progress))
@@ -66,7 +67,8 @@ def test_small_run_repeats_for_the_same_plan_and_run():
 def test_small_runs_respect_the_user_iteration_limit():
     summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000)]
     settings = next_run(make_plan(options={"max_iter": 3}), {"run": 2, "popsize": 40, "summaries": summaries})
-    assert settings.regime == "small" and settings.max_iter == 3
+    assert settings.regime == "small"
+    assert settings.max_iter == 3
 
 
 def test_regimes_alternate_by_spent_evaluations():
@@ -102,8 +104,10 @@ def test_minimize_follows_the_bipop_schedule():
     result = bipop_run()
     runs = result.restarts
     regimes = [run["regime"] for run in runs]
-    assert regimes[0] == "default" and "small" in regimes
-    assert regimes.count("large") == 3 and regimes[-1] == "large"
+    assert regimes[0] == "default"
+    assert "small" in regimes
+    assert regimes.count("large") == 3
+    assert regimes[-1] == "large"
     for k in range(1, len(runs)):
         small = sum(run["nfev"] for run in runs[:k] if run["regime"] != "large")
         large = sum(run["nfev"] for run in runs[:k] if run["regime"] == "large")
@@ -139,13 +143,13 @@ def test_bipop_resume_matches_uninterrupted_run(tmp_path):
         bipop_run(fun=crash_after(calls, rastrigin), checkpoint=tmp_path / "run.npz", checkpoint_every=3)
     resumed = resume(rastrigin, tmp_path / "run.npz", check_function=False)
     assert resumed.restarts == reference.restarts
-    assert resumed.fbest == reference.fbest and resumed.nfev == reference.nfev
+    assert resumed.fbest == reference.fbest
+    assert resumed.nfev == reference.nfev
 
 
 def test_resume_of_a_checkpoint_written_before_bipop(tmp_path):
-    # Such a checkpoint has no "bipop" in its plan, no "current" run in its
-    # progress and no regime or sigma0 in its summaries; resuming it must
-    # continue the IPOP run unchanged.
+    # Such a checkpoint lacks the plan's "bipop", the progress's "current"
+    # run and the summaries' regime and sigma0. Its IPOP run must go on unchanged.
     settings = {"seed": 4, "restarts": 2, "tol_x": 1e-3}
     reference = minimize(sphere, np.ones(4), 1.0, **settings)
     calls = reference.restarts[0]["nfev"] + 45
@@ -158,5 +162,6 @@ def test_resume_of_a_checkpoint_written_before_bipop(tmp_path):
     checkpoints.save(es, tmp_path / "a.npz", extra=extra)
 
     resumed = resume(sphere, tmp_path / "a.npz", check_function=False)
-    assert resumed.nfev == reference.nfev and resumed.fbest == reference.fbest
+    assert resumed.nfev == reference.nfev
+    assert resumed.fbest == reference.fbest
     assert [run["popsize"] for run in resumed.restarts] == [run["popsize"] for run in reference.restarts]
