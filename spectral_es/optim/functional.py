@@ -58,13 +58,21 @@ def matrix_shape(param: torch.Tensor) -> tuple[int, int]:
     return n, param.numel() // max(n, 1)
 
 
-def init_kron_state(param: torch.Tensor, state_dtype: torch.dtype, max_precond_dim: int, graft: str) -> dict:
+def init_kron_state(
+    param: torch.Tensor,
+    state_dtype: torch.dtype,
+    max_precond_dim: int,
+    graft: str,
+    max_side_ratio: float | None = None,
+) -> dict:
     """Return the initial state of a Kronecker-preconditioned weight.
 
     ``S = alpha (S_C kron S_K)`` starts isotropic (``d = 1``, ``B = I``) with
     ``alpha = 0``, which marks the factors as not yet initialised: the first
-    usable gradient sets ``alpha = mean(G^2)``. A side longer than
-    ``max_precond_dim`` gets a diagonal factor (``d`` only, no ``B``).
+    usable gradient sets ``alpha = mean(G^2)``. A side gets a diagonal factor
+    (``d`` only, no ``B``) when it is longer than ``max_precond_dim`` or more
+    than ``max_side_ratio`` times as long as the other side (``None``: no
+    limit on the ratio).
 
     Keys and dtypes: ``step`` (float32, CPU), ``exp_avg`` (state dtype, shape
     of ``param``), ``d_C``, ``d_K``, ``alpha`` (float32, or float64 for a
@@ -85,9 +93,10 @@ def init_kron_state(param: torch.Tensor, state_dtype: torch.dtype, max_precond_d
         "d_K": torch.ones(m, **wide),
         "alpha": torch.zeros((), **wide),
     }
-    if n <= max_precond_dim:
+    ratio = math.inf if max_side_ratio is None else max_side_ratio
+    if n <= max_precond_dim and n <= ratio * m:
         state["B_C"] = torch.eye(n, dtype=state_dtype, device=param.device)
-    if m <= max_precond_dim:
+    if m <= max_precond_dim and m <= ratio * n:
         state["B_K"] = torch.eye(m, dtype=state_dtype, device=param.device)
     if graft == "adam":
         state["exp_avg_sq"] = torch.zeros(param.shape, **wide)

@@ -1,0 +1,188 @@
+"""SpectralKron on unusual input: rejected groups and state dicts, huge and zero gradients, routing limits."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from spectral_es.optim import PreconditionerWarning, SpectralKron
+from tests.optim.conftest import make_model, torch, train_steps
+
+
+def trained(steps=3):
+    model = make_model()
+    optimizer = SpectralKron(model.parameters(), lr=1e-2, precondition_frequency=1)
+    train_steps(model, optimizer, steps)
+    return model, optimizer
+
+
+def state_copy(optimizer):
+    return {id(param): {key: value.clone() for key, value in state.items()} for param, state in optimizer.state.items()}
+
+
+def assert_same_state(optimizer, saved):
+    assert {id(param) for param in optimizer.state} == set(saved)
+    for param, state in optimizer.state.items():
+        assert state.keys() == saved[id(param)].keys()
+        for key, value in state.items():
+            assert torch.equal(value, saved[id(param)][key]), key
+
+
+def test_bad_param_group_changes_nothing():
+    model, optimizer = trained()
+    extra = torch.nn.Parameter(torch.randn(3, 3))
+    with pytest.raises(ValueError, match="invalid root -1"):
+        optimizer.add_param_group({"params": [extra], "root": -1})
+    assert len(optimizer.param_groups) == 1
+    train_steps(model, optimizer, 1, first_step=3)  # the optimizer still steps
+    optimizer.add_param_group({"params": [extra], "root": 4})  # and takes the corrected group
+    assert optimizer.param_groups[-1]["root"] == 4
+
+
+def test_foreign_state_dict_changes_nothing():
+    model, optimizer = trained()
+    saved, lr = state_copy(optimizer), optimizer.param_groups[0]["lr"]
+    adamw = torch.optim.AdamW(model.parameters(), lr=0.5)
+    train_steps(model, adamw, 1)
+    with pytest.raises(ValueError, match="not saved by SpectralKron: its group 0 has no option"):
+        optimizer.load_state_dict(adamw.state_dict())
+    assert_same_state(optimizer, saved)
+    assert optimizer.param_groups[0]["lr"] == lr
+
+
+def test_invalid_saved_option_changes_nothing():
+    _, optimizer = trained()
+    saved, lr = state_copy(optimizer), optimizer.param_groups[0]["lr"]
+    state_dict = optimizer.state_dict()
+    state_dict["param_groups"][0].update(lr=0.9, state_dtype="bf16")
+    with pytest.raises(ValueError, match="invalid option in group 0: invalid state_dtype 'bf16'"):
+        optimizer.load_state_dict(state_dict)
+    assert_same_state(optimizer, saved)
+    assert optimizer.param_groups[0]["lr"] == lr
+    assert optimizer.param_groups[0]["state_dtype"] is None
+
+
+def test_other_shapes_change_nothing():
+    _, optimizer = trained()
+    saved = state_copy(optimizer)
+    other = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5)
+    )
+    other_optimizer = SpectralKron(other.parameters())
+    for param in other.parameters():
+        param.grad = torch.randn_like(param)
+    other_optimizer.step()
+    with pytest.raises(ValueError, match=r"has shape \(5, 64\), but its parameter has shape \(6, 64\)"):
+        optimizer.load_state_dict(other_optimizer.state_dict())
+    assert_same_state(optimizer, saved)
+
+
+def test_old_state_dict_gets_new_defaults():
+    model, optimizer = trained()
+    state_dict = optimizer.state_dict()
+    for name in ("max_cayley_squarings", "generator_norm", "max_side_ratio"):
+        del state_dict["param_groups"][0][name]
+    fresh = SpectralKron(model.parameters(), max_side_ratio=2.0, generator_norm="spectral")
+    fresh.load_state_dict(state_dict)
+    group = fresh.param_groups[0]
+    assert (group["max_cayley_squarings"], group["generator_norm"], group["max_side_ratio"]) == (None, "auto", 16.0)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+def test_huge_gradient_skips_update(scale):
+    # Entries of 1e19 sum to an L1 norm above sqrt(float32 max) = 1.8e19:
+    # their squares, in the curvature and the second moments, would overflow.
+    model, optimizer = trained()
+    weights = list(model.parameters())
+    before = [param.detach().clone() for param in weights]
+    saved = state_copy(optimizer)
+    for param in weights:
+        param.grad = torch.full_like(param, scale)
+    with pytest.warns(PreconditionerWarning, match="whose squares can overflow float32"):
+        optimizer.step()
+    for param, value in zip(weights, before, strict=True):
+        assert torch.equal(param.detach(), value)
+    assert_same_state(optimizer, saved)
+
+
+def test_large_gradient_below_limit_is_used():
+    # A (6, 64) weight with entries 1e16 has an L1 norm of 3.8e18, below the
+    # limit, so its squares (1e32) and their sums (4e34) fit in float32.
+    model, optimizer = trained()
+    weight = model[3].weight
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    weight.grad = torch.full_like(weight, 1e16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer.step()
+    assert torch.isfinite(weight).all()
+    assert all(torch.isfinite(value).all() for value in optimizer.state[weight].values())
+
+
+def test_early_zero_gradient_decays_weight():
+    W = torch.nn.Parameter(torch.ones(4, 4))
+    optimizer = SpectralKron([W], lr=0.1, weight_decay=0.5)
+    for step in range(1, 4):
+        W.grad = torch.zeros_like(W)
+        with pytest.warns(PreconditionerWarning, match="applied only the weight decay"):
+            optimizer.step()
+        # As AdamW: the weight shrinks by (1 - lr * weight_decay) per step.
+        torch.testing.assert_close(W.detach(), torch.full((4, 4), 0.95**step))
+    assert optimizer.state[W]["alpha"].item() == 0
+    assert optimizer.state[W]["step"].item() == 0
+
+
+def test_empty_parameter_skipped_silently():
+    empty = torch.nn.Parameter(torch.zeros(0, 3))
+    W = torch.nn.Parameter(torch.randn(3, 3))
+    optimizer = SpectralKron([empty, W])
+    for _ in range(3):
+        empty.grad, W.grad = torch.zeros_like(empty), torch.randn_like(W)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            optimizer.step()
+    assert empty not in optimizer.state
+    assert optimizer.state[W]["alpha"].item() > 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "ratio", "full_sides"),
+    [
+        ((4, 64), 16.0, {"B_C", "B_K"}),  # 64 = 16 x 4: full
+        ((4, 65), 16.0, {"B_C"}),  # 65 > 16 x 4: diagonal
+        ((65, 4), 16.0, {"B_K"}),
+        ((4, 65), None, {"B_C", "B_K"}),
+        ((10, 30), 2.0, {"B_C"}),
+    ],
+)
+def test_routing_by_side_ratio(shape, ratio, full_sides):
+    W = torch.nn.Parameter(torch.randn(shape))
+    optimizer = SpectralKron([W], max_side_ratio=ratio)
+    W.grad = torch.randn_like(W)
+    optimizer.step()
+    state = optimizer.state[W]
+    assert {key for key in ("B_C", "B_K") if key in state} == full_sides
+    assert state["d_C"].shape == (shape[0],)
+    assert state["d_K"].shape == (shape[1],)
+
+
+@pytest.mark.parametrize(
+    ("alias", "dtype"), [("half", torch.float16), ("float", torch.float32), ("double", torch.float64)]
+)
+def test_state_dtype_accepts_torch_aliases(alias, dtype):
+    W = torch.nn.Parameter(torch.randn(3, 3))
+    optimizer = SpectralKron([W], state_dtype=alias, cayley="truncated")
+    W.grad = torch.randn_like(W)
+    optimizer.step()
+    assert optimizer.state[W]["exp_avg"].dtype == dtype
+    assert optimizer.state[W]["B_C"].dtype == dtype
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("root", float("inf")), ("max_side_ratio", 0.5), ("max_side_ratio", "16")]
+)
+def test_more_invalid_options(option, value):
+    with pytest.raises(ValueError, match=f"invalid {option}"):
+        SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], **{option: value})
