@@ -104,7 +104,8 @@ def evaluate(
     Args:
         fun: ``fun(x, *args) -> float`` for one row, or with ``vectorized``,
             ``fun(X, *args)`` returning one value per row.
-        X: Points, shape (k, n).
+        X: Points, shape (k, n). ``fun`` receives a copy, so ``X`` never
+            changes.
         args: Extra positional arguments of ``fun``.
         vectorized: Call ``fun`` once on the whole array (one task on an
             executor).
@@ -120,31 +121,39 @@ def evaluate(
     """
     X = np.asarray(X, dtype=float)
     rows = np.repeat(X, repeats, axis=0) if repeats > 1 else X
+
+    # The objective receives rows of a copy, as in scipy 1.17, which calls
+    # fun(np.copy(x), *args). An objective that edits its argument in place,
+    # such as np.clip(x, -1, 1, out=x), then changes neither the caller's
+    # array, which tell() compares with the last ask(), nor the points that
+    # errors name.
+    inputs = rows.copy()
     executor = resolve_executor(executor)
     if vectorized:
-        values = _evaluate_batch(fun, rows, args, executor)
+        values = _evaluate_batch(fun, inputs, rows, args, executor)
     elif executor is None:
-        values = np.array([_call(fun, x, k // repeats, args) for k, x in enumerate(rows)], dtype=float)
+        values = np.array([_call(fun, inputs[k], rows[k], k // repeats, args) for k in range(len(rows))], dtype=float)
     else:
-        values = _evaluate_on_executor(fun, rows, args, executor, repeats)
+        values = _evaluate_on_executor(fun, inputs, rows, args, executor, repeats)
     return values.reshape(len(X), repeats).mean(axis=1) if repeats > 1 else values
 
 
-def _call(fun: Callable, x: np.ndarray, index: int, args: tuple) -> float:
-    """Evaluate one point here, with the error conventions of :func:`evaluate`."""
+def _call(fun: Callable, x_input: np.ndarray, x: np.ndarray, index: int, args: tuple) -> float:
+    """Evaluate ``fun`` on ``x_input``, a copy of ``x``, with the error conventions of :func:`evaluate`."""
     try:
-        value = fun(x, *args)
+        value = fun(x_input, *args)
     except Exception as error:
         raise _failure(error, x, index) from error
     return _scalar(value, x)
 
 
-def _evaluate_batch(fun: Callable, X: np.ndarray, args: tuple, executor: Any) -> np.ndarray:
+def _evaluate_batch(fun: Callable, inputs: np.ndarray, X: np.ndarray, args: tuple, executor: Any) -> np.ndarray:
+    """Evaluate ``fun`` once on ``inputs``, a copy of ``X``, and check that it returns one value per row."""
     try:
         if executor is None:
-            values = fun(X, *args)
+            values = fun(inputs, *args)
         else:
-            values = executor.submit(fun, X, *args).result()
+            values = executor.submit(fun, inputs, *args).result()
     except Exception as error:
         raise _failure(error, X, None, sent=executor is not None) from error
     numbers = numeric_values(values)
@@ -161,11 +170,16 @@ def _evaluate_batch(fun: Callable, X: np.ndarray, args: tuple, executor: Any) ->
     return numbers.reshape(len(X))
 
 
-def _evaluate_on_executor(fun: Callable, X: np.ndarray, args: tuple, executor: Any, repeats: int) -> np.ndarray:
-    """Submit one task per row, wait for all or the first failure, return values in row order."""
+def _evaluate_on_executor(
+    fun: Callable, inputs: np.ndarray, X: np.ndarray, args: tuple, executor: Any, repeats: int
+) -> np.ndarray:
+    """Submit one task per row of ``inputs``, a copy of ``X``; return the values in row order.
+
+    Waits for all tasks or the first failure.
+    """
     futures: list[concurrent.futures.Future] = []
     try:
-        for x in X:
+        for x in inputs:
             futures.append(executor.submit(fun, x, *args))
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
     except BaseException:

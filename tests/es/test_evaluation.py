@@ -265,3 +265,75 @@ def test_dask_repeats_are_not_cached(dask_client):
 
     values = evaluate(noisy, np.zeros((6, 2)), executor=dask_client)
     assert len(set(values.tolist())) == 6
+
+
+def clip_in_place(x):
+    """Sphere of the point clipped to [-1, 1], clipped in place as a careless objective might."""
+    np.clip(x, -1, 1, out=x)
+    return float(x @ x)
+
+
+def clip_rows_in_place(X):
+    np.clip(X, -1, 1, out=X)
+    return np.array([float(x @ x) for x in X])
+
+
+def clipped_sphere(x):
+    """The value of both objectives above, computed without touching ``x``."""
+    clipped = np.clip(x, -1, 1)
+    return float(clipped @ clipped)
+
+
+@pytest.mark.parametrize(
+    ("objective", "options"),
+    [
+        (clip_in_place, {}),
+        (clip_in_place, {"repeats": 2}),
+        (clip_rows_in_place, {"vectorized": True}),
+        (clip_in_place, {"executor": "threads"}),
+        (clip_rows_in_place, {"vectorized": True, "executor": "threads"}),
+    ],
+)
+def test_objective_editing_input_leaves_points_unchanged(objective, options):
+    points = 3 * X
+    before = points.copy()
+    with ThreadPoolExecutor(2) as pool:
+        if options.get("executor") == "threads":
+            options = {**options, "executor": pool}
+        values = evaluate(objective, points, **options)
+    assert np.array_equal(points, before)
+    assert np.array_equal(values, [clipped_sphere(x) for x in before])
+
+
+@pytest.mark.parametrize(
+    ("objective", "options"),
+    [
+        (clip_in_place, {}),
+        (clip_rows_in_place, {"vectorized": True}),
+        (clip_in_place, {"executor": "threads"}),
+        (clip_in_place, {"noise_handling": True, "max_iter": 30}),
+    ],
+)
+def test_minimize_with_objective_editing_input(objective, options):
+    # The objective receives copies, so the run follows the same path as one
+    # of the same function without the in-place edit.
+    settings = {"seed": 1, "max_evals": 300, **options}
+    serial = {key: value for key, value in settings.items() if key not in ("vectorized", "executor")}
+    reference = minimize(clipped_sphere, [1.0, 2.0], 0.5, **serial)
+    with ThreadPoolExecutor(2) as pool:
+        if settings.get("executor") == "threads":
+            settings["executor"] = pool
+        result = minimize(objective, [1.0, 2.0], 0.5, **settings)
+    assert same_run(result, reference)
+
+
+def test_failure_names_point_before_objective_edited_it():
+    def zero_then_fail(x):
+        x[:] = 0.0
+        raise RuntimeError("simulation failed")
+
+    points = X.copy()
+    with pytest.raises(EvaluationError) as caught:
+        evaluate(zero_then_fail, points)
+    assert np.array_equal(caught.value.x, X[0])
+    assert np.array_equal(points, X)
