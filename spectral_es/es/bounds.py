@@ -42,10 +42,13 @@ per variable, scipy's other form, is never read as bounds; convert it with
 
 from __future__ import annotations
 
+import reprlib
 from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from spectral_es.es.options import numeric_values
 
 __all__ = [
     "Bounds",
@@ -65,8 +68,8 @@ class Bounds(NamedTuple):
     per variable when n = 2.
 
     Attributes:
-        lb: Lower bounds, a scalar or shape (n,); ``-inf`` for none.
-        ub: Upper bounds, a scalar or shape (n,); ``inf`` for none.
+        lb: Lower bounds, a scalar or shape (n,); ``-inf`` or ``None`` for none.
+        ub: Upper bounds, a scalar or shape (n,); ``inf`` or ``None`` for none.
     """
 
     lb: Any
@@ -77,25 +80,34 @@ class Bounds(NamedTuple):
         """Return the bounds of one ``(low, high)`` pair per variable, shape (n, 2), as in scipy.
 
         Example: ``Bounds.from_pairs([(0, 5), (1, 6)])`` is ``0 <= x[0] <= 5``
-        and ``1 <= x[1] <= 6``.
+        and ``1 <= x[1] <= 6``. ``None`` leaves a side open, as in scipy:
+        ``(None, 5)`` is ``x <= 5``.
         """
+        message = f"pairs must be one (low, high) pair of numbers or None per variable, got {pairs!r}"
         try:
-            array = np.array(pairs, dtype=float)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"pairs must be one (low, high) pair of numbers per variable, got {pairs!r}") from error
+            array = np.asarray(pairs)
+        except (TypeError, ValueError) as error:  # ragged nesting
+            raise ValueError(message) from error
         if array.ndim != 2 or array.shape[1] != 2:
             raise ValueError(
                 f"pairs must have shape (n, 2), one (low, high) pair per variable, got shape {array.shape}"
             )
-        return cls(array[:, 0].copy(), array[:, 1].copy())
+        lows, highs = _real_array(array[:, 0], -np.inf), _real_array(array[:, 1], np.inf)
+        if lows is None or highs is None:
+            raise ValueError(message)
+        return cls(lows, highs)
 
 
 def parse_bounds(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Return ``(lower, upper)``, each shape (n,), from the ``bounds`` argument (``None`` stays ``None``).
 
     ``bounds`` is an object with ``lb`` and ``ub`` attributes (:class:`Bounds`,
-    ``scipy.optimize.Bounds``) or a pair ``(lower, upper)``, each side a
-    scalar or shape (n,).
+    ``scipy.optimize.Bounds``) or a pair ``(lower, upper)``. Each side is a
+    scalar, shape (1,) (how ``scipy.optimize.Bounds`` stores a scalar) or
+    shape (n,). ``None``, for a side or an entry, means no bound, as in
+    scipy: ``-inf`` for a lower and ``inf`` for an upper bound. Other
+    attributes, such as scipy's ``keep_feasible``, are ignored: every point
+    that the strategy evaluates lies in the box anyway.
 
     Raises:
         ValueError: for one ``(low, high)`` pair per variable, shape (n, 2)
@@ -121,11 +133,14 @@ def parse_bounds(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
 def _reject_pairs(bounds: Any, n: int) -> None:
     """Raise ValueError if ``bounds`` is, or may be, one ``(low, high)`` pair per variable."""
     try:
-        array = np.array(bounds, dtype=float)
+        array = np.asarray(bounds)
     except (TypeError, ValueError):
-        return  # ragged or not numbers: not pairs, and the pair check reports it
+        return  # ragged: not pairs, and the pair check reports it
     if array.shape != (n, 2):
         return
+    pair_low, pair_high = _real_array(array[:, 0], -np.inf), _real_array(array[:, 1], np.inf)
+    if pair_low is None or pair_high is None:
+        return  # not numbers: the bound check reports it
     conversion = (
         "pass bounds=Bounds.from_pairs(pairs) (from spectral_es.es.bounds), or bounds=(lower, upper) with "
         "lower = [low for low, high in pairs] and upper = [high for low, high in pairs]"
@@ -136,18 +151,19 @@ def _reject_pairs(bounds: Any, n: int) -> None:
     # n = 2: the rows are (lower, upper) or the two pairs. The first reading
     # is taken unless the second is a different valid box.
     rows = array.tolist()
-    pair_box_valid = bool(np.all(array[:, 0] < array[:, 1]))
-    if not pair_box_valid or rows[0][1] == rows[1][0]:
+    side_low, side_high = _real_array(array[0], -np.inf), _real_array(array[1], np.inf)
+    same_box = np.array_equal(side_low, pair_low) and np.array_equal(side_high, pair_high)
+    if not np.all(pair_low < pair_high) or same_box:
         return
-    if not np.all(array[0] < array[1]):
+    if not np.all(side_low < side_high):
         raise ValueError(
             f"bounds {rows} is one (low, high) pair per variable: read as (lower, upper) it has "
             f"lower >= upper; {conversion}"
         )
     raise ValueError(
         f"bounds {rows} is ambiguous for n = 2: as (lower, upper) it is the box "
-        f"[{rows[0][0]}, {rows[1][0]}] x [{rows[0][1]}, {rows[1][1]}], as one (low, high) pair per "
-        f"variable [{rows[0][0]}, {rows[0][1]}] x [{rows[1][0]}, {rows[1][1]}]; pass "
+        f"[{side_low[0]}, {side_high[0]}] x [{side_low[1]}, {side_high[1]}], as one (low, high) pair per "
+        f"variable [{pair_low[0]}, {pair_high[0]}] x [{pair_low[1]}, {pair_high[1]}]; pass "
         f"Bounds(lb={rows[0]}, ub={rows[1]}) for the first or Bounds.from_pairs({rows}) for the second "
         "(Bounds is in spectral_es.es.bounds; scipy.optimize.Bounds works too)"
     )
@@ -282,7 +298,7 @@ class Domain:
             a scalar or shape (n,), and infinite entries leave a side open.
             :func:`parse_bounds` gives the rules.
         integer_variables: Indices of the variables that take whole numbers,
-            from 0 to n - 1.
+            ints from 0 to n - 1, or a boolean mask of length n.
 
     Attributes:
         box: The :class:`BoxBounds`, or ``None`` without bounds.
@@ -324,35 +340,78 @@ class Domain:
 
 
 def validate_integer_variables(indices: Any, n: int, bounds: BoxBounds | None) -> np.ndarray:
-    """Return sorted unique integer-variable indices, shape (k,), validated against n and the box.
+    """Return sorted integer-variable indices, shape (k,), validated against n and the box.
 
-    Indices run from 0 to n - 1. Negative indices are rejected: ``-1`` is more
-    often a placeholder or an off-by-one error than a request for the last
-    variable. Each integer variable needs a whole number inside its bounds.
+    ``indices`` is a sequence of int indices from 0 to n - 1, or a boolean
+    mask of length n whose True entries mark the integer variables. Each
+    integer variable needs a whole number inside its bounds.
+
+    Raises:
+        ValueError: for a negative index (``-1`` is more often a placeholder
+            or an off-by-one error than a request for the last variable), an
+            index >= n, a repeated index, a float index (whole ones such as
+            ``1.0`` too) or a boolean mask of another length. Repeats and
+            floats are rejected because a 0/1 mask given as ints or floats,
+            such as ``[0, 1, 0]``, would otherwise read as indices.
     """
-    try:
-        raw = np.asarray(indices if indices is not None else [], dtype=float).ravel()
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"integer_variables must be a list of indices, got {indices!r}") from error
-    if raw.size and not np.array_equal(raw, np.round(raw)):
-        raise ValueError(f"integer_variables must hold whole-number indices, got {indices!r}")
-    result = raw.astype(int)
+    result = _integer_indices(indices, n)
     outside = result[(result < 0) | (result >= n)]
     if outside.size:
         raise ValueError(
             f"integer_variables {indices!r} has the index {int(outside[0])} outside 0..{n - 1} for dimension {n}; "
             f"count from 0, so the last variable is {n - 1}"
         )
-    result = np.unique(result)
-    if bounds is not None and result.size:
-        empty = result[np.ceil(bounds.lower[result]) > np.floor(bounds.upper[result])]
+    unique, counts = np.unique(result, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            f"integer_variables {indices!r} lists the index {int(unique[counts > 1][0])} more than once; "
+            "list each index once, or pass a boolean mask of length n (dtype bool) if this is a 0/1 mask"
+        )
+    if bounds is not None and unique.size:
+        empty = unique[np.ceil(bounds.lower[unique]) > np.floor(bounds.upper[unique])]
         if empty.size:
             i = int(empty[0])
             raise ValueError(
                 f"integer variable {i} has no whole number in its bounds "
                 f"[{bounds.lower[i]}, {bounds.upper[i]}]; widen them to include one"
             )
-    return result
+    return unique
+
+
+def _integer_indices(indices: Any, n: int) -> np.ndarray:
+    """Return ``integer_variables`` as an int array of indices, shape (k,), not yet range-checked."""
+    if indices is None:
+        return np.zeros(0, dtype=int)
+    message = f"integer_variables must be int indices from 0 to {n - 1} or a boolean mask of length {n}"
+    try:
+        array = np.asarray(indices).ravel()
+    except (TypeError, ValueError) as error:  # ragged nesting
+        raise ValueError(f"{message}, got {indices!r}") from error
+
+    # A boolean mask marks the True positions.
+    if array.dtype.kind == "b":
+        if array.size != n:
+            raise ValueError(
+                f"integer_variables is a boolean mask of length {array.size}, but the dimension is {n}; "
+                "pass one True or False per variable, or int indices"
+            )
+        return np.flatnonzero(array)
+    if array.size == 0:
+        return np.zeros(0, dtype=int)
+
+    # numpy reads [True, 2] as the ints [1, 2], so look at the entries of a list.
+    if isinstance(indices, (list, tuple)) and any(
+        isinstance(entry, (bool, np.bool_)) for entry in np.asarray(indices, dtype=object).ravel().tolist()
+    ):
+        raise ValueError(f"{message}, got {indices!r}, which mixes bools and numbers")
+    if array.dtype.kind == "f":
+        raise ValueError(
+            f"{message}, got the floats {indices!r}; floats are rejected even when whole, such as 1.0, "
+            "because a 0/1 mask of floats would read as indices: pass ints, or a mask of dtype bool"
+        )
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{message}, got {indices!r}")
+    return array.astype(int)
 
 
 def round_integers(X: np.ndarray, indices: np.ndarray, bounds: BoxBounds | None) -> np.ndarray:
@@ -381,18 +440,42 @@ def integer_min_std(n: int, n_integer: int, mueff: float) -> float:
 
 
 def _broadcast_bound(name: str, value: Any, n: int) -> np.ndarray:
-    try:
-        array = np.array(value, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} bound must be a number or a sequence of n = {n} numbers, got {value!r}") from error
-    if array.ndim == 0:
-        array = np.full(n, float(array))
+    """Return one side of the bounds as shape (n,), ``None`` entries read as no bound."""
+    array = _real_array(value, -np.inf if name == "lower" else np.inf)
+    if array is None:
+        raise ValueError(
+            f"{name} bound must be a number, None or a sequence of n = {n} of them, got {reprlib.repr(value)}"
+        )
+
+    # A scalar, or shape (1,) as scipy.optimize.Bounds stores one, applies
+    # to every variable.
+    if array.ndim == 0 or array.shape == (1,):
+        array = np.full(n, array.item())
     if array.shape != (n,):
         raise ValueError(
             f"{name} bound has shape {array.shape}, expected a scalar or shape ({n},), one entry per variable"
         )
     if np.any(np.isnan(array)):
         raise ValueError(
-            f"{name} bound has NaN at indices {np.flatnonzero(np.isnan(array)).tolist()}; use -inf or inf for no bound"
+            f"{name} bound has NaN at indices {np.flatnonzero(np.isnan(array)).tolist()}; "
+            "use -inf, inf or None for no bound"
         )
     return array
+
+
+def _real_array(value: Any, missing: float) -> np.ndarray | None:
+    """Return ``value`` as a float array with ``None`` entries set to ``missing``, or ``None`` unless real numbers.
+
+    Strings are rejected as :func:`~spectral_es.es.options.numeric_values`
+    rejects them.
+    """
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nesting
+        return None
+    if array.dtype.kind == "O":
+        array = array.copy()
+        for index, entry in np.ndenumerate(array):
+            if entry is None:
+                array[index] = missing
+    return numeric_values(array)

@@ -56,7 +56,8 @@ def test_inverse_round_trips_feasible_points(rng):
         ([0, 2, 0], 1.0, r"lower\[1\] = 2.0 >= upper\[1\] = 1.0"),
         ([0, np.nan, 0], 1.0, "NaN at indices \\[1\\]"),
         ([0, 0], 1.0, r"shape \(2,\), expected a scalar or shape \(3,\)"),
-        ("low", 1.0, "must be a number or a sequence"),
+        ("low", 1.0, "lower bound must be a number, None or a sequence"),
+        ([0, "1", 0], 1.0, "lower bound must be a number, None or a sequence"),
     ],
 )
 def test_bad_bounds_rejected(lower, upper, message):
@@ -168,13 +169,29 @@ def test_integer_min_std_matches_pycma_bound():
         ([5], "index 5 outside 0..4"),
         ([-1], r"index -1 outside 0..4 .*the last variable is 4"),
         ([0, -5], "index -5 outside 0..4"),
-        ([0.5], "whole-number"),
-        (["a"], "list of indices"),
+        ([1.5], r"got the floats \[1.5\]; floats are rejected even when whole"),
+        ([0.0, 2.0], r"got the floats \[0.0, 2.0\]; floats are rejected even when whole"),
+        (np.array([0.0, 1.0, 0.0, 0.0, 1.0]), "floats are rejected.*mask of dtype bool"),
+        (["a"], "int indices from 0 to 4 or a boolean mask of length 5"),
+        ([True, 2], "mixes bools and numbers"),
+        ([0, 1, 0, 0, 1], r"lists the index 0 more than once.*boolean mask"),
+        ([False, True, False], r"boolean mask of length 3, but the dimension is 5"),
+        ([True] * 6, r"boolean mask of length 6, but the dimension is 5"),
     ],
 )
 def test_bad_integer_indices_rejected(indices, message):
     with pytest.raises(ValueError, match=message):
         SpectralES(np.zeros(5), 1.0, integer_variables=indices)
+    with pytest.raises(ValueError, match=message):
+        minimize(sphere, np.zeros(5), 1.0, integer_variables=indices)
+
+
+@pytest.mark.parametrize("mask", [[False, True, False, False, True], np.array([0, 1, 0, 0, 1], dtype=bool)])
+def test_integer_mask_marks_true_positions(mask):
+    assert SpectralES(np.zeros(5), 1.0, integer_variables=mask).domain.integer.tolist() == [1, 4]
+    result = minimize(sphere, np.full(5, 0.3), 1.0, seed=0, max_iter=3, integer_variables=mask)
+    assert np.array_equal(result.xbest[[1, 4]], np.round(result.xbest[[1, 4]]))
+    assert not np.array_equal(result.xbest[[0, 2, 3]], np.round(result.xbest[[0, 2, 3]]))
 
 
 def test_integer_variable_without_whole_number_in_bounds_rejected():
@@ -193,6 +210,46 @@ def test_bounds_object_with_lb_ub_accepted():
     assert box_of(Bounds(-1, [1, 2]), [0.0, 0.0]) == ([-1, -1], [1, 2])
     optimize = pytest.importorskip("scipy.optimize")
     assert box_of(optimize.Bounds([0, 1, 2], [5, 6, 7]), [1.0, 2.0, 3.0]) == ([0, 1, 2], [5, 6, 7])
+
+
+def test_scipy_scalar_bounds_broadcast():
+    # scipy stores Bounds(0, 2) as arrays of shape (1,); keep_feasible is ignored.
+    optimize = pytest.importorskip("scipy.optimize")
+    for bounds in (optimize.Bounds(0, 2), optimize.Bounds(0, 2, keep_feasible=True), Bounds([0], [2]), ([0], 2)):
+        assert box_of(bounds, [1.0, 1.0, 1.0]) == ([0, 0, 0], [2, 2, 2])
+    result = minimize(sphere, [1.0, 1.0, 1.0], 0.5, seed=1, bounds=optimize.Bounds(0, 2, keep_feasible=True))
+    assert result.success
+    assert np.all((result.xbest >= 0) & (result.xbest <= 2))
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ((None, 2), ([-np.inf] * 3, [2, 2, 2])),
+        ((0, None), ([0, 0, 0], [np.inf] * 3)),
+        (([None, 0, 0], [1, None, 2]), ([-np.inf, 0, 0], [1, np.inf, 2])),
+        (Bounds.from_pairs([(None, 5), (1, None), (0, 1)]), ([-np.inf, 1, 0], [5, np.inf, 1])),
+        (Bounds(None, [None, 3, None]), ([-np.inf] * 3, [np.inf, 3, np.inf])),
+    ],
+)
+def test_none_means_no_bound(bounds, expected):
+    assert box_of(bounds, [0.5, 1.5, 0.5]) == expected
+
+
+def test_none_in_scipy_bounds_and_pairs():
+    optimize = pytest.importorskip("scipy.optimize")
+    assert box_of(optimize.Bounds([None, 0], [5, None]), [1.0, 2.0]) == ([-np.inf, 0], [5, np.inf])
+    # The minimum of the sphere on x[0] <= 5, x[1] >= 1 is (0, 1).
+    result = minimize(sphere, [1.0, 2.0], 0.5, seed=1, bounds=Bounds.from_pairs([(None, 5), (1, None)]))
+    assert np.allclose(result.xbest, [0.0, 1.0], atol=1e-4)
+
+
+def test_none_pairs_still_need_conversion():
+    with pytest.raises(ValueError, match=r"shape \(3, 2\), one \(low, high\) pair per variable"):
+        SpectralES([1.0, 2.0, 3.0], 0.1, bounds=[(None, 5), (1, None), (2, 7)])
+    # For n = 2 both readings are valid boxes once None means no bound.
+    with pytest.raises(ValueError, match=r"ambiguous for n = 2.*\[-inf, 1.0\] x \[5.0, inf\]"):
+        SpectralES([0.5, 5.5], 0.1, bounds=[(None, 5), (1, None)])
 
 
 def test_per_variable_pairs_rejected_with_conversion():
@@ -228,7 +285,7 @@ def test_unambiguous_sides_accepted_for_two_variables(bounds, expected):
     assert box_of(bounds, [0.5, 1.0]) == expected
 
 
-@pytest.mark.parametrize("pairs", [[0, 5], [(0, 1, 2)], "ab"])
+@pytest.mark.parametrize("pairs", [[0, 5], [(0, 1, 2)], "ab", [(0, "5")], [(0, 1), (2,)]])
 def test_from_pairs_rejects_other_shapes(pairs):
     with pytest.raises(ValueError, match="pair"):
         Bounds.from_pairs(pairs)
