@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,10 @@ import numpy as np
 __all__ = [
     "numeric_values",
     "stop_options",
+    "validate_bool",
     "validate_integer",
     "validate_positive",
+    "validate_real",
     "validate_seed",
     "validate_x0",
 ]
@@ -40,7 +43,12 @@ def stop_options(
     ``None`` means no limit for ``max_evals`` and ``f_target``, and pycma's
     defaults for ``max_iter`` (``100 + 150 (n + 3)^2 / sqrt(popsize)``) and
     ``tol_stagnation`` (``100 + 100 n^1.5 / popsize``), both rounded down to
-    whole iterations.
+    whole iterations. Every value must be a real number (not a string or a
+    bool). ``f_target`` may be any number but NaN, which no objective value
+    reaches; ``-inf`` is accepted and means no target, as ``None`` does.
+
+    Raises:
+        ValueError: naming the option, its value and the fix.
     """
     options = {
         "max_evals": math.inf if max_evals is None else max_evals,
@@ -53,13 +61,25 @@ def stop_options(
         "tol_stagnation": int(100 + 100 * n**1.5 / popsize) if tol_stagnation is None else tol_stagnation,
     }
     for name in ("max_evals", "max_iter", "tol_condition", "tol_flat", "tol_stagnation"):
-        validate_positive(name, options[name], f"pass {name} > 0 or omit it")
+        number = validate_positive(name, options[name], f"pass {name} > 0 or omit it")
+        options[name] = whole_number_as_int(number) if name in _COUNT_OPTIONS else _keep_int(options[name], number)
     for name in ("tol_f", "tol_x"):
-        if not options[name] >= 0:
-            raise ValueError(f"{name} must be >= 0, got {options[name]!r}")
-    for name in _COUNT_OPTIONS:
-        options[name] = whole_number_as_int(options[name])
+        fix = f"pass {name} >= 0, such as 1e-11, or omit it for the default"
+        number = validate_real(name, options[name], fix)
+        if not number >= 0:
+            raise ValueError(f"{name} must be >= 0, got {options[name]!r}; {fix}")
+        options[name] = _keep_int(options[name], number)
+    fix = "pass a number such as 1e-8, or omit it for no target"
+    number = validate_real("f_target", options["f_target"], fix)
+    if math.isnan(number):
+        raise ValueError(f"f_target must not be NaN, which no objective value reaches; {fix}")
+    options["f_target"] = _keep_int(options["f_target"], number)
     return options
+
+
+def _keep_int(value: Any, number: float) -> int | float:
+    """Return an integer ``value`` as a Python int, else ``number``, so stop messages show the value as given."""
+    return int(value) if isinstance(value, (int, np.integer)) else number
 
 
 def whole_number_as_int(value: Any) -> Any:
@@ -117,11 +137,18 @@ def validate_integer(name: str, value: Any, minimum: int, fix: str) -> int:
 
 
 def validate_x0(x0: Any) -> np.ndarray:
-    """Return ``x0`` as a finite 1-D float array, or raise ValueError saying what is wrong."""
-    try:
-        x0 = np.array(x0, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"x0 must be a 1-D array of numbers, got {x0!r}") from error
+    """Return ``x0`` as a finite 1-D float array (a copy), or raise ValueError saying what is wrong.
+
+    Entries must be real numbers, as :func:`numeric_values` reads them, so
+    strings such as ``"1"`` are rejected although ``float`` would parse them.
+    """
+    values = numeric_values(x0)
+    if values is None:
+        raise ValueError(
+            f"x0 must be a 1-D array of numbers, got {reprlib.repr(x0)}; pass floats, "
+            "for example np.array(x0, dtype=float) for numbers read from text"
+        )
+    x0 = values
     if x0.ndim != 1:
         raise ValueError(f"x0 must be 1-D, got shape {x0.shape}; pass a flat vector (x0.ravel() for an array)")
     if x0.size == 0:
@@ -133,19 +160,41 @@ def validate_x0(x0: Any) -> np.ndarray:
     return x0
 
 
+def validate_real(name: str, value: Any, fix: str) -> float:
+    """Return ``value`` as a float; raise ValueError naming it and ``fix`` unless it is one real number.
+
+    Strings are rejected although ``float`` would parse them, as objective
+    values are, and so are bools, which are not counts or thresholds. NaN
+    and infinity pass; the caller decides about them.
+    """
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a number, got the string {value!r}; {fix}")
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got the bool {value!r}; {fix}")
+    number = numeric_values(value)
+    if number is None or number.shape != ():
+        raise ValueError(f"{name} must be a number, got {reprlib.repr(value)}; {fix}")
+    return float(number)
+
+
+def validate_bool(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool; raise ValueError unless it is ``True`` or ``False`` (numpy's too).
+
+    Strings such as ``"no"``, numbers and ``None`` are rejected: Python
+    would read ``"no"`` and ``"False"`` as true.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def validate_positive(name: str, value: Any, fix: str) -> float:
     """Return ``value`` as a positive float; raise ValueError naming it and ``fix`` otherwise.
 
     Infinity is accepted (a limit that never triggers) except for ``sigma0``.
-    Strings are rejected although ``float`` would parse them, as objective
-    values are.
+    Strings and bools are rejected, see :func:`validate_real`.
     """
-    if isinstance(value, (str, bytes)):
-        raise ValueError(f"{name} must be a number, got the string {value!r}; {fix}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a positive number, got {value!r}; {fix}") from error
+    number = validate_real(name, value, fix)
     if not (number > 0 and not math.isnan(number)) or (math.isinf(number) and name == "sigma0"):
         raise ValueError(f"{name} must be positive and finite, got {value!r}; {fix}")
     return number

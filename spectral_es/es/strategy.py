@@ -42,6 +42,7 @@ from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.options import (
     numeric_values,
     stop_options,
+    validate_bool,
     validate_integer,
     validate_positive,
     validate_seed,
@@ -85,7 +86,8 @@ class SpectralES:
         max_evals: Stop after this many evaluations. Default: no limit.
         max_iter: Stop after this many iterations. Default
             ``100 + 150 (n + 3)^2 / sqrt(popsize)``, as in pycma.
-        f_target: Stop once an objective value is at or below this.
+        f_target: Stop once an objective value is at or below this. NaN
+            is rejected; ``-inf``, like the default ``None``, never stops.
         tol_f: Stop when the objective values of the last generation and
             the best values of the recent ``10 + 30 n / popsize`` generations
             all lie within this range. Default 1e-11.
@@ -105,11 +107,15 @@ class SpectralES:
             moves every iteration). Default
             ``floor(1 / (10 n (c1 + c_mu))) + 1``, the iterations pycma waits
             between eigendecompositions: 1 up to n = 87, 8 at n = 1000.
-        bounds: ``(lower, upper)``, each a scalar or shape (n,), infinite
-            entries allowed. Every sample is mapped into the box by the smooth
-            periodic map of :class:`~spectral_es.es.bounds.BoxBounds`, so
-            :meth:`ask` returns only feasible points; ``x0`` must lie inside.
-        integer_variables: Indices of variables that take whole numbers.
+        bounds: ``(lower, upper)``, each a scalar or shape (n,), or an
+            object with ``lb`` and ``ub`` such as ``scipy.optimize.Bounds``.
+            Infinite and ``None`` entries leave a side open, see
+            :func:`~spectral_es.es.bounds.parse_bounds`. Every sample is
+            mapped into the box by the smooth periodic map of
+            :class:`~spectral_es.es.bounds.BoxBounds`, so :meth:`ask`
+            returns only feasible points; ``x0`` must lie inside.
+        integer_variables: Indices (ints from 0 to n - 1) of the variables
+            that take whole numbers, or a boolean mask of length n.
             :meth:`ask` rounds them. Their standard deviation is kept at or
             above :attr:`integer_min_std`, so the search keeps trying
             neighbouring values, and ``tol_x`` looks at the other variables.
@@ -172,12 +178,18 @@ class SpectralES:
             raise ValueError(f"unknown preset {preset!r}; use 'cma' or 'xnes'")
         if cayley not in ("exact", "truncated"):
             raise ValueError(f"unknown cayley {cayley!r}; use 'exact' or 'truncated'")
+        diagonal = validate_bool("diagonal", diagonal)
+        active = validate_bool("active", active)
+        noise_handling = validate_bool("noise_handling", noise_handling)
+        noise_max_evaluations = validate_integer(
+            "noise_max_evaluations", noise_max_evaluations, 1, "omit it for the default 20"
+        )
 
         if preset == "cma":
             self.params = Parameters.cma(n, popsize, diagonal=diagonal, active=active)
         else:
             self.params = Parameters.xnes(n, popsize, diagonal=diagonal)
-        self.diagonal = bool(diagonal)
+        self.diagonal = diagonal
         if rotation_interval is None:
             learning_rate = self.params.c1 + self.params.shape_weights[self.params.shape_weights > 0].sum()
             rotation_interval = int(1 / (10 * n * learning_rate)) + 1

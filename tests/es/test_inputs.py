@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -17,11 +19,17 @@ from spectral_es.functions import sphere
         ([0.0, np.nan], r"x0 must be finite.*indices \[1\]"),
         ([np.inf, 0.0], r"x0 must be finite.*indices \[0\]"),
         (["a", "b"], "x0 must be a 1-D array of numbers"),
+        (["1", "2"], r"x0 must be a 1-D array of numbers, got \['1', '2'\]; pass floats"),
+        (np.array(["1", "2"]), "x0 must be a 1-D array of numbers"),
+        ([1.0, None], r"x0 must be a 1-D array of numbers, got \[1.0, None\]"),
+        ([1j, 0.0], "x0 must be a 1-D array of numbers"),
     ],
 )
 def test_bad_x0(x0, match):
     with pytest.raises(ValueError, match=match):
         SpectralES(x0, 1.0)
+    with pytest.raises(ValueError, match=match):
+        minimize(sphere, x0, 1.0)
 
 
 @pytest.mark.parametrize("sigma0", [0.0, -1.0, np.nan, np.inf, "big", "0.5", None, [1.0, 1.0, 1.0]])
@@ -53,6 +61,87 @@ def test_popsize_two_is_allowed():
 def test_bad_options(option, value):
     with pytest.raises(ValueError, match=option):
         SpectralES(np.zeros(3), 1.0, **{option: value})
+
+
+NUMERIC_OPTIONS = ("max_evals", "max_iter", "f_target", "tol_f", "tol_x", "tol_condition", "tol_flat", "tol_stagnation")
+
+
+class CountingSphere:
+    """Sphere that counts its calls, to check that bad options fail before any evaluation."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return sphere(x)
+
+
+# None is a bad value only for the options whose default is not None.
+NON_NUMBERS = [
+    (option, value, described)
+    for option in NUMERIC_OPTIONS
+    for value, described in [("1e-3", "the string '1e-3'"), (True, "the bool True"), ([1.0, 2.0], r"\[1.0, 2.0\]")]
+] + [(option, None, "None") for option in ("tol_f", "tol_x", "tol_condition", "tol_flat")]
+
+
+@pytest.mark.parametrize(("option", "value", "described"), NON_NUMBERS)
+def test_numeric_option_must_be_a_number(option, value, described):
+    message = rf"{option} must be a number, got {described}; pass "
+    with pytest.raises(ValueError, match=message):
+        SpectralES(np.zeros(3), 1.0, **{option: value})
+    objective = CountingSphere()
+    with pytest.raises(ValueError, match=message):
+        minimize(objective, np.zeros(3), 1.0, **{option: value})
+    assert objective.calls == 0
+
+
+def test_nan_target_rejected():
+    with pytest.raises(ValueError, match="f_target must not be NaN, which no objective value reaches; pass a number"):
+        SpectralES(np.zeros(3), 1.0, f_target=np.nan)
+
+
+def test_target_minus_infinity_means_no_target():
+    es = SpectralES(np.ones(3), 1.0, seed=0, f_target=-np.inf, max_iter=20)
+    while not es.stop():
+        X = es.ask()
+        es.tell(X, sphere(X))
+    assert es.stop() == {"max_iter": 20}
+
+
+def test_integer_thresholds_reported_as_given():
+    es = SpectralES(np.ones(3), 1.0, seed=0, f_target=1, tol_x=np.int64(0))
+    while not es.stop():
+        X = es.ask()
+        es.tell(X, sphere(X))
+    assert es.result.message == "f_target=1"
+    assert type(es.options["tol_x"]) is int
+
+
+@pytest.mark.parametrize("option", ["diagonal", "active", "noise_handling"])
+@pytest.mark.parametrize("value", ["no", "False", "", 1, 0, None])
+def test_boolean_option_must_be_a_bool(option, value):
+    message = re.escape(f"{option} must be True or False, got {value!r}")
+    with pytest.raises(ValueError, match=message):
+        SpectralES(np.zeros(3), 1.0, **{option: value})
+    objective = CountingSphere()
+    with pytest.raises(ValueError, match=message):
+        minimize(objective, np.zeros(3), 1.0, **{option: value})
+    assert objective.calls == 0
+
+
+def test_numpy_bools_accepted_as_options():
+    es = SpectralES(np.zeros(3), 1.0, diagonal=np.True_, active=np.False_, noise_handling=np.True_)
+    assert es.diagonal is True
+    assert es.B is None
+    assert np.all(es.params.shape_weights >= 0)  # no negative (active) weights
+    assert es.noise is not None
+
+
+@pytest.mark.parametrize("value", [2.5, "5", True, 0])
+def test_bad_noise_max_evaluations_rejected_without_noise_handling(value):
+    with pytest.raises(ValueError, match=r"noise_max_evaluations must be an integer >= 1"):
+        SpectralES(np.zeros(3), 1.0, noise_max_evaluations=value)
 
 
 @pytest.fixture
