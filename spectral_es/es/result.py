@@ -17,9 +17,16 @@ class NonFiniteObjectiveWarning(RuntimeWarning):
     """Warning for NaN or infinite objective values, which rank as worst."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ESResult:
     """Outcome of a run, also usable while it is in progress.
+
+    Results compare and hash by identity: ``a == b`` only for the same
+    object, and a result can be a dict key or a set member. A field-wise
+    ``==`` would raise on the arrays, as it does for
+    ``scipy.optimize.OptimizeResult`` (a dict, so also unhashable). Compare
+    fields instead, such as ``a.fbest == b.fbest`` and
+    ``np.array_equal(a.xbest, b.xbest)``.
 
     Attributes:
         xbest: Best solution evaluated so far, shape (n,).
@@ -47,7 +54,7 @@ class ESResult:
     stop: dict[str, Any]
     n_nonfinite: int = 0
     restarts: tuple[dict[str, Any], ...] = field(default=())
-    history: History | None = field(default=None, repr=False, compare=False)
+    history: History | None = field(default=None, repr=False)
 
     @property
     def x(self) -> np.ndarray:

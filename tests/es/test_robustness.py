@@ -142,3 +142,15 @@ def test_all_nan_objective_names_its_reason():
         result = minimize(lambda x: np.nan, np.zeros(3), 1.0, seed=0)
     assert result.stop == {"non_finite_objective": 3}
     assert result.nit == 3
+
+
+def test_results_compare_and_hash_by_identity():
+    # Two runs with the same seed give results with equal fields, whose
+    # field-wise == would have to compare arrays.
+    first = minimize(sphere, np.ones(3), 1.0, seed=1, max_iter=5)
+    second = minimize(sphere, np.ones(3), 1.0, seed=1, max_iter=5)
+    assert np.array_equal(first.xbest, second.xbest)
+    assert first == first
+    assert first != second
+    assert hash(first) == hash(first)
+    assert len({first, second}) == 2
