@@ -12,6 +12,7 @@ are checked before the first evaluation.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import math
@@ -29,8 +30,9 @@ import numpy as np
 from spectral_es import __version__
 from spectral_es.es import ESResult, EvaluationError, SpectralES, minimize, resume
 from spectral_es.es.bounds import Bounds
-from spectral_es.es.checkpoint import check_writable
-from spectral_es.es.minimize import objective_name, read_plan
+from spectral_es.es.checkpoint import check_distinct, check_writable, same_file
+from spectral_es.es.history import check_new_log
+from spectral_es.es.minimize import check_new_checkpoint, objective_name, read_plan
 from spectral_es.functions import FUNCTIONS
 
 # Built-in functions start at 3 in every coordinate: away from every optimum
@@ -180,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("--noise-max-evaluations", type=int, help="most evaluations averaged per point (default 20)")
 
     evaluation = run.add_argument_group("evaluation")
-    evaluation.add_argument("--vectorized", action="store_true", help="call the function once per population (rows)")
+    evaluation.add_argument(
+        "--vectorized",
+        action=argparse.BooleanOptionalAction,
+        help="call the function once per population, on its rows (default: no; with --resume, as the saved run)",
+    )
     evaluation.add_argument("--workers", type=int, help="evaluate in this many local processes")
     evaluation.add_argument(
         "--dask", metavar="ADDRESS", help="evaluate on the Dask scheduler at ADDRESS (tcp://host:port)"
@@ -233,7 +239,8 @@ def run_minimize(args: argparse.Namespace) -> int:
     check_outputs(args)
 
     io_options = {
-        "vectorized": args.vectorized,
+        # None lets resume() take the saved run's setting.
+        "vectorized": args.vectorized if args.resume else bool(args.vectorized),
         "disp": False if args.quiet else args.every,
         "log": args.log,
         "checkpoint": args.checkpoint,
@@ -249,6 +256,8 @@ def run_minimize(args: argparse.Namespace) -> int:
                 result = resume(function, args.resume, executor=executor, **io_options)
             else:
                 result = minimize(function, executor=executor, **io_options, **settings)
+    except ValueError as error:
+        raise ValueError(in_command_line_terms(str(error), args)) from error
     except EvaluationError as error:
         saved = args.checkpoint or args.resume
         if saved:
@@ -291,12 +300,30 @@ def resumed_function(spec: str | None, stored: str, path: str) -> Callable:
     return function
 
 
+def in_command_line_terms(message: str, args: argparse.Namespace) -> str:
+    """Return a message of ``minimize`` or ``resume`` with the hints about ``vectorized`` given as flags."""
+    # Without --vectorized, a resumed run is vectorized only because the saved run was.
+    drop = "drop --vectorized" if args.vectorized else "pass --no-vectorized (the saved run was vectorized)"
+    return message.replace("pass vectorized=False", drop).replace("pass vectorized=True", "add --vectorized")
+
+
 def check_outputs(args: argparse.Namespace) -> None:
-    """Check ``--log``, ``--checkpoint`` (on resume, by default the resumed file) and ``--plot`` before the run."""
+    """Check ``--log``, ``--checkpoint`` (on resume, by default the resumed file) and ``--plot`` before the run.
+
+    Each must be writable and differ from the others and from the resumed
+    file, which only ``--checkpoint`` may name. An existing ``--log`` must
+    be empty or a spectral_es log, and an existing ``--checkpoint`` other
+    than the resumed file must be empty or the checkpoint of a finished run.
+    """
+    check_distinct({"--log": args.log, "--plot": args.plot, "--resume": args.resume})
+    check_distinct({"--log": args.log, "--plot": args.plot, "--checkpoint": args.checkpoint})
     if args.log is not None:
         check_writable(args.log, "--log")
+        check_new_log(args.log, "--log")
     if args.checkpoint is not None:
         check_writable(args.checkpoint, "--checkpoint")
+        if not (args.resume and same_file(args.checkpoint, args.resume)):
+            check_new_checkpoint(args.checkpoint, "--checkpoint", f"--resume {args.checkpoint}")
     elif args.resume:
         check_writable(args.resume, "--resume (also the checkpoint of the continued run)")
     if args.plot is not None:
@@ -372,6 +399,7 @@ def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
     if settings["bipop"] and not settings["restarts"]:
         raise ValueError("--bipop interleaves small runs with restarts; give --restarts K with K >= 1 too")
 
+    check_start(settings["x0"], settings["bounds"])
     options = {name: value for name, value in settings.items() if name not in ("x0", "sigma0", "restarts", "bipop")}
     try:
         SpectralES(settings["x0"], settings["sigma0"], **options)
@@ -380,6 +408,23 @@ def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
         for name, flag in {**RUN_OPTIONS, "integer_variables": "--integer"}.items():
             message = re.sub(rf"\b{name}\b", flag, message)
         raise ValueError(message) from error
+
+
+def check_start(x0: np.ndarray, bounds: Bounds | None) -> None:
+    """Raise ValueError, in the command line's terms, if ``--x0`` lies outside the box of ``--lower`` and ``--upper``.
+
+    A box with ``lower >= upper`` somewhere is left to ``SpectralES``, whose
+    message covers it.
+    """
+    if bounds is None or not np.all(bounds.lb < bounds.ub):
+        return
+    outside = np.flatnonzero((x0 < bounds.lb) | (x0 > bounds.ub))
+    if outside.size:
+        i = int(outside[0])
+        raise ValueError(
+            f"--x0[{i}] = {x0[i]} lies outside the bounds [{bounds.lb[i]}, {bounds.ub[i]}] "
+            f"({outside.size} coordinate(s) outside in all); move --x0 inside [--lower, --upper]"
+        )
 
 
 def check_resume_arguments(args: argparse.Namespace) -> None:
@@ -412,7 +457,13 @@ def open_executor(workers: int | None, dask_address: str | None) -> Iterator[Any
             from distributed import Client
         except ImportError as error:
             raise ValueError("--dask needs Dask: pip install 'spectral-es[distributed]'") from error
-        with Client(dask_address) as client:
+        try:
+            client = Client(dask_address)
+        except (OSError, asyncio.TimeoutError) as error:  # the latter is an OSError only from Python 3.11 on
+            raise ValueError(
+                f"could not connect to the Dask scheduler at {dask_address} ({error}); check the address"
+            ) from error
+        with client:
             yield client
         return
     yield None

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 import spectral_es
-from spectral_es.cli import main
+from spectral_es.cli import in_command_line_terms, main
 from spectral_es.es.minimize import read_plan
 
 # The repository root, so that subprocesses started elsewhere import this spectral_es.
@@ -37,6 +39,18 @@ def crashes(x):
 
 def noisy(x, noise=np.random.default_rng(0)):
     return float((x**2).sum() + 1e-2 * noise.standard_normal())
+
+
+fail_at = None
+
+
+def rows(X):
+    """Shifted sphere of each row of the population; raises on call number fail_at."""
+    global calls
+    calls += 1
+    if calls == fail_at:
+        raise RuntimeError("solver crashed")
+    return ((X - 1.5) ** 2).sum(axis=1)
 '''
 
 
@@ -45,7 +59,7 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "cli_checks_objective.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("cli_checks_objective")
-    module.calls = 0
+    module.calls, module.fail_at = 0, None
     yield module
     del sys.modules["cli_checks_objective"]
 
@@ -270,3 +284,112 @@ def test_resume_of_missing_file(tmp_path, capsys):
     code, err = exit_code_and_stderr(["minimize", "--resume", str(missing)], capsys)
     assert code == 2
     assert f"checkpoint '{missing}' not found; check the path" in err
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (["--log", "same.x", "--checkpoint", "same.x"], "--log and --checkpoint name the same file 'same.x'"),
+        (["--log", "same.png", "--plot", "same.png"], "--log and --plot name the same file 'same.png'"),
+        (["--plot", "same.svg", "--checkpoint", "./same.svg"], "--plot and --checkpoint name the same file"),
+    ],
+)
+def test_one_path_for_two_outputs_rejected(outputs, message, tmp_path, capsys, monkeypatch, user_module):
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_code_and_stderr(["minimize", "cli_checks_objective:counted", "--dim", "2", *outputs], capsys)
+    assert code == 2
+    assert message in err
+    assert user_module.calls == 0
+    assert not list(tmp_path.glob("same.*"))
+
+
+@pytest.mark.parametrize("option", ["--log", "--plot"])
+def test_output_on_resumed_file_rejected(option, tmp_path, capsys, user_module):
+    checkpoint = tmp_path / "f2.npz"
+    argv = ["minimize", "cli_checks_objective:counted", "--dim", "2", "--seed", "0", "--quiet", "--max-evals", "60"]
+    assert main([*argv, "--checkpoint", str(checkpoint)]) == 0
+    before = checkpoint.read_bytes()
+    code, err = exit_code_and_stderr(["minimize", "--resume", str(checkpoint), option, str(checkpoint)], capsys)
+    assert code == 2
+    assert f"{option} and --resume name the same file '{checkpoint}'" in err
+    assert checkpoint.read_bytes() == before
+
+
+def test_unfinished_checkpoint_kept_by_new_run(tmp_path, capsys, user_module):
+    checkpoint = tmp_path / "run.npz"
+    argv = ["minimize", "cli_checks_objective:counted", "--dim", "2", "--seed", "0", "--quiet"]
+    user_module.fail_at = 20
+    assert (
+        main(["minimize", "cli_checks_objective:rows", *argv[2:], "--vectorized", "--checkpoint", str(checkpoint)]) == 1
+    )
+    capsys.readouterr()
+    before, calls = checkpoint.read_bytes(), user_module.calls
+
+    code, err = exit_code_and_stderr([*argv, "--checkpoint", str(checkpoint)], capsys)
+    assert code == 2
+    assert f"--checkpoint '{checkpoint}' is the checkpoint of an unfinished run of cli_checks_objective:rows" in err
+    assert f"continue it with --resume {checkpoint}, pass another path, or delete the file" in err
+    assert checkpoint.read_bytes() == before
+    assert user_module.calls == calls
+
+
+def test_file_that_is_no_log_kept(tmp_path, capsys, user_module):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n")
+    argv = ["minimize", "cli_checks_objective:counted", "--dim", "2", "--log", str(notes)]
+    code, err = exit_code_and_stderr(argv, capsys)
+    assert code == 2
+    assert f"--log '{notes}' exists and is not a spectral_es CSV log" in err
+    assert notes.read_text() == "a,b\n1,2\n"
+    assert user_module.calls == 0
+
+
+def test_resume_takes_vectorized_from_checkpoint(tmp_path, capsys, user_module):
+    argv = ["minimize", "cli_checks_objective:rows", "--dim", "3", "--seed", "2", "--quiet", "--vectorized"]
+    assert main(argv) == 0
+    reference = stdout_lines(capsys.readouterr().out, "best f")
+
+    checkpoint = str(tmp_path / "run.npz")
+    user_module.calls, user_module.fail_at = 0, 30
+    assert main([*argv, "--checkpoint", checkpoint]) == 1
+    capsys.readouterr()
+    assert read_plan(checkpoint)["vectorized"] is True
+    # No --vectorized: the checkpoint's setting; rows() raises on a single point.
+    assert main(["minimize", "--resume", checkpoint, "--quiet"]) == 0
+    assert stdout_lines(capsys.readouterr().out, "best f") == reference
+
+
+def test_vectorized_hint_names_the_flag(capsys, user_module):
+    argv = ["minimize", "cli_checks_objective:counted", "--dim", "2", "--seed", "0", "--vectorized"]
+    code, err = exit_code_and_stderr(argv, capsys)
+    assert code == 2
+    assert "a vectorized objective must return one value per row" in err
+    assert "drop --vectorized for a function of one point" in err
+    assert "vectorized=False" not in err
+
+
+def test_unreachable_dask_scheduler_named(capsys, monkeypatch):
+    # A stand-in for distributed whose Client fails as the real one does on a
+    # closed port; no connection is attempted.
+    def refusing_client(address):
+        raise OSError(f"Timed out trying to connect to {address} after 30 s")
+
+    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=refusing_client))
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--dask", "tcp://127.0.0.1:1"], capsys)
+    assert code == 2
+    assert (
+        "could not connect to the Dask scheduler at tcp://127.0.0.1:1 "
+        "(Timed out trying to connect to tcp://127.0.0.1:1 after 30 s); check the address"
+    ) in err
+    assert "Traceback" not in err
+
+
+def test_vectorized_hint_on_resume():
+    # Without --vectorized, a resumed run is vectorized because the saved run was.
+    message = "got shape (); pass vectorized=False for a function of one point"
+    resumed = in_command_line_terms(message, argparse.Namespace(vectorized=None))
+    assert resumed.endswith("pass --no-vectorized (the saved run was vectorized) for a function of one point")
+    given = in_command_line_terms(message, argparse.Namespace(vectorized=True))
+    assert given.endswith("drop --vectorized for a function of one point")
+    wrong_way = "pass vectorized=True if it takes the whole population at once"
+    assert in_command_line_terms(wrong_way, argparse.Namespace(vectorized=False)).startswith("add --vectorized")

@@ -147,7 +147,7 @@ def test_status_line_on_stderr(capsys):
         (["--integer", "1.5"], "--integer must be comma-separated indices"),
         (["--workers", "0"], "--workers must be >= 1"),
         (["--workers", "2", "--dask", "tcp://127.0.0.1:1"], "give --workers or --dask, not both"),
-        (["--x0", "5", "--upper", "1"], r"x0\[0\] = 5.0 lies outside the bounds"),
+        (["--x0", "5", "--upper", "1"], r"--x0\[0\] = 5.0 lies outside the bounds \[-inf, 1.0\]"),
     ],
 )
 def test_bad_practical_arguments(extra, message, capsys):
@@ -155,3 +155,13 @@ def test_bad_practical_arguments(extra, message, capsys):
         main(["minimize", "sphere", "--dim", "3", *extra])
     assert caught.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_start_outside_bounds_hint_uses_flags(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["minimize", "sphere", "--dim", "3", "--x0", "0,0,5", "--lower=-1", "--upper", "1,1,2"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "--x0[2] = 5.0 lies outside the bounds [-1.0, 2.0] (1 coordinate(s) outside in all)" in err
+    assert "move --x0 inside [--lower, --upper]" in err
+    assert "np.clip" not in err

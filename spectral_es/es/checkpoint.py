@@ -37,6 +37,7 @@ from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.parameters import Parameters
 
 __all__ = [
+    "check_distinct",
     "check_storable",
     "check_writable",
     "from_state_dict",
@@ -44,6 +45,8 @@ __all__ = [
     "load_state_dict",
     "read",
     "read_extra",
+    "read_state",
+    "same_file",
     "save",
     "state_dict",
     "write",
@@ -65,6 +68,23 @@ COVERED_ATTRIBUTES = frozenset(
 )  # fmt: skip
 _DEQUES = ("_best_history", "_stagnation_best", "_stagnation_median")
 _OPTIONAL_ARRAYS = ("B", "_pending_curvature", "_scaling", "_z", "_X")
+_DICTIONARY_FIX = "pass the dictionary that state_dict() returned, unchanged"
+
+# The shapes of the saved arrays, in terms of the saved n and popsize (lam);
+# None stands for any length (the number of history rows).
+_SHAPES = {
+    ("config", "params", "mean_weights"): ("lam",),
+    ("config", "params", "shape_weights"): ("lam",),
+    ("config", "domain", "lower"): ("n",),
+    ("config", "domain", "upper"): ("n",),
+    **{("state", name): ("n",) for name in ("mean", "d", "p_sigma", "p_c", "xbest", "scaling")},
+    ("state", "last_f"): ("lam",),
+    ("state", "B"): ("n", "n"),
+    ("state", "pending_curvature"): ("n", "n"),
+    ("state", "z"): ("lam", "n"),
+    ("state", "X"): ("lam", "n"),
+    ("history", "vectors"): (3, None, "n"),
+}
 
 
 def state_dict(es: Any) -> dict[str, Any]:
@@ -126,11 +146,13 @@ def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
     """Restore ``es`` in place from :func:`state_dict`'s output.
 
     Raises:
-        ValueError: if the dictionary is not a SpectralES state, or was
-            saved from a strategy of another dimension, population size,
-            preset or model (full or diagonal).
+        ValueError: if the dictionary is not a SpectralES state, if an
+            array's shape does not fit its saved n and population size, or if
+            it was saved from a strategy of another dimension, population
+            size, preset or model (full or diagonal).
     """
     _check_format(state_dict)
+    _check_shapes(state_dict, "the state dictionary", _DICTIONARY_FIX)
     config, state = state_dict["config"], state_dict["state"]
     saved = (len(state["mean"]), int(config["params"]["lam"]), config["preset"], bool(config["diagonal"]))
     current = (es.n, es.popsize, es.preset, es.diagonal)
@@ -177,8 +199,13 @@ def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
 
 
 def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:
-    """Construct a strategy of class ``cls`` with the settings saved in ``state_dict`` and load it."""
+    """Construct a strategy of class ``cls`` with the settings saved in ``state_dict`` and load it.
+
+    Raises:
+        ValueError: as :func:`load_state_dict`.
+    """
     _check_format(state_dict)
+    _check_shapes(state_dict, "the state dictionary", _DICTIONARY_FIX)
     config, state = state_dict["config"], state_dict["state"]
     es = cls(
         np.asarray(state["xbest"], dtype=float),  # feasible, so a valid start; the mean is restored below
@@ -215,6 +242,25 @@ def check_writable(path: str | os.PathLike, name: str) -> None:
         raise ValueError(f"{name} {str(path)!r}: the directory {str(folder)!r} is not writable; choose another path")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{name} {str(path)!r} is read-only; make it writable or choose another path")
+
+
+def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
+    """Raise ValueError if two of the named ``paths`` are the same file; ``None`` entries are skipped.
+
+    Each key (``"log"``, ``"--plot"``, ...) names its path in the message.
+    Two existing paths are compared with :func:`os.path.samefile`, so links
+    count as the same file. Otherwise the resolved absolute paths are
+    compared, which for a file that does not exist yet is the normalised
+    absolute path.
+    """
+    given = [(name, path) for name, path in paths.items() if path is not None]
+    for k, (first, first_path) in enumerate(given):
+        for second, second_path in given[k + 1 :]:
+            if same_file(first_path, second_path):
+                raise ValueError(
+                    f"{first} and {second} name the same file {os.fspath(first_path)!r}, so one would overwrite "
+                    "the other; give each its own path"
+                )
 
 
 def check_storable(entries: dict[str, Any], name: str) -> None:
@@ -311,19 +357,31 @@ def save(es: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) 
 
 
 def load(cls: type, path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
-    """Return the strategy saved in ``path`` (constructed as ``cls``) and its ``extra`` dictionary."""
-    tree = _read_state(path)
+    """Return the strategy saved in ``path`` (constructed as ``cls``) and its ``extra`` dictionary.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if ``path`` is not a checkpoint (see :func:`read`), or is
+            damaged: an array's shape does not fit the saved n and popsize.
+    """
+    tree = read_state(path)
+    _check_shapes(tree, os.fspath(path), "load an undamaged checkpoint")
     extra = tree.pop("extra", {})
     return from_state_dict(cls, tree), extra
 
 
 def read_extra(path: str | os.PathLike) -> dict[str, Any]:
     """Return the ``extra`` dictionary saved in ``path`` without restoring the strategy."""
-    return _read_state(path).get("extra", {})
+    return read_state(path).get("extra", {})
 
 
-def _read_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Return the state dictionary saved in ``path``, with its format checked."""
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the state dictionary saved in ``path`` (with ``extra``), with its format checked.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if ``path`` is not a SpectralES checkpoint.
+    """
     tree = read(path)
     if not isinstance(tree, dict) or tree.get("format") != FORMAT:
         raise _not_a_checkpoint(path, f"its format entry is not {FORMAT!r}")
@@ -337,6 +395,33 @@ def _not_a_checkpoint(path: str | os.PathLike, reason: str) -> ValueError:
     )
 
 
+def _check_shapes(tree: dict[str, Any], source: str, fix: str) -> None:
+    """Raise ValueError naming the first array whose shape does not fit the saved n and popsize.
+
+    ``source`` (a file name or "the state dictionary") starts the message
+    and ``fix`` ends it.
+    """
+    params = tree["config"]["params"]
+    sizes = {"n": int(params["n"]), "lam": int(params["lam"])}
+    for keys, dims in _SHAPES.items():
+        node: Any = tree
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            continue  # an optional array that this state does not have
+        shape = np.shape(node)
+        expected = tuple(sizes.get(dim, dim) if isinstance(dim, str) else dim for dim in dims)
+        fits = len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected, strict=True))
+        if not fits:
+            required = ", ".join("rows" if e is None else str(e) for e in expected)
+            if len(expected) == 1:
+                required += ","  # written as Python writes a 1-tuple
+            raise ValueError(
+                f"{source} is damaged: its array {'/'.join(keys)} has shape {shape}, but its settings say "
+                f"n = {sizes['n']} and popsize = {sizes['lam']}, which need the shape ({required}); {fix}"
+            )
+
+
 def _check_format(state_dict: Any) -> None:
     if not isinstance(state_dict, dict) or state_dict.get("format") != FORMAT:
         raise ValueError("not a SpectralES state dictionary: its 'format' entry is missing or different")
@@ -345,6 +430,13 @@ def _check_format(state_dict: Any) -> None:
             f"SpectralES state version {state_dict.get('version')!r} is not supported by this version, "
             f"which reads version {VERSION}"
         )
+
+
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Return whether two paths name the same file, existing or not (see :func:`check_distinct`)."""
+    if os.path.exists(first) and os.path.exists(second):
+        return os.path.samefile(first, second)
+    return Path(first).resolve() == Path(second).resolve()
 
 
 def _bounds(domain: dict[str, Any]) -> Bounds | None:

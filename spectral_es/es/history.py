@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CSVLog", "History", "SCALAR_COLUMNS", "VECTOR_COLUMNS", "read_csv"]
+__all__ = [
+    "COUNT_COLUMNS",
+    "CSVLog",
+    "History",
+    "SCALAR_COLUMNS",
+    "VECTOR_COLUMNS",
+    "check_new_log",
+    "csv_header",
+    "read_csv",
+]
 
 SCALAR_COLUMNS = (
     "run",  # restart index, 0 for the first run
@@ -40,9 +49,15 @@ SCALAR_COLUMNS = (
     "condition",  # condition number max(d) / min(d) of the covariance
 )
 VECTOR_COLUMNS = ("eigenvalue", "mean", "std")
+# Scalar columns that count, returned as integers (int64); the others are floats.
+COUNT_COLUMNS = ("run", "iteration", "evaluations")
 
 # Memory budget of the vector columns, in floats (32 MiB).
 _FLOAT_BUDGET = 2**22
+
+# Maximum length of the header line that check_new_log reads. The header
+# of n = 10**6 is about 40 MB, and a longer one counts as another kind of file.
+_MAX_HEADER_BYTES = 2**26
 
 
 class History:
@@ -86,9 +101,13 @@ class History:
         return self._size
 
     def __getitem__(self, name: str) -> np.ndarray:
-        """Return a copy of a column: shape (rows,) for a scalar, (rows, n) for a vector."""
+        """Return a copy of a column: shape (rows,) for a scalar, (rows, n) for a vector.
+
+        The columns of :data:`COUNT_COLUMNS` are int64, the others float64.
+        """
         if name in SCALAR_COLUMNS:
-            return self._scalars[: self._size, SCALAR_COLUMNS.index(name)].copy()
+            column = self._scalars[: self._size, SCALAR_COLUMNS.index(name)]
+            return column.astype(np.int64) if name in COUNT_COLUMNS else column.copy()
         if name in VECTOR_COLUMNS:
             return self._vectors[VECTOR_COLUMNS.index(name), : self._size].copy()
         raise KeyError(f"unknown history column {name!r}; use one of {SCALAR_COLUMNS + VECTOR_COLUMNS}")
@@ -146,11 +165,17 @@ class History:
         return std if es._scaling is None else std * es._scaling
 
     def row(self, index: int) -> dict[str, Any]:
-        """Return row ``index`` (negative counts from the end) as ``{column: value}``."""
+        """Return row ``index`` (negative counts from the end) as ``{column: value}``.
+
+        Counts (:data:`COUNT_COLUMNS`) are ints, other scalars floats and
+        vectors arrays of shape (n,).
+        """
         if not -self._size <= index < self._size:
             raise IndexError(f"history row {index} out of range for {self._size} rows")
         index %= self._size
         values: dict[str, Any] = dict(zip(SCALAR_COLUMNS, self._scalars[index].tolist(), strict=True))
+        for name in COUNT_COLUMNS:
+            values[name] = int(values[name])
         for k, name in enumerate(VECTOR_COLUMNS):
             values[name] = self._vectors[k, index].copy()
         return values
@@ -241,8 +266,7 @@ class CSVLog:
 
     def __init__(self, path: str | os.PathLike, n: int, append: bool = False) -> None:
         self.path = Path(path)
-        self.header = list(SCALAR_COLUMNS) + ["stop"]
-        self.header += [f"{name}_{i}" for name in VECTOR_COLUMNS for i in range(n)]
+        self.header = csv_header(n)
         new = not append or not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "w" if new else "a", newline="")
         self._writer = csv.writer(self._file)
@@ -271,6 +295,44 @@ class CSVLog:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def csv_header(n: int) -> list[str]:
+    """Return the column names of a log of dimension ``n``: the scalars, ``stop``, then the vectors."""
+    return [*SCALAR_COLUMNS, "stop", *(f"{name}_{i}" for name in VECTOR_COLUMNS for i in range(n))]
+
+
+def check_new_log(path: str | os.PathLike, name: str = "log") -> None:
+    """Raise ValueError if ``path`` is a file that a new log must not replace.
+
+    A new log may replace a missing file, an empty one and a spectral_es
+    log of any dimension: a file whose first line is :func:`csv_header`.
+    Any other file belongs to the user, so the message (started by
+    ``name``, such as ``"--log"``) suggests another path.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # nothing to lose; a directory is check_writable's error
+
+    # The scalar columns first, so that a large file of another kind is not read further.
+    start = ",".join(csv_header(0)).encode()
+    try:
+        with open(path, "rb") as file:
+            first_line = file.read(len(start))
+            if first_line == start:
+                first_line += file.readline(_MAX_HEADER_BYTES)
+    except OSError:
+        first_line = b""  # unreadable, so no log that could be replaced
+    try:
+        columns = first_line.decode("ascii").rstrip("\r\n").split(",")
+    except UnicodeDecodeError:
+        columns = []
+    n = sum(column.startswith("mean_") for column in columns)
+    if columns != csv_header(n):
+        raise ValueError(
+            f"{name} {str(path)!r} exists and is not a spectral_es CSV log (its first line is not a log header), "
+            "so the run would overwrite it; pass another path, or delete the file"
+        )
 
 
 def read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:

@@ -22,12 +22,22 @@ import numpy as np
 from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Bounds, parse_bounds, validate_integer_variables
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
-from spectral_es.es.history import CSVLog
+from spectral_es.es.history import CSVLog, check_new_log
 from spectral_es.es.options import validate_positive, validate_seed, validate_x0, whole_number_as_int
 from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.strategy import ESResult, SpectralES
 
-__all__ = ["EvaluationError", "evaluate", "minimize", "objective_name", "optimize", "read_plan", "resume", "step"]
+__all__ = [
+    "EvaluationError",
+    "check_new_checkpoint",
+    "evaluate",
+    "minimize",
+    "objective_name",
+    "optimize",
+    "read_plan",
+    "resume",
+    "step",
+]
 
 # Stop reasons after which a restart cannot help or was not asked for.
 _FINAL_STOPS = frozenset({"f_target", "max_evals", "callback", "non_finite_state"})
@@ -39,7 +49,7 @@ _STRATEGY_OPTIONS = tuple(
 )
 
 
-def step(es: SpectralES, fun: Callable, args: tuple = (), vectorized: bool = False, executor: Any = None) -> None:
+def step(es: SpectralES, fun: Callable, args: Any = (), vectorized: bool = False, executor: Any = None) -> None:
     """Run one iteration on ``es``: ask (or take the pending population), evaluate, tell.
 
     A population left pending by a failed evaluation is evaluated again
@@ -53,6 +63,7 @@ def step(es: SpectralES, fun: Callable, args: tuple = (), vectorized: bool = Fal
             which has not been told anything, so it can be saved or run on.
     """
     X = es.pending if es.pending is not None else es.ask()
+    args = _as_args(args)
     try:
         if es.noise is None:
             f = evaluate(fun, X, args, vectorized, executor)
@@ -68,6 +79,22 @@ def step(es: SpectralES, fun: Callable, args: tuple = (), vectorized: bool = Fal
         )
         raise
     es.tell(X, f)
+
+
+def _as_args(args: Any) -> tuple:
+    """Return ``args`` as a tuple; a single non-tuple value becomes ``(args,)``, as in scipy.optimize."""
+    return args if isinstance(args, tuple) else (args,)
+
+
+def _display_interval(disp: Any) -> int:
+    """Return the iterations between progress lines for ``disp`` (``True``: 10, ``False`` or 0: none)."""
+    if isinstance(disp, (bool, np.bool_)):
+        return 10 if disp else 0
+    if not isinstance(disp, (int, np.integer)) or disp < 0:
+        raise ValueError(
+            f"disp must be True, False or an integer >= 0 (iterations between progress lines), got {disp!r}"
+        )
+    return int(disp)
 
 
 def optimize(
@@ -88,9 +115,12 @@ def optimize(
     Any other return value, truthy or not, lets the run go on. ``disp``
     prints a progress line every ``disp`` iterations (``True``: every 10)
     and the final one.
-    ``executor`` is as in :func:`minimize`.
+    ``args`` and ``executor`` are as in :func:`minimize`.
+
+    Raises:
+        ValueError: if ``disp`` is negative or not an integer.
     """
-    every = 10 if disp is True else int(disp)
+    every, args = _display_interval(disp), _as_args(args)
     executor = resolve_executor(executor)
     while not es.stop():
         step(es, fun, args, vectorized, executor)
@@ -127,8 +157,10 @@ def minimize(
             population ``X`` of shape (popsize, n), returning shape (popsize,).
         x0: Initial mean, shape (n,).
         sigma0: Initial step size, > 0.
-        args: Extra positional arguments of ``fun``.
-        vectorized: Evaluate the whole population in one call.
+        args: Extra positional arguments of ``fun``, a tuple; any other
+            value is one argument, as in ``scipy.optimize``.
+        vectorized: Evaluate the whole population in one call. The
+            checkpoint stores it, and :func:`resume` uses it by default.
         executor: Where to evaluate. ``None`` evaluates here, one point
             after the other. Any :class:`concurrent.futures.Executor` or a
             Dask ``distributed.Client`` gets one task per point, and the
@@ -149,7 +181,8 @@ def minimize(
         callback: Called with the current :class:`ESResult` after every
             iteration; returning ``True`` (or numpy's ``np.True_``) or
             raising ``StopIteration`` ends the run (and all restarts).
-        disp: Print progress every ``disp`` iterations (``True``: every 10).
+        disp: Print progress every ``disp`` iterations (``True``: every 10;
+            ``False`` or 0: never).
         seed: Seed of the whole run, restarts included; 0 is valid. Each
             run's strategy gets a child of ``numpy.random.SeedSequence(seed)``
             (``spawn``), so ``minimize(..., seed=s)`` samples other points
@@ -157,10 +190,13 @@ def minimize(
             repeat exactly when run again.
         log: CSV file that receives one row per iteration as the run goes
             (format in :mod:`spectral_es.es.history`); the last row of each
-            run contains its stop reasons.
+            run contains its stop reasons. An existing file is replaced
+            only if it is empty or a spectral_es log.
         checkpoint: File (``.npz``) that receives the complete state every
             ``checkpoint_every`` iterations, when the run ends and when an
-            evaluation fails; :func:`resume` continues from it.
+            evaluation fails; :func:`resume` continues from it. An existing
+            file is replaced only if it is empty or the checkpoint of a
+            finished run (see :func:`check_new_checkpoint`).
         checkpoint_every: Iterations between checkpoints, >= 1.
         **options: Further :class:`SpectralES` options (``popsize``,
             ``diagonal``, ``max_evals``, ``f_target``, ``bounds``,
@@ -180,8 +216,10 @@ def minimize(
         EvaluationError: if ``fun`` raises. The checkpoint (if any) is
             written first, and ``error.strategy`` is the current strategy.
         ValueError: for invalid arguments, if ``log`` or ``checkpoint``
-            cannot be written, and, with ``checkpoint``, for an option that a
-            checkpoint cannot store; all are checked before the first evaluation.
+            cannot be written, would replace a file of another kind or an
+            unfinished run's checkpoint, or are the same file, and, with
+            ``checkpoint``, for an option that a checkpoint cannot store;
+            all are checked before the first evaluation.
     """
     _check_callable(fun)
     unknown = [name for name in options if name not in _STRATEGY_OPTIONS]
@@ -222,9 +260,10 @@ def minimize(
         "bipop": bool(bipop),
         "budget": math.inf if max_evals is None else max_evals,
         "function": objective_name(fun),
+        "vectorized": bool(vectorized),
     }
     driver = _RestartDriver(plan, progress)
-    driver.configure(fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every)
+    driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every)
     return driver.run()
 
 
@@ -241,7 +280,7 @@ def resume(
     path: str | os.PathLike,
     *,
     args: tuple = (),
-    vectorized: bool = False,
+    vectorized: bool | None = None,
     executor: Any = None,
     callback: Callable[[ESResult], Any] | None = None,
     disp: bool | int = False,
@@ -257,9 +296,13 @@ def resume(
     identical to the uninterrupted run. A population whose evaluation
     failed is evaluated again first. If ``log`` is the file the saved run
     logged to, it is cut back to the rows it had when the checkpoint was
-    written and then appended to. Any other file is started afresh and
-    contains the rows from the checkpoint on. ``checkpoint`` defaults to
-    ``path``.
+    written and then appended to. Any other file is started afresh, as in
+    :func:`minimize` (an existing one must be empty or a spectral_es log),
+    and contains the rows from the checkpoint on. ``checkpoint`` defaults to
+    ``path``; another existing file is replaced only under the rules of
+    :func:`check_new_checkpoint`. ``vectorized`` defaults to the value the
+    saved run used (``False`` for checkpoints that do not store it), and
+    the other arguments are as in :func:`minimize`.
 
     The checkpoint stores the objective's ``module:qualified name``
     (:func:`objective_name`). Resuming with a function of another name is
@@ -269,22 +312,30 @@ def resume(
     Raises:
         TypeError: if ``fun`` is not callable.
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a :func:`minimize` checkpoint, if
-            ``fun`` is not the stored objective (with ``check_function``),
-            or if ``log`` or ``checkpoint`` cannot be written. Nothing is
-            written before these checks.
+        ValueError: if ``path`` is not a :func:`minimize` checkpoint or is
+            damaged, if ``fun`` is not the stored objective (with
+            ``check_function``), if ``log`` or ``checkpoint`` cannot be
+            written or would replace a file they must not replace, or if
+            ``log`` is ``path`` or ``checkpoint``. Nothing is written before
+            these checks.
     """
     _check_callable(fun)
     es, extra = checkpoints.load(SpectralES, path)
     plan, progress = _stored_run(extra, path)
+    if len(plan["x0"]) != es.n:
+        raise ValueError(
+            f"{os.fspath(path)} is damaged: its plan's x0 has {len(plan['x0'])} coordinates, but its strategy has "
+            f"n = {es.n}; load an undamaged checkpoint"
+        )
     if check_function and plan["function"] != objective_name(fun):
         raise ValueError(
             f"{os.fspath(path)} was written for the objective {plan['function']}, not {objective_name(fun)}; "
             "pass that function, or check_function=False to continue the run with a changed objective"
         )
+    if vectorized is not None:
+        plan["vectorized"] = bool(vectorized)  # also for the checkpoints of the continued run
     driver = _RestartDriver(plan, progress)
-    checkpoint = path if checkpoint is None else checkpoint
-    driver.configure(fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every)
+    driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=path)
     return driver.run(es)
 
 
@@ -293,8 +344,10 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
 
     The plan contains ``function`` (the objective's ``module:qualified
     name``), ``x0``, ``sigma0``, ``options`` (the :class:`SpectralES`
-    options), ``seed``, ``restarts``, ``incpopsize``, ``bipop`` and
-    ``budget``.
+    options), ``seed``, ``restarts``, ``incpopsize``, ``bipop``,
+    ``budget`` and ``vectorized``: whether the objective takes the whole
+    population, ``None`` (unknown) in checkpoints written before it was
+    stored.
 
     Raises:
         ValueError: if ``path`` is not a :func:`minimize` checkpoint.
@@ -302,11 +355,70 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     return _stored_run(checkpoints.read_extra(path), path)[0]
 
 
+def check_new_checkpoint(path: str | os.PathLike, name: str = "checkpoint", continue_with: str | None = None) -> None:
+    """Raise ValueError if a new run must not write its checkpoint to ``path``.
+
+    A new run may replace a missing or empty file and the :func:`minimize`
+    checkpoint of a finished run, which :func:`resume` would return without
+    an evaluation. Such a run stopped for a final reason or used up the
+    budget or the restarts, so rerunning a script starts afresh. The
+    checkpoint of an unfinished run (stopped by a failure or an
+    interruption, or with restarts left) and any other file raise. The
+    message starts with ``name`` and names ``continue_with``, the way to
+    continue an unfinished run (default: ``resume(fun, path)`` with the path).
+    """
+    path = Path(path)
+    if continue_with is None:
+        continue_with = f"resume(fun, {str(path)!r})"
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # nothing to lose; a directory is check_writable's error
+    try:
+        tree = checkpoints.read_state(path)
+    except (ValueError, OSError):
+        tree = None
+    fix = "pass another path, or delete the file"
+    if tree is None:
+        content = "an existing file that is not a readable spectral_es checkpoint"
+    elif "minimize" not in tree.get("extra", {}):
+        content = "a strategy saved by SpectralES.save"
+    else:
+        plan, progress = _stored_run(tree["extra"], path)
+        stop, nfev = tree["state"]["stop"], progress["nfev"] + int(tree["state"]["nfev"])
+        if stop and _ends_minimization(plan, progress, stop, nfev):
+            return
+        content = f"the checkpoint of an unfinished run of {plan['function']} after {nfev} evaluations"
+        fix = f"continue it with {continue_with}, {fix}"
+    raise ValueError(f"{name} {str(path)!r} is {content}, which a new run would overwrite; {fix}")
+
+
 def _stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return the plan and the progress stored in a checkpoint's ``extra`` dictionary."""
+    """Return the plan and the progress stored in a checkpoint's ``extra`` dictionary.
+
+    Entries that older checkpoints lack get their meaning at the time:
+    no BIPOP, IPOP runs after the first one, ``vectorized`` unknown.
+    """
     if "minimize" not in extra:
         raise ValueError(f"{os.fspath(path)} was saved by SpectralES.save, not minimize; run it with optimize()")
-    return extra["minimize"]["plan"], extra["minimize"]["progress"]
+    plan, progress = extra["minimize"]["plan"], extra["minimize"]["progress"]
+    plan.setdefault("bipop", False)
+    plan.setdefault("vectorized", None)
+    progress.setdefault(
+        "current",
+        {"regime": "default" if progress["run"] == 0 else "large", "sigma0": plan["sigma0"]},
+    )
+    return plan, progress
+
+
+def _ends_minimization(plan: dict[str, Any], progress: dict[str, Any], stop: dict[str, Any], nfev: int) -> bool:
+    """Return whether the current run, stopped by ``stop`` with ``nfev`` evaluations of all runs, is the last.
+
+    It is if a stop reason is final, the budget is used up, or the restarts
+    are spent once the current run is counted.
+    """
+    if set(stop) & _FINAL_STOPS or nfev >= plan["budget"]:
+        return True
+    current = {"run": progress["run"], "regime": progress["current"]["regime"]}
+    return is_last_run(plan, [*progress["summaries"], current])
 
 
 class _RestartDriver:
@@ -322,28 +434,36 @@ class _RestartDriver:
     def __init__(self, plan: dict[str, Any], progress: dict[str, Any]) -> None:
         self.plan = plan
         self.progress = progress
-        # Checkpoints written before BIPOP existed contain only IPOP runs.
-        plan.setdefault("bipop", False)
-        progress.setdefault(
-            "current",
-            {"regime": "default" if progress["run"] == 0 else "large", "sigma0": plan["sigma0"]},
-        )
 
-    def configure(self, fun, args, vectorized, executor, callback, disp, log, checkpoint, checkpoint_every) -> None:
-        """Set how to evaluate, report and save; none of this is saved in checkpoints."""
+    def configure(self, fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=None) -> None:
+        """Set how to evaluate, report and save, and check the files before anything is evaluated.
+
+        ``resumed`` is the checkpoint that :func:`resume` continues, and
+        ``checkpoint`` defaults to it. Apart from ``plan["vectorized"]``,
+        none of this is saved in checkpoints.
+        """
         integral = isinstance(checkpoint_every, (int, np.integer)) and not isinstance(checkpoint_every, bool)
         if not integral or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        every = _display_interval(disp)
+        if checkpoint is None:
+            checkpoint = resumed
+        checkpoints.check_distinct({"log": log, "path": resumed})  # the checkpoint may replace its source
+        checkpoints.check_distinct({"log": log, "checkpoint": checkpoint})
         if log is not None:
             checkpoints.check_writable(log, "log")
+            check_new_log(log)  # also the saved run's log, which resume() cuts back
         if checkpoint is not None:
             checkpoints.check_writable(checkpoint, "checkpoint")
+            if resumed is None or not checkpoints.same_file(checkpoint, resumed):
+                check_new_checkpoint(checkpoint)
             checkpoints.check_storable(self.plan["options"], "option")
             checkpoints.check_storable({**self.plan, "options": None, **self.progress}, "argument")
-        self.fun, self.args, self.vectorized = fun, args, vectorized
+        self.fun, self.args = fun, _as_args(args)
+        self.vectorized = bool(self.plan["vectorized"])  # None, unknown, for old checkpoints: one point per call
         self.executor = resolve_executor(executor)
         self.callback = callback
-        self.progress_table = _ProgressTable(10 if disp is True else int(disp))
+        self.progress_table = _ProgressTable(every)
         self.log_path = log
         self.checkpoint = checkpoint
         self.checkpoint_every = int(checkpoint_every)
@@ -389,9 +509,9 @@ class _RestartDriver:
             es.history = progress["history"]  # one history for all runs
         es.history.start_run(progress["run"], progress["nfev"], progress["time"])
         if self.progress_table.every > 0 and plan["restarts"]:
-            limit = "" if plan["bipop"] else f" of at most {plan['restarts'] + 1}"
+            # The same 0-based index as the history's run column and result.restarts.
             print(
-                f"run {progress['run'] + 1}{limit} ({settings.regime}), popsize {es.popsize}, "
+                f"run {progress['run']} ({settings.regime}), popsize {es.popsize}, "
                 f"sigma0 {settings.sigma0:.3g}, after {progress['nfev']} evaluations",
                 flush=True,
             )

@@ -307,6 +307,11 @@ def test_invalid_option_leaves_existing_log_intact(tmp_path):
     assert log.read_bytes() == before
 
 
+def read_plan_progress(path):
+    """Return the progress over restarts that a minimize checkpoint stores."""
+    return checkpoint.read_extra(path)["minimize"]["progress"]
+
+
 def test_resume_into_other_log_starts_afresh(tmp_path):
     settings = {"seed": 2, "max_iter": 40}
     reference = tmp_path / "reference.csv"
@@ -321,10 +326,12 @@ def test_resume_into_other_log_starts_afresh(tmp_path):
             checkpoint_every=7,
             **settings,
         )
+    # b.csv, the short log of another run, ends before the offset saved for
+    # a.csv: that offset means nothing there, so no cut and no padding.
     other = tmp_path / "b.csv"
-    other.write_text("notes that are no log\n" * 200)
+    minimize(ellipsoid, np.ones(2), 0.5, seed=0, max_iter=2, log=other)
+    assert other.stat().st_size < read_plan_progress(tmp_path / "run.npz")["log_offset"]
 
-    # The offset saved for a.csv means nothing in b.csv: no cut, no padding.
     resume(ellipsoid, tmp_path / "run.npz", log=other, check_function=False)
     assert b"\0" not in other.read_bytes()
     rows, expected = read_rows(other), read_rows(reference)

@@ -34,6 +34,10 @@ def test_rows_match_strategy_after_each_tell():
         # Same arithmetic as coordinate_std, with B**2 reused between rotations.
         assert np.allclose(row["std"], es.coordinate_std(), rtol=1e-15, atol=0)
     assert len(es.history) == 30
+    for name in ("run", "iteration", "evaluations"):
+        assert es.history[name].dtype == np.int64, name
+        assert type(row[name]) is int, name
+    assert es.history["f_best"].dtype == np.float64
     assert np.all(np.diff(es.history["time"]) >= 0)
     assert np.all(es.history["iteration_time"] >= 0)
 

@@ -132,5 +132,9 @@ def test_restart_progress_counts_all_evaluations(capsys):
     assert evaluations == sorted(evaluations)
     assert evaluations[-1] == result.nfev
     starts = [line for line in lines if line.startswith("run ")]
-    assert len(starts) == 3
+    assert [line.split(",")[0] for line in starts] == ["run 0 (default)", "run 1 (large)", "run 2 (large)"]
     assert starts[1].endswith(f"after {result.restarts[0]['nfev']} evaluations")
+    # One numbering, from 0, in the progress lines, the summaries and the history.
+    numbers = [int(line.split()[1]) for line in starts]
+    assert numbers == [run["run"] for run in result.restarts]
+    assert numbers == np.unique(result.history["run"]).tolist()
