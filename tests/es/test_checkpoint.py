@@ -291,9 +291,9 @@ def test_integer_variables_range_stored(tmp_path):
 def test_unstorable_option_rejected_before_run(tmp_path):
     objective = counting(ellipsoid)
     path = tmp_path / "run.npz"
-    # SpectralES accepts any truthy value for diagonal, but JSON cannot store a Fraction.
-    with pytest.raises(ValueError, match=r"option diagonal=Fraction\(1, 1\) cannot be stored in a checkpoint"):
-        minimize(objective, np.ones(3), 1.0, diagonal=Fraction(1), checkpoint=path)
+    # SpectralES accepts a Fraction for f_target, but JSON cannot store it.
+    with pytest.raises(ValueError, match=r"option f_target=Fraction\(1, 2\) cannot be stored in a checkpoint"):
+        minimize(objective, np.ones(3), 1.0, f_target=Fraction(1, 2), checkpoint=path)
     assert objective.calls == 0
     assert not path.exists()
 

@@ -1,0 +1,418 @@
+"""The run loop behind :func:`~spectral_es.es.minimize.minimize` and ``resume``.
+
+:func:`step` runs one iteration on a strategy. :class:`RestartDriver` runs
+the restarts of a :func:`~spectral_es.es.minimize.minimize` call one after
+the other (their schedule is in :mod:`spectral_es.es.restarts`), writes the
+CSV log and the checkpoints and prints the progress table. The plan and the
+progress that a checkpoint stores, and the rules for which files a new run
+may replace, are here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spectral_es.es import checkpoint as checkpoints
+from spectral_es.es.bounds import Bounds
+from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
+from spectral_es.es.history import CSVLog, check_new_log
+from spectral_es.es.restarts import is_last_run, next_run
+from spectral_es.es.strategy import ESResult, SpectralES
+
+__all__ = [
+    "FINAL_STOPS",
+    "ProgressTable",
+    "RestartDriver",
+    "as_args",
+    "check_new_checkpoint",
+    "display_interval",
+    "new_progress",
+    "run_callback",
+    "step",
+    "stored_run",
+]
+
+# Stop reasons after which a restart cannot help or was not asked for.
+FINAL_STOPS = frozenset({"f_target", "max_evals", "callback", "non_finite_state"})
+
+
+def step(es: SpectralES, fun: Callable, args: Any = (), vectorized: bool = False, executor: Any = None) -> None:
+    """Run one iteration on ``es``: ask (or take the pending population), evaluate, tell.
+
+    A population left pending by a failed evaluation is evaluated again
+    instead of drawing a new one, so a run continued after the failure
+    follows the same path as one that never failed. With
+    ``es.noise`` set, each point is evaluated ``es.noise.evaluations_per_point``
+    times and a few points once more, all in one batch.
+
+    Raises:
+        EvaluationError: if the objective raises; its ``strategy`` is ``es``,
+            which has not been told anything, so it can be saved or run on.
+    """
+    X = es.pending if es.pending is not None else es.ask()
+    args = as_args(args)
+    try:
+        if es.noise is None:
+            f = evaluate(fun, X, args, vectorized, executor)
+        else:
+            batch = np.concatenate([X, X[es.noise.indices]])
+            values = evaluate(fun, batch, args, vectorized, executor, repeats=es.noise.evaluations_per_point)
+            f = es.noise.update(values[: len(X)], values[len(X) :])
+    except EvaluationError as error:
+        error.strategy = es
+        error.hint = (
+            "the strategy was not told this population: error.strategy can be saved, "
+            "or continued with optimize(error.strategy, fixed_fun)"
+        )
+        raise
+    es.tell(X, f)
+
+
+def as_args(args: Any) -> tuple:
+    """Return ``args`` as a tuple; a single non-tuple value becomes ``(args,)``, as in scipy.optimize."""
+    return args if isinstance(args, tuple) else (args,)
+
+
+def display_interval(disp: Any) -> int:
+    """Return the iterations between progress lines for ``disp`` (``True``: 10, ``False`` or 0: none)."""
+    if isinstance(disp, (bool, np.bool_)):
+        return 10 if disp else 0
+    if not isinstance(disp, (int, np.integer)) or disp < 0:
+        raise ValueError(
+            f"disp must be True, False or an integer >= 0 (iterations between progress lines), got {disp!r}"
+        )
+    return int(disp)
+
+
+def check_new_checkpoint(path: str | os.PathLike, name: str = "checkpoint", continue_with: str | None = None) -> None:
+    """Raise ValueError if a new run must not write its checkpoint to ``path``.
+
+    A new run may replace a missing or empty file and the :func:`minimize`
+    checkpoint of a finished run, which :func:`resume` would return without
+    an evaluation. Such a run stopped for a final reason or used up the
+    budget or the restarts, so rerunning a script starts afresh. The
+    checkpoint of an unfinished run (stopped by a failure or an
+    interruption, or with restarts left) and any other file raise. The
+    message starts with ``name`` and names ``continue_with``, the way to
+    continue an unfinished run (default: ``resume(fun, path)`` with the path).
+    """
+    path = Path(path)
+    if continue_with is None:
+        continue_with = f"resume(fun, {str(path)!r})"
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # nothing to lose; a directory is check_writable's error
+    try:
+        tree = checkpoints.read_state(path)
+    except (ValueError, OSError):
+        tree = None
+    fix = "pass another path, or delete the file"
+    if tree is None:
+        content = "an existing file that is not a readable spectral_es checkpoint"
+    elif "minimize" not in tree.get("extra", {}):
+        content = "a strategy saved by SpectralES.save"
+    else:
+        plan, progress = stored_run(tree["extra"], path)
+        stop, nfev = tree["state"]["stop"], progress["nfev"] + int(tree["state"]["nfev"])
+        if stop and _ends_minimization(plan, progress, stop, nfev):
+            return
+        content = f"the checkpoint of an unfinished run of {plan['function']} after {nfev} evaluations"
+        fix = f"continue it with {continue_with}, {fix}"
+    raise ValueError(f"{name} {str(path)!r} is {content}, which a new run would overwrite; {fix}")
+
+
+def stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the plan and the progress stored in a checkpoint's ``extra`` dictionary.
+
+    Entries that older checkpoints lack get their meaning at the time:
+    no BIPOP, IPOP runs after the first one, ``vectorized`` unknown.
+    """
+    if "minimize" not in extra:
+        raise ValueError(f"{os.fspath(path)} was saved by SpectralES.save, not minimize; run it with optimize()")
+    plan, progress = extra["minimize"]["plan"], extra["minimize"]["progress"]
+    plan.setdefault("bipop", False)
+    plan.setdefault("vectorized", None)
+    progress.setdefault(
+        "current",
+        {"regime": "default" if progress["run"] == 0 else "large", "sigma0": plan["sigma0"]},
+    )
+    return plan, progress
+
+
+def _ends_minimization(plan: dict[str, Any], progress: dict[str, Any], stop: dict[str, Any], nfev: int) -> bool:
+    """Return whether the current run, stopped by ``stop`` with ``nfev`` evaluations of all runs, is the last.
+
+    It is if a stop reason is final, the budget is used up, or the restarts
+    are spent once the current run is counted.
+    """
+    if set(stop) & FINAL_STOPS or nfev >= plan["budget"]:
+        return True
+    current = {"run": progress["run"], "regime": progress["current"]["regime"]}
+    return is_last_run(plan, [*progress["summaries"], current])
+
+
+class RestartDriver:
+    """The restart loop of :func:`minimize`, with its log and checkpoints.
+
+    ``plan`` fixes the run (start, options, seed, restarts, budget);
+    ``progress`` is what finished runs left behind (evaluations, best
+    point, summaries) plus the log's resolved path and size at the last
+    checkpoint. Both are
+    plain dictionaries, saved with the strategy in every checkpoint.
+    """
+
+    def __init__(self, plan: dict[str, Any], progress: dict[str, Any]) -> None:
+        self.plan = plan
+        self.progress = progress
+
+    def configure(self, fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=None) -> None:
+        """Set how to evaluate, report and save, and check the files before anything is evaluated.
+
+        ``resumed`` is the checkpoint that :func:`resume` continues, and
+        ``checkpoint`` defaults to it. Apart from ``plan["vectorized"]``,
+        none of this is saved in checkpoints.
+        """
+        integral = isinstance(checkpoint_every, (int, np.integer)) and not isinstance(checkpoint_every, bool)
+        if not integral or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        every = display_interval(disp)
+        if checkpoint is None:
+            checkpoint = resumed
+        checkpoints.check_distinct({"log": log, "path": resumed})  # the checkpoint may replace its source
+        checkpoints.check_distinct({"log": log, "checkpoint": checkpoint})
+        if log is not None:
+            checkpoints.check_writable(log, "log")
+            check_new_log(log)  # also the saved run's log, which resume() cuts back
+        if checkpoint is not None:
+            checkpoints.check_writable(checkpoint, "checkpoint")
+            if resumed is None or not checkpoints.same_file(checkpoint, resumed):
+                check_new_checkpoint(checkpoint)
+            checkpoints.check_storable(self.plan["options"], "option")
+            checkpoints.check_storable({**self.plan, "options": None, **self.progress}, "argument")
+        self.fun, self.args = fun, as_args(args)
+        self.vectorized = bool(self.plan["vectorized"])  # None, unknown, for old checkpoints: one point per call
+        self.executor = resolve_executor(executor)
+        self.callback = callback
+        self.progress_table = ProgressTable(every)
+        self.log_path = log
+        self.checkpoint = checkpoint
+        self.checkpoint_every = int(checkpoint_every)
+
+    def run(self, es: SpectralES | None = None) -> ESResult:
+        """Run (or, given the restored ``es``, continue) all runs and return the combined result."""
+        # The first strategy validates the options, so an invalid one fails
+        # before the log is opened (and an existing log emptied).
+        fresh = es is None
+        if fresh:
+            es = self._new_strategy()
+        self.log = self._open_log(fresh)
+        try:
+            while True:
+                if es is None:
+                    es = self._new_strategy()
+                self._run_strategy(es)
+                if not self._finish_run(es):
+                    return self._result(es)
+                es = None
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+    def _new_strategy(self) -> SpectralES:
+        plan, progress = self.plan, self.progress
+        settings = next_run(plan, progress)
+        remaining = plan["budget"] - progress["nfev"]
+        options = dict(plan["options"], max_iter=settings.max_iter)
+        if options.get("bounds") is not None:
+            options["bounds"] = Bounds(*options["bounds"])  # stored as [lower, upper]
+        # Run k's seed is the k-th child that SeedSequence(seed).spawn() gives.
+        es = SpectralES(
+            plan["x0"],
+            settings.sigma0,
+            popsize=settings.popsize,
+            seed=np.random.SeedSequence(plan["seed"], spawn_key=(progress["run"],)),
+            max_evals=None if math.isinf(remaining) else remaining,
+            **options,
+        )
+        progress["current"] = {"regime": settings.regime, "sigma0": settings.sigma0}
+        if progress["history"] is not None:
+            es.history = progress["history"]  # one history for all runs
+        es.history.start_run(progress["run"], progress["nfev"], progress["time"])
+        if self.progress_table.every > 0 and plan["restarts"]:
+            # The same 0-based index as the history's run column and result.restarts.
+            print(
+                f"run {progress['run']} ({settings.regime}), popsize {es.popsize}, "
+                f"sigma0 {settings.sigma0:.3g}, after {progress['nfev']} evaluations",
+                flush=True,
+            )
+        self.progress_table.restart()
+        return es
+
+    def _run_strategy(self, es: SpectralES) -> None:
+        while not es.stop():
+            try:
+                step(es, self.fun, self.args, self.vectorized, self.executor)
+            except BaseException as error:
+                # A pending population means tell() has not started, so the
+                # state is consistent and worth keeping.
+                if es.pending is not None:
+                    self._save(es)
+                if isinstance(error, EvaluationError):
+                    error.hint = self._failure_hint()
+                raise
+            run_callback(es, self.callback)
+            if self.log is not None:
+                self.log.write(es.history.row(-1), self._run_result(es).message if es.stop() else "")
+            if es.nit % self.checkpoint_every == 0 or es.stop():
+                self._save(es)
+            self.progress_table.update(es)
+
+    def _failure_hint(self) -> str:
+        """Return how to continue after a failed evaluation, for :attr:`EvaluationError.hint`."""
+        if self.checkpoint is not None:
+            return (
+                f"the state before this population is saved in {os.fspath(self.checkpoint)}; "
+                "resume(fixed_fun, path) continues the run"
+            )
+        return (
+            "no checkpoint was written; pass checkpoint=FILE to minimize so that resume() can continue "
+            "a failed run (error.strategy is the current run's strategy)"
+        )
+
+    def _finish_run(self, es: SpectralES) -> bool:
+        """Fold the finished run into the progress; return whether to restart."""
+        progress, result = self.progress, self._run_result(es)
+        summary = {"run": progress["run"], **progress["current"], "popsize": es.popsize}
+        summary.update(fbest=result.fbest, nfev=result.nfev, nit=result.nit, stop=result.stop)
+        progress["summaries"].append(summary)
+        if progress["best_x"] is None or result.fbest < progress["best_f"]:
+            progress["best_x"], progress["best_f"] = result.xbest, result.fbest
+        progress["nfev"] += result.nfev
+        progress["nit"] += result.nit
+        progress["n_nonfinite"] += result.n_nonfinite
+        progress["time"] = es.history.time_offset + es.elapsed
+        progress["history"] = es.history
+        es.history.stops[progress["run"]] = result.message
+        if progress["current"]["regime"] != "small":
+            progress["popsize"] = int(math.ceil(es.popsize * self.plan["incpopsize"]))
+        final = set(result.stop) & FINAL_STOPS or progress["nfev"] >= self.plan["budget"]
+        if final or is_last_run(self.plan, progress["summaries"]):
+            return False
+        progress["run"] += 1
+        return True
+
+    def _run_result(self, es: SpectralES) -> ESResult:
+        """Return ``es.result``, with a ``max_evals`` stop given as the whole budget, not this run's share."""
+        result = es.result
+        if "max_evals" not in result.stop:
+            return result
+        return dataclasses.replace(result, stop={**result.stop, "max_evals": self.plan["budget"]})
+
+    def _result(self, es: SpectralES) -> ESResult:
+        progress, stop = self.progress, self._run_result(es).stop
+        return ESResult(
+            xbest=np.array(progress["best_x"]),
+            fbest=progress["best_f"],
+            mean=es.feasible_mean,
+            sigma=es.sigma,
+            nfev=progress["nfev"],
+            nit=progress["nit"],
+            stop=stop,
+            n_nonfinite=progress["n_nonfinite"],
+            restarts=tuple(progress["summaries"]) if self.plan["restarts"] else (),
+            history=es.history,
+        )
+
+    def _save(self, es: SpectralES) -> None:
+        """Write the checkpoint: the strategy, the plan and the progress of earlier runs."""
+        if self.checkpoint is None:
+            return
+        progress = {key: value for key, value in self.progress.items() if key != "history"}
+        progress["history"] = None  # the strategy's own history contains all runs' rows
+        progress["log_offset"] = None if self.log is None else self.log.tell()
+        progress["log_path"] = None if self.log is None else os.fspath(Path(self.log_path).resolve())
+        checkpoints.save(es, self.checkpoint, extra={"minimize": {"plan": self.plan, "progress": progress}})
+
+    def _open_log(self, fresh: bool) -> CSVLog | None:
+        """Open the CSV log; on resume into the saved run's log, cut it back to the checkpoint's rows."""
+        if self.log_path is None:
+            return None
+        path, n = Path(self.log_path), len(self.plan["x0"])
+        if fresh:
+            return CSVLog(path, n, append=False)
+        # The offset belongs to the saved run's log; another file starts afresh.
+        offset, saved = self.progress.get("log_offset"), self.progress.get("log_path")
+        exist = offset is not None and saved is not None and path.exists() and Path(saved).exists()
+        if not (exist and os.path.samefile(path, saved)):
+            return CSVLog(path, n, append=False)
+        with open(path, "r+b") as file:
+            file.truncate(offset)  # rows after the checkpoint are written again
+        return CSVLog(path, n, append=True)
+
+
+def new_progress(popsize: int | None) -> dict[str, Any]:
+    """Return the progress of a run that has not started."""
+    return {
+        "run": 0,
+        "popsize": popsize,
+        "nfev": 0,
+        "nit": 0,
+        "n_nonfinite": 0,
+        "time": 0.0,
+        "best_x": None,
+        "best_f": math.inf,
+        "summaries": [],
+        "history": None,
+        "log_offset": None,
+        "log_path": None,
+    }
+
+
+def run_callback(es: SpectralES, callback: Callable[[ESResult], Any] | None) -> None:
+    """Call ``callback(es.result)``; ``True``, ``np.True_`` or ``StopIteration`` requests the stop ``"callback"``."""
+    if callback is None:
+        return
+    try:
+        halt = callback(es.result)
+    except StopIteration:
+        halt = True
+    if halt is True or (isinstance(halt, np.bool_) and bool(halt)):
+        es.request_stop("callback", True)
+
+
+class ProgressTable:
+    """Progress lines of a :func:`minimize` run, printed every ``every`` iterations.
+
+    Evaluations and time count over all runs, like the log and the
+    summary; the iteration count starts again with each restart. A header
+    comes first and every 20 lines.
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.lines = 0
+
+    def restart(self) -> None:
+        """Start a new table (a new header) for the next run."""
+        self.lines = 0
+
+    def update(self, es: SpectralES) -> None:
+        """Print the line of the latest iteration if it is due, or if the run has stopped."""
+        if self.every <= 0 or (es.nit % self.every and not es.stop()):
+            return
+        if self.lines % 20 == 0:
+            columns = ("iter", 7), ("evals", 8), ("f best", 12), ("f median", 12), ("sigma", 10), ("axis ratio", 10)
+            print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'time s':>8}")
+        self.lines += 1
+        row = es.history.row(-1)
+        print(
+            f"{es.nit:>7} {int(row['evaluations']):>8} {row['f_best']:>12.5e} {row['f_median']:>12.5e} "
+            f"{row['sigma']:>10.3e} {math.sqrt(row['condition']):>10.3e} {row['time']:>8.2f}",
+            flush=True,
+        )
