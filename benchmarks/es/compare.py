@@ -39,7 +39,7 @@ import scipy
 from benchmarks.es import report
 from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem, run
 from benchmarks.es.methods import DESCRIPTIONS, METHODS
-from benchmarks.es.page import render_page
+from benchmarks.es.page import MULTIMODAL_METHODS, render_page
 from benchmarks.es.timing import TimingRow, format_table, time_methods
 from benchmarks.paper.paper_common import library_commit
 
@@ -102,17 +102,7 @@ FULL = Config(
         "pycma-diagonal",
         "xnes",
     ),
-    multimodal_methods=(
-        "spectral-ipop",
-        "spectral-ipop-passive",
-        "pycma-ipop",
-        "spectral-bipop",
-        "pycma-bipop",
-        "spectral",
-        "spectral-large",
-        "pycma",
-        "xnes",
-    ),
+    multimodal_methods=MULTIMODAL_METHODS,
     timing_dims=(10, 20, 50, 100, 200, 500, 1000, 2000),
     timing_methods=("pycma", "spectral", "spectral-eager", "spectral-diagonal", "xnes"),
     timing_repeats=3,

@@ -8,6 +8,19 @@ from benchmarks.es.harness import MULTIMODAL, UNIMODAL
 from benchmarks.es.report import Groups, format_ratio, markdown_table, ratio
 from benchmarks.es.timing import TimingRow, format_table
 
+# The methods of the multimodal table, in the order of its columns.
+MULTIMODAL_METHODS = (
+    "spectral-ipop",
+    "spectral-ipop-passive",
+    "pycma-ipop",
+    "spectral-bipop",
+    "pycma-bipop",
+    "spectral",
+    "spectral-large",
+    "pycma",
+    "xnes",
+)
+
 __all__ = ["REFERENCE", "render_page", "target_checks"]
 
 # Medians over 10 seeds measured earlier with this setup on a 2-core machine
@@ -71,18 +84,7 @@ def unimodal_table(cells: Groups) -> str:
 
 def multimodal_table(cells: Groups) -> str:
     """Return the table of the restarting and single-run methods on the multimodal functions."""
-    candidates = (
-        "spectral-ipop",
-        "spectral-ipop-passive",
-        "pycma-ipop",
-        "spectral-bipop",
-        "pycma-bipop",
-        "spectral",
-        "spectral-large",
-        "pycma",
-        "xnes",
-    )
-    methods = _methods_present(cells, candidates, MULTIMODAL)
+    methods = _methods_present(cells, MULTIMODAL_METHODS, MULTIMODAL)
     restarting = (("spectral-ipop", "pycma-ipop"), ("spectral-bipop", "pycma-bipop"))
     pairs = [pair for pair in restarting if pair[0] in methods]
     rows = []

@@ -85,15 +85,19 @@ NON_NUMBERS = [
 ] + [(option, None, "None") for option in ("tol_f", "tol_x", "tol_condition", "tol_flat")]
 
 
-@pytest.mark.parametrize(("option", "value", "described"), NON_NUMBERS)
-def test_numeric_option_must_be_a_number(option, value, described):
-    message = rf"{option} must be a number, got {described}; pass "
+def assert_rejected_before_evaluation(message, **options):
+    """Assert that SpectralES and minimize both raise ``message`` and minimize evaluates nothing."""
     with pytest.raises(ValueError, match=message):
-        SpectralES(np.zeros(3), 1.0, **{option: value})
+        SpectralES(np.zeros(3), 1.0, **options)
     objective = CountingSphere()
     with pytest.raises(ValueError, match=message):
-        minimize(objective, np.zeros(3), 1.0, **{option: value})
+        minimize(objective, np.zeros(3), 1.0, **options)
     assert objective.calls == 0
+
+
+@pytest.mark.parametrize(("option", "value", "described"), NON_NUMBERS)
+def test_numeric_option_must_be_a_number(option, value, described):
+    assert_rejected_before_evaluation(rf"{option} must be a number, got {described}; pass ", **{option: value})
 
 
 def test_nan_target_rejected():
@@ -121,13 +125,7 @@ def test_integer_thresholds_reported_as_given():
 @pytest.mark.parametrize("option", ["diagonal", "active", "noise_handling"])
 @pytest.mark.parametrize("value", ["no", "False", "", 1, 0, None])
 def test_boolean_option_must_be_a_bool(option, value):
-    message = re.escape(f"{option} must be True or False, got {value!r}")
-    with pytest.raises(ValueError, match=message):
-        SpectralES(np.zeros(3), 1.0, **{option: value})
-    objective = CountingSphere()
-    with pytest.raises(ValueError, match=message):
-        minimize(objective, np.zeros(3), 1.0, **{option: value})
-    assert objective.calls == 0
+    assert_rejected_before_evaluation(re.escape(f"{option} must be True or False, got {value!r}"), **{option: value})
 
 
 def test_numpy_bools_accepted_as_options():
