@@ -22,7 +22,7 @@ import numpy as np
 from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Bounds
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
-from spectral_es.es.history import CSVLog, check_new_log
+from spectral_es.es.history import CSVLog, check_new_log, csv_header
 from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.strategy import ESResult, SpectralES
 
@@ -131,7 +131,8 @@ def stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str
     """Return the plan and the progress stored in a checkpoint's ``extra`` dictionary.
 
     Entries that older checkpoints lack get their meaning at the time:
-    no BIPOP, IPOP runs after the first one, ``vectorized`` unknown.
+    no BIPOP, IPOP runs after the first one (in the progress and in each
+    run summary), ``vectorized`` unknown.
     """
     if "minimize" not in extra:
         raise ValueError(f"{os.fspath(path)} was saved by SpectralES.save, not minimize; run it with optimize()")
@@ -142,6 +143,9 @@ def stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str
         "current",
         {"regime": "default" if progress["run"] == 0 else "large", "sigma0": plan["sigma0"]},
     )
+    for summary in progress["summaries"]:
+        summary.setdefault("regime", "default" if summary["run"] == 0 else "large")
+        summary.setdefault("sigma0", plan["sigma0"])
     return plan, progress
 
 
@@ -211,7 +215,12 @@ class RestartDriver:
         fresh = es is None
         if fresh:
             es = self._new_strategy()
-        self.log = self._open_log(fresh)
+        else:
+            self._announce(es, "resumed ")
+        # A finished run evaluates nothing more, so its log stays as it is.
+        stop, nfev = es.stop(), self.progress["nfev"] + es.nfev
+        finished = not fresh and bool(stop) and _ends_minimization(self.plan, self.progress, stop, nfev)
+        self.log = None if finished else self._open_log(fresh)
         try:
             while True:
                 if es is None:
@@ -244,15 +253,21 @@ class RestartDriver:
         if progress["history"] is not None:
             es.history = progress["history"]  # one history for all runs
         es.history.start_run(progress["run"], progress["nfev"], progress["time"])
-        if self.progress_table.every > 0 and plan["restarts"]:
-            # The same 0-based index as the history's run column and result.restarts.
-            print(
-                f"run {progress['run']} ({settings.regime}), popsize {es.popsize}, "
-                f"sigma0 {settings.sigma0:.3g}, after {progress['nfev']} evaluations",
-                flush=True,
-            )
+        self._announce(es)
         self.progress_table.restart()
         return es
+
+    def _announce(self, es: SpectralES, resumed: str = "") -> None:
+        """Print the line that starts a run's progress table (only with restarts and progress lines)."""
+        if self.progress_table.every <= 0 or not self.plan["restarts"]:
+            return
+        progress, current = self.progress, self.progress["current"]
+        # The same 0-based index as the history's run column and result.restarts.
+        print(
+            f"run {progress['run']} ({current['regime']}), popsize {es.popsize}, "
+            f"sigma0 {current['sigma0']:.3g}, {resumed}after {progress['nfev'] + es.nfev} evaluations",
+            flush=True,
+        )
 
     def _run_strategy(self, es: SpectralES) -> None:
         while not es.stop():
@@ -351,7 +366,18 @@ class RestartDriver:
         exist = offset is not None and saved is not None and path.exists() and Path(saved).exists()
         if not (exist and os.path.samefile(path, saved)):
             return CSVLog(path, n, append=False)
+
+        # Cutting a log that another run replaced since would extend it with
+        # zero bytes or splice two runs, so check its size and header first.
         with open(path, "r+b") as file:
+            header = file.readline().decode("ascii", errors="replace").rstrip("\r\n")
+            size = file.seek(0, os.SEEK_END)
+            if size < offset or header != ",".join(csv_header(n)):
+                raise ValueError(
+                    f"log {str(path)!r} changed since the checkpoint was written: it has {size} bytes and "
+                    f"{'the' if header == ','.join(csv_header(n)) else 'another'} header, where the checkpoint "
+                    f"expects at least {offset} bytes of a log with n = {n}; pass a new log file"
+                )
             file.truncate(offset)  # rows after the checkpoint are written again
         return CSVLog(path, n, append=True)
 

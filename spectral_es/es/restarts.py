@@ -21,10 +21,17 @@ the latest large run's,
     sigma0   = sigma0 · 10^(-2 U1)
     max_iter = floor(E_large / (2 popsize))
 
-where ``E_large`` is the number of evaluations of all large runs so far.
-The next run is small while the small runs (with the first run counted
-among them) have used fewer evaluations than the large ones, so both
-regimes get about the same budget. Only large runs count as restarts.
+where ``E_large`` is the number of evaluations of all large runs so far,
+so a small run uses at most about half of them (more with noise handling,
+which evaluates some points twice). The next run is small while the small
+runs (with the first run counted among them) have used fewer evaluations
+than the large ones, so both regimes get about the same budget. Only large
+runs count as restarts.
+
+NOTE: every run starts at ``x0``, so the small runs search near it, with
+step sizes down to ``sigma0 / 100``. pycma's ``fmin2`` takes a callable
+``x0`` for randomised starts, which suits BIPOP better; ``minimize`` does
+not offer that yet.
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ def next_run(plan: dict[str, Any], progress: dict[str, Any]) -> RunSettings:
     max_iter = max(1, math.floor(large_evals / (2 * popsize)))
     if user_max_iter is not None:
         max_iter = min(max_iter, int(user_max_iter))
-    return RunSettings("small", popsize, plan["sigma0"] * 10 ** (-2 * u1), max_iter)
+    return RunSettings("small", popsize, float(plan["sigma0"] * 10 ** (-2 * u1)), max_iter)
 
 
 def is_last_run(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> bool:

@@ -202,6 +202,30 @@ def test_resume_into_file_that_is_no_log(tmp_path):
     assert notes.read_text() == "notes that are no log\n"
 
 
+@pytest.mark.parametrize("dim", [5, 3])
+def test_resume_into_replaced_log_rejected(tmp_path, dim):
+    # The saved run's log, replaced since by a shorter run of another (or the
+    # same) dimension: cutting it back would pad it with zero bytes.
+    path, log = tmp_path / "run.npz", tmp_path / "run.csv"
+    unfinished_checkpoint(path, max_iter=30, log=log)
+    minimize(ellipsoid, np.ones(dim), 1.0, seed=1, max_iter=1, log=log)
+    replaced = log.read_bytes()
+    objective = counting(ellipsoid)
+    with pytest.raises(ValueError, match="changed since the checkpoint was written"):
+        resume(objective, path, log=log, check_function=False)
+    assert objective.calls == 0
+    assert log.read_bytes() == replaced
+
+
+def test_resume_of_finished_run_keeps_other_log(tmp_path):
+    path, log = tmp_path / "run.npz", tmp_path / "other.csv"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=5, checkpoint=path)
+    minimize(ellipsoid, np.ones(3), 1.0, seed=2, max_iter=4, log=log)
+    kept = log.read_bytes()
+    resume(ellipsoid, path, log=log)  # nothing is evaluated, so nothing is logged
+    assert log.read_bytes() == kept
+
+
 # --------------------------------------------------------------------------- one path for two files
 
 

@@ -1,6 +1,7 @@
 """IPOP and BIPOP restart schedules: the rules of each run and their use by ``minimize``."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -134,15 +135,20 @@ def test_minimize_rejects_bipop_without_restarts():
         minimize(sphere, np.zeros(3), 1.0, restarts=2, bipop="yes")
 
 
-def test_bipop_resume_matches_uninterrupted_run(tmp_path):
+def test_bipop_resume_matches_uninterrupted_run(tmp_path, capsys):
     reference = bipop_run()
     # Fail in the first small run, between two checkpoints, and continue from the file.
     first_small = next(run["run"] for run in reference.restarts if run["regime"] == "small")
     calls = sum(run["nfev"] for run in reference.restarts[:first_small]) + 37
     with pytest.raises(EvaluationError, match="worker lost"):
         bipop_run(fun=crash_after(calls, rastrigin), checkpoint=tmp_path / "run.npz", checkpoint_every=3)
-    resumed = resume(rastrigin, tmp_path / "run.npz", check_function=False)
+    resumed = resume(rastrigin, tmp_path / "run.npz", check_function=False, disp=1)
     assert resumed.restarts == reference.restarts
+    # The continued run's table starts with its own line, as a new run's does.
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(
+        rf"run {first_small} \(small\), popsize \d+, sigma0 \S+, resumed after \d+ evaluations", first_line
+    )
     assert resumed.fbest == reference.fbest
     assert resumed.nfev == reference.nfev
 
@@ -165,3 +171,11 @@ def test_resume_of_a_checkpoint_written_before_bipop(tmp_path):
     assert resumed.nfev == reference.nfev
     assert resumed.fbest == reference.fbest
     assert [run["popsize"] for run in resumed.restarts] == [run["popsize"] for run in reference.restarts]
+    # Every summary, also those of runs before the checkpoint, has the new entries.
+    assert resumed.restarts == reference.restarts
+
+
+def test_small_run_sigma0_is_a_float():
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000)]
+    settings = next_run(make_plan(), {"run": 2, "popsize": 40, "summaries": summaries})
+    assert type(settings.sigma0) is float
