@@ -89,10 +89,11 @@ def test_old_state_dict_gets_new_defaults():
     assert (group["max_cayley_squarings"], group["generator_norm"], group["max_side_ratio"]) == (None, "auto", 16.0)
 
 
-@pytest.mark.parametrize("scale", [1e19, 1e30])
+@pytest.mark.parametrize("scale", [1e19, 1e30, 1e38])
 def test_huge_gradient_skips_update(scale):
     # Entries of 1e19 sum to an L1 norm above sqrt(float32 max) = 1.8e19:
     # their squares, in the curvature and the second moments, would overflow.
+    # Entries of 1e38 are finite, though their float32 L1 norm is infinite.
     model, optimizer = trained()
     weights = list(model.parameters())
     before = [param.detach().clone() for param in weights]
@@ -119,6 +120,18 @@ def test_large_gradient_below_limit_is_used():
         optimizer.step()
     assert torch.isfinite(weight).all()
     assert all(torch.isfinite(value).all() for value in optimizer.state[weight].values())
+
+
+def test_float64_state_takes_float64_limit():
+    # 1e20 is beyond float32's limit of 1.8e19 but far below float64's 1.3e154.
+    W = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    optimizer = SpectralKron([W], lr=1e-2)
+    W.grad = torch.full_like(W, 1e20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer.step()
+    assert optimizer.state[W]["alpha"].item() > 0
+    assert torch.isfinite(W).all()
 
 
 def test_early_zero_gradient_decays_weight():
