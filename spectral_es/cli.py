@@ -549,7 +549,10 @@ class StatusLine:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # The usage of the subcommand whose options were misspelt, not the top level's.
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "functions":
         for name, function in FUNCTIONS.items():
             print(f"{name:18} {function.__doc__.splitlines()[0]}")

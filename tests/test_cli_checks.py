@@ -393,3 +393,9 @@ def test_vectorized_hint_on_resume():
     assert given.endswith("drop --vectorized for a function of one point")
     wrong_way = "pass vectorized=True if it takes the whole population at once"
     assert in_command_line_terms(wrong_way, argparse.Namespace(vectorized=False)).startswith("add --vectorized")
+
+
+def test_unknown_option_shows_minimize_usage(capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--maxfevals", "3"], capsys)
+    assert code == 2
+    assert "spectral-es minimize: error: unrecognized arguments: --maxfevals 3" in err

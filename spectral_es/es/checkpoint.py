@@ -22,6 +22,7 @@ import io
 import json
 import os
 import reprlib
+import stat
 import tempfile
 import time
 import zipfile
@@ -300,11 +301,16 @@ def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:
     np.savez(buffer, **arrays)
 
     # Write next to the target and rename over it: readers see either the
-    # old file or the complete new one.
+    # old file or the complete new one. mkstemp creates the file for its
+    # owner only (0600), so it gets the permissions the target has or, for
+    # a new file, those that the umask leaves.
     path = Path(path)
+    mode = _file_mode(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(handle, "wb") as file:
+            if hasattr(os, "fchmod"):  # not on Windows, where only the read-only flag exists
+                os.fchmod(file.fileno(), mode)
             file.write(buffer.getvalue())
             file.flush()
             os.fsync(file.fileno())
@@ -312,6 +318,16 @@ def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """Return the permission bits of ``path``, or for a new file ``0o666`` less the process umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0o022)  # the only way to read the umask is to set it
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:

@@ -338,3 +338,20 @@ def test_resume_into_other_log_starts_afresh(tmp_path):
     assert rows[0] == expected[0]
     assert 1 < len(rows) < len(expected)
     assert rows[1:] == expected[len(expected) - len(rows) + 1 :]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_checkpoint_file_mode_follows_umask_and_target(tmp_path):
+    es = SpectralES(np.ones(3), 1.0, seed=0)
+    path = tmp_path / "state.npz"
+    umask = os.umask(0o027)
+    try:
+        es.save(path)
+    finally:
+        os.umask(umask)
+    # A new file gets 0666 less the umask, as open() would give it, not mkstemp's 0600.
+    assert path.stat().st_mode & 0o777 == 0o640
+    # An existing file keeps its permissions when it is replaced.
+    path.chmod(0o604)
+    es.save(path)
+    assert path.stat().st_mode & 0o777 == 0o604
