@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sigma0", type=float, help="initial step size, the same in every coordinate (default 1)")
     run.add_argument("--seed", type=int, help="random seed (default: fresh entropy, printed)")
     run.add_argument("--popsize", type=int, help="samples per iteration (default 4 + floor(3 ln n))")
-    run.add_argument("--max-evals", type=float, help="stop after this many function evaluations")
+    run.add_argument(
+        "--max-evals",
+        type=float,
+        help="stop after this many function evaluations; with --resume, a new budget for a run that spent its own",
+    )
     run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10; none with --noise)")
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
     run.add_argument(
@@ -253,7 +257,7 @@ def run_minimize(args: argparse.Namespace) -> int:
     try:
         with open_executor(args.workers, args.dask) as executor:
             if args.resume:
-                result = resume(function, args.resume, executor=executor, **io_options)
+                result = resume(function, args.resume, executor=executor, max_evals=args.max_evals, **io_options)
             else:
                 result = minimize(function, executor=executor, **io_options, **settings)
     except ValueError as error:
@@ -304,7 +308,8 @@ def in_command_line_terms(message: str, args: argparse.Namespace) -> str:
     """Return a message of ``minimize`` or ``resume`` with the hints about ``vectorized`` given as flags."""
     # Without --vectorized, a resumed run is vectorized only because the saved run was.
     drop = "drop --vectorized" if args.vectorized else "pass --no-vectorized (the saved run was vectorized)"
-    return message.replace("pass vectorized=False", drop).replace("pass vectorized=True", "add --vectorized")
+    message = message.replace("pass vectorized=False", drop).replace("pass vectorized=True", "add --vectorized")
+    return re.sub(r"\bmax_evals=", "--max-evals ", message)
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -428,12 +433,16 @@ def check_start(x0: np.ndarray, bounds: Bounds | None) -> None:
 
 
 def check_resume_arguments(args: argparse.Namespace) -> None:
-    """Reject run-defining options next to ``--resume``: the checkpoint fixes them."""
+    """Reject run-defining options next to ``--resume``: the checkpoint fixes them.
+
+    ``--max-evals`` is the exception: it gives the resumed run a new budget.
+    """
     # A value of 0 is given too (--seed 0), so values are compared with None, not by truth.
     given = [
         flag
         for name, flag in RUN_OPTIONS.items()
-        if (getattr(args, name) is True if name in RUN_FLAGS else getattr(args, name) is not None)
+        if name != "max_evals"
+        and (getattr(args, name) is True if name in RUN_FLAGS else getattr(args, name) is not None)
     ]
     if given:
         raise ValueError(

@@ -243,6 +243,7 @@ def resume(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
     check_function: bool = True,
+    max_evals: float | None = None,
 ) -> ESResult:
     """Continue the :func:`minimize` run saved in the checkpoint ``path``.
 
@@ -264,14 +265,21 @@ def resume(
     an error unless ``check_function=False``, for an objective that was
     fixed, renamed or wrapped since.
 
+    ``max_evals`` replaces the stored budget of all runs together. A run
+    that stopped because it spent the old budget then goes on, as if it had
+    had the new one from the start (see :meth:`SpectralES.set_budget`), and
+    so do its restarts. In the log, the row where the old budget stopped the
+    run keeps that stop reason.
+
     Raises:
         TypeError: if ``fun`` is not callable.
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is not a :func:`minimize` checkpoint or is
             damaged, if ``fun`` is not the stored objective (with
             ``check_function``), if ``log`` or ``checkpoint`` cannot be
-            written or would replace a file they must not replace, or if
-            ``log`` is ``path`` or ``checkpoint``. Nothing is written before
+            written or would replace a file they must not replace, if
+            ``log`` is ``path`` or ``checkpoint``, or if ``max_evals`` is not
+            above the evaluations already done. Nothing is written before
             these checks.
     """
     _check_callable(fun)
@@ -289,6 +297,16 @@ def resume(
         )
     if vectorized is not None:
         plan["vectorized"] = bool(vectorized)  # also for the checkpoints of the continued run
+    if max_evals is not None:
+        # The current run's limit is the budget less the earlier runs' evaluations.
+        budget = whole_number_as_int(validate_positive("max_evals", max_evals, "pass a larger budget than before"))
+        done = progress["nfev"] + es.nfev
+        if not budget > done:
+            raise ValueError(
+                f"max_evals={max_evals!r} is not above the {done} evaluations already done; pass a larger budget"
+            )
+        es.set_budget(max_evals=budget - progress["nfev"])
+        plan["budget"] = budget
     driver = RestartDriver(plan, progress)
     driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=path)
     return driver.run(es)

@@ -47,6 +47,7 @@ from spectral_es.es.options import (
     validate_positive,
     validate_seed,
     validate_x0,
+    whole_number_as_int,
 )
 from spectral_es.es.parameters import Parameters, default_popsize
 from spectral_es.es.result import ESResult, NonFiniteObjectiveWarning
@@ -487,6 +488,29 @@ class SpectralES:
     def request_stop(self, reason: str = "callback", value: Any = True) -> None:
         """Add ``reason`` to the stop dictionary, so :meth:`stop` is non-empty."""
         self._stop[reason] = value
+
+    def set_budget(self, max_evals: float | None = None, max_iter: float | None = None) -> None:
+        """Raise (or lower) the evaluation or iteration limit; ``None`` keeps a limit.
+
+        A run that stopped only because it spent its budget goes on after a
+        larger one: the stop for a limit that the run is now below is
+        withdrawn, and the other stop reasons stay. Nothing else changes, so
+        the run continues as if it had had the new limit from the start.
+
+        Raises:
+            ValueError: for a limit that is not a positive number, or one at
+                or below what the run has already used.
+        """
+        for name, limit, used in (("max_evals", max_evals, self.nfev), ("max_iter", max_iter, self.nit)):
+            if limit is None:
+                continue
+            number = validate_positive(name, limit, f"pass {name} > 0")
+            if not number > used:
+                raise ValueError(
+                    f"{name}={limit!r} is not above the {used} the run has used; pass a larger {name} to continue it"
+                )
+            self.options[name] = whole_number_as_int(number)
+            self._stop.pop(name, None)
 
     # ------------------------------------------------------------------ checkpoints
 
