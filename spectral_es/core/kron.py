@@ -279,8 +279,16 @@ def kron_precondition(
 
     Returns:
         The preconditioned matrix, shape (n, m), dtype and device of ``V``.
-        The scaling is computed in the dtype of ``d`` and rounded once.
+
+    ``V`` enters the products divided by ``alpha^{1/p}``, and the division
+    by the eigenvalue roots runs in the dtype of ``d``, rounded to that of
+    ``V`` once. ``alpha`` follows the gradient's scale, so in float16 the
+    products of the unscaled ``V`` overflow (its largest number is 65504)
+    and ``(alpha d_C,i d_K,j)^{1/p}`` can too.
     """
-    # (alpha d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
-    root = (alpha ** (1 / p) * d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :]
-    return kron_unrotate(B_C, kron_rotate(B_C, V, B_K) / astype_like(root + eps, V), B_K)
+    # (d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
+    scale = alpha ** (-1 / p)
+    root = (d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :] + eps * scale
+    xp = namespace(V)
+    rotated = kron_rotate(B_C, V * xp.asarray(scale, dtype=V.dtype), B_K)
+    return kron_unrotate(B_C, astype_like(astype_like(rotated, root) / root, V), B_K)

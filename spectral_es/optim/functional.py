@@ -145,17 +145,22 @@ def kron_refresh(
     n, m = G.shape
     options = {**rotation, "damping": damping, "max_log_step": MAX_LOG_STEP}
 
-    # Both curvatures from the current factors, before either moves.
-    Y = kron_rotate(B_C, G, B_K)
+    # Both curvatures from the current factors, before either moves. The
+    # factor step needs only W / alpha, so G enters divided by sqrt(alpha):
+    # the products then stay in float16's range whatever the gradients'
+    # typical scale (a sudden spike can still overflow them).
+    Y = kron_rotate(B_C, G * alpha.rsqrt().to(G.dtype), B_K)
     W_C = kron_curvature(Y, d_K, full=B_C is not None) if "C" in sides else None
     W_K = kron_curvature(Y.T, d_C, full=B_K is not None) if "K" in sides else None
 
-    # Each factor's spectral step; alpha moves last, by the mean rate.
+    # Each factor's spectral step (with alpha = 1 for the scaled curvature);
+    # alpha moves last, by the mean rate.
+    unit = torch.ones_like(alpha)
     rate = torch.zeros((), dtype=alpha.dtype, device=alpha.device)
     if W_C is not None:
-        rate += _move_factor(d_C, B_C, W_C, alpha, m, beta, options, orthogonalize)
+        rate += _move_factor(d_C, B_C, W_C, unit, m, beta, options, orthogonalize)
     if W_K is not None:
-        rate += _move_factor(d_K, B_K, W_K, alpha, n, beta, options, orthogonalize)
+        rate += _move_factor(d_K, B_K, W_K, unit, n, beta, options, orthogonalize)
     alpha.mul_(torch.exp(rate / 2))
 
 
@@ -186,11 +191,14 @@ def _graft_and_clip(
     ``M_hat / (sqrt(v_hat) + eps)``, and ``"adafactor"`` the same norm with
     the factored second moment of :func:`_factored_second_moment`.
     ``"rms"`` gives ``D`` the RMS ``graft_rms``, and ``"none"`` keeps it.
-    ``max_update_rms`` then caps the RMS of the result. The scale factors stay tensors, so nothing synchronises
-    with the host.
+    ``max_update_rms`` then caps the RMS of the result. The scale factors
+    stay tensors, so nothing synchronises with the host. The direction is
+    rescaled in float32 or wider, where the ratio of two norms cannot
+    overflow as it can in float16; the result has that dtype.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
-    norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+    D = D.to(wide)
+    norm = torch.linalg.vector_norm(D).clamp_min(_TINY)
     if group["graft"] in ("adam", "adafactor"):
         if group["graft"] == "adam":
             v = state["exp_avg_sq"]
@@ -198,14 +206,14 @@ def _graft_and_clip(
             v = _factored_second_moment(state["exp_avg_sq_row"], state["exp_avg_sq_col"]).reshape(D.shape)
         v_hat = v / (1 - group["betas"][1] ** t)
         adam = M_hat.to(v_hat.dtype) / (v_hat.sqrt() + group["eps"])
-        D = D * (torch.linalg.vector_norm(adam) / norm).to(D.dtype)
-        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+        D = D * (torch.linalg.vector_norm(adam) / norm).to(wide)
+        norm = torch.linalg.vector_norm(D).clamp_min(_TINY)
     elif group["graft"] == "rms":
-        D = D * (group["graft_rms"] * math.sqrt(D.numel()) / norm).to(D.dtype)
-        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+        D = D * (group["graft_rms"] * math.sqrt(D.numel()) / norm)
+        norm = torch.linalg.vector_norm(D).clamp_min(_TINY)
     if group["max_update_rms"] is not None:
         limit = group["max_update_rms"] * math.sqrt(D.numel())
-        D = D * (limit / norm).clamp(max=1.0).to(D.dtype)
+        D = D * (limit / norm).clamp(max=1.0)
     return D
 
 

@@ -299,3 +299,25 @@ def test_bfloat16_bases_with_float32_eigenvalues(rng):
     assert orthogonality_defect(new[1].float()) < 0.1
     V = to16(rng.standard_normal((16, 8)))
     assert kron_precondition(*new, V, 2.0, 1e-8).dtype == torch.bfloat16
+
+
+@requires_torch
+def test_precondition_float16_with_large_alpha():
+    # alpha^{1/2} (d_C d_K)^{1/2} >= 3.2e5 / e = 1.2e5 overflows float16 (largest
+    # number 65504) if the roots are formed before dividing, which zeroes the
+    # whole result; relative to alpha nothing overflows.
+    rng = np.random.default_rng(5)
+    n, m = 6, 4
+    d_C, d_K = np.exp(rng.uniform(-1, 1, n)), np.exp(rng.uniform(-1, 1, m))
+    B_C = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    B_K = np.linalg.qr(rng.standard_normal((m, m)))[0]
+    alpha, V = 1e11, 1e4 * rng.standard_normal((n, m))
+    expected = kron_precondition(d_C, B_C, d_K, B_K, alpha, V, 2.0)
+    half = [torch.tensor(d_C), torch.tensor(B_C, dtype=torch.float16), torch.tensor(d_K)]
+    half += [torch.tensor(B_K, dtype=torch.float16), torch.tensor(alpha)]
+    got = kron_precondition(*half, torch.tensor(V, dtype=torch.float16), 2.0)
+    assert got.dtype == torch.float16
+    # float16 rounds to 2^-11 relative; the bases, four products and the
+    # division each add about that, summed over up to 6 terms: 1% of the
+    # largest entry is a wide margin.
+    np.testing.assert_allclose(got.double().numpy(), expected, rtol=0, atol=1e-2 * np.abs(expected).max())

@@ -200,3 +200,23 @@ def test_state_dtype_accepts_torch_aliases(alias, dtype):
 def test_more_invalid_options(option, value):
     with pytest.raises(ValueError, match=f"invalid {option}"):
         SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], **{option: value})
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e2, 1e4])
+def test_float16_state_stays_finite_at_any_gradient_scale(scale):
+    # float16's largest number is 65504: the curvature products of a raw
+    # gradient of entries ~100 and the eigenvalue roots of alpha ~1e8
+    # overflow it unless both are taken relative to alpha.
+    W = torch.nn.Parameter(torch.randn(64, 64, generator=torch.Generator().manual_seed(0)))
+    start = W.detach().clone()
+    optimizer = SpectralKron([W], state_dtype="float16", precondition_frequency=1)
+    generator = torch.Generator().manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(20):
+            W.grad = scale * torch.randn(64, 64, generator=generator)
+            optimizer.step()
+    assert torch.isfinite(W).all()
+    assert not torch.equal(W.detach(), start)
+    for key, value in optimizer.state[W].items():
+        assert torch.isfinite(value).all(), key
