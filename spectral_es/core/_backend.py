@@ -66,6 +66,14 @@ def astype_like(x: Any, like: Any) -> Any:
     return x.astype(like.dtype, copy=False)
 
 
+def has_short_range(x: Any) -> bool:
+    """Return whether the dtype of ``x`` overflows far below float32 does (float16: above 65504)."""
+    if is_torch(x):
+        torch = sys.modules["torch"]
+        return torch.finfo(x.dtype).max < torch.finfo(torch.float32).max
+    return bool(np.finfo(x.dtype).max < np.finfo(np.float32).max)
+
+
 def at_least_float32(x: Any) -> Any:
     """Return ``x`` in float32 if its dtype is narrower (bfloat16, float16), else ``x`` itself."""
     if is_torch(x):

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from spectral_es.core import bjorck_orthogonalize
+from spectral_es.core._backend import has_short_range
 from spectral_es.core.kron import kron_curvature, kron_factor_step, kron_precondition, kron_rotate
 
 __all__ = [
@@ -192,13 +193,14 @@ def _graft_and_clip(
     the factored second moment of :func:`_factored_second_moment`.
     ``"rms"`` gives ``D`` the RMS ``graft_rms``, and ``"none"`` keeps it.
     ``max_update_rms`` then caps the RMS of the result. The scale factors
-    stay tensors, so nothing synchronises with the host. The direction is
-    rescaled in float32 or wider, where the ratio of two norms cannot
-    overflow as it can in float16; the result has that dtype.
+    stay tensors, so nothing synchronises with the host. A float16
+    direction is rescaled in float32, where the ratio of two norms cannot
+    overflow as it can in float16, and returned in float32.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
-    D = D.to(wide)
-    norm = torch.linalg.vector_norm(D).clamp_min(_TINY)
+    if has_short_range(D):
+        D = D.to(wide)
+    norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
     if group["graft"] in ("adam", "adafactor"):
         if group["graft"] == "adam":
             v = state["exp_avg_sq"]
@@ -206,14 +208,14 @@ def _graft_and_clip(
             v = _factored_second_moment(state["exp_avg_sq_row"], state["exp_avg_sq_col"]).reshape(D.shape)
         v_hat = v / (1 - group["betas"][1] ** t)
         adam = M_hat.to(v_hat.dtype) / (v_hat.sqrt() + group["eps"])
-        D = D * (torch.linalg.vector_norm(adam) / norm).to(wide)
-        norm = torch.linalg.vector_norm(D).clamp_min(_TINY)
+        D = D * (torch.linalg.vector_norm(adam) / norm).to(D.dtype)
+        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
     elif group["graft"] == "rms":
-        D = D * (group["graft_rms"] * math.sqrt(D.numel()) / norm)
-        norm = torch.linalg.vector_norm(D).clamp_min(_TINY)
+        D = D * (group["graft_rms"] * math.sqrt(D.numel()) / norm).to(D.dtype)
+        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
     if group["max_update_rms"] is not None:
         limit = group["max_update_rms"] * math.sqrt(D.numel())
-        D = D * (limit / norm).clamp(max=1.0)
+        D = D * (limit / norm).clamp(max=1.0).to(D.dtype)
     return D
 
 

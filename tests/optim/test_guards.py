@@ -220,3 +220,43 @@ def test_float16_state_stays_finite_at_any_gradient_scale(scale):
     assert not torch.equal(W.detach(), start)
     for key, value in optimizer.state[W].items():
         assert torch.isfinite(value).all(), key
+
+
+def test_float16_refresh_matches_float32_at_large_scale():
+    # The refresh sees the gradient relative to sqrt(alpha), so entries of
+    # 1e4, whose squares overflow float16, move the factors as in float32.
+    from spectral_es.optim.functional import init_kron_state, kron_refresh
+
+    G = 1e4 * torch.randn(16, 12, generator=torch.Generator().manual_seed(3))
+    rotation = {
+        "method": "truncated",
+        "order": 8,
+        "max_generator_norm": 0.5,
+        "cap_norm": "spectral",
+        "max_squarings": 0,
+    }
+    states = {}
+    for dtype in (torch.float32, torch.float16):
+        state = init_kron_state(torch.empty(16, 12), dtype, 2048, "none")
+        state["alpha"].copy_(G.square().mean())
+        kron_refresh(state, G.to(dtype), sides="CK", beta=0.1, rotation=rotation, damping=1e-4, orthogonalize=False)
+        states[dtype] = state
+    # float16 rounds the gradient and the products to about 2^-11 relative;
+    # the eigenvalues move by exp(0.1 (q / d - 1)), so they agree far closer
+    # than 1%.
+    for key in ("d_C", "d_K", "alpha"):
+        torch.testing.assert_close(states[torch.float16][key], states[torch.float32][key], rtol=1e-2, atol=0)
+    for key in ("B_C", "B_K"):
+        assert torch.isfinite(states[torch.float16][key]).all(), key
+
+
+def test_float16_graft_rescales_in_float32():
+    # A float16 direction of RMS 1e-5 grafted to RMS 1 needs a factor of 1e5,
+    # beyond float16's largest number (65504); in float32 it is exact.
+    from spectral_es.optim.functional import _graft_and_clip
+
+    D = torch.full((8, 8), 1e-5, dtype=torch.float16)
+    group = {"graft": "rms", "graft_rms": 1.0, "max_update_rms": None}
+    grafted = _graft_and_clip(D, D, {}, group, 1.0)
+    assert grafted.dtype == torch.float32
+    torch.testing.assert_close(grafted, torch.ones(8, 8), rtol=1e-3, atol=0)
