@@ -11,6 +11,7 @@ may replace, are here too.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Bounds
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
 from spectral_es.es.history import CSVLog, check_new_log, csv_header
+from spectral_es.es.options import validate_x0
 from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.strategy import ESResult, SpectralES
 
@@ -33,6 +35,7 @@ __all__ = [
     "as_args",
     "check_new_checkpoint",
     "display_interval",
+    "draw_start",
     "new_progress",
     "run_callback",
     "step",
@@ -91,6 +94,39 @@ def display_interval(disp: Any) -> int:
     return int(disp)
 
 
+def draw_start(x0: Callable, seed: int, run: int, n: int | None = None) -> np.ndarray:
+    """Return the start point of run ``run`` that the function ``x0`` draws.
+
+    A function that takes an argument gets a ``numpy.random.Generator``
+    from a child of ``SeedSequence(seed)`` of its own for each run, so the
+    starts repeat with the seed and after a resume. One without arguments
+    is called bare, as pycma calls a callable ``x0``.
+
+    Raises:
+        ValueError: if the point is not a finite 1-D array of numbers, or
+            not of length ``n`` (when given).
+    """
+    generator = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(run, 1)))
+    try:
+        inspect.signature(x0).bind(generator)
+        takes_generator = True
+    except TypeError:
+        takes_generator = False
+    except ValueError:  # no signature to inspect, as for some builtins
+        takes_generator = True
+    point = x0(generator) if takes_generator else x0()
+    try:
+        start = validate_x0(point)
+    except ValueError as error:
+        raise ValueError(f"the start that x0 drew for run {run} is invalid: {error}") from None
+    if n is not None and start.size != n:
+        raise ValueError(
+            f"x0 drew a start of length {start.size} for run {run}, but the first run's has {n}; "
+            "return points of one length"
+        )
+    return start
+
+
 def check_new_checkpoint(path: str | os.PathLike, name: str = "checkpoint", continue_with: str | None = None) -> None:
     """Raise ValueError if a new run must not write its checkpoint to ``path``.
 
@@ -139,6 +175,7 @@ def stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str
     plan, progress = extra["minimize"]["plan"], extra["minimize"]["progress"]
     plan.setdefault("bipop", False)
     plan.setdefault("vectorized", None)
+    plan.setdefault("x0_function", None)
     progress.setdefault(
         "current",
         {"regime": "default" if progress["run"] == 0 else "large", "sigma0": plan["sigma0"]},
@@ -175,13 +212,17 @@ class RestartDriver:
         self.plan = plan
         self.progress = progress
 
-    def configure(self, fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=None) -> None:
+    def configure(
+        self, fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=None, x0=None
+    ) -> None:
         """Set how to evaluate, report and save, and check the files before anything is evaluated.
 
         ``resumed`` is the checkpoint that :func:`resume` continues, and
-        ``checkpoint`` defaults to it. Apart from ``plan["vectorized"]``,
-        none of this is saved in checkpoints.
+        ``checkpoint`` defaults to it. ``x0`` is the function that draws the
+        starts when ``plan["x0_function"]`` names one. Apart from
+        ``plan["vectorized"]``, none of this is saved in checkpoints.
         """
+        self.x0 = x0
         integral = isinstance(checkpoint_every, (int, np.integer)) and not isinstance(checkpoint_every, bool)
         if not integral or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
@@ -240,9 +281,13 @@ class RestartDriver:
         options = dict(plan["options"], max_iter=settings.max_iter)
         if options.get("bounds") is not None:
             options["bounds"] = Bounds(*options["bounds"])  # stored as [lower, upper]
+        # Run 0 starts at the plan's x0, also when a function drew it.
+        start = plan["x0"]
+        if plan["x0_function"] is not None and progress["run"] > 0:
+            start = draw_start(self.x0, plan["seed"], progress["run"], len(plan["x0"]))
         # Run k's seed is the k-th child that SeedSequence(seed).spawn() gives.
         es = SpectralES(
-            plan["x0"],
+            start,
             settings.sigma0,
             popsize=settings.popsize,
             seed=np.random.SeedSequence(plan["seed"], spawn_key=(progress["run"],)),

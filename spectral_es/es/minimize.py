@@ -24,6 +24,7 @@ from spectral_es.es.driver import (
     as_args,
     check_new_checkpoint,
     display_interval,
+    draw_start,
     new_progress,
     run_callback,
     step,
@@ -110,7 +111,11 @@ def minimize(
         fun: Objective, ``fun(x, *args) -> float`` for ``x`` of shape (n,),
             or with ``vectorized=True``, ``fun(X, *args)`` for the whole
             population ``X`` of shape (popsize, n), returning shape (popsize,).
-        x0: Initial mean, shape (n,).
+        x0: Initial mean, shape (n,), where every run starts; or a function
+            that draws each run's start, ``x0(rng)`` with a
+            ``numpy.random.Generator`` derived from ``seed`` (so runs
+            repeat and resume exactly), or ``x0()`` as in pycma. Random
+            starts suit restarts, BIPOP's small runs above all.
         sigma0: Initial step size, > 0.
         args: Extra positional arguments of ``fun``, a tuple; any other
             value is one argument, as in ``scipy.optimize``.
@@ -193,7 +198,9 @@ def minimize(
         raise ValueError(f"bipop must be True or False, got {bipop!r}")
     if bipop and restarts == 0:
         raise ValueError("bipop=True interleaves small runs with restarts, but restarts=0; pass restarts >= 1")
-    x0 = validate_x0(x0)
+    seed = validate_seed(seed).entropy
+    x0_function = x0 if callable(x0) else None
+    x0 = validate_x0(x0) if x0_function is None else draw_start(x0_function, seed, 0)
     sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
     max_evals = options.pop("max_evals", None)
     if max_evals is not None:
@@ -209,16 +216,17 @@ def minimize(
         "x0": x0,
         "sigma0": sigma0,
         "options": options,
-        "seed": validate_seed(seed).entropy,
+        "seed": seed,
         "restarts": int(restarts),
         "incpopsize": float(incpopsize),
         "bipop": bool(bipop),
         "budget": math.inf if max_evals is None else max_evals,
         "function": objective_name(fun),
         "vectorized": bool(vectorized),
+        "x0_function": None if x0_function is None else objective_name(x0_function),
     }
     driver = RestartDriver(plan, progress)
-    driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every)
+    driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, x0=x0_function)
     return driver.run()
 
 
@@ -244,6 +252,7 @@ def resume(
     checkpoint_every: int = 10,
     check_function: bool = True,
     max_evals: float | None = None,
+    x0: Callable | None = None,
 ) -> ESResult:
     """Continue the :func:`minimize` run saved in the checkpoint ``path``.
 
@@ -271,6 +280,9 @@ def resume(
     so do its restarts. In the log, the row where the old budget stopped the
     run keeps that stop reason.
 
+    The checkpoint stores only the name of a function given as ``x0``, so
+    such a run needs the function again as ``x0`` to draw later starts.
+
     Raises:
         TypeError: if ``fun`` is not callable.
         FileNotFoundError: if ``path`` does not exist.
@@ -278,9 +290,10 @@ def resume(
             damaged, if ``fun`` is not the stored objective (with
             ``check_function``), if ``log`` or ``checkpoint`` cannot be
             written or would replace a file they must not replace, if
-            ``log`` is ``path`` or ``checkpoint``, or if ``max_evals`` is not
-            above the evaluations already done. Nothing is written before
-            these checks.
+            ``log`` is ``path`` or ``checkpoint``, if ``max_evals`` is not
+            above the evaluations already done, or if ``x0`` is missing for
+            a run that drew its starts or given for one that did not.
+            Nothing is written before these checks.
     """
     _check_callable(fun)
     es, extra = checkpoints.load(SpectralES, path)
@@ -295,6 +308,14 @@ def resume(
             f"{os.fspath(path)} was written for the objective {plan['function']}, not {objective_name(fun)}; "
             "pass that function, or check_function=False to continue the run with a changed objective"
         )
+    if (x0 is None) != (plan["x0_function"] is None):
+        raise ValueError(
+            f"{os.fspath(path)} draws each run's start with {plan['x0_function']}; pass that function as x0"
+            if x0 is None
+            else f"{os.fspath(path)} starts every run at its stored x0; drop the x0 argument"
+        )
+    if x0 is not None and not callable(x0):
+        raise TypeError(f"x0 must be the function that draws the starts, got {x0!r}")
     if vectorized is not None:
         plan["vectorized"] = bool(vectorized)  # also for the checkpoints of the continued run
     if max_evals is not None:
@@ -308,7 +329,7 @@ def resume(
         es.set_budget(max_evals=budget - progress["nfev"])
         plan["budget"] = budget
     driver = RestartDriver(plan, progress)
-    driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=path)
+    driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=path, x0=x0)
     return driver.run(es)
 
 
@@ -318,9 +339,11 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     The plan contains ``function`` (the objective's ``module:qualified
     name``), ``x0``, ``sigma0``, ``options`` (the :class:`SpectralES`
     options), ``seed``, ``restarts``, ``incpopsize``, ``bipop``,
-    ``budget`` and ``vectorized``: whether the objective takes the whole
+    ``budget``, ``vectorized``: whether the objective takes the whole
     population, ``None`` (unknown) in checkpoints written before it was
-    stored.
+    stored, and ``x0_function``: the name of the function that drew the
+    starts, or ``None`` when every run starts at ``x0`` (then the first
+    run's start).
 
     Raises:
         ValueError: if ``path`` is not a :func:`minimize` checkpoint.

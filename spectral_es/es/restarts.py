@@ -28,10 +28,10 @@ runs (with the first run counted among them) have used fewer evaluations
 than the large ones, so both regimes get about the same budget. Only large
 runs count as restarts.
 
-NOTE: every run starts at ``x0``, so the small runs search near it, with
-step sizes down to ``sigma0 / 100``. pycma's ``fmin2`` takes a callable
-``x0`` for randomised starts, which suits BIPOP better; ``minimize`` does
-not offer that yet.
+With a fixed ``x0`` every run starts there, so the small runs search near
+it, with step sizes down to ``sigma0 / 100``. A function passed as ``x0``
+to :func:`spectral_es.minimize` draws each run's start instead, which
+suits BIPOP better.
 """
 
 from __future__ import annotations

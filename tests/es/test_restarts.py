@@ -179,3 +179,82 @@ def test_small_run_sigma0_is_a_float():
     summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000)]
     settings = next_run(make_plan(), {"run": 2, "popsize": 40, "summaries": summaries})
     assert type(settings.sigma0) is float
+
+
+class RecordingStart:
+    """A start function that draws uniformly in [-4, 4]^5 and records its draws."""
+
+    def __init__(self):
+        self.starts = []
+
+    def __call__(self, rng):
+        self.starts.append(rng.uniform(-4, 4, 5))
+        return self.starts[-1]
+
+
+def random_start_run(x0, **extra):
+    settings = {"seed": 2, "restarts": 3, "bipop": True, "tol_x": 1e-4, "max_evals": 40_000}
+    return minimize(rastrigin, x0, 2.0, **{**settings, **extra})
+
+
+def test_function_x0_draws_every_run_reproducibly():
+    first, second = RecordingStart(), RecordingStart()
+    result = random_start_run(first)
+    again = random_start_run(second)
+    # One draw per run, each its own point, the same for the same seed.
+    assert len(first.starts) == len(result.restarts) > 2
+    assert len({tuple(start) for start in first.starts}) == len(first.starts)
+    assert all(np.array_equal(a, b) for a, b in zip(first.starts, second.starts, strict=True))
+    assert again.restarts == result.restarts
+
+
+def test_function_x0_without_arguments_is_called_bare():
+    calls = []
+
+    def pycma_style():
+        calls.append(1)
+        return np.full(5, 3.0)
+
+    result = random_start_run(pycma_style, bipop=False)
+    assert len(calls) == len(result.restarts)
+
+
+def test_resume_draws_starts_with_the_given_function(tmp_path):
+    reference = random_start_run(RecordingStart())
+    calls = reference.restarts[0]["nfev"] + 37
+    with pytest.raises(EvaluationError, match="worker lost"):
+        minimize(
+            crash_after(calls, rastrigin),
+            RecordingStart(),
+            2.0,
+            seed=2,
+            restarts=3,
+            bipop=True,
+            tol_x=1e-4,
+            max_evals=40_000,
+            checkpoint=tmp_path / "run.npz",
+            checkpoint_every=3,
+        )
+    with pytest.raises(ValueError, match="draws each run's start with .*RecordingStart; pass that function as x0"):
+        resume(rastrigin, tmp_path / "run.npz", check_function=False)
+    resumed = resume(rastrigin, tmp_path / "run.npz", check_function=False, x0=RecordingStart())
+    assert resumed.restarts == reference.restarts
+
+
+def test_resume_rejects_x0_for_fixed_starts(tmp_path):
+    minimize(sphere, np.ones(3), 1.0, seed=0, max_iter=5, checkpoint=tmp_path / "run.npz")
+    with pytest.raises(ValueError, match="starts every run at its stored x0; drop the x0 argument"):
+        resume(sphere, tmp_path / "run.npz", x0=RecordingStart())
+
+
+@pytest.mark.parametrize(
+    ("draws", "message"),
+    [
+        ([np.zeros(5), np.zeros(4)], r"x0 drew a start of length 4 for run 1, but the first run's has 5"),
+        ([["a"] * 5], r"the start that x0 drew for run 0 is invalid: x0 must be a 1-D array of numbers"),
+    ],
+)
+def test_invalid_drawn_start_named(draws, message):
+    queue = list(draws)
+    with pytest.raises(ValueError, match=message):
+        random_start_run(lambda rng: queue.pop(0), bipop=False, tol_x=1e-1)
