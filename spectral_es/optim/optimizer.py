@@ -146,8 +146,8 @@ class SpectralKron(torch.optim.Optimizer):
 
     Cutting every generator to Frobenius norm 0.25 slows the eigenbases. On
     the digits convnet (``benchmarks/optimizer``, 10 seeds) that variant
-    had the highest test loss of the SpectralKron variants, in float32 and
-    in bfloat16.
+    trained no better than the default: two checks ranked it last and in
+    the middle of the SpectralKron variants, within that benchmark's noise.
 
     A bfloat16 or float16 state gets no squarings by default: the spectral
     cap lets long rotations through without the host synchronisation that
@@ -212,8 +212,8 @@ class SpectralKron(torch.optim.Optimizer):
             numbers). ``"rms"`` gives the step the fixed RMS ``graft_rms``
             (no state), and ``"none"`` leaves it. The factored moment is
             exact when the squared gradients have rank one, and on the
-            digits benchmark both grafts gave the same test loss at the
-            same learning rate.
+            digits convnet both grafts gave test losses within 5% of each
+            other at the same learning rate.
         graft_rms: Target RMS of the step for ``graft="rms"``, > 0. The
             default 0.2 is the RMS that AdamW steps typically settle at.
         max_update_rms: Cap on the RMS of each parameter's step (before
