@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["arange_like", "astype_like", "at_least_float32", "eye_like", "is_torch", "namespace"]
+__all__ = ["arange_like", "astype_like", "at_least_float32", "eye_like", "has_short_range", "is_torch", "namespace"]
 
 
 def is_torch(x: Any) -> bool:
