@@ -371,10 +371,10 @@ def test_vectorized_hint_names_the_flag(capsys, user_module):
 def test_unreachable_dask_scheduler_named(capsys, monkeypatch):
     # A stand-in for distributed whose Client fails as the real one does on a
     # closed port; no connection is attempted.
-    def refusing_client(address):
+    def unreachable_client(address):
         raise OSError(f"Timed out trying to connect to {address} after 30 s")
 
-    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=refusing_client))
+    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=unreachable_client))
     code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--dask", "tcp://127.0.0.1:1"], capsys)
     assert code == 2
     assert (
@@ -389,8 +389,8 @@ def test_vectorized_hint_on_resume():
     message = "got shape (); pass vectorized=False for a function of one point"
     resumed = in_command_line_terms(message, argparse.Namespace(vectorized=None))
     assert resumed.endswith("pass --no-vectorized (the saved run was vectorized) for a function of one point")
-    given = in_command_line_terms(message, argparse.Namespace(vectorized=True))
-    assert given.endswith("drop --vectorized for a function of one point")
+    flagged = in_command_line_terms(message, argparse.Namespace(vectorized=True))
+    assert flagged.endswith("drop --vectorized for a function of one point")
     wrong_way = "pass vectorized=True if it takes the whole population at once"
     assert in_command_line_terms(wrong_way, argparse.Namespace(vectorized=False)).startswith("add --vectorized")
 

@@ -254,9 +254,9 @@ def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
     compared, which for a file that does not exist yet is the normalised
     absolute path.
     """
-    given = [(name, path) for name, path in paths.items() if path is not None]
-    for k, (first, first_path) in enumerate(given):
-        for second, second_path in given[k + 1 :]:
+    named = [(name, path) for name, path in paths.items() if path is not None]
+    for k, (first, first_path) in enumerate(named):
+        for second, second_path in named[k + 1 :]:
             if same_file(first_path, second_path):
                 raise ValueError(
                     f"{first} and {second} name the same file {os.fspath(first_path)!r}, so one would overwrite "

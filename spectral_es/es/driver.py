@@ -348,6 +348,7 @@ class RestartDriver:
     def _finish_run(self, es: SpectralES) -> bool:
         """Fold the finished run into the progress; return whether to restart."""
         progress, result = self.progress, self._run_result(es)
+        last = _ends_minimization(self.plan, progress, result.stop, progress["nfev"] + result.nfev)
         summary = {"run": progress["run"], **progress["current"], "popsize": es.popsize}
         summary.update(fbest=result.fbest, nfev=result.nfev, nit=result.nit, stop=result.stop)
         progress["summaries"].append(summary)
@@ -361,8 +362,7 @@ class RestartDriver:
         es.history.stops[progress["run"]] = result.message
         if progress["current"]["regime"] != "small":
             progress["popsize"] = int(math.ceil(es.popsize * self.plan["incpopsize"]))
-        final = set(result.stop) & FINAL_STOPS or progress["nfev"] >= self.plan["budget"]
-        if final or is_last_run(self.plan, progress["summaries"]):
+        if last:
             return False
         progress["run"] += 1
         return True

@@ -345,7 +345,8 @@ class SpectralKron(torch.optim.Optimizer):
         for (group, param, state, name), (finite, bounded, nonzero, initialized) in zip(
             work, _gradient_flags(work), strict=True
         ):
-            if not finite:
+            # A non-finite L1 norm is rare: only then are the entries checked, to name the cause.
+            if not finite and not bool(torch.isfinite(param.grad).all()):
                 _warn(name, param, "has NaN or infinite entries", "skipped its update and kept its state")
                 continue
             if not bounded:
@@ -615,10 +616,11 @@ def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, bool]:
 def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
     """Return ``(finite, bounded, nonzero, initialized)`` per entry, with one host sync per device.
 
-    ``finite`` is whether every entry is finite. ``bounded`` (the L1 norm
-    below :func:`_max_gradient_l1` of the state's float32 or float64 dtype)
-    and ``nonzero`` come from the L1 norm of the gradient, accumulated in
-    float32 or wider, which may overflow to infinity for a finite gradient.
+    All but ``initialized`` come from the L1 norm of the gradient,
+    accumulated in float32 or wider: ``finite`` is whether it is finite
+    (it overflows for NaN or infinite entries, and for finite ones that
+    are large enough), ``bounded`` whether it is below
+    :func:`_max_gradient_l1` of the state's float32 or float64 dtype.
     ``initialized`` is whether the factors have an ``alpha`` yet, and always
     true on the Adam path.
     """
@@ -629,7 +631,7 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
         l1 = torch.linalg.vector_norm(param.grad, ord=1, dtype=wide)
         initialized = state["alpha"] > 0 if "alpha" in state else torch.ones((), dtype=torch.bool, device=l1.device)
         limit = _max_gradient_l1(_wide_dtype(state))
-        row = torch.stack([torch.isfinite(param.grad).all(), l1 < limit, l1 > 0, initialized])
+        row = torch.stack([torch.isfinite(l1), l1 < limit, l1 > 0, initialized])
         by_device.setdefault(l1.device, []).append((position, row))
     for rows in by_device.values():
         values = torch.stack([row for _, row in rows]).tolist()

@@ -317,7 +317,7 @@ def test_precondition_float16_with_large_alpha():
     half += [torch.tensor(B_K, dtype=torch.float16), torch.tensor(alpha)]
     got = kron_precondition(*half, torch.tensor(V, dtype=torch.float16), 2.0)
     assert got.dtype == torch.float16
-    # float16 rounds to 2^-11 relative; the bases, four products and the
-    # division each add about that, summed over up to 6 terms: 1% of the
+    # float16 rounds to 2^-11 relative. The bases, four products and the
+    # division each add about that, summed over up to 6 terms, so 1% of the
     # largest entry is a wide margin.
     np.testing.assert_allclose(got.double().numpy(), expected, rtol=0, atol=1e-2 * np.abs(expected).max())

@@ -14,6 +14,7 @@ from spectral_es.es import EvaluationError, checkpoint, resume
 from spectral_es.es.history import check_new_log
 from spectral_es.es.minimize import check_new_checkpoint, read_plan
 from spectral_es.functions import ellipsoid, sphere
+from tests.es.test_checkpoint import crash_after
 
 
 def counting(function):
@@ -22,19 +23,6 @@ def counting(function):
     def objective(x, *args):
         objective.calls += 1
         return function(x, *args)
-
-    objective.calls = 0
-    return objective
-
-
-def crash_at(calls, function):
-    """Return ``function`` that raises on its ``calls``-th call, like a run killed midway."""
-
-    def objective(x):
-        objective.calls += 1
-        if objective.calls == calls:
-            raise RuntimeError("worker lost")
-        return function(x)
 
     objective.calls = 0
     return objective
@@ -55,7 +43,7 @@ def scaled_sphere(x, scale):
 def unfinished_checkpoint(path, **options):
     """Write the checkpoint of a run that failed at its 30th evaluation to ``path``; return the evaluations done."""
     with pytest.raises(EvaluationError, match="worker lost"):
-        minimize(crash_at(30, ellipsoid), np.ones(3), 1.0, seed=0, checkpoint=path, checkpoint_every=2, **options)
+        minimize(crash_after(30, ellipsoid), np.ones(3), 1.0, seed=0, checkpoint=path, checkpoint_every=2, **options)
     return 29 // 7 * 7  # popsize 7 for n = 3; the failing population is not counted
 
 
@@ -68,7 +56,7 @@ def test_new_run_keeps_unfinished_checkpoint(tmp_path):
     before = path.read_bytes()
     objective = counting(ellipsoid)
     message = (
-        f"checkpoint '{path}' is the checkpoint of an unfinished run of tests.es.test_file_safety:crash_at.<locals>."
+        f"checkpoint '{path}' is the checkpoint of an unfinished run of tests.es.test_checkpoint:crash_after.<locals>."
         f"objective after {done} evaluations, which a new run would overwrite; continue it with "
         f"resume(fun, '{path}'), pass another path, or delete the file"
     )
@@ -221,9 +209,9 @@ def test_resume_of_finished_run_keeps_other_log(tmp_path):
     path, log = tmp_path / "run.npz", tmp_path / "other.csv"
     minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=5, checkpoint=path)
     minimize(ellipsoid, np.ones(3), 1.0, seed=2, max_iter=4, log=log)
-    kept = log.read_bytes()
+    before = log.read_bytes()
     resume(ellipsoid, path, log=log)  # nothing is evaluated, so nothing is logged
-    assert log.read_bytes() == kept
+    assert log.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- one path for two files
@@ -282,7 +270,7 @@ def test_resume_keeps_vectorized(tmp_path):
 def test_resume_vectorized_given_or_unknown(tmp_path):
     path = tmp_path / "run.npz"
     with pytest.raises(EvaluationError):
-        minimize(crash_at(3, rows), np.ones(4), 1.0, seed=2, vectorized=True, max_evals=200, checkpoint=path)
+        minimize(crash_after(3, rows), np.ones(4), 1.0, seed=2, vectorized=True, max_evals=200, checkpoint=path)
     # An explicit value wins over the stored one (each point evaluated alone).
     one_point = resume(sphere, path, vectorized=False, check_function=False)
     assert one_point.stop == {"max_evals": 200}
@@ -290,7 +278,7 @@ def test_resume_vectorized_given_or_unknown(tmp_path):
     # Checkpoints written before the plan stored vectorized: unknown, and resumed one point at a time.
     old = tmp_path / "old.npz"
     with pytest.raises(EvaluationError):
-        minimize(crash_at(3, rows), np.ones(4), 1.0, seed=2, vectorized=True, max_evals=200, checkpoint=path)
+        minimize(crash_after(3, rows), np.ones(4), 1.0, seed=2, vectorized=True, max_evals=200, checkpoint=path)
     tree = checkpoint.read(path)
     del tree["extra"]["minimize"]["plan"]["vectorized"]
     checkpoint.write(old, tree)
@@ -309,7 +297,7 @@ def test_single_argument_becomes_tuple(tmp_path):
 
     path = tmp_path / "run.npz"
     with pytest.raises(EvaluationError):
-        minimize(crash_at(9, sphere), np.ones(2), 1.0, seed=0, max_evals=80, checkpoint=path)
+        minimize(crash_after(9, sphere), np.ones(2), 1.0, seed=0, max_evals=80, checkpoint=path)
     resumed = resume(scaled_sphere, path, args=1.0, check_function=False)
     assert resumed.stop == {"max_evals": 80}
 
