@@ -29,6 +29,7 @@ __all__ = [
     "RunRecord",
     "make_problem",
     "run",
+    "start_bound",
 ]
 
 UNIMODAL = ("sphere", "ellipsoid", "rotated_ellipsoid", "rosenbrock")
@@ -72,6 +73,11 @@ class Problem:
         return (self.function, self.n)
 
 
+def start_bound(function: str) -> float:
+    """Return ``b`` of the start box ``[-b, b]^n`` of ``function``: 5 for multimodal, 3 for unimodal ones."""
+    return 5.0 if function in MULTIMODAL else 3.0
+
+
 def make_problem(
     function: str, n: int, seed: int, *, budget_per_dimension: Sequence[int] = (10_000, 100_000)
 ) -> Problem:
@@ -90,7 +96,8 @@ def make_problem(
     if seed < 1:
         raise ValueError(f"seed must be >= 1 (pycma reads seed 0 as 'seed from the clock'), got {seed!r}")
     multimodal = function in MULTIMODAL
-    bound, sigma0 = (5.0, 2.0) if multimodal else (3.0, 1.0)
+    sigma0 = 2.0 if multimodal else 1.0
+    bound = start_bound(function)
     x0 = np.random.default_rng(seed).uniform(-bound, bound, n)
     return Problem(
         function=function,

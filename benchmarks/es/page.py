@@ -15,6 +15,8 @@ MULTIMODAL_METHODS = (
     "pycma-ipop",
     "spectral-bipop",
     "pycma-bipop",
+    "spectral-bipop-random",
+    "pycma-bipop-random",
     "spectral",
     "spectral-large",
     "pycma",
@@ -85,7 +87,11 @@ def unimodal_table(cells: Groups) -> str:
 def multimodal_table(cells: Groups) -> str:
     """Return the table of the restarting and single-run methods on the multimodal functions."""
     methods = _methods_present(cells, MULTIMODAL_METHODS, MULTIMODAL)
-    restarting = (("spectral-ipop", "pycma-ipop"), ("spectral-bipop", "pycma-bipop"))
+    restarting = (
+        ("spectral-ipop", "pycma-ipop"),
+        ("spectral-bipop", "pycma-bipop"),
+        ("spectral-bipop-random", "pycma-bipop-random"),
+    )
     pairs = [pair for pair in restarting if pair[0] in methods]
     rows = []
     for function in MULTIMODAL:

@@ -229,3 +229,28 @@ def test_merge_prefers_later_file(tmp_path):
     used = {source["command"]: source["used"] for source in header["sources"]}
     assert used == {"run old": ["pycma (n = 10)", "time per generation"], "run new": ["spectral (n = 10)"]}
     assert header["seconds"] == 120.0
+
+
+@pytest.mark.parametrize("generator", [None, np.random.default_rng(7)], ids=["bare", "generator"])
+def test_restart_starts_begin_at_x0_then_draw(generator):
+    # pycma's fmin2 calls x0 bare and spectral_es.minimize with a generator;
+    # both must start at the problem's x0 and restart inside its start box.
+    problem = make_problem("rastrigin", 5, seed=3)
+    starts = methods.RestartStarts(problem)
+    points = [starts() if generator is None else starts(generator) for _ in range(4)]
+
+    np.testing.assert_array_equal(points[0], problem.x0)
+    bound = 5.0  # multimodal problems draw x0 from U[-5, 5]^n
+    for point in points[1:]:
+        assert point.shape == (5,)
+        assert np.all(np.abs(point) <= bound)
+        assert not np.array_equal(point, problem.x0)
+    assert len({tuple(point) for point in points}) == 4
+
+
+def test_restart_starts_repeat_with_seed():
+    problem = make_problem("griewank", 3, seed=4)
+    first, again = methods.RestartStarts(problem), methods.RestartStarts(problem)
+
+    for _ in range(3):
+        np.testing.assert_array_equal(first(), again())
