@@ -38,6 +38,8 @@ from spectral_es.functions import FUNCTIONS
 # Built-in functions start at 3 in every coordinate: away from every optimum
 # (0, or 1 for Rosenbrock), inside the usual [-5, 5] search box.
 DEFAULT_START = 3.0
+# The default --sigma0 as a fraction of the narrowest finite box width.
+BOX_SIGMA_FRACTION = 0.3
 
 
 def load_function(spec: str) -> Callable:
@@ -101,6 +103,12 @@ def parse_x0(text: str | None, dim: int | None) -> np.ndarray:
     return values
 
 
+def evaluation_count(text: str) -> int | float:
+    """Parse ``--max-evals``: ``1e5`` is accepted, and a whole number stays an int in messages."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def parse_numbers(option: str, text: str) -> np.ndarray:
     """Return the numbers of a comma list such as ``-5,5,inf``."""
     try:
@@ -151,15 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--dim", type=int, help="dimension n (number of variables); required unless --x0 lists every coordinate"
     )
     run.add_argument(
-        "--x0", help=f"start point: one number or a comma list (default {DEFAULT_START}, moved into the bounds)"
+        "--x0",
+        help=f"start point: one number or a comma list (default {DEFAULT_START}, moved into the bounds; "
+        "write --x0=-1,2 for a list that starts with a minus sign)",
     )
-    run.add_argument("--sigma0", type=float, help="initial step size, the same in every coordinate (default 1)")
+    run.add_argument(
+        "--sigma0",
+        type=float,
+        help=f"initial step size, the same in every coordinate (default {BOX_SIGMA_FRACTION} times the narrowest "
+        "width of the box of --lower and --upper where that is finite, else 1)",
+    )
     run.add_argument("--seed", type=int, help="random seed (default: fresh entropy, printed)")
     run.add_argument("--popsize", type=int, help="samples per iteration (default 4 + floor(3 ln n))")
     run.add_argument(
         "--max-evals",
-        type=float,
-        help="stop after this many function evaluations; with --resume, a new budget for a run that spent its own",
+        type=evaluation_count,
+        help="stop once this many function evaluations are spent (the last population completes, so a run may "
+        "overshoot by less than one population's evaluations); with --resume, a new budget for a run that spent "
+        "its own",
     )
     run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10; none with --noise)")
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
@@ -179,11 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--status", action="store_true", help="keep one status line on stderr, updated twice a second")
 
     domain = run.add_argument_group("bounds, integers and noise")
-    domain.add_argument("--lower", help="lower bounds: one number or a comma list (write --lower=-5 for negatives)")
+    domain.add_argument(
+        "--lower",
+        help="lower bounds: one number or a comma list; -inf for none (write --lower=-5,0 for a list that starts "
+        "with a minus sign)",
+    )
     domain.add_argument("--upper", help="upper bounds: one number or a comma list; inf for none")
     domain.add_argument("--integer", help="indices of integer variables, comma-separated (e.g. 0,3)")
     domain.add_argument("--noise", action="store_true", help="noisy objective: re-evaluate points, no f-based stops")
-    domain.add_argument("--noise-max-evaluations", type=int, help="most evaluations averaged per point (default 20)")
+    domain.add_argument(
+        "--noise-max-evaluations", type=int, help="with --noise: most evaluations averaged per point (default 20)"
+    )
 
     evaluation = run.add_argument_group("evaluation")
     evaluation.add_argument(
@@ -361,7 +384,7 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     settings = {
         "x0": x0,
-        "sigma0": 1.0 if args.sigma0 is None else args.sigma0,
+        "sigma0": default_sigma0(bounds) if args.sigma0 is None else args.sigma0,
         "seed": seed,
         "popsize": args.popsize,
         "max_evals": args.max_evals,
@@ -379,7 +402,22 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.noise:
         maximum = 20 if args.noise_max_evaluations is None else args.noise_max_evaluations
         settings.update(noise_handling=True, noise_max_evaluations=maximum)
+    elif args.noise_max_evaluations is not None:
+        raise ValueError("--noise-max-evaluations sets how often --noise re-evaluates a point; give --noise too")
     return settings
+
+
+def default_sigma0(bounds: Bounds | None) -> float:
+    """Return the default ``--sigma0``: a fraction of the narrowest finite box width, else 1.
+
+    A step size of a quarter to a third of the search interval is the usual
+    advice for CMA-ES. A fixed 1 stalls in boxes much narrower than that.
+    """
+    if bounds is None:
+        return 1.0
+    widths = np.asarray(bounds.ub, dtype=float) - np.asarray(bounds.lb, dtype=float)
+    finite = widths[np.isfinite(widths) & (widths > 0)]  # an empty box is reported by the bounds check
+    return float(BOX_SIGMA_FRACTION * finite.min()) if finite.size else 1.0
 
 
 def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
@@ -564,21 +602,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "functions":
         for name, function in FUNCTIONS.items():
-            print(f"{name:18} {function.__doc__.splitlines()[0]}")
+            summary = function.__doc__.splitlines()[0].replace("``", "")
+            print(f"{name:18} {summary}")
         return 0
+    if args.plot and not Path(args.plot).suffix:
+        args.plot += ".png"  # what matplotlib writes for a name without a suffix
     try:
         if args.resume:
             check_resume_arguments(args)
         with current_directory_importable():
             return run_minimize(args)
     except (ValueError, FileNotFoundError) as error:
-        # The usage line of ``minimize``, whose options the error is about.
-        args.command_parser.error(str(error))
+        # One line that names the option, with argparse's status 2 but without
+        # the usage block, which its own errors above print.
+        args.command_parser.exit(2, f"{args.command_parser.prog}: error: {error}\n")
     except KeyboardInterrupt:
         saved = args.checkpoint or args.resume
         print(f"\ninterrupted{f'; continue with --resume {saved}' if saved else ''}", file=sys.stderr)
         return 130
-    return 2
+    except BrokenPipeError:
+        # The reader of stdout has gone (as with `| head`): stop quietly, as
+        # Python's documentation recommends, without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

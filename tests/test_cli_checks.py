@@ -65,7 +65,7 @@ def user_module(tmp_path, monkeypatch):
 
 
 def exit_code_and_stderr(argv, capsys):
-    """Run ``main(argv)``, which must stop through ``parser.error``; return its status and stderr."""
+    """Run ``main(argv)``, which must exit with an error; return its status and stderr."""
     with pytest.raises(SystemExit) as caught:
         main(argv)
     return caught.value.code, capsys.readouterr().err
@@ -260,7 +260,7 @@ def test_noise_max_evaluations_default(given, stored, tmp_path, capsys):
     ("arguments", "message"),
     [
         (["--sigma0", "-1"], "--sigma0 must be a positive finite number, got -1.0"),
-        (["--max-evals", "0"], "--max-evals must be a positive finite number, got 0.0"),
+        (["--max-evals", "0"], "--max-evals must be a positive finite number, got 0"),
         (["--popsize", "1"], "--popsize must be an integer >= 2, got 1"),
         (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
         (["--restarts", "-2"], "--restarts must be an integer >= 0, got -2"),
@@ -274,7 +274,9 @@ def test_bad_setting_named_by_flag_before_output(arguments, message, capsys, use
     code, err = exit_code_and_stderr(argv, capsys)
     assert code == 2
     assert message in err
-    assert err.startswith("usage: spectral-es minimize ")
+    # Nothing ran before the check: the error is the only output, one line.
+    assert err.startswith("spectral-es minimize: error: ")
+    assert err.count("\n") == 1
     assert "minimizing" not in capsys.readouterr().out
     assert user_module.calls == 0
 
@@ -399,3 +401,64 @@ def test_unknown_option_shows_minimize_usage(capsys):
     code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--maxfevals", "3"], capsys)
     assert code == 2
     assert "spectral-es minimize: error: unrecognized arguments: --maxfevals 3" in err
+
+
+def captured_minimize_arguments(argv, monkeypatch):
+    """Return the keyword arguments that ``main(argv)`` passes to ``minimize``, which then stops the run."""
+    received = {}
+
+    def fake_minimize(function, **options):
+        received.update(options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("spectral_es.cli.minimize", fake_minimize)
+    assert main(argv) == 130
+    return received
+
+
+def test_default_sigma0_scales_with_box(monkeypatch, capsys):
+    # 0.3 times the narrowest finite width here is 0.003; a fixed 1 stalled
+    # in such boxes. Without a finite width the default stays 1.
+    box = ["--lower", "0", "--upper", "0.01,0.02,inf"]
+    narrow = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", *box, "--quiet"], monkeypatch)
+    open_box = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--lower", "0", "--quiet"], monkeypatch)
+    given = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", *box, "--sigma0", "0.5"], monkeypatch)
+
+    assert narrow["sigma0"] == pytest.approx(0.3 * 0.01)
+    assert open_box["sigma0"] == 1.0
+    assert given["sigma0"] == 0.5
+
+
+def test_noise_evaluations_need_noise(capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--noise-max-evaluations", "5"], capsys)
+
+    assert code == 2
+    assert "give --noise too" in err
+
+
+def test_plot_name_without_suffix_gets_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "run"
+
+    assert main(["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--plot", str(target)]) == 0
+
+    assert (tmp_path / "run.png").is_file()
+    assert not target.exists()
+    assert f"plot        {target}.png" in capsys.readouterr().out
+
+
+def test_closed_stdout_ends_quietly():
+    # One progress line per iteration of a 20-D Rosenbrock run fills a pipe
+    # buffer (64 KiB on Linux) long before the end, so closing the reading
+    # side after one line makes the next write fail with a broken pipe.
+    command = [sys.executable, "-m", "spectral_es", "minimize", "rosenbrock", "--dim", "20", "--every", "1"]
+    process = subprocess.Popen(
+        [*command, "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True
+    )
+    process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == 1
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err

@@ -117,4 +117,4 @@ def test_command_line_resume_takes_new_budget(tmp_path, capsys):
     assert "stopped by  max_evals" not in output
     with pytest.raises(SystemExit):
         main(["minimize", "--resume", path, "--max-evals", "10"])
-    assert "--max-evals 10.0 is not above the" in capsys.readouterr().err
+    assert "--max-evals 10 is not above the" in capsys.readouterr().err
