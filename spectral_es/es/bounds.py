@@ -419,7 +419,7 @@ def round_integers(X: np.ndarray, indices: np.ndarray, bounds: BoxBounds | None)
     values = np.round(X[..., indices])
     if bounds is not None:
         values = np.clip(values, np.ceil(bounds.lower[indices]), np.floor(bounds.upper[indices]))
-    X[..., indices] = values
+    X[..., indices] = values + 0.0  # turns the -0.0 that rounding gives for (-0.5, 0) into 0.0
     return X
 
 

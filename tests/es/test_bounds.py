@@ -137,6 +137,15 @@ def test_integer_rounding_respects_fractional_bounds():
     assert set(np.unique(values)) == {1.0, 2.0}
 
 
+def test_integer_zero_has_no_sign():
+    # Rounding values in (-0.5, 0) gives -0.0, which prints as "-0." in results.
+    es = SpectralES([0.0, 0.0], 0.3, seed=1, integer_variables=[0])
+    values = np.concatenate([es.ask()[:, 0] for _ in range(20)])
+
+    assert np.any(values == 0.0)
+    assert not np.any(np.signbit(values[values == 0.0]))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_mixed_integer_problem_converges(seed):
     result = minimize(shifted_mixed_sphere, np.full(5, 1.0), 1.0, seed=seed, integer_variables=[0, 1], f_target=1e-10)
