@@ -3,8 +3,9 @@ r"""One optimizer step on one tensor: the Kronecker path and the Adam path.
 These functions contain the arithmetic of
 :class:`~spectral_es.optim.SpectralKron` and nothing else. The optimizer
 decides routing, schedules and the gradient guard, and calls them with the
-result. Every function updates ``param`` and
-``state`` in place under ``torch.no_grad()``.
+result. The update functions change ``param`` and ``state`` in place and
+run under ``torch.no_grad()``, so they may be called on parameters that
+require grad.
 
 Kronecker path, for a weight viewed as a matrix (n, m) (a conv kernel
 (out, in, kh, kw) as (out, in * kh * kw)), at step ``t``:
@@ -52,9 +53,18 @@ MAX_LOG_STEP = 1.0
 # Lower bound for norms that are divided by, and for the initial alpha.
 _TINY = 1e-30
 
+# The sides that a refresh may move: none, the rows' factor C, the columns' K, or both.
+_SIDES = ("", "C", "K", "CK")
+
 
 def matrix_shape(param: torch.Tensor) -> tuple[int, int]:
-    """Return ``(n, m)``: the first dimension against all the others."""
+    """Return ``(n, m)``: the first dimension against all the others.
+
+    Raises:
+        ValueError: for a 0-d tensor, which has no matrix view.
+    """
+    if param.ndim == 0:
+        raise ValueError("a 0-d tensor has no matrix view; the Kronecker path needs a weight with ndim >= 1")
     n = param.shape[0]
     return n, param.numel() // max(n, 1)
 
@@ -117,6 +127,7 @@ def init_adam_state(param: torch.Tensor, state_dtype: torch.dtype) -> dict:
     }
 
 
+@torch.no_grad()
 def kron_refresh(
     state: dict,
     G: torch.Tensor,
@@ -142,6 +153,8 @@ def kron_refresh(
     :func:`spectral_es.core.kron.kron_factor_step` (``method``, ``order``,
     ``max_generator_norm``, ``cap_norm``, ``max_squarings``).
     """
+    if sides not in _SIDES[1:]:
+        raise ValueError(f"invalid sides {sides!r}: expected one of {_SIDES[1:]}")
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
     n, m = G.shape
     options = {**rotation, "damping": damping, "max_log_step": MAX_LOG_STEP}
@@ -230,6 +243,7 @@ def _factored_second_moment(row: torch.Tensor, col: torch.Tensor) -> torch.Tenso
     return torch.outer(row, col) / row.mean().clamp_min(_TINY)
 
 
+@torch.no_grad()
 def kron_update(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -252,11 +266,17 @@ def kron_update(
             ``graft``, ``graft_rms``, ``max_update_rms``).
         refresh: Sides to refresh this step ("", "C", "K" or "CK").
         initialize: Whether to set ``alpha = mean(G^2)`` before the refresh
-            (the first usable gradient; ``refresh`` is then "CK").
+            (the first usable gradient; ``refresh`` is then "CK"). It must
+            be true on the first call for a state from
+            :func:`init_kron_state`, whose ``alpha = 0`` would otherwise
+            turn the factors into NaN. It is not checked, because reading
+            ``alpha`` would wait for the device.
         rotation: Cayley-map options of the eigenbases (see
             :func:`kron_refresh`).
         orthogonalize: Whether refreshed eigenbases take a Björck step.
     """
+    if refresh not in _SIDES:
+        raise ValueError(f"invalid refresh {refresh!r}: expected one of {_SIDES}")
     beta1, beta2 = group["betas"]
     exp_avg = state["exp_avg"]
     state["step"] += 1
@@ -308,6 +328,7 @@ def kron_update(
     param.add_(D.to(param.dtype), alpha=-group["lr"])
 
 
+@torch.no_grad()
 def adam_update(param: torch.Tensor, grad: torch.Tensor, state: dict, group: Mapping[str, Any]) -> None:
     """Take one AdamW step: ``W <- W (1 - lr wd) - lr M_hat / (sqrt(v_hat) + eps)``.
 

@@ -174,7 +174,10 @@ class SpectralKron(torch.optim.Optimizer):
     or float16 with a ``GradScaler``) train as usual, because the optimizer
     only receives the parameters and their gradients. The step itself is not
     written for ``torch.compile``: compiling it breaks the graph where the
-    schedule reads the step count on the host.
+    schedule reads the step count on the host, and each weight shape is
+    compiled anew. Compiling a training step that includes ``step()`` thus
+    costs far more than with AdamW, and past torch's recompile limit (8 by
+    default) further shapes run eagerly. Compile the model, not the step.
 
     Distributed data parallel: the step is deterministic given the gradients,
     so under ``DistributedDataParallel`` (which averages gradients before
@@ -335,12 +338,18 @@ class SpectralKron(torch.optim.Optimizer):
             for index, param in enumerate(group["params"]):
                 if param.grad is None or param.numel() == 0:
                     continue
+                name = f"parameter {index} of group {group_index}"
                 if param.grad.is_sparse:
-                    raise ValueError("SpectralKron does not support sparse gradients; use torch.optim.SparseAdam")
+                    raise ValueError(
+                        f"{name} has a sparse gradient, which SpectralKron does not support; "
+                        "use torch.optim.SparseAdam for it (nn.Embedding(sparse=True) gives sparse gradients)"
+                    )
+                if param.is_meta:
+                    raise ValueError(f"{name} is on the meta device and has no values; materialize the model first")
                 state = self.state[param]
                 if not state:
                     state.update(self._init_state(param, group))
-                work.append((group, param, state, f"parameter {index} of group {group_index}"))
+                work.append((group, param, state, name))
 
         for (group, param, state, name), (finite, bounded, nonzero, initialized) in zip(
             work, _gradient_flags(work), strict=True
@@ -526,11 +535,12 @@ def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
     """Return the name under which a state dtype is stored in a group (or None)."""
     if dtype is None:
         return None
+    given = dtype
     if isinstance(dtype, str) and isinstance(getattr(torch, dtype.removeprefix("torch."), None), torch.dtype):
         dtype = getattr(torch, dtype.removeprefix("torch."))  # an alias such as "half" or "float"
     name = str(dtype).removeprefix("torch.")
     if name not in _STATE_DTYPES:
-        raise ValueError(f"invalid state_dtype {dtype!r}: expected None or one of {tuple(_STATE_DTYPES)}")
+        raise ValueError(f"invalid state_dtype {given!r}: expected None or one of {tuple(_STATE_DTYPES)}")
     return name
 
 

@@ -469,8 +469,55 @@ def test_sparse_gradient_raises():
     W = torch.nn.Parameter(torch.randn(4, 3))
     optimizer = SpectralKron([W])
     W.grad = torch.randn(4, 3).to_sparse()
-    with pytest.raises(ValueError, match="sparse"):
+    with pytest.raises(ValueError, match="parameter 0 of group 0 has a sparse gradient"):
         optimizer.step()
+
+
+def test_meta_parameter_named():
+    with torch.device("meta"):
+        W = torch.nn.Parameter(torch.randn(4, 3))
+    W.grad = torch.ones_like(W)
+    optimizer = SpectralKron([W])
+
+    with pytest.raises(ValueError, match="parameter 0 of group 0 is on the meta device"):
+        optimizer.step()
+
+
+def test_functional_update_outside_no_grad():
+    # The functions run under torch.no_grad() themselves, so a parameter that
+    # requires grad can be updated without the optimizer around them.
+    W = torch.nn.Parameter(torch.randn(4, 3))
+    before = W.detach().clone()
+    optimizer = SpectralKron([W])
+    group = optimizer.param_groups[0]
+    state = functional.init_kron_state(W, torch.float32, 64, "adafactor")
+    rotation = {"method": "exact", "max_generator_norm": 0.5}
+
+    functional.kron_update(
+        W, torch.randn(4, 3), state, group, refresh="CK", initialize=True, rotation=rotation, orthogonalize=False
+    )
+    functional.adam_update(W, torch.randn(4, 3), functional.init_adam_state(W, torch.float32), group)
+
+    assert not torch.equal(W.detach(), before)
+    assert W.requires_grad
+
+
+@pytest.mark.parametrize("refresh", ["X", "KC", None])
+def test_functional_refresh_checked(refresh):
+    W = torch.nn.Parameter(torch.randn(4, 3))
+    group = SpectralKron([W]).param_groups[0]
+    state = functional.init_kron_state(W, torch.float32, 64, "adafactor")
+
+    with pytest.raises(ValueError, match="invalid refresh"):
+        functional.kron_update(
+            W, torch.randn(4, 3), state, group, refresh=refresh, initialize=True, rotation={}, orthogonalize=False
+        )
+    assert state["step"] == 0
+
+
+def test_matrix_shape_of_scalar_raises():
+    with pytest.raises(ValueError, match="0-d tensor"):
+        functional.matrix_shape(torch.tensor(1.0))
 
 
 def test_trains_small_model():
