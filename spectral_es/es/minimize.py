@@ -131,7 +131,10 @@ def minimize(
             ``non_finite_state``). Each restart begins again at ``x0`` with
             ``sigma0`` and the population size multiplied by ``incpopsize``
             (Auger and Hansen 2005, IPOP-CMA-ES). ``max_evals`` bounds the
-            evaluations of all runs together.
+            evaluations of all runs together; the population that reaches it
+            is completed, so ``nfev`` may exceed it by less than that
+            population's evaluations (several per point with noise
+            handling), as in pycma.
         incpopsize: Population growth factor per restart, >= 1.
         bipop: Interleave the restarts with short runs of smaller population
             and smaller initial step size, drawn at random (Hansen 2009,

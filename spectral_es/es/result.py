@@ -35,7 +35,8 @@ class ESResult:
             into the bounds and rounded in the integer variables like a sample.
         sigma: Current global step size.
         nfev: Number of objective evaluations passed to ``tell`` so far.
-        nit: Number of completed iterations (generations).
+        nit: Number of completed iterations (generations), summed over all
+            runs for a restarting :func:`spectral_es.minimize`.
         stop: Triggered termination criteria, ``{name: threshold or value}``;
             empty while the run continues.
         n_nonfinite: Number of NaN or infinite objective values seen.

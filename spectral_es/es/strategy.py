@@ -9,10 +9,11 @@ so the whitened coordinates of a sample in the eigenbasis are ``z_k`` itself.
 After ranking, the strategy estimates the change of the covariance in those
 coordinates,
 
-    G = c1 (p p^T - I) + sum_k w_k (z_k z_k^T - I),
+    G = c1 (p p^T - I) + sum_k c_mu w_k (z_k z_k^T - I),    p = D^{1/2} B^T p_c,
 
 (rank-based REINFORCE curvature with fitness shaping, plus an optional
-rank-one term from the evolution path ``p``) and hands the precision
+rank-one term from the evolution path ``p_c`` in the same coordinates, with
+``D = diag(d)``) and hands the precision
 curvature ``Q = -D^{1/2} G D^{1/2}`` to the spectral step of
 :mod:`spectral_es.core`, which moves ``d`` and ``B`` without any
 eigendecomposition. The mean moves by the weighted whitened steps and the
@@ -84,7 +85,10 @@ class SpectralES:
             rates of xNES (SNES when ``diagonal``), for comparison.
         active: With ``preset="cma"``, let the worst half of the samples
             shrink the covariance along their directions (negative weights).
-        max_evals: Stop after this many evaluations. Default: no limit.
+        max_evals: Stop once this many evaluations are spent. The population
+            that reaches the limit is completed first, as in pycma, so
+            ``nfev`` may exceed it by less than that population's evaluations
+            (several per point with ``noise_handling``). Default: no limit.
         max_iter: Stop after this many iterations. Default
             ``100 + 150 (n + 3)^2 / sqrt(popsize)``, as in pycma.
         f_target: Stop once an objective value is at or below this. NaN
