@@ -254,3 +254,31 @@ def test_restart_starts_repeat_with_seed():
 
     for _ in range(3):
         np.testing.assert_array_equal(first(), again())
+
+
+def test_page_leaves_out_unmeasured_sections():
+    # A run of restarting methods on one multimodal function has no unimodal
+    # cells, no options table, no reference medians and one target only.
+    base = dataclasses.replace(_RECORD, function="griewank", n=40)
+    records = [
+        dataclasses.replace(base, method=method, seed=seed)
+        for method in ("spectral-ipop", "pycma-ipop", "xnes")
+        for seed in (1, 2)
+    ]
+    header = compare.describe_run("run", 60.0)
+    text = page.render_page(compare.QUICK, report.group(records), [], header, methods.DESCRIPTIONS)
+
+    assert "## Multimodal functions: evaluations to target" in text
+    assert "## Targets" in text
+    assert "not measured" not in text
+    assert "## Unimodal functions" not in text
+    assert "## Effect of the SpectralES options" not in text
+    assert "## Check of the harness" not in text
+
+
+def test_eager_dimension_matches_strategy():
+    # The page says spectral-eager equals the defaults up to EAGER_DIM.
+    from spectral_es import SpectralES
+
+    assert SpectralES(np.zeros(page.EAGER_DIM), 1.0).rotation_interval == 1
+    assert SpectralES(np.zeros(page.EAGER_DIM + 1), 1.0).rotation_interval > 1
