@@ -133,12 +133,16 @@ def _generator_entries(gap: Any, c: Any, xp: Any) -> Any:
     coupling give 0 (the Moore-Penrose choice). Both maps are odd, so the
     sign of the gap (+1 for a zero gap) is applied to ``u``. In-place updates
     of fresh temporaries keep the elementwise passes few.
+
+    The zero case is selected by ``denominator == 0``, which is False for
+    NaN, so a NaN gap or coupling gives NaN (and an infinite coupling
+    ``inf / inf = NaN``) instead of the zero of "no rotation".
     """
     denominator = xp.sqrt(gap * gap + c * c)
     denominator += xp.abs(gap)
-    positive = denominator > 0
-    u = c / xp.where(positive, denominator, 1.0)
-    u = xp.where(positive, xp.where(gap < 0, -u, u), 0.0)
+    zero = denominator == 0
+    u = c / xp.where(zero, 1.0, denominator)
+    u = xp.where(zero, 0.0, xp.where(gap < 0, -u, u))
     root = xp.sqrt(u * u + 1)
     root += 1
     u /= root

@@ -211,3 +211,58 @@ def test_diagonal_step_is_rmsprop_to_first_order():
     rmsprop = (1 - beta) * d + beta * g**2
     np.testing.assert_allclose(new, rmsprop, rtol=0, atol=10 * beta**2 * np.max(g**4 / d))
     assert math.isfinite(new.sum())
+
+
+def nan_problem(rng, n=5):
+    """A random problem whose curvature has a NaN coupling between eigenvectors 0 and 2."""
+    d, B, H = random_problem(rng, n)
+    Q = B.T @ H @ B
+    Q[2, 0] = Q[0, 2] = np.nan
+    return d, B, Q
+
+
+def test_generator_keeps_nan_coupling(rng):
+    d, _, Q = nan_problem(rng)
+    N = rotation_generator(d, Q, 0.1)
+    assert np.isnan(N[2, 0])
+    assert np.isnan(N[0, 2])
+    # The other pairs are untouched by the NaN.
+    finite = np.ones_like(N, dtype=bool)
+    finite[2, 0] = finite[0, 2] = False
+    assert np.all(np.isfinite(N[finite]))
+
+
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_step_propagates_nan_curvature(rng, method):
+    d, B, Q = nan_problem(rng)
+    _, B_new = spectral_step(d, B, Q, 0.1, method=method)
+    assert np.any(np.isnan(B_new))
+
+
+def test_all_nan_coupling_does_not_return_input_basis(rng):
+    d, B, H = random_problem(rng, 4)
+    Q = np.full((4, 4), np.nan)
+    np.fill_diagonal(Q, np.diag(B.T @ H @ B))
+    d_new, B_new = spectral_step(d, B, Q, 0.1)
+    assert np.all(np.isfinite(d_new))
+    assert np.all(np.isnan(B_new))
+
+
+def test_nan_eigenvalue_propagates_into_generator(rng):
+    d, B, H = random_problem(rng, 4)
+    d[1] = np.nan
+    N = rotation_generator(d, B.T @ H @ B, 0.1)
+    # Every pair with eigenvalue 1 has a NaN gap, and nothing else does.
+    assert np.all(np.isnan(N[1, [0, 2, 3]]))
+    assert np.all(np.isfinite(N[np.ix_([0, 2, 3], [0, 2, 3])]))
+
+
+@requires_torch
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_torch_step_propagates_nan_curvature(rng, method):
+    d, B, Q = (torch.from_numpy(a) for a in nan_problem(rng))
+    N = rotation_generator(d, Q, 0.1)
+    assert torch.isnan(N[2, 0])
+    _, B_new = spectral_step(d, B, Q, 0.1, method=method)
+    assert torch.isnan(B_new).any()
+
