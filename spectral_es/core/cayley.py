@@ -13,6 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from spectral_es.core._backend import astype_like, at_least_float32, eye_like, is_torch, namespace
+from spectral_es.core._checks import (
+    check_arrays,
+    check_matrix,
+    check_method,
+    check_same_dtype,
+    check_solver_dtype,
+    check_square,
+)
 
 __all__ = [
     "bjorck_orthogonalize",
@@ -26,7 +34,9 @@ __all__ = [
 
 
 def skew(A: Any) -> Any:
-    """Return ``A - A^T``, the skew-symmetric part of ``A`` times two."""
+    """Return ``A - A^T``, the skew-symmetric part of ``A`` times two, for a square ``A``."""
+    check_arrays("skew", A=A)
+    check_square("skew", "A", A)
     return A - A.T
 
 
@@ -34,10 +44,17 @@ def cayley_exact(N: Any) -> Any:
     """Map a skew-symmetric ``N`` to the rotation ``(I + N)(I - N)^{-1}``.
 
     ``I + N`` and ``(I - N)^{-1}`` commute, so the result is one linear solve
-    of ``(I - N) R = I + N``. Cost O(n^3). Needs a dtype that has a dense
-    solver (float32 or float64).
+    of ``(I - N) R = I + N``. Cost O(n^3). ``N`` (n, n) must be
+    skew-symmetric, which is not checked: another ``N`` gives a matrix that
+    is not orthogonal.
+
+    Raises:
+        TypeError: for a float16 or bfloat16 ``N``, which has no dense
+            solver; :func:`cayley_truncated` works in those dtypes.
     """
-    xp = namespace(N)
+    xp = check_arrays("cayley_exact", N=N)
+    check_square("cayley_exact", "N", N)
+    check_solver_dtype("cayley_exact", "N", N, 'use cayley_truncated (method="truncated") or cast N to float32')
     eye = eye_like(N.shape[0], N)
     return xp.linalg.solve(eye - N, eye + N)
 
@@ -69,13 +86,16 @@ def cayley_truncated(N: Any, *, order: int = 8, squarings: int = 0) -> Any:
     the orthogonality defect, which becomes about ``2^(s+1) ‖N / 2^s‖^order``.
 
     Args:
-        N: Skew-symmetric generator, shape (n, n).
+        N: Skew-symmetric generator, shape (n, n); skew symmetry is not
+            checked.
         order: Power of two >= 2, the degree of the first dropped term.
         squarings: Number ``s >= 0`` of squarings.
 
     Returns:
         ``R``, shape (n, n), in the dtype and on the device of ``N``.
     """
+    check_arrays("cayley_truncated", N=N)
+    check_square("cayley_truncated", "N", N)
     _check_truncation(order, squarings)
     return eye_like(N.shape[0], N) + _truncated_increment(N, order, squarings)
 
@@ -123,11 +143,10 @@ def cayley(N: Any, *, method: str = "exact", order: int = 8, squarings: int = 0)
     ``order`` and ``squarings`` are those of :func:`cayley_truncated`; the
     exact map ignores them.
     """
+    check_method("cayley", method)
     if method == "exact":
         return cayley_exact(N)
-    if method == "truncated":
-        return cayley_truncated(N, order=order, squarings=squarings)
-    raise ValueError(f"unknown Cayley method {method!r}; use 'exact' or 'truncated'")
+    return cayley_truncated(N, order=order, squarings=squarings)
 
 
 def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: int = 0) -> Any:
@@ -146,12 +165,29 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: 
     The truncated map is applied as ``B + B (R - I)`` with ``R - I`` built
     without ``I``, so in bfloat16 no matrix near ``I`` is rounded; that
     halved the defect a bfloat16 ``B`` gathers between Björck steps.
+
+    ``B`` has shape (m, n), usually (n, n), and ``N`` (n, n) the dtype of
+    ``B``; ``N`` must be skew-symmetric (not checked).
+
+    Raises:
+        TypeError: for float16 or bfloat16 inputs with the exact map.
     """
+    check_arrays("rotate", B=B, N=N)
+    check_matrix("rotate", "B", B)
+    check_square("rotate", "N", N, B.shape[1])
+    check_same_dtype("rotate", B=B, N=N)
+    check_method("rotate", method)
     if method == "truncated":
         _check_truncation(order, squarings)
+    else:
+        check_solver_dtype("rotate", "B", B, 'use method="truncated" or cast B and N to float32')
+    return _rotate(B, N, method, order, squarings)
+
+
+def _rotate(B: Any, N: Any, method: str, order: int, squarings: int) -> Any:
+    """Return ``B @ Cayley(N)`` as :func:`rotate` does, for inputs already checked."""
+    if method == "truncated":
         return B + B @ _truncated_increment(N, order, squarings)
-    if method != "exact":
-        raise ValueError(f"unknown Cayley method {method!r}; use 'exact' or 'truncated'")
     xp = namespace(B, N)
     eye = eye_like(N.shape[0], N)
     if is_torch(B):
@@ -162,9 +198,18 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: 
 
 
 def orthogonality_defect(B: Any) -> float:
-    """Return ``‖B^T B - I‖_F``, zero for an exactly orthogonal ``B``."""
-    xp = namespace(B)
-    residual = B.T @ B - eye_like(B.shape[1], B)
+    """Return ``‖B^T B - I‖_F``, zero for an exactly orthogonal ``B``.
+
+    ``B^T B`` is formed in at least float32, as in
+    :func:`bjorck_orthogonalize`: in bfloat16 or float16 the Gram matrix
+    would round its entries near 1 by as much as the defect being measured,
+    and a float16 product overflows for entries above about 256. Reads the
+    result on the host, so a GPU tensor costs one synchronisation.
+    """
+    xp = check_arrays("orthogonality_defect", B=B)
+    check_matrix("orthogonality_defect", "B", B)
+    wide = at_least_float32(B)
+    residual = wide.T @ wide - eye_like(B.shape[1], wide)
     return float(xp.sqrt(xp.sum(residual * residual)))
 
 
@@ -187,6 +232,8 @@ def bjorck_orthogonalize(B: Any) -> Any:
     it, and this form at 1.00 to 1.05 times it. The float32 Gram matrix
     costs one float32 product in place of a bfloat16 one.
     """
+    check_arrays("bjorck_orthogonalize", B=B)
+    check_matrix("bjorck_orthogonalize", "B", B)
     wide = at_least_float32(B)
     residual = wide.T @ wide - eye_like(B.shape[1], wide)
     return B - B @ astype_like(residual / 2, B)

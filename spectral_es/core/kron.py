@@ -43,16 +43,40 @@ Every function accepts numpy arrays or torch tensors and keeps the dtype and
 device of its inputs. ``d`` and ``alpha`` may be held in a wider dtype than
 ``B`` and ``G`` (float32 next to a bfloat16 eigenbasis, say): products with
 ``B`` run in the dtype of ``B`` and elementwise work on ``d`` in the dtype of
-``d``.
+``d``. So the dtype rule here has two groups: ``d_C`` and ``d_K`` share one
+dtype, and ``B_C``, ``B_K``, ``G`` and ``V`` share another; ``W`` may be in
+either. A mix within a group raises ``TypeError``. ``alpha`` is a number
+(converted to a Python float) or a 0-d torch tensor of any floating dtype:
+torch gives a product of a 0-d tensor and a larger floating tensor the
+dtype of the larger one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from spectral_es.core._backend import astype_like, has_short_range, namespace
-from spectral_es.core.cayley import rotate
-from spectral_es.core.step import cap_generator_norm, eigenvalue_step, rotation_generator, squarings_needed
+from spectral_es.core._backend import astype_like, has_short_range, is_torch, namespace
+from spectral_es.core._checks import (
+    check_arrays,
+    check_integer,
+    check_matrix,
+    check_method,
+    check_same_dtype,
+    check_scalar,
+    check_solver_dtype,
+    check_square,
+    check_vector,
+)
+from spectral_es.core.cayley import _check_truncation, _rotate
+from spectral_es.core.step import (
+    GENERATOR_NORMS,
+    _cap_generator_norm,
+    _check_max_norm,
+    _check_rates,
+    _eigenvalue_step,
+    _rotation_generator,
+    _squarings_needed,
+)
 
 __all__ = [
     "kron_curvature",
@@ -67,9 +91,15 @@ __all__ = [
 def kron_rotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
     """Return ``B_C^T V B_K``, ``V`` (n, m) expressed in the two eigenbases.
 
-    A ``None`` factor is the identity and costs nothing. Result in the dtype
-    of ``V``.
+    A ``None`` factor is the identity and costs nothing. ``B_C`` is (n, n)
+    and ``B_K`` (m, m), both in the dtype of ``V``, the dtype of the result.
     """
+    _check_bases("kron_rotate", B_C, V, B_K)
+    return _kron_rotate(B_C, V, B_K)
+
+
+def _kron_rotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
+    """Return :func:`kron_rotate` for inputs already checked."""
     if B_C is not None:
         V = B_C.T @ V
     if B_K is not None:
@@ -79,11 +109,54 @@ def kron_rotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
 
 def kron_unrotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
     """Return ``B_C V B_K^T``, the inverse of :func:`kron_rotate`."""
+    _check_bases("kron_unrotate", B_C, V, B_K)
+    return _kron_unrotate(B_C, V, B_K)
+
+
+def _kron_unrotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
+    """Return :func:`kron_unrotate` for inputs already checked."""
     if B_C is not None:
         V = B_C @ V
     if B_K is not None:
         V = V @ B_K.T
     return V
+
+
+def _check_bases(caller: str, B_C: Any | None, V: Any, B_K: Any | None, **others: Any) -> tuple[int, int]:
+    """Return the shape (n, m) of ``V`` after checking that ``B_C`` (n, n), ``V`` and ``B_K`` (m, m) fit.
+
+    ``others`` are further arrays of the call, checked for their library and
+    dtype kind in the same pass (one pass costs less on every step).
+    """
+    bases = {"V": V}
+    if B_C is not None:
+        bases["B_C"] = B_C
+    if B_K is not None:
+        bases["B_K"] = B_K
+    check_arrays(caller, **bases, **others)
+    n, m = check_matrix(caller, "V", V)
+    if B_C is not None:
+        check_square(caller, "B_C", B_C, n)
+    if B_K is not None:
+        check_square(caller, "B_K", B_K, m)
+    check_same_dtype(caller, **bases)
+    return n, m
+
+
+def _check_alpha(caller: str, alpha: Any, d: Any) -> Any:
+    """Return ``alpha``, a Python float if it was a number, after checking it against ``d``.
+
+    A number must be finite and > 0. A torch tensor must be 0-d and next to
+    a torch ``d``; its value is not checked, because reading it would
+    synchronise with a GPU.
+    """
+    if not is_torch(alpha):
+        return check_scalar(caller, "alpha", alpha, minimum=0.0, inclusive=False, hint="use a finite scale > 0")
+    if not is_torch(d):
+        check_arrays(caller, d=d, alpha=alpha)  # raises for numpy d next to a torch alpha
+    if alpha.ndim != 0:
+        raise ValueError(f"{caller}: alpha has shape {tuple(alpha.shape)}; expected a number or a 0-d tensor")
+    return alpha
 
 
 def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:
@@ -105,6 +178,9 @@ def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:
         diagonal in the promoted dtype of ``Y`` and ``d_other`` (float32 for
         a bfloat16 ``Y`` next to a float32 ``d_other``).
     """
+    check_arrays("kron_curvature", Y=Y, d_other=d_other)
+    _, columns = check_matrix("kron_curvature", "Y", Y)
+    check_vector("kron_curvature", "d_other", d_other, columns)
     if full:
         return (Y * astype_like(1 / d_other, Y)[None, :]) @ Y.T
     return (Y * Y * (1 / d_other)[None, :]).sum(1)
@@ -141,25 +217,27 @@ def kron_factor_step(
     (half each for a pair); :func:`kron_step` does.
 
     Args:
-        d: Eigenvalues, shape (n,), positive; ``prod(d) = 1`` is restored by
-            the step even if rounding has moved it.
+        d: Eigenvalues, shape (n,), positive (not checked); ``prod(d) = 1``
+            is restored by the step even if rounding has moved it.
         B: Orthogonal eigenbasis (n, n), eigenvectors as columns, or ``None``
             for a diagonal factor (``B = I``, kept fixed).
         W: ``B^T X B`` for the factor's raw curvature ``X`` (for example
             ``G S_K^{-1} G^T``), shape (n, n), symmetric; for a diagonal
             factor its diagonal, shape (n,). It is cast to the dtype of
             ``d``, in which the eigenvalue step and the generator run.
-        alpha: The Kronecker scale, > 0 (scalar or 0-d array).
+        alpha: The Kronecker scale, > 0: a number or a 0-d tensor.
         kappa: Size of the other side (``m`` for ``S_C``, ``n`` for ``S_K``).
         beta: Step size, > 0.
-        gamma: 1 for a moving average of the curvature, 0 to accumulate.
-        method: ``"exact"`` or ``"truncated"`` Cayley map for ``B``.
+        gamma: Forgetting rate in [0, 1]: 1 for a moving average of the
+            curvature, 0 to accumulate.
+        method: ``"exact"`` (``B`` in float32 or float64) or ``"truncated"``
+            Cayley map for ``B``.
         order: Truncation order of the truncated map (a power of two; 8:
             ``(I + N)^2 (I + N^2)(I + N^4)``, 4: ``(I + N)^2 (I + N^2)``);
             see :func:`spectral_es.core.cayley_truncated`.
-        max_generator_norm: Cap on the norm of the Cayley generator, applied
-            with array operations (no host synchronisation); ``None`` for no
-            cap. The truncated map needs one well below 1.
+        max_generator_norm: Cap (> 0) on the norm of the Cayley generator,
+            applied with array operations (no host synchronisation); ``None``
+            for no cap. The truncated map needs one well below 1.
         cap_norm: The norm that ``max_generator_norm`` caps: ``"frobenius"``
             or ``"spectral"`` (estimated by power iteration; see
             :func:`spectral_es.core.step.spectral_norm_estimate`). The
@@ -173,12 +251,12 @@ def kron_factor_step(
             so the cap only bounds ``‖N‖ / 2^max_squarings``. Choosing
             ``s`` reads the norm on the host (one synchronisation), and each
             squaring costs one product.
-        damping: Added to the curvature's diagonal, in units of ``d`` (whose
+        damping: Added to the curvature's diagonal, >= 0, in units of ``d`` (whose
             geometric mean is 1). A direction without curvature then settles
             at ``d`` about ``damping`` instead of decaying towards 0, which
             keeps ``S_l^{-1}`` bounded where the gradient never reaches.
-        max_log_step: Upper bound on ``beta * m_i``, the log-change of one
-            eigenvalue before recentring; ``None`` for none. The exponential
+        max_log_step: Upper bound (> 0) on ``beta * m_i``, the log-change of
+            one eigenvalue before recentring; ``None`` for none. The exponential
             step multiplies ``d_i`` by ``exp(beta (q_i / d_i - gamma))``, which
             overflows for a gradient spike where a moving average would
             grow by ``beta q_i / d_i``; the cap bounds that growth.
@@ -188,6 +266,22 @@ def kron_factor_step(
         rounding, in the dtype of ``d``; ``B_new`` in the dtype of ``B`` (or
         ``None``); ``rate`` a 0-d array in the dtype of ``d``.
     """
+    alpha, beta, gamma, max_generator_norm, damping, max_log_step = _check_factor_step(
+        d,
+        B,
+        W,
+        alpha,
+        kappa,
+        beta,
+        gamma,
+        method,
+        order,
+        max_generator_norm,
+        cap_norm,
+        max_squarings,
+        damping,
+        max_log_step,
+    )
     xp = namespace(d, W)
     Q = astype_like(W, d) / (alpha * kappa)
     q = (Q if B is None else xp.diagonal(Q)) + damping
@@ -195,7 +289,7 @@ def kron_factor_step(
         q = xp.minimum(q, d * (gamma + max_log_step / beta))
 
     # Eigenvalues: the spectral step, then recentring to prod(d) = 1.
-    d_step = eigenvalue_step(d, q, beta, gamma)
+    d_step = _eigenvalue_step(d, q, beta, gamma)
     log_d_step = xp.log(d_step)
     center = xp.mean(log_d_step)
     rate = center - xp.mean(xp.log(d))
@@ -204,13 +298,64 @@ def kron_factor_step(
         return d_new, None, rate
 
     # Eigenbasis: the Cayley rotation, generator from the current d.
-    N = rotation_generator(d, Q, beta, gamma)
+    N = _rotation_generator(d, Q, beta, gamma)
     squarings = 0
     if max_generator_norm is not None:
         if method == "truncated" and max_squarings > 0:
-            squarings = squarings_needed(N, max_generator_norm, max_squarings, cap_norm)
-        N = cap_generator_norm(N, max_generator_norm * 2**squarings, cap_norm)
-    return d_new, rotate(B, astype_like(N, B), method=method, order=order, squarings=squarings), rate
+            squarings = _squarings_needed(N, max_generator_norm, max_squarings, cap_norm)
+        N = _cap_generator_norm(N, max_generator_norm * 2**squarings, cap_norm)
+    return d_new, _rotate(B, astype_like(N, B), method, order, squarings), rate
+
+
+def _check_factor_step(
+    d: Any,
+    B: Any | None,
+    W: Any,
+    alpha: Any,
+    kappa: Any,
+    beta: Any,
+    gamma: Any,
+    method: Any,
+    order: Any,
+    max_generator_norm: Any,
+    cap_norm: Any,
+    max_squarings: Any,
+    damping: Any,
+    max_log_step: Any,
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """Check the inputs of :func:`kron_factor_step`; return its scalar options as Python floats.
+
+    Returns ``(alpha, beta, gamma, max_generator_norm, damping, max_log_step)``.
+    """
+    caller = "kron_factor_step"
+    if B is None:
+        check_arrays(caller, d=d, W=W)
+        n = check_vector(caller, "d", d)
+        check_vector(caller, "W", W, n)
+    else:
+        check_arrays(caller, d=d, B=B, W=W)
+        n = check_vector(caller, "d", d)
+        check_square(caller, "B", B, n)
+        check_square(caller, "W", W, n)
+    alpha = _check_alpha(caller, alpha, d)
+    check_integer(caller, "kappa", kappa, minimum=1, hint="use the size of the other side, an integer >= 1")
+    beta, gamma = _check_rates(caller, beta, gamma)
+    check_method(caller, method)
+    if B is not None and method == "exact":
+        check_solver_dtype(caller, "B", B, 'use method="truncated" or keep B in float32')
+    if method == "truncated":
+        _check_truncation(order, 0)
+    if max_generator_norm is not None:
+        max_generator_norm = _check_max_norm(caller, "max_generator_norm", max_generator_norm)
+    if cap_norm not in GENERATOR_NORMS:
+        raise ValueError(f"{caller}: invalid cap_norm {cap_norm!r}; use one of {GENERATOR_NORMS}")
+    check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
+    damping = check_scalar(caller, "damping", damping, minimum=0.0, hint="use a finite number >= 0")
+    if max_log_step is not None:
+        max_log_step = check_scalar(
+            caller, "max_log_step", max_log_step, minimum=0.0, inclusive=False, hint="use a finite number > 0, or None"
+        )
+    return alpha, beta, gamma, max_generator_norm, damping, max_log_step
 
 
 def kron_step(
@@ -250,9 +395,15 @@ def kron_step(
         ``Y``, one per full factor for ``W``, and one Cayley rotation per full
         factor.
     """
+    caller = "kron_step"
+    n, m = _check_bases(caller, B_C, G, B_K, d_C=d_C, d_K=d_K)
     xp = namespace(d_C, d_K)
-    n, m = G.shape
-    Y = kron_rotate(B_C, G, B_K)
+    check_vector(caller, "d_C", d_C, n)
+    check_vector(caller, "d_K", d_K, m)
+    check_same_dtype(caller, d_C=d_C, d_K=d_K)
+    alpha = _check_alpha(caller, alpha, d_C)
+    beta, gamma = _check_rates(caller, beta, gamma)
+    Y = _kron_rotate(B_C, G, B_K)
     W_C = kron_curvature(Y, d_K, full=B_C is not None)
     W_K = kron_curvature(Y.T, d_C, full=B_K is not None)
     d_C, B_C, rate_C = kron_factor_step(d_C, B_C, W_C, alpha, m, beta, gamma, **options)
@@ -287,12 +438,23 @@ def kron_precondition(
     can overflow there. Other dtypes take the shorter way, which costs two
     passes over ``V`` fewer.
     """
+    caller = "kron_precondition"
+    n, m = _check_bases(caller, B_C, V, B_K, d_C=d_C, d_K=d_K)
+    check_vector(caller, "d_C", d_C, n)
+    check_vector(caller, "d_K", d_K, m)
+    check_same_dtype(caller, d_C=d_C, d_K=d_K)
+    alpha = _check_alpha(caller, alpha, d_C)
+    p = check_scalar(
+        caller, "p", p, minimum=0.0, inclusive=False, hint="use a finite root > 0 (2: inverse square root)"
+    )
+    eps = check_scalar(caller, "eps", eps, minimum=0.0, hint="use a finite number >= 0")
+
     if has_short_range(V):
         scale = alpha ** (-1 / p)
         relative_root = (d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :] + eps * scale
-        rotated = kron_rotate(B_C, V * namespace(V).asarray(scale, dtype=V.dtype), B_K)
-        return kron_unrotate(B_C, astype_like(astype_like(rotated, relative_root) / relative_root, V), B_K)
+        rotated = _kron_rotate(B_C, V * namespace(V).asarray(scale, dtype=V.dtype), B_K)
+        return _kron_unrotate(B_C, astype_like(astype_like(rotated, relative_root) / relative_root, V), B_K)
 
     # (alpha d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
     root = (alpha ** (1 / p) * d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :]
-    return kron_unrotate(B_C, kron_rotate(B_C, V, B_K) / astype_like(root + eps, V), B_K)
+    return _kron_unrotate(B_C, _kron_rotate(B_C, V, B_K) / astype_like(root + eps, V), B_K)

@@ -2,12 +2,13 @@
 
 Given curvature information in the current eigenbasis, ``Q = B^T H B``
 (symmetric, possibly indefinite), one step with step size ``beta`` and
-``gamma`` in {0, 1} moves the factors so that, to first order in ``beta``,
+``gamma`` in [0, 1] moves the factors so that, to first order in ``beta``,
 
     S_new = (1 - beta * gamma) S + beta * H.
 
 ``gamma = 0`` accumulates curvature (AdaGrad-like; evolution strategies);
-``gamma = 1`` keeps an exponential moving average (RMSprop-like). The update
+``gamma = 1`` keeps an exponential moving average (RMSprop-like); values in
+between forget at the rate ``beta * gamma``. The update
 is the one of Lin et al. (2025), "Spectral-factorized positive-definite
 curvature learning for NN training":
 
@@ -48,7 +49,17 @@ import math
 from typing import Any
 
 from spectral_es.core._backend import arange_like, namespace
-from spectral_es.core.cayley import rotate
+from spectral_es.core._checks import (
+    check_arrays,
+    check_integer,
+    check_method,
+    check_same_dtype,
+    check_scalar,
+    check_solver_dtype,
+    check_square,
+    check_vector,
+)
+from spectral_es.core.cayley import _rotate
 
 __all__ = [
     "cap_frobenius_norm",
@@ -68,19 +79,52 @@ _GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
 def eigenvalue_step(d: Any, q: Any, beta: float, gamma: float = 0.0) -> Any:
     """Return ``d * exp(beta * (q - gamma * d) / d)``.
 
+    NOTE: nothing bounds the log-step ``beta (q_i / d_i - gamma)``, so a
+    curvature spike can underflow or overflow ``d``. Clip ``q`` first: to
+    at most ``d (gamma + max_log_step / beta)`` as the ``max_log_step``
+    option of :func:`spectral_step` does, and from below where ``q`` can be
+    strongly negative.
+
     Args:
-        d: Current eigenvalues, shape (n,), strictly positive.
-        q: Curvature on the eigenbasis diagonal, ``diag(B^T H B)``, shape (n,).
+        d: Current eigenvalues, shape (n,), positive (not checked).
+        q: Curvature on the eigenbasis diagonal, ``diag(B^T H B)``, shape (n,),
+            in the dtype of ``d``.
         beta: Step size, > 0.
-        gamma: 0 to accumulate curvature, 1 for a moving average.
+        gamma: Forgetting rate in [0, 1]: 0 to accumulate curvature, 1 for
+            a moving average.
 
     Returns:
-        The new eigenvalues, strictly positive while the exponent is finite;
-        same array type, dtype and device as ``d``. With ``B`` fixed to the
-        identity this is the whole diagonal (AdaGrad / RMSprop / SNES) step.
+        The new eigenvalues, positive for positive ``d`` while the exponent
+        is finite; same array type, dtype and device as ``d``. With ``B``
+        fixed to the identity this is the whole diagonal (AdaGrad / RMSprop
+        / SNES) step.
     """
+    check_arrays("eigenvalue_step", d=d, q=q)
+    n = check_vector("eigenvalue_step", "d", d)
+    check_vector("eigenvalue_step", "q", q, n)
+    check_same_dtype("eigenvalue_step", d=d, q=q)
+    beta, gamma = _check_rates("eigenvalue_step", beta, gamma)
+    return _eigenvalue_step(d, q, beta, gamma)
+
+
+def _eigenvalue_step(d: Any, q: Any, beta: Any, gamma: Any) -> Any:
+    """Return :func:`eigenvalue_step` for inputs already checked."""
     xp = namespace(d, q)
     return d * xp.exp(beta * (q - gamma * d) / d)
+
+
+def _check_rates(caller: str, beta: Any, gamma: Any) -> tuple[Any, Any]:
+    """Return ``beta`` (> 0, finite) and ``gamma`` (in [0, 1]) as Python floats, or raise ``ValueError``."""
+    beta = check_scalar(caller, "beta", beta, minimum=0.0, inclusive=False, hint="use a finite step size > 0")
+    gamma = check_scalar(
+        caller,
+        "gamma",
+        gamma,
+        minimum=0.0,
+        maximum=1.0,
+        hint="use a number in [0, 1] (0 accumulates curvature, 1 keeps a moving average)",
+    )
+    return beta, gamma
 
 
 def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
@@ -90,15 +134,29 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
     docstring for the saturating Jacobi form used here and why.
 
     Args:
-        d: Current eigenvalues, shape (n,), strictly positive.
-        Q: Curvature in the eigenbasis, ``B^T H B``, shape (n, n), symmetric.
+        d: Current eigenvalues, shape (n,), positive (not checked).
+        Q: Curvature in the eigenbasis, ``B^T H B``, shape (n, n), in the
+            dtype of ``d``. It must be symmetric (not checked): only its
+            diagonal and strict lower triangle are read.
         beta: Step size, > 0.
-        gamma: 0 to accumulate curvature, 1 for a moving average.
+        gamma: Forgetting rate in [0, 1]: 0 to accumulate curvature, 1 for
+            a moving average.
 
     Returns:
         ``N``, shape (n, n), exactly skew-symmetric, entries bounded by
-        ``tan(pi/8)``; same array type, dtype and device as ``Q``.
+        ``tan(pi/8)``; same array type, dtype and device as ``Q``. A NaN in
+        ``d`` or ``Q`` gives NaN entries in ``N`` (an infinite ``Q_ij`` too).
     """
+    check_arrays("rotation_generator", d=d, Q=Q)
+    n = check_vector("rotation_generator", "d", d)
+    check_square("rotation_generator", "Q", Q, n)
+    check_same_dtype("rotation_generator", d=d, Q=Q)
+    beta, gamma = _check_rates("rotation_generator", beta, gamma)
+    return _rotation_generator(d, Q, beta, gamma)
+
+
+def _rotation_generator(d: Any, Q: Any, beta: Any, gamma: Any) -> Any:
+    """Return :func:`rotation_generator` for inputs already checked."""
     xp = namespace(d, Q)
     n = Q.shape[0]
     q = xp.diagonal(Q)
@@ -108,14 +166,12 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
     # column stop cover it with about half the elementwise work of the full
     # matrix (contiguous slices, where gathering the triangle's indices costs
     # more than it saves).
-    dtype = xp.result_type(d, Q)
-    lower = xp.zeros_like(Q, dtype=dtype)
+    lower = xp.zeros_like(Q)
     blocks = max(1, min(16, n // 64))
     edges = [n * k // blocks for k in range(blocks + 1)]
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
         gap = a[None, :stop] - a[start:stop, None]  # gap[i, j] = a_j - a_i
-        c = xp.asarray(2 * beta * Q[start:stop, :stop], dtype=dtype)
-        lower[start:stop, :stop] = _generator_entries(gap, c, xp)
+        lower[start:stop, :stop] = _generator_entries(gap, 2 * beta * Q[start:stop, :stop], xp)
     lower = xp.tril(lower, -1)
     return lower - lower.T
 
@@ -158,41 +214,100 @@ def spectral_step(
     *,
     method: str = "exact",
     max_generator_norm: float | None = None,
+    max_log_step: float | None = None,
 ) -> tuple[Any, Any]:
     """Move ``S = B diag(d) B^T`` one step towards ``(1 - beta gamma) S + beta H``.
 
+    The preconditions on the values (``d`` positive, ``B`` orthogonal, ``Q``
+    symmetric) are not checked, because checking them would cost a pass over
+    the data and a host synchronisation on a GPU.
+
     Args:
-        d: Eigenvalues, shape (n,), strictly positive.
+        d: Eigenvalues, shape (n,), positive.
         B: Orthogonal eigenbasis, shape (n, n), eigenvectors as columns.
         Q: Curvature in the eigenbasis, ``B^T H B``, shape (n, n), symmetric;
-            it may be indefinite.
+            it may be indefinite. Only its diagonal and strict lower
+            triangle are read.
         beta: Step size, > 0.
-        gamma: 0 to accumulate curvature, 1 for a moving average.
-        method: ``"exact"`` (one linear solve) or ``"truncated"`` (four matrix
-            products, for low precision) Cayley map.
-        max_generator_norm: Cap on the Frobenius norm of the Cayley generator;
-            a larger generator is scaled down, which shortens the rotation but
-            keeps its direction. Defaults to no cap for the exact map and to
-            0.25 for the truncated one, whose orthogonality defect at that
-            norm is about 1e-5.
+        gamma: Forgetting rate in [0, 1]: 0 to accumulate curvature, 1 for
+            a moving average.
+        method: ``"exact"`` (one linear solve, float32 or float64 only) or
+            ``"truncated"`` (four matrix products, any floating dtype) Cayley
+            map.
+        max_generator_norm: Cap (> 0) on the Frobenius norm of the Cayley
+            generator; a larger generator is scaled down, which shortens the
+            rotation but keeps its direction. Defaults to no cap for the
+            exact map and to 0.25 for the truncated one, whose orthogonality
+            defect at that norm is at most 2.7e-6 (see
+            :func:`spectral_es.core.cayley_truncated`).
+        max_log_step: Upper bound (> 0) on the log-change
+            ``beta (q_i / d_i - gamma)`` of one eigenvalue, as in
+            :func:`spectral_es.core.kron.kron_factor_step`; ``None`` (the
+            default) for none. Without it a curvature spike ``q_i = 200 d_i``
+            at ``beta = 1`` grows ``d_i`` by ``exp(200)``. The rotation
+            still uses the whole ``Q``. NOTE: shrinking is not bounded, so
+            ``q_i = -200 d_i`` still scales ``d_i`` by ``exp(-200)``; a
+            caller that needs a floor clips ``diag(Q)`` from below first.
 
     Returns:
         ``(d_new, B_new)`` with the dtype and device of the inputs. ``d_new``
-        is positive; ``B_new`` is orthogonal to rounding (exact map) or to
-        the truncation error (truncated map). Cost O(n^3): one solve with n
-        right-hand sides (exact map) or five matrix products (truncated).
+        is positive for positive ``d`` while the exponent is finite;
+        ``B_new`` is orthogonal to rounding (exact map) or to the truncation
+        error (truncated map). NaN in ``d`` or ``Q`` propagates into both.
+        Cost O(n^3): one solve with n right-hand sides (exact map) or five
+        matrix products (truncated).
+
+    Raises:
+        TypeError: for inputs that mix numpy and torch or dtypes, are not
+            real floating point, or are float16 or bfloat16 with the exact
+            map.
+        ValueError: for a shape other than (n,), (n, n), (n, n), or an
+            option out of range.
     """
-    d_new = eigenvalue_step(d, namespace(Q).diagonal(Q), beta, gamma)
-    N = rotation_generator(d, Q, beta, gamma)
+    caller = "spectral_step"
+    xp = check_arrays(caller, d=d, B=B, Q=Q)
+    n = check_vector(caller, "d", d)
+    check_square(caller, "B", B, n)
+    check_square(caller, "Q", Q, n)
+    check_same_dtype(caller, d=d, B=B, Q=Q)
+    beta, gamma = _check_rates(caller, beta, gamma)
+    check_method(caller, method)
+    if method == "exact":
+        check_solver_dtype(caller, "B", B, 'use method="truncated" or cast d, B and Q to float32')
     if max_generator_norm is None and method == "truncated":
         max_generator_norm = 0.25
     if max_generator_norm is not None:
-        N = cap_frobenius_norm(N, max_generator_norm)
-    return d_new, rotate(B, N, method=method)
+        max_generator_norm = _check_max_norm(caller, "max_generator_norm", max_generator_norm)
+    if max_log_step is not None:
+        max_log_step = check_scalar(
+            caller, "max_log_step", max_log_step, minimum=0.0, inclusive=False, hint="use a number > 0, or None"
+        )
+
+    q = xp.diagonal(Q)
+    if max_log_step is not None:
+        q = xp.minimum(q, d * (gamma + max_log_step / beta))
+    d_new = _eigenvalue_step(d, q, beta, gamma)
+    N = _rotation_generator(d, Q, beta, gamma)
+    if max_generator_norm is not None:
+        N = _cap_generator_norm(N, max_generator_norm, "frobenius")
+    return d_new, _rotate(B, N, method, 8, 0)
+
+
+def _check_max_norm(caller: str, name: str, value: Any) -> Any:
+    """Return a norm cap as a Python float if it is > 0 (infinity allowed); raise ``ValueError`` otherwise."""
+    return check_scalar(
+        caller,
+        name,
+        value,
+        minimum=0.0,
+        inclusive=False,
+        finite=False,
+        hint="use a number > 0 (a cap <= 0 would reverse or drop the rotation)",
+    )
 
 
 def cap_frobenius_norm(N: Any, max_norm: float) -> Any:
-    """Return ``N`` scaled down to Frobenius norm ``max_norm`` if it is longer.
+    """Return ``N`` scaled down to Frobenius norm ``max_norm`` (> 0) if it is longer.
 
     Array operations only, so a GPU tensor needs no host synchronisation.
     """
@@ -213,6 +328,13 @@ def spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
     Returns:
         A 0-d array in the dtype and on the device of ``N``.
     """
+    check_arrays("spectral_norm_estimate", N=N)
+    check_square("spectral_norm_estimate", "N", N)
+    return _spectral_norm_estimate(N, iterations)
+
+
+def _spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
+    """Return :func:`spectral_norm_estimate` for an ``N`` already checked."""
     xp = namespace(N)
     v = xp.cos(arange_like(N.shape[1], N) * (2 * math.pi * _GOLDEN_RATIO) + 1.0)
     v = v / xp.sqrt(xp.sum(v * v))
@@ -230,8 +352,15 @@ def generator_norm(N: Any, norm: str = "frobenius") -> Any:
     smaller than the Frobenius norm by up to a factor ``sqrt(n)``. Either
     result is a 0-d array.
     """
+    check_arrays("generator_norm", N=N)
+    check_square("generator_norm", "N", N)
+    return _generator_norm(N, norm)
+
+
+def _generator_norm(N: Any, norm: str) -> Any:
+    """Return :func:`generator_norm` for an ``N`` already checked."""
     if norm == "spectral":
-        return spectral_norm_estimate(N)
+        return _spectral_norm_estimate(N)
     if norm != "frobenius":
         raise ValueError(f"invalid generator norm {norm!r}; use one of {GENERATOR_NORMS}")
     xp = namespace(N)
@@ -241,10 +370,21 @@ def generator_norm(N: Any, norm: str = "frobenius") -> Any:
 def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
     """Return ``N`` scaled down so that its ``norm`` (see :func:`generator_norm`) is at most ``max_norm``.
 
-    Array operations only, so a GPU tensor needs no host synchronisation.
+    ``max_norm`` must be > 0; infinity leaves ``N`` unchanged. A NaN entry
+    of ``N`` makes the whole result NaN, and an infinite one gives NaN there
+    and zeros elsewhere. Array operations only, so a GPU tensor needs no
+    host synchronisation.
     """
+    check_arrays("cap_generator_norm", N=N)
+    check_square("cap_generator_norm", "N", N)
+    max_norm = _check_max_norm("cap_generator_norm", "max_norm", max_norm)
+    return _cap_generator_norm(N, max_norm, norm)
+
+
+def _cap_generator_norm(N: Any, max_norm: Any, norm: str) -> Any:
+    """Return :func:`cap_generator_norm` for inputs already checked."""
     xp = namespace(N)
-    return N * xp.clip(max_norm / xp.clip(generator_norm(N, norm), 1e-30, None), None, 1.0)
+    return N * xp.clip(max_norm / xp.clip(_generator_norm(N, norm), 1e-30, None), None, 1.0)
 
 
 def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "frobenius") -> int:
@@ -254,11 +394,28 @@ def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "f
     rotate by the whole generator ``N``; a longer ``N`` still needs
     :func:`cap_generator_norm` at ``max_norm * 2^s``. ``norm`` is that of
     :func:`generator_norm`. Reads the norm on the host, so a GPU tensor
-    costs one synchronisation. A NaN norm gives 0.
+    costs one synchronisation. A NaN norm gives 0 and an infinite norm
+    ``max_squarings``; either way the capped generator then contains NaN.
+
+    Raises:
+        ValueError: unless ``max_norm`` is a finite number > 0 and
+            ``max_squarings`` an integer >= 0.
     """
-    value = float(generator_norm(N, norm))
+    check_arrays("squarings_needed", N=N)
+    check_square("squarings_needed", "N", N)
+    caller = "squarings_needed"
+    max_norm = check_scalar(caller, "max_norm", max_norm, minimum=0.0, inclusive=False, hint="use a finite number > 0")
+    max_squarings = check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
+    return _squarings_needed(N, max_norm, max_squarings, norm)
+
+
+def _squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str) -> int:
+    """Return :func:`squarings_needed` for inputs already checked."""
+    value = float(_generator_norm(N, norm))
     if not value > max_norm:
         return 0
+    if math.isinf(value):
+        return max_squarings
     return min(max_squarings, math.ceil(math.log2(value / max_norm)))
 
 

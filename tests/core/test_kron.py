@@ -79,8 +79,8 @@ def test_kron_step_without_half_is_first_order(rng, monkeypatch):
     # Doubling the generator drops the 1/2 of the Cayley argument, as in the
     # box of Fig. 1 of Lin et al. (2025): the rotation of each factor is then
     # twice too fast and the check above must fail. This is what pins the 1/2.
-    original = kron_module.rotation_generator
-    monkeypatch.setattr(kron_module, "rotation_generator", lambda *args: 2 * original(*args))
+    original = kron_module._rotation_generator
+    monkeypatch.setattr(kron_module, "_rotation_generator", lambda *args: 2 * original(*args))
     factors = random_factors(rng, 4, 5)
     G = rng.standard_normal((4, 5))
     ratio = kron_error(factors, G, 1e-3, 1.0) / kron_error(factors, G, 1e-4, 1.0)
