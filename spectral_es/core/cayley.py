@@ -68,22 +68,32 @@ def cayley_truncated(N: Any, *, order: int = 8, squarings: int = 0) -> Any:
         R = (I + N)^2 (I + N^2) ... (I + N^(order/2)) = Cayley(N) (I - N^order).
 
     ``N^order`` is symmetric (``order`` is even), so
-    ``R^T R - I = -2 N^order + N^(2 order)``: the orthogonality defect is
-    about ``2 ‖N‖^order`` and the caller must keep ``‖N‖_F`` well below 1.
-    The default ``order = 8``, ``(I + N)^2 (I + N^2)(I + N^4)``, takes four
-    matrix products and has a defect of about 2e-8 at ``‖N‖_F = 0.1`` and
-    3e-5 at 0.25. ``order = 4``, ``(I + N)^2 (I + N^2)``, takes two products
-    and has a defect of about 8e-3 at 0.25, about 1.7 times the spectral-norm
-    rounding error of an orthogonal matrix stored in bfloat16 (4.7e-3).
-    Works in any floating dtype, bfloat16 included. These defects hold in
-    exact arithmetic, and products in bfloat16 add rounding of their own.
+    ``R^T R - I = -2 N^order + N^(2 order)``, and the caller must keep
+    ``‖N‖_F`` well below 1. A skew ``N`` has singular values in pairs
+    ``sigma_k``, with ``‖N‖_F^2 = 2 sum sigma_k^2``, so for ``‖N‖_2 <= 1``
+    the orthogonality defect ``‖R^T R - I‖_F`` is at most
+    ``2^(1.5 - order/2) ‖N‖_F^order``, reached when ``N`` has rank 2. In
+    spectral norm it is at most ``2 ‖N‖_2^order``. The default
+    ``order = 8``, ``(I + N)^2 (I + N^2)(I + N^4)``, takes four matrix
+    products, and its defect is at most ``0.18 ‖N‖_F^8``: 1.8e-9 at
+    ``‖N‖_F = 0.1`` and 2.7e-6 at 0.25. ``order = 4``,
+    ``(I + N)^2 (I + N^2)``, takes two products, and its defect is at most
+    ``0.71 ‖N‖_F^4``, 2.8e-3 at 0.25. A generator whose norm is spread
+    over many singular values stays far below the bound: for random
+    Gaussian skew ``N`` scaled to ``‖N‖_F = 0.25``, the order-8 defect had
+    a median of 9e-7 at n = 6, 7e-9 at n = 30 and 1.2e-10 at n = 100 (50
+    draws each, numpy float64). The bounds hold in exact arithmetic, and
+    products in bfloat16 add rounding of their own. Works in any floating
+    dtype, bfloat16 included.
 
     With ``squarings = s > 0`` the map returns ``R(N / 2^s)^(2^s)``, for
     ``s`` more products, so that ``‖N‖_F`` may be ``2^s`` times larger for
     the same truncation error. Because ``Cayley(X) = exp(2X) + O(‖X‖^3)``,
     this is ``exp(2N) + O(‖N‖^3 / 4^s)``: another rotation that agrees with
-    ``Cayley(N)`` up to second order in ``N``. Each squaring about doubles
-    the orthogonality defect, which becomes about ``2^(s+1) ‖N / 2^s‖^order``.
+    ``Cayley(N)`` up to second order in ``N``. The defect of the result is
+    that of ``(I - M^order)^(2^(s+1)) - I`` with ``M = N / 2^s``, at most
+    ``2^(s+1)`` times ``‖M^order‖``, so each squaring at most doubles the
+    bound: ``2^(s + 1.5 - order/2) ‖N / 2^s‖_F^order``.
 
     Args:
         N: Skew-symmetric generator, shape (n, n); skew symmetry is not
