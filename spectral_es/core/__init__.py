@@ -64,16 +64,26 @@ from spectral_es.core.kron import (
     kron_unrotate,
 )
 from spectral_es.core.roots import apply_inverse_root, apply_power, matrix_power
-from spectral_es.core.step import eigenvalue_step, rotation_generator, spectral_step, squarings_needed
+from spectral_es.core.step import (
+    cap_generator_norm,
+    eigenvalue_step,
+    generator_norm,
+    rotation_generator,
+    spectral_norm_estimate,
+    spectral_step,
+    squarings_needed,
+)
 
 __all__ = [
     "apply_inverse_root",
     "apply_power",
     "bjorck_orthogonalize",
+    "cap_generator_norm",
     "cayley",
     "cayley_exact",
     "cayley_truncated",
     "eigenvalue_step",
+    "generator_norm",
     "kron_curvature",
     "kron_factor_step",
     "kron_precondition",
@@ -85,6 +95,7 @@ __all__ = [
     "rotate",
     "rotation_generator",
     "skew",
+    "spectral_norm_estimate",
     "spectral_step",
     "squarings_needed",
 ]

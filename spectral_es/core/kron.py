@@ -387,8 +387,8 @@ def kron_step(
         beta: Step size, > 0.
         gamma: 1 for a moving average of ``g g^T``, 0 to accumulate.
         **options: ``method``, ``order``, ``max_generator_norm``,
-            ``max_squarings``, ``damping`` and ``max_log_step``, passed to
-            :func:`kron_factor_step`.
+            ``cap_norm``, ``max_squarings``, ``damping`` and
+            ``max_log_step``, passed to :func:`kron_factor_step`.
 
     Returns:
         ``(d_C, B_C, d_K, B_K, alpha)`` after the step. Cost: two products for

@@ -107,7 +107,8 @@ class SpectralKron(torch.optim.Optimizer):
     for the polynomial and one with ``B``.
 
     * Frobenius cap: ``‖N‖_F <= 0.25``, which bounds one map's defect by
-      about 2 * 0.25^8 = 3e-5. A longer generator is halved up to
+      2^(-2.5) * 0.25^8 = 2.7e-6 (see :func:`spectral_es.core.cayley_truncated`).
+      A longer generator is halved up to
       ``max_cayley_squarings`` times and the map of the halved one squared
       as often, so generators up to 0.25 * 2^4 = 4 rotate in full and only
       longer ones are cut to that length.
