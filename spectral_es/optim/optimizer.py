@@ -29,7 +29,7 @@ _SOLVER_DTYPES = (torch.float32, torch.float64)
 # State entries kept in float32 (float64 for a float64 state) whatever the state dtype.
 _FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col")
 # Options added after the first release, with the defaults that older state dicts get.
-_LATER_OPTIONS = {"max_cayley_squarings": None, "generator_norm": "auto", "max_side_ratio": 16.0}
+_LATER_OPTIONS = {"max_cayley_squarings": None, "generator_norm": "auto", "max_side_ratio": 16.0, "maximize": False}
 
 
 class PreconditionerWarning(UserWarning):
@@ -246,6 +246,8 @@ class SpectralKron(torch.optim.Optimizer):
             costs one product of the factor's size.
         orthogonalize_every: Refreshes between Björck steps, >= 0 (0: never).
         route: ``"auto"``, ``"kron"`` or ``"adam"``, as described above.
+        maximize: Maximise the objective: step along the gradient, as the
+            ``maximize`` of ``torch.optim.AdamW`` does.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -279,6 +281,7 @@ class SpectralKron(torch.optim.Optimizer):
         max_cayley_squarings: int | None = None,
         orthogonalize_every: int = 10,
         route: str = "auto",
+        maximize: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -301,6 +304,7 @@ class SpectralKron(torch.optim.Optimizer):
             "max_cayley_squarings": max_cayley_squarings,
             "orthogonalize_every": orthogonalize_every,
             "route": route,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
 
@@ -372,8 +376,9 @@ class SpectralKron(torch.optim.Optimizer):
                     "to step on such gradients",
                 )
                 continue
+            grad = -param.grad if group["maximize"] else param.grad
             if "d_C" not in state:
-                adam_update(param, param.grad, state, group)
+                adam_update(param, grad, state, group)
                 continue
             _check_graft_state(group, state, name)
             refresh, orthogonalize = _schedule(state, group)
@@ -388,7 +393,7 @@ class SpectralKron(torch.optim.Optimizer):
                 refresh = ""
             kron_update(
                 param,
-                param.grad,
+                grad,
                 state,
                 group,
                 refresh="CK" if not initialized else refresh,
@@ -502,7 +507,7 @@ def _check_group(group: dict[str, Any]) -> None:
             "max_generator_norm",
             lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
             "None or a number in (0, 1), such as 0.5 for the spectral norm or 0.25 for the Frobenius norm: one "
-            "truncated map's orthogonality defect is about 2 cap^8",
+            "truncated map's orthogonality defect grows like cap^8",
         ),
         ("generator_norm", lambda norm: norm in _GENERATOR_NORMS, f"one of {_GENERATOR_NORMS}"),
         (
@@ -512,6 +517,7 @@ def _check_group(group: dict[str, Any]) -> None:
         ),
         ("orthogonalize_every", lambda every: _is_int(every, 0), "an integer >= 0 (0: never)"),
         ("route", lambda route: route in _ROUTES, f"one of {_ROUTES}"),
+        ("maximize", lambda maximize: isinstance(maximize, bool), "True or False"),
     ]
     for name, is_valid, expected in checks:
         if not is_valid(group[name]):

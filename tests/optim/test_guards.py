@@ -81,12 +81,13 @@ def test_other_shapes_change_nothing():
 def test_old_state_dict_gets_new_defaults():
     model, optimizer = trained()
     state_dict = optimizer.state_dict()
-    for name in ("max_cayley_squarings", "generator_norm", "max_side_ratio"):
+    for name in ("max_cayley_squarings", "generator_norm", "max_side_ratio", "maximize"):
         del state_dict["param_groups"][0][name]
-    fresh = SpectralKron(model.parameters(), max_side_ratio=2.0, generator_norm="spectral")
+    fresh = SpectralKron(model.parameters(), max_side_ratio=2.0, generator_norm="spectral", maximize=True)
     fresh.load_state_dict(state_dict)
     group = fresh.param_groups[0]
     assert (group["max_cayley_squarings"], group["generator_norm"], group["max_side_ratio"]) == (None, "auto", 16.0)
+    assert group["maximize"] is False
 
 
 @pytest.mark.parametrize("scale", [1e19, 1e30, 1e38])
@@ -195,7 +196,8 @@ def test_state_dtype_accepts_torch_aliases(alias, dtype):
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("root", float("inf")), ("max_side_ratio", 0.5), ("max_side_ratio", "16")]
+    ("option", "value"),
+    [("root", float("inf")), ("max_side_ratio", 0.5), ("max_side_ratio", "16"), ("maximize", 1)],
 )
 def test_more_invalid_options(option, value):
     with pytest.raises(ValueError, match=f"invalid {option}"):
@@ -260,3 +262,32 @@ def test_float16_graft_rescales_in_float32():
     grafted = _graft_and_clip(D, D, {}, group, 1.0)
     assert grafted.dtype == torch.float32
     torch.testing.assert_close(grafted, torch.ones(8, 8), rtol=1e-3, atol=0)
+
+
+def test_maximize_steps_along_gradient():
+    # Maximising f takes exactly the steps of minimising -f: the optimizer
+    # negates the gradient and does the same arithmetic, on both paths.
+    torch.manual_seed(0)
+    W, bias = torch.randn(6, 4), torch.randn(4)
+    up = [torch.nn.Parameter(W.clone()), torch.nn.Parameter(bias.clone())]
+    down = [torch.nn.Parameter(W.clone()), torch.nn.Parameter(bias.clone())]
+    maximizing = SpectralKron(up, lr=0.01, weight_decay=0.1, maximize=True)
+    minimizing = SpectralKron(down, lr=0.01, weight_decay=0.1)
+
+    for _ in range(5):
+        gradients = [torch.randn(6, 4), torch.randn(4)]
+        for param, grad in zip(up, gradients, strict=True):
+            param.grad = grad.clone()
+        for param, grad in zip(down, gradients, strict=True):
+            param.grad = -grad
+        maximizing.step()
+        minimizing.step()
+
+    for a, b in zip(up, down, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(up[0].detach(), W)
+
+
+def test_state_dtype_error_shows_given_name():
+    with pytest.raises(ValueError, match="invalid state_dtype 'int8'"):
+        SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], state_dtype="int8")
