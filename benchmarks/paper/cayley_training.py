@@ -31,12 +31,17 @@ rotation ``B <- B Cayley(N)`` is also timed alone, at the sizes
 Run from the repository root:
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/paper/cayley_training.py
+
+With every option at its default this rewrites the committed ``results/cayley_training.md``
+and ``figures/cayley_training.png``. Any other setting writes them under the git-ignored
+``quick/`` folder instead, or under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -44,7 +49,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from paper_common import markdown_table, save_figure, write_report
+from paper_common import (
+    add_output_option,
+    check_at_least,
+    check_positive,
+    markdown_table,
+    output_root,
+    save_figure,
+    write_report,
+)
 
 from spectral_es.core import orthogonality_defect, rotate
 from spectral_es.optim import SpectralKron
@@ -185,7 +198,7 @@ def plot(runs: dict, args: argparse.Namespace) -> None:
         f"SpectralKron, MLP {INPUTS}-{args.width}-{args.width}-{CLASSES}, p = 2, lr = {args.lr}, "
         f"generator cap {args.max_generator_norm}, {args.seeds} seeds (median)"
     )
-    save_figure(fig, "cayley_training")
+    save_figure(fig, "cayley_training", args.out)
 
 
 def summarise(runs: dict, args: argparse.Namespace) -> str:
@@ -229,7 +242,7 @@ def summarise_rotations(timings: dict[int, dict[str, float]], repeats: int) -> s
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--width", type=int, default=256, help="hidden width of the MLP (default 256)")
     parser.add_argument("--steps", type=int, default=600, help="training steps per run (default 600)")
@@ -259,7 +272,14 @@ def parse_args() -> argparse.Namespace:
         help="matrix sizes n for the rotation timing (default 64 256 512)",
     )
     parser.add_argument("--window", type=int, default=25, help="steps in the loss smoothing window (default 25)")
-    return parser.parse_args()
+    add_output_option(parser)
+    args = parser.parse_args(argv)
+    check_at_least(
+        parser, args, width=1, steps=1, points=1, test_points=1, seeds=1, repeats=1, rotation_sizes=2, window=1
+    )
+    check_positive(parser, args, "lr", "max_generator_norm")
+    args.out = output_root(parser, args)
+    return args
 
 
 def main() -> None:
@@ -282,7 +302,11 @@ def main() -> None:
         f"{args.seeds} seeds.\n" + summarise(runs, args) + summarise_rotations(timings, args.repeats)
     )
     path = write_report(
-        "cayley_training", "Truncated against exact Cayley map in SpectralKron", body, time.perf_counter() - start
+        "cayley_training",
+        "Truncated against exact Cayley map in SpectralKron",
+        body,
+        time.perf_counter() - start,
+        args.out,
     )
     print(path.read_text())
 

@@ -22,17 +22,22 @@ eigenvalues in [0.5, 2].
 Run from the repository root:
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/paper/gop_full.py
+
+With every option at its default this rewrites the committed ``results/gop_full.md``
+and ``figures/gop_full.png``. Any other setting writes them under the git-ignored
+``quick/`` folder instead, or under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from gop_baselines import cholesky_factor_of_inverse, cholesky_matrix, cholesky_step, default_step
 from gop_report import checkpoints, collect, empty_metrics, plot, record, summarise
-from paper_common import random_spd, spd_sqrt, write_report
+from paper_common import add_output_option, check_at_least, output_root, random_spd, spd_sqrt, write_report
 
 from spectral_es.core import matrix_power, spectral_step
 
@@ -84,7 +89,7 @@ def run_seed(seed: int, args: argparse.Namespace, start: str) -> tuple[np.ndarra
     return steps, metrics
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="matrix size (default 100)")
     parser.add_argument("--beta", type=float, default=1e-3, help="step size of every scheme (default 1e-3)")
@@ -93,7 +98,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--condition", type=float, default=100.0, help="condition number of Sigma (default 100)")
     parser.add_argument("--points", type=int, default=80, help="log-spaced checkpoints per run (default 80)")
-    return parser.parse_args()
+    add_output_option(parser)
+    args = parser.parse_args(argv)
+    check_at_least(parser, args, n=1, steps=1, seeds=1, points=1, condition=1)
+    # The default update S <- (1 - beta) S + beta g g^T stays positive definite only for beta < 1.
+    if not 0 < args.beta < 1:
+        parser.error(f"--beta must be in (0, 1), got {args.beta}")
+    args.out = output_root(parser, args)
+    return args
 
 
 def main() -> None:
@@ -104,13 +116,17 @@ def main() -> None:
         f"Full-matrix GOP curvature learning, n = {args.n}, beta = {args.beta}, gamma = 1, "
         f"{args.seeds} seeds (median, min-max band)"
     )
-    plot(steps, results, LABELS, STYLES, title, "gop_full")
+    plot(steps, results, LABELS, STYLES, title, "gop_full", args.out)
     body = (
         f"n = {args.n}, beta = {args.beta}, gamma = 1, {args.steps} steps, {args.seeds} seeds per start, "
         f"Sigma with condition number {args.condition:g}.\n" + summarise(steps, results, LABELS)
     )
     path = write_report(
-        "gop_full", "Full-matrix curvature learning from gradient outer products", body, time.perf_counter() - start
+        "gop_full",
+        "Full-matrix curvature learning from gradient outer products",
+        body,
+        time.perf_counter() - start,
+        args.out,
     )
     print(path.read_text())
 

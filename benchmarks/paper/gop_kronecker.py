@@ -21,18 +21,23 @@ neither, so every structured scheme levels off at the structural gap.
 Run from the repository root:
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/paper/gop_kronecker.py
+
+With every option at its default this rewrites the committed ``results/gop_kronecker.md``
+and ``figures/gop_kronecker.png``. Any other setting writes them under the git-ignored
+``quick/`` folder instead, or under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from gop_baselines import default_step
 from gop_report import checkpoints, collect, empty_metrics, plot, record, summarise
 from kron_baselines import kron_cholesky_matrix, kron_cholesky_step, projection_step
-from paper_common import random_spd, spd_sqrt, write_report
+from paper_common import add_output_option, check_at_least, output_root, random_spd, spd_sqrt, write_report
 
 from spectral_es.core import matrix_power
 from spectral_es.core.kron import kron_step
@@ -104,7 +109,7 @@ def run_seed(seed: int, args: argparse.Namespace, start: str) -> tuple[np.ndarra
     return steps, metrics
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=9, help="rows n of the weight, size of S_C (default 9)")
     parser.add_argument("--columns", type=int, default=11, help="columns m of the weight, size of S_K (default 11)")
@@ -114,7 +119,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--condition", type=float, default=100.0, help="condition number of Sigma (default 100)")
     parser.add_argument("--points", type=int, default=80, help="log-spaced checkpoints per run (default 80)")
-    return parser.parse_args()
+    add_output_option(parser)
+    args = parser.parse_args(argv)
+    check_at_least(parser, args, rows=1, columns=1, steps=1, seeds=1, points=1, condition=1)
+    # The default update S <- (1 - beta) S + beta g g^T stays positive definite only for beta < 1.
+    if not 0 < args.beta < 1:
+        parser.error(f"--beta must be in (0, 1), got {args.beta}")
+    args.out = output_root(parser, args)
+    return args
 
 
 def main() -> None:
@@ -126,14 +138,18 @@ def main() -> None:
         f"Kronecker GOP curvature learning, S_C {args.rows}x{args.rows}, S_K {args.columns}x{args.columns} "
         f"against an unstructured {size}x{size} Sigma, beta = {args.beta}, gamma = 1, {args.seeds} seeds"
     )
-    plot(steps, results, LABELS, STYLES, title, "gop_kronecker")
+    plot(steps, results, LABELS, STYLES, title, "gop_kronecker", args.out)
     body = (
         f"S_C {args.rows}x{args.rows}, S_K {args.columns}x{args.columns}, unstructured Sigma with condition number "
         f"{args.condition:g}, beta = {args.beta}, gamma = 1, {args.steps} steps, {args.seeds} seeds per start.\n"
         + summarise(steps, results, LABELS)
     )
     path = write_report(
-        "gop_kronecker", "Kronecker curvature learning from gradient outer products", body, time.perf_counter() - start
+        "gop_kronecker",
+        "Kronecker curvature learning from gradient outer products",
+        body,
+        time.perf_counter() - start,
+        args.out,
     )
     print(path.read_text())
 

@@ -9,6 +9,7 @@ Frobenius error and 2-Wasserstein distance.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import matplotlib
 
@@ -66,9 +67,15 @@ def collect(run_seed: Callable, args, schemes: tuple[str, ...]) -> tuple[np.ndar
 
 
 def plot(
-    steps: np.ndarray, results: dict, labels: dict[str, str], styles: dict[str, dict], title: str, name: str
+    steps: np.ndarray,
+    results: dict,
+    labels: dict[str, str],
+    styles: dict[str, dict],
+    title: str,
+    name: str,
+    root: Path,
 ) -> None:
-    """Draw the 2 x 4 figure (rows: starts, columns: metrics) and save it as ``figures/<name>.png``.
+    """Draw the 2 x 4 figure (rows: starts, columns: metrics) and save it as ``root/figures/<name>.png``.
 
     The default scheme is left out of the iterate panels, where it is the reference.
     """
@@ -87,7 +94,7 @@ def plot(
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    save_figure(fig, name)
+    save_figure(fig, name, root)
 
 
 def summarise(steps: np.ndarray, results: dict, labels: dict[str, str]) -> str:

@@ -24,12 +24,17 @@ best value.
 Run from the repository root:
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/paper/gradient_free.py
+
+With every option at its default this rewrites the committed ``results/gradient_free.md``
+and ``figures/gradient_free.png``. Any other setting writes them under the git-ignored
+``quick/`` folder instead, or under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -37,7 +42,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from nes_baselines import CholeskyNES, FullCovarianceNES
-from paper_common import markdown_table, plot_band, save_figure, write_report
+from paper_common import (
+    add_output_option,
+    check_at_least,
+    check_positive,
+    markdown_table,
+    output_root,
+    plot_band,
+    save_figure,
+    write_report,
+)
 
 from spectral_es import SpectralES, minimize
 from spectral_es.functions import ackley, bohachevsky, griewank, rosenbrock, schaffer
@@ -148,7 +162,7 @@ def plot(grid: np.ndarray, curves: dict, args: argparse.Namespace) -> None:
     for ax in axes.ravel()[len(args.functions) :]:
         ax.axis("off")
     fig.suptitle(f"Gradient-free optimisation, {args.seeds} seeds (median, min-max band)")
-    save_figure(fig, "gradient_free")
+    save_figure(fig, "gradient_free", args.out)
 
 
 def summarise(curves: dict, reached: dict, args: argparse.Namespace) -> str:
@@ -172,7 +186,7 @@ def summarise(curves: dict, reached: dict, args: argparse.Namespace) -> str:
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10, help="dimension (default 10)")
     parser.add_argument(
@@ -196,7 +210,13 @@ def parse_args() -> argparse.Namespace:
         choices=list(FUNCTIONS),
         help="functions to run (default: all five)",
     )
-    return parser.parse_args()
+    add_output_option(parser)
+    args = parser.parse_args(argv)
+    # The evaluation grid of the figure and tables starts at 10 evaluations.
+    check_at_least(parser, args, n=1, max_evals=10, seeds=1)
+    check_positive(parser, args, "box", "sigma0")
+    args.out = output_root(parser, args)
+    return args
 
 
 def main() -> None:
@@ -221,7 +241,7 @@ def main() -> None:
         f"x0 uniform in [-{args.box:g}, {args.box:g}]^n, sigma0 = {args.sigma0:g}, {args.seeds} seeds.\n"
         + summarise(curves, reached, args)
     )
-    path = write_report("gradient_free", "Gradient-free optimisation", body, time.perf_counter() - start)
+    path = write_report("gradient_free", "Gradient-free optimisation", body, time.perf_counter() - start, args.out)
     print(path.read_text())
 
 

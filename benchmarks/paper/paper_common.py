@@ -1,4 +1,4 @@
-"""Shared helpers of the paper-reproduction scripts: metrics, machine record, reports.
+"""Shared helpers of the paper-reproduction scripts: metrics, machine record, reports, output folder.
 
 Everything here is plain numpy. The distances between SPD matrices are
 computed with ``numpy.linalg.eigh`` on purpose: they are the measuring stick,
@@ -7,6 +7,7 @@ so they must not depend on the spectral code under test.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -18,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-FIGURES = HERE / "figures"
-RESULTS = HERE / "results"
+# Git-ignored folder for every run whose settings differ from the committed pages'.
+QUICK = HERE / "quick"
 
 
 def relative_frobenius(estimate: np.ndarray, reference: np.ndarray) -> float:
@@ -112,9 +113,59 @@ def command_line() -> str:
     return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
-def write_report(name: str, title: str, body: str, seconds: float) -> Path:
-    """Write ``results/<name>.md``: the title, command, machine, date, versions and ``body``."""
-    RESULTS.mkdir(exist_ok=True)
+def add_output_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--out``, the folder that gets ``results/<name>.md`` and ``figures/<name>.png``."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for results/<name>.md and figures/<name>.png (default: benchmarks/paper, the committed "
+        "page, when every other option has its default, else the git-ignored benchmarks/paper/quick)",
+    )
+
+
+def output_root(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """Return the folder a run writes to: the committed pages only for the page's own settings.
+
+    The committed ``results/<name>.md`` and ``figures/<name>.png`` come from
+    a run with every option at its default, so any other run writes the
+    git-ignored ``quick/`` folder unless ``--out`` names one. ``--out``
+    naming this folder for a run with other settings is an error.
+    """
+    settings = {key: value for key, value in vars(args).items() if key != "out"}
+    defaults = {key: value for key, value in vars(parser.parse_args([])).items() if key != "out"}
+    page_run = settings == defaults
+    if args.out is not None:
+        if args.out.resolve() == HERE and not page_run:
+            parser.error(
+                f"--out {args.out} holds the committed pages; only a run with the default settings writes there"
+            )
+        return args.out
+    if page_run:
+        return HERE
+    print(f"settings differ from the committed page's: writing to {QUICK}", flush=True)
+    return QUICK
+
+
+def check_at_least(parser: argparse.ArgumentParser, args: argparse.Namespace, **minimums: float) -> None:
+    """Exit through ``parser.error`` when an option (or any value of a list option) is below its minimum."""
+    for dest, minimum in minimums.items():
+        value = getattr(args, dest)
+        if min(value if isinstance(value, list) else [value]) < minimum:
+            parser.error(f"--{dest.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
+def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *dests: str) -> None:
+    """Exit through ``parser.error`` when an option is not > 0."""
+    for dest in dests:
+        value = getattr(args, dest)
+        if not value > 0:
+            parser.error(f"--{dest.replace('_', '-')} must be > 0, got {value}")
+
+
+def write_report(name: str, title: str, body: str, seconds: float, root: Path) -> Path:
+    """Write ``root/results/<name>.md``: the title, command, machine, date, versions and ``body``."""
+    results = root / "results"
+    results.mkdir(parents=True, exist_ok=True)
     info = machine_description()
     header = (
         f"# {title}\n\n"
@@ -126,7 +177,7 @@ def write_report(name: str, title: str, body: str, seconds: float) -> Path:
         f"- Wall time: {seconds:.0f} s\n"
         f"- Figure: [../figures/{name}.png](../figures/{name}.png)\n\n"
     )
-    path = RESULTS / f"{name}.md"
+    path = results / f"{name}.md"
     path.write_text(header + body.rstrip() + "\n")
     return path
 
@@ -145,9 +196,10 @@ def plot_band(ax, x: np.ndarray, runs: np.ndarray, label: str, **style) -> None:
         ax.fill_between(x, runs.min(axis=0), runs.max(axis=0), color=line.get_color(), alpha=0.15, linewidth=0)
 
 
-def save_figure(fig, name: str) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` at 120 dpi."""
-    FIGURES.mkdir(exist_ok=True)
-    path = FIGURES / f"{name}.png"
+def save_figure(fig, name: str, root: Path) -> Path:
+    """Save ``fig`` as ``root/figures/<name>.png`` at 120 dpi."""
+    figures = root / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    path = figures / f"{name}.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path

@@ -22,19 +22,34 @@ over the same range as those of ``S*``.
 Run from the repository root:
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/paper/spd_optimisation.py
+
+With every option at its default this rewrites the committed ``results/spd_optimisation.md``
+and ``figures/spd_optimisation.png``. Any other setting writes them under the git-ignored
+``quick/`` folder instead, or under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from paper_common import markdown_table, plot_band, random_spd, save_figure, write_report
+from paper_common import (
+    add_output_option,
+    check_at_least,
+    check_positive,
+    markdown_table,
+    output_root,
+    plot_band,
+    random_spd,
+    save_figure,
+    write_report,
+)
 from spd_baselines import LogDet, MetricNearness, cholesky_ngd_step, riemannian_step
 
 from spectral_es.core import matrix_power, spectral_step
@@ -124,7 +139,7 @@ def plot(curves: dict, args: argparse.Namespace) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"SPD matrix optimisation ({args.seeds} seeds: median, min-max band)")
-    save_figure(fig, "spd_optimisation")
+    save_figure(fig, "spd_optimisation", args.out)
 
 
 def summarise(curves: dict) -> str:
@@ -151,7 +166,7 @@ def _median_reach(runs: np.ndarray) -> str:
     return str(int(np.median(below.argmax(axis=1))))
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=60, help="matrix size (default 60)")
     parser.add_argument("--condition", type=float, default=10.0, help="condition number of Q (default 10)")
@@ -170,7 +185,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=500, help="iterations per run (default 500)")
     parser.add_argument("--seeds", type=int, default=3, help="independent problems per case (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    return parser.parse_args()
+    add_output_option(parser)
+    args = parser.parse_args(argv)
+    check_at_least(parser, args, n=1, condition=1, points=1, batch=1, iterations=1, seeds=1)
+    check_positive(parser, args, "metric_nearness_beta", "log_det_beta")
+    args.out = output_root(parser, args)
+    return args
 
 
 def main() -> None:
@@ -194,7 +214,7 @@ def main() -> None:
         f"{args.seeds} seeds; metric nearness with N = {args.points} points, mini-batches of {args.batch}, "
         f"beta = {args.metric_nearness_beta}; log-det with beta = {args.log_det_beta}.\n" + summarise(curves)
     )
-    path = write_report("spd_optimisation", "SPD matrix optimisation", body, time.perf_counter() - start)
+    path = write_report("spd_optimisation", "SPD matrix optimisation", body, time.perf_counter() - start, args.out)
     print(path.read_text())
 
 
