@@ -7,12 +7,22 @@ Run it from the repository root. Every method gets the same problems (see
 :func:`benchmarks.es.harness.make_problem`): for each seed the same start,
 ``sigma0``, target and evaluation budget. The page (``RESULTS.md``), the PNG
 figures and the raw records (``results.json``) go to ``--output``, by
-default ``benchmarks/es`` for ``--full`` and ``benchmarks/es/quick`` for
-``--quick``. ``--seeds``, ``--dims`` and the other options override the
-mode's choices; the page records the exact command. ``--from-json FILE ...``
-redraws the page and figures from saved ``results.json`` files without
-running. Where several files have the same cell, the last one wins, and the
-page lists which methods it took from which file.
+default ``benchmarks/es`` (the committed page) for a plain ``--full`` and
+the git-ignored ``benchmarks/es/quick`` for ``--quick``. ``--seeds``,
+``--dims`` and the other options override the mode's choices; the page
+records the exact command. A ``--full`` run with such an option covers only
+part of the page, so it needs ``--output``. Merge its ``results.json`` into
+the page with ``--from-json``.
+
+``--methods`` runs each named method on the functions whose table shows it
+(the unimodal methods of :data:`FULL` and the multimodal ones of
+:data:`benchmarks.es.page.MULTIMODAL_METHODS`), in either mode. It does not
+change the methods of the timing sweep.
+
+``--from-json FILE ... --output FOLDER`` redraws the page and figures from
+saved ``results.json`` files without running. ``--output benchmarks/es``
+rewrites the committed page. Where several files have the same cell, the
+last one wins, and the page lists which methods it took from which file.
 """
 
 from __future__ import annotations
@@ -255,10 +265,29 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument(
         "--functions", nargs="*", choices=UNIMODAL + MULTIMODAL, help="functions to run; none for the timing alone"
     )
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="restrict the methods to these")
-    parser.add_argument("--timing-dims", type=int, nargs="*", help="dimensions of the timing sweep; none to skip it")
-    parser.add_argument("--output", type=Path, help="folder of RESULTS.md, figures/ and results.json")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        help="run only these methods, each on the functions whose table shows it; the timing sweep is unchanged",
+    )
+    parser.add_argument(
+        "--timing-dims", type=int, nargs="*", help="dimensions of the timing sweep, >= 2; none to skip it"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="folder of RESULTS.md, figures/ and results.json (default: benchmarks/es for a plain --full, "
+        "benchmarks/es/quick for --quick; required with --from-json)",
+    )
     args = parser.parse_args(argv)
+
+    if args.from_json is not None:
+        missing = [str(path) for path in args.from_json if not path.is_file()]
+        if missing:
+            parser.error(f"--from-json: file not found: {', '.join(missing)}")
+        if args.output is None:
+            parser.error("--from-json needs --output; give benchmarks/es to rewrite the committed page")
 
     config = QUICK if args.quick else FULL
     changes = {}
@@ -273,11 +302,23 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     if args.functions is not None:
         changes["functions"] = tuple(args.functions)
     if args.methods is not None:
-        changes["unimodal_methods"] = tuple(m for m in config.unimodal_methods if m in args.methods)
-        changes["multimodal_methods"] = tuple(m for m in config.multimodal_methods if m in args.methods)
+        # The page's tables decide where a named method runs, not the mode,
+        # because the quick mode's lists leave out methods that a user may name.
+        unshown = [m for m in args.methods if m not in FULL.unimodal_methods + MULTIMODAL_METHODS]
+        if unshown:
+            parser.error(f"--methods: no table of the page shows {', '.join(unshown)}; leave them out")
+        changes["unimodal_methods"] = tuple(m for m in FULL.unimodal_methods if m in args.methods)
+        changes["multimodal_methods"] = tuple(m for m in MULTIMODAL_METHODS if m in args.methods)
     if args.timing_dims is not None:
+        if args.timing_dims and min(args.timing_dims) < 2:
+            parser.error(f"--timing-dims must all be >= 2, got {args.timing_dims}")
         changes["timing_dims"] = tuple(args.timing_dims)
     if args.output is None:
+        if args.full and changes:
+            parser.error(
+                "--full with --seeds, --dims, --functions, --methods or --timing-dims covers only part of the "
+                "page; give --output FOLDER, then merge its results.json into the page with --from-json"
+            )
         args.output = HERE / "quick" if args.quick else HERE
     return args, dataclasses.replace(config, **changes)
 

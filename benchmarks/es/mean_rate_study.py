@@ -31,6 +31,7 @@ import functools
 import math
 import statistics
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -115,13 +116,25 @@ VARIANTS = {
 }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[10])
-    parser.add_argument("--functions", nargs="+", default=list(FUNCTIONS), choices=FUNCTIONS)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--dims", type=int, nargs="+", default=[10], help="dimensions n, >= 2 (default 10)")
+    parser.add_argument(
+        "--functions", nargs="+", default=list(FUNCTIONS), choices=FUNCTIONS, help="functions to run (default: all)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="learning-rate variants to run, one table row per variant and dimension (default: all)",
+    )
     parser.add_argument("--seeds", type=int, default=10, help="run seeds 1 to SEEDS (default 10, as in the benchmark)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if min(args.dims) < 2:
+        parser.error(f"--dims must all be >= 2, got {args.dims}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     warnings.simplefilter("ignore")
 
     print("| variant | n | " + " | ".join(args.functions) + " |")

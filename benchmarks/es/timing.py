@@ -162,10 +162,20 @@ def format_table(rows: Sequence[TimingRow], methods: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[10, 100, 500], help="dimensions to time")
-    parser.add_argument("--methods", nargs="+", default=list(TIMED_METHODS), choices=list(TIMED_METHODS))
-    parser.add_argument("--repeats", type=int, default=3, help="timed blocks per method and dimension")
+    parser.add_argument("--dims", type=int, nargs="+", default=[10, 100, 500], help="dimensions to time, >= 2")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(TIMED_METHODS),
+        choices=list(TIMED_METHODS),
+        help="methods to time, pycma among them (default: all)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks per method and dimension, >= 1")
     args = parser.parse_args(argv)
+    if min(args.dims) < 2:
+        parser.error(f"--dims must all be >= 2, got {args.dims}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if "pycma" not in args.methods:
         parser.error("--methods must include pycma, the reference of the ratios")
     rows = time_methods(args.dims, args.methods, repeats=args.repeats)
