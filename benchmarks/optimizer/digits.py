@@ -21,6 +21,10 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.
+Only ``--full`` writes ``results/`` and the page. A full run of a subset of
+the models, dtypes or optimizers needs ``--record NAME`` (it then writes
+``results/NAME.json``), because ``digits.json`` holds every case on the page
+and a subset would replace the others.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import math
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +56,11 @@ WARMUP = 30
 # with it. With two, the 10-seed check once picked a rate whose median test
 # loss was three times its neighbour's, after two lucky sweep seeds.
 SWEEP_SEEDS = 2
+MODELS = ("mlp", "convnet")
+DTYPES = ("float32", "bfloat16")
+OPTIMIZERS = (*PEERS, "SpectralKron T=10")
+# Records of the other scripts beside digits.json, which --record must not replace.
+OTHER_RECORDS = ("step_time", "orthogonality")
 
 
 class MatrixConv2d(torch.nn.Module):
@@ -207,20 +217,25 @@ def _line(runs: list[dict]) -> str:
     return f"test loss {min(test):.4f}-{max(test):.4f}  accuracy {min(accuracy):.1f}-{max(accuracy):.1f}%"
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line, rejecting bad values and a run that would drop cases from the page's record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="4 learning rates and 3 seeds; writes RESULTS.md")
-    parser.add_argument("--models", nargs="+", default=["mlp", "convnet"], choices=["mlp", "convnet"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
-    choices = [*PEERS, *VARIANTS]
-    parser.add_argument("--optimizers", nargs="+", default=[*PEERS, "SpectralKron T=10"], choices=choices)
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="models (default: both)")
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES, help="dtypes (default: both)")
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=list(OPTIMIZERS),
+        choices=[*PEERS, *VARIANTS],
+        help="optimizers (default: the peers and SpectralKron T=10)",
+    )
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run, >= 1 (default 300)")
     parser.add_argument("--seeds", type=int, help="number of seeds run at the best learning rate (default 3, quick: 1)")
     parser.add_argument(
         "--sweep-seeds",
         type=int,
-        default=SWEEP_SEEDS,
-        help=f"seeds of the learning-rate sweep, at most --seeds (default {SWEEP_SEEDS})",
+        help=f"seeds of the learning-rate sweep, at most --seeds (default {SWEEP_SEEDS} or --seeds if fewer)",
     )
     parser.add_argument(
         "--record",
@@ -228,16 +243,37 @@ def main() -> None:
         help="name of the JSON record (default digits); report.py shows digits_seed_check in its own section",
     )
     parser.add_argument("--out", type=Path, help="folder for the JSON record (default results/, quick: results/quick/)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.seeds is None:
+        args.seeds = 3 if args.full else 1
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.sweep_seeds is None:
+        args.sweep_seeds = min(SWEEP_SEEDS, args.seeds)
+    if not 1 <= args.sweep_seeds <= args.seeds:
+        parser.error(f"--sweep-seeds must be between 1 and --seeds ({args.seeds}), got {args.sweep_seeds}")
+    if args.record in OTHER_RECORDS:
+        parser.error(f"--record {args.record} would replace the record of benchmarks.optimizer.{args.record}")
+    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
+        parser.error(f"--out {args.out} holds the committed records; only --full writes there")
+    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+
+    subset = set(args.models) != set(MODELS) or set(args.dtypes) != set(DTYPES)
+    subset = subset or set(args.optimizers) != set(OPTIMIZERS)
+    if args.out.resolve() == report.RESULTS and args.record == "digits" and subset:
+        parser.error(
+            "--full with a subset of --models, --dtypes or --optimizers would replace digits.json, "
+            "whose other cases the page shows; add --record NAME to write results/NAME.json, or run every case"
+        )
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     learning_rates = LEARNING_RATES if args.full else QUICK_LEARNING_RATES
-    seeds = args.seeds
-    if seeds is None:
-        seeds = 3 if args.full else 1
-    if seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {seeds}")
-    if args.sweep_seeds < 1:
-        parser.error(f"--sweep-seeds must be >= 1, got {args.sweep_seeds}")
-    out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -246,20 +282,22 @@ def main() -> None:
     results = {
         "environment": environment("benchmarks.optimizer.digits"),
         "steps": args.steps,
-        "seeds": seeds,
-        "learning_rates": LEARNING_RATES,
+        "seeds": args.seeds,
+        "learning_rates": learning_rates,
         "cases": {},
     }
     for kind in args.models:
         for dtype_name in args.dtypes:
             case = run_case(
-                kind, dtype_name, args.optimizers, data, args.steps, learning_rates, seeds, args.sweep_seeds
+                kind, dtype_name, args.optimizers, data, args.steps, learning_rates, args.seeds, args.sweep_seeds
             )
             results["cases"][f"{kind}/{dtype_name}"] = case
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.record}.json").write_text(json.dumps(results, indent=1))
-    if out == report.RESULTS:
-        report.main()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.record}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}")
+    if args.out.resolve() == report.RESULTS:
+        report.write_page()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,15 @@ The defect falls at each Björck step and rises between them, so the page
 reports both the value right after a step and the mean and maximum over the
 last 100 refreshes.
 
-    python -m benchmarks.optimizer.orthogonality
+Run from the repository root:
+
+    python -m benchmarks.optimizer.orthogonality          # n = 64 and 256, 1000 refreshes: under a minute
+    python -m benchmarks.optimizer.orthogonality --full   # n = 64, 256 and 1024, for RESULTS.md
+
+Only ``--full`` writes ``results/orthogonality.json`` and rewrites the page,
+and it always runs the page's sizes and 1000 refreshes, because the page
+shows one record. Every other run writes the git-ignored
+``results/quick/`` (or ``--out``) and leaves the page alone.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import argparse
 import json
 import statistics
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,7 +39,9 @@ from benchmarks.optimizer.peers import environment
 from spectral_es.core import orthogonality_defect
 from spectral_es.optim import SpectralKron
 
-HERE = Path(__file__).resolve().parent
+REFRESHES = 1000
+FULL_SIZES = (64, 256, 1024)
+QUICK_SIZES = (64, 256)
 
 
 def rounding_floor(n: int, samples: int = 5) -> float:
@@ -58,14 +69,46 @@ def drift(n: int, refreshes: int, orthogonalize_every: int) -> list[tuple[int, f
     return record
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line, rejecting bad values and a reduced run aimed at the committed record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--refreshes", type=int, default=1000, help="refreshes per run (default 1000)")
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[64, 256, 1024], help="matrix sizes n (default 64 256 1024)"
+        "--full",
+        action="store_true",
+        help=f"run the page's sizes {' '.join(map(str, FULL_SIZES))} with {REFRESHES} refreshes and rewrite RESULTS.md",
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for orthogonality.json")
-    args = parser.parse_args()
+    parser.add_argument("--refreshes", type=int, help=f"refreshes per run (default {REFRESHES})")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        help=f"matrix sizes n (default {' '.join(map(str, QUICK_SIZES))}, full: {' '.join(map(str, FULL_SIZES))})",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="folder for orthogonality.json (default results/quick/, full: results/)"
+    )
+    args = parser.parse_args(argv)
+
+    if args.refreshes is not None and args.refreshes < 1:
+        parser.error(f"--refreshes must be >= 1, got {args.refreshes}")
+    if args.sizes is not None and min(args.sizes) < 2:
+        parser.error(f"--sizes must all be >= 2, got {args.sizes}")
+    if args.full and (args.refreshes not in (None, REFRESHES) or args.sizes not in (None, list(FULL_SIZES))):
+        parser.error(
+            f"--full runs the page's sizes {' '.join(map(str, FULL_SIZES))} with {REFRESHES} refreshes; "
+            "leave out --sizes and --refreshes, or leave out --full to write results/quick/"
+        )
+    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
+        parser.error(f"--out {args.out} holds the committed record; only --full writes there")
+
+    args.refreshes = args.refreshes or REFRESHES
+    args.sizes = args.sizes or list(FULL_SIZES if args.full else QUICK_SIZES)
+    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -80,8 +123,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"environment": environment("benchmarks.optimizer.orthogonality"), "runs": runs}
     (args.out / "orthogonality.json").write_text(json.dumps(results, indent=1))
-    if args.out == report.RESULTS:
-        report.main()
+    print(f"wrote {args.out / 'orthogonality.json'}")
+    if args.out.resolve() == report.RESULTS:
+        report.write_page()
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@
 Reads ``results/step_time.json``, ``results/digits.json`` and
 ``results/orthogonality.json`` beside this file (any may be missing) and
 rewrites ``RESULTS.md`` and ``figures/``. Each of the three scripts calls
-it when it finishes.
+:func:`write_page` when its ``--full`` run finishes. The command takes no
+options, so ``--help`` and any other argument print the usage and leave the
+page alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -346,7 +350,8 @@ def plot_orthogonality(record: dict) -> None:
     plt.close(figure)
 
 
-def main() -> None:
+def write_page() -> None:
+    """Rewrite ``RESULTS.md`` and ``figures/`` from the records in ``results/``."""
     FIGURES.mkdir(exist_ok=True)
     step_time, digits, orthogonality = load("step_time"), load("digits"), load("orthogonality")
     seed_check = load("digits_seed_check")
@@ -415,6 +420,15 @@ def main() -> None:
         lines += ["## Orthogonality", "", "![orthogonality](figures/orthogonality.png)", ""]
         lines += orthogonality_section(orthogonality)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Rewrite RESULTS.md and figures/ from the records in results/. Takes no options."
+    )
+    parser.parse_args(argv)
+    write_page()
+    print(f"wrote {HERE / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

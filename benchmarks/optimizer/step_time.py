@@ -22,8 +22,11 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
     python -m benchmarks.optimizer.step_time --full   # 20 steps, every variant, for RESULTS.md
     python -m benchmarks.optimizer.step_time --full --shapes 1024x1024   # rerun one shape
 
-A run restricted with ``--shapes`` keeps the other shapes' rows of the
-record it replaces and names their run on the results page.
+A full run restricted with ``--shapes`` or ``--dtypes`` keeps the rows of
+the shape and dtype pairs it did not rerun from the record it replaces, and
+the results page names their run. Only ``--full`` writes ``results/`` and the
+page; every other run writes the git-ignored ``results/quick/`` (or
+``--out``).
 
 The full run takes about 10 minutes on 2 busy cores, most of it in SOAP and
 the full 4096 x 4096 factor; the quick one writes ``results/quick/`` only.
@@ -36,6 +39,7 @@ import json
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -93,43 +97,96 @@ def _label(shape: tuple[int, int]) -> str:
     return f"{shape[0]}x{shape[1]}"
 
 
-def _keep_other_shapes(results: dict, path: Path, shapes: list[tuple[int, int]]) -> None:
-    """Add the rows of shapes not rerun from the record at ``path``, with that record's run."""
-    if len(shapes) == len(SHAPES) or not path.exists():
-        return
-    previous = json.loads(path.read_text())
-    kept = [row for row in previous["rows"] if tuple(row["shape"]) not in shapes]
+def _case_label(row: dict) -> str:
+    return f"{_label(tuple(row['shape']))} {row['dtype']}"
+
+
+def rows_to_keep(previous: dict, rerun: set[tuple[tuple[int, int], str]]) -> tuple[list[dict], dict | None]:
+    """Return the rows of ``previous`` whose (shape, dtype) is not in ``rerun``, and the run they come from.
+
+    The run is the record's own (its environment and step count) or, for
+    rows it kept itself, the earlier run it names under ``kept``. Raises
+    ``ValueError`` when the rows would come from both, because the page can
+    name only one earlier run.
+    """
+    kept = [row for row in previous["rows"] if (tuple(row["shape"]), row["dtype"]) not in rerun]
+    if not kept:
+        return [], None
+    # Labels are "1024x1024 float32". Records written before dtypes were kept
+    # apart label a whole shape ("4096x1024").
+    earlier = set(previous.get("kept", {}).get("shapes", []))
+    from_earlier = [row for row in kept if _case_label(row) in earlier or _label(tuple(row["shape"])) in earlier]
+    if not from_earlier:
+        return kept, {"environment": previous["environment"], "steps": previous["steps"]}
+    if len(from_earlier) == len(kept):
+        return kept, {key: value for key, value in previous["kept"].items() if key != "shapes"}
+    raise ValueError(
+        "the rows this run keeps would come from two earlier runs, "
+        f"{previous['kept']['environment']['date']} and {previous['environment']['date']}, "
+        "and the page can name only one. Rerun all shapes and dtypes, or add "
+        f"{' '.join(sorted({_case_label(row) for row in from_earlier}))} to this run"
+    )
+
+
+def keep_rows_not_rerun(results: dict, kept: list[dict], source: dict | None) -> None:
+    """Add the ``kept`` rows to ``results`` in the order of ``SHAPES`` and name their run."""
     if not kept:
         return
-    source = previous.get("kept") or {"environment": previous["environment"], "steps": previous["steps"]}
     results["rows"] += kept
-    results["rows"].sort(key=lambda row: SHAPES.index(tuple(row["shape"])))
-    results["kept"] = {**source, "shapes": sorted({_label(tuple(row["shape"])) for row in kept})}
+    results["rows"].sort(key=lambda row: (SHAPES.index(tuple(row["shape"])), row["dtype"] != "float32"))
+    results["kept"] = {**source, "shapes": sorted({_case_label(row) for row in kept})}
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="20 steps and every variant; writes RESULTS.md")
-    parser.add_argument("--steps", type=int, help="timed steps per optimizer (default 10, full: 20)")
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--steps", type=int, help="timed steps per optimizer, >= 1 (default 10, full: 20)")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16"],
+        help="dtypes to time (default: both); a full run keeps the earlier rows of the others",
+    )
     parser.add_argument(
         "--shapes",
         nargs="+",
         default=[_label(shape) for shape in SHAPES],
         choices=[_label(shape) for shape in SHAPES],
-        help="shapes to time (default: all); a full run keeps the other shapes' earlier rows",
+        help="shapes to time (default: all); a full run keeps the earlier rows of the others",
     )
-    parser.add_argument("--out", type=Path, help="folder for step_time.json (default results/, quick: results/quick/)")
-    args = parser.parse_args()
-    steps = args.steps or (20 if args.full else 10)
-    out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    parser.add_argument("--out", type=Path, help="folder for step_time.json (default results/quick/, full: results/)")
+    args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
+        parser.error(f"--out {args.out} holds the committed record; only --full writes there")
+    if args.steps is None:
+        args.steps = 20 if args.full else 10
+    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+
+    # Read the record this run replaces now, so that one that cannot be
+    # merged stops the run before any timing.
+    args.shapes = [shape for shape in SHAPES if _label(shape) in args.shapes]
+    rerun = {(shape, dtype) for shape in args.shapes for dtype in args.dtypes}
+    args.kept, args.kept_source = [], None
+    path = args.out / "step_time.json"
+    if path.exists():
+        try:
+            args.kept, args.kept_source = rows_to_keep(json.loads(path.read_text()), rerun)
+        except ValueError as error:
+            parser.error(f"cannot merge with {path}: {error}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     warnings.simplefilter("ignore", UserWarning)
     rows = []
-    shapes = [shape for shape in SHAPES if _label(shape) in args.shapes]
-    for shape in shapes:
+    for shape in args.shapes:
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
             names = [*PEERS, "SpectralKron T=10"]
@@ -139,16 +196,18 @@ def main() -> None:
                 names.append("SpectralKron bf16 state")
             if args.full and max(shape) > 2048:
                 names.append("SpectralKron full")
-            for name, summary in time_steps(names, shape, dtype, steps).items():
+            for name, summary in time_steps(names, shape, dtype, args.steps).items():
                 row = {"shape": list(shape), "dtype": dtype_name, "optimizer": name, **summary}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {"environment": environment("benchmarks.optimizer.step_time"), "steps": steps, "rows": rows}
-    _keep_other_shapes(results, out / "step_time.json", shapes)
-    (out / "step_time.json").write_text(json.dumps(results, indent=1))
-    if out == report.RESULTS:
-        report.main()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"environment": environment("benchmarks.optimizer.step_time"), "steps": args.steps, "rows": rows}
+    keep_rows_not_rerun(results, args.kept, args.kept_source)
+    path = args.out / "step_time.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}")
+    if args.out.resolve() == report.RESULTS:
+        report.write_page()
 
 
 if __name__ == "__main__":
