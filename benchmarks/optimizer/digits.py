@@ -40,8 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.nn import functional
 
 from benchmarks.optimizer import report
@@ -110,6 +108,12 @@ def build_model(kind: str, seed: int, conv_as_matrix: bool = False) -> torch.nn.
 
 def load_data() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Split the digits into train (1,077), validation (270) and test (450) images."""
+    # Imported here, so that the command line works (and is tested) without scikit-learn.
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as error:
+        raise SystemExit(f'the digits data need scikit-learn ({error}); pip install -e ".[optim-bench]"') from error
     digits = load_digits()
     X = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(digits.target)

@@ -191,7 +191,6 @@ def test_step_time_quick_rejects_committed_out(results, capsys):
 
 @pytest.fixture
 def cheap_training(monkeypatch):
-    pytest.importorskip("sklearn")
     monkeypatch.setattr(digits, "load_data", lambda: {})
 
     def run_case(kind, dtype_name, names, data, steps, learning_rates, seeds, sweep_seeds):
