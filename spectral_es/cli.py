@@ -29,10 +29,11 @@ import numpy as np
 
 from spectral_es import __version__
 from spectral_es.es import ESResult, EvaluationError, SpectralES, minimize, resume
-from spectral_es.es.bounds import Bounds
+from spectral_es.es.bounds import Bounds, BoxBounds
 from spectral_es.es.checkpoint import check_distinct, check_writable, same_file
 from spectral_es.es.history import check_new_log
 from spectral_es.es.minimize import check_new_checkpoint, objective_name, read_plan
+from spectral_es.es.parameters import default_popsize
 from spectral_es.functions import FUNCTIONS
 
 # Built-in functions start at 3 in every coordinate: away from every optimum
@@ -160,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--x0",
-        help=f"start point: one number or a comma list (default {DEFAULT_START}, moved into the bounds; "
-        "write --x0=-1,2 for a list that starts with a minus sign)",
+        help=f"start point: one number or a comma list (default: the centre of the box of --lower and --upper "
+        f"where it is finite, else {DEFAULT_START} moved into the bounds; write --x0=-1,2 for a list that "
+        "starts with a minus sign)",
     )
     run.add_argument(
         "--sigma0",
@@ -178,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "overshoot by less than one population's evaluations); with --resume, a new budget for a run that spent "
         "its own",
     )
-    run.add_argument("--f-target", type=float, help="stop when f reaches this value (default 1e-10; none with --noise)")
+    run.add_argument(
+        "--f-target",
+        type=float,
+        help="stop when f reaches this value (default 1e-10 for the built-in functions, whose minimum is 0; "
+        "none for your own functions and with --noise)",
+    )
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
     run.add_argument(
         "--bipop",
@@ -252,6 +259,11 @@ def run_minimize(args: argparse.Namespace) -> int:
         raise ValueError(f"--every must be >= 1, got {args.every}; use --quiet for no progress lines")
     if args.resume:
         plan = read_plan(args.resume)
+        if plan.get("x0_function") is not None:
+            raise ValueError(
+                f"{args.resume} draws each run's start with the function {plan['x0_function']}, which the command "
+                f"line cannot pass; continue it in Python: spectral_es.resume(fun, {args.resume!r}, x0=that function)"
+            )
         function = resumed_function(args.function, plan["function"], args.resume)
         noisy = bool(plan["options"].get("noise_handling"))
         banner = f"resuming {objective_name(function)} from {args.resume}"
@@ -262,7 +274,7 @@ def run_minimize(args: argparse.Namespace) -> int:
         settings = new_run_settings(args)
         check_run_settings(settings, args.checkpoint_every)
         noisy = bool(args.noise)
-        banner = f"minimizing {args.function} in {settings['x0'].size} dimensions, seed {settings['seed']}"
+        banner = describe_run(args.function, settings)
     check_outputs(args)
 
     io_options = {
@@ -276,6 +288,12 @@ def run_minimize(args: argparse.Namespace) -> int:
     status = StatusLine() if args.status else None
     io_options["callback"] = status
     print(banner, flush=True)
+    if noisy and not args.resume and args.max_evals is None:
+        print(
+            "note: a noisy run has no f-based stops, so without --max-evals it runs to the iteration limit; "
+            "give --max-evals N to bound it",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     try:
         with open_executor(args.workers, args.dask) as executor:
@@ -297,6 +315,9 @@ def run_minimize(args: argparse.Namespace) -> int:
         if status is not None:
             status.close()
     print_result(result, time.perf_counter() - start, noisy, resumed=bool(args.resume))
+    if not math.isfinite(result.fbest):
+        print("\nerror: the objective returned no finite value; check it at the start point", file=sys.stderr)
+        return 1
     if args.plot:
         save_plot(result, args.plot, objective_name(function) if args.resume else args.function)
     return 0
@@ -380,7 +401,10 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     x0 = parse_x0(args.x0, args.dim)
     bounds = parse_bounds(args.lower, args.upper, x0.size)
     if args.x0 is None and bounds is not None:
-        x0 = np.clip(x0, *bounds)  # the default start, moved into the box
+        try:
+            x0 = default_start(x0, bounds)
+        except ValueError as error:
+            raise ValueError(with_option_names(str(error))) from error
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     settings = {
         "x0": x0,
@@ -396,8 +420,9 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "bounds": bounds,
         "integer_variables": parse_indices(args.integer),
     }
-    if args.f_target is None and not args.noise:
-        # A noisy value can undercut any target by chance, so --noise has no default target.
+    if args.f_target is None and not args.noise and args.function in FUNCTIONS:
+        # The built-in functions have their minimum 0. A user's function may go below any
+        # fixed target, and a noisy value can undercut one by chance, so those get none.
         settings["f_target"] = 1e-10
     if args.noise:
         maximum = 20 if args.noise_max_evaluations is None else args.noise_max_evaluations
@@ -405,6 +430,31 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     elif args.noise_max_evaluations is not None:
         raise ValueError("--noise-max-evaluations sets how often --noise re-evaluates a point; give --noise too")
     return settings
+
+
+def default_start(x0: np.ndarray, bounds: Bounds) -> np.ndarray:
+    """Return the default start in a box: its centre where both sides are finite, else ``x0`` moved inside.
+
+    Raises:
+        ValueError: for bounds with NaN or ``lower >= upper``, before the
+            start is computed from them.
+    """
+    box = BoxBounds(bounds.lb, bounds.ub, x0.size)
+    finite = box.has_lower & box.has_upper
+    centre = (np.where(finite, box.lower, 0.0) + np.where(finite, box.upper, 0.0)) / 2
+    return np.where(finite, centre, np.clip(x0, box.lower, box.upper))
+
+
+def describe_run(function: str, settings: dict[str, Any]) -> str:
+    """Return the first output line of a new run: function, dimension, start, step size, population, target, seed."""
+    x0 = settings["x0"]
+    start = f"{x0[0]:g} in every coordinate" if np.all(x0 == x0[0]) else np.array2string(x0, precision=4, threshold=6)
+    popsize = settings["popsize"] or default_popsize(x0.size)
+    target = "none" if settings["f_target"] is None else f"f <= {settings['f_target']:g}"
+    return (
+        f"minimizing {function} in {x0.size} dimensions from x0 = {start}, sigma0 {settings['sigma0']:g}, "
+        f"popsize {popsize}, target {target}, seed {settings['seed']}"
+    )
 
 
 def default_sigma0(bounds: Bounds | None) -> float:
@@ -447,10 +497,14 @@ def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
     try:
         SpectralES(settings["x0"], settings["sigma0"], **options)
     except ValueError as error:
-        message = str(error)
-        for name, flag in {**RUN_OPTIONS, "integer_variables": "--integer"}.items():
-            message = re.sub(rf"\b{name}\b", flag, message)
-        raise ValueError(message) from error
+        raise ValueError(with_option_names(str(error))) from error
+
+
+def with_option_names(message: str) -> str:
+    """Return ``message`` with the ``minimize`` argument names replaced by their command-line options."""
+    for name, flag in {**RUN_OPTIONS, "integer_variables": "--integer"}.items():
+        message = re.sub(rf"\b{name}\b", flag, message)
+    return message
 
 
 def check_start(x0: np.ndarray, bounds: Bounds | None) -> None:

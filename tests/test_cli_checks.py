@@ -462,3 +462,75 @@ def test_closed_stdout_ends_quietly():
     assert process.returncode == 1
     assert "Traceback" not in err
     assert "BrokenPipeError" not in err
+
+
+def test_default_target_only_for_builtins(monkeypatch, user_module):
+    # Built-in functions have their minimum at 0; a user's function may go
+    # below any fixed target and would stop there at once.
+    builtin = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--quiet"], monkeypatch)
+    own = captured_minimize_arguments(["minimize", "cli_checks_objective:counted", "--dim", "3", "--quiet"], monkeypatch)
+
+    assert builtin["f_target"] == 1e-10
+    assert own["f_target"] is None
+
+
+def test_default_start_is_box_centre(monkeypatch):
+    argv = ["minimize", "sphere", "--dim", "3", "--lower", "0,-inf,-1", "--upper", "1,inf,2", "--quiet"]
+    x0 = captured_minimize_arguments(argv, monkeypatch)["x0"]
+
+    # Finite sides: the centre; an open coordinate keeps the default 3.
+    assert x0.tolist() == [0.5, 3.0, 0.5]
+
+
+@pytest.mark.parametrize(("option", "value"), [("--upper", "nan"), ("--lower", "inf")])
+def test_bad_bound_named_before_start(option, value, capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", option, value], capsys)
+
+    assert code == 2
+    assert option in err
+    assert "--x0" not in err
+
+
+def test_banner_states_settings(capsys):
+    assert main(["minimize", "sphere", "--dim", "4", "--seed", "2", "--quiet", "--sigma0", "0.5"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+
+    assert first == (
+        "minimizing sphere in 4 dimensions from x0 = 3 in every coordinate, sigma0 0.5, popsize 8, "
+        "target f <= 1e-10, seed 2"
+    )
+
+
+def test_no_finite_value_exits_nonzero(tmp_path, capsys, monkeypatch):
+    (tmp_path / "nan_objective.py").write_text("def f(x):\n    return float('nan')\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.warns(RuntimeWarning):
+            code = main(["minimize", "nan_objective:f", "--dim", "2", "--seed", "1", "--quiet"])
+    finally:
+        sys.modules.pop("nan_objective", None)
+
+    assert code == 1
+    assert "no finite value" in capsys.readouterr().err
+
+
+def test_noise_without_budget_noted(monkeypatch, capsys):
+    captured_minimize_arguments(["minimize", "sphere", "--dim", "2", "--noise", "--quiet"], monkeypatch)
+    assert "give --max-evals N" in capsys.readouterr().err
+
+    captured_minimize_arguments(["minimize", "sphere", "--dim", "2", "--noise", "--max-evals", "100"], monkeypatch)
+    assert "give --max-evals N" not in capsys.readouterr().err
+
+
+def test_resume_of_drawn_starts_points_to_python(tmp_path, capsys):
+    from spectral_es import minimize
+    from spectral_es.functions import rastrigin
+
+    path = tmp_path / "run.npz"
+    minimize(rastrigin, lambda rng: rng.uniform(-1, 1, 3), 2.0, seed=0, restarts=1, max_iter=3, checkpoint=path)
+
+    code, err = exit_code_and_stderr(["minimize", "--resume", str(path)], capsys)
+
+    assert code == 2
+    assert "which the command line cannot pass" in err
+    assert "spectral_es.resume(fun" in err
