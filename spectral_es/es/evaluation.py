@@ -210,8 +210,9 @@ def _scalar(value: Any, x: np.ndarray) -> float:
         )
     if array.size != 1:
         raise ValueError(
-            f"the objective must return a scalar, got {reprlib.repr(value)} at x = {_short(x)}; "
-            "pass vectorized=True if it takes the whole population at once"
+            f"the objective must return a scalar, got {type(value).__name__} of shape {array.shape} "
+            f"at x = {_short(x)}; return one float per point (for residuals, their sum of squares), or pass "
+            "vectorized=True if the function takes the whole population at once"
         )
     return float(array.reshape(()))
 

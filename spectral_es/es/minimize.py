@@ -284,7 +284,9 @@ def resume(
     run keeps that stop reason.
 
     The checkpoint stores only the name of a function given as ``x0``, so
-    such a run needs the function again as ``x0`` to draw later starts.
+    such a run needs the function again as ``x0`` to draw later starts. A
+    function of another name is an error, as for the objective, unless
+    ``check_function=False``.
 
     Raises:
         TypeError: if ``fun`` is not callable.
@@ -319,6 +321,11 @@ def resume(
         )
     if x0 is not None and not callable(x0):
         raise TypeError(f"x0 must be the function that draws the starts, got {x0!r}")
+    if x0 is not None and check_function and plan["x0_function"] != objective_name(x0):
+        raise ValueError(
+            f"{os.fspath(path)} draws each run's start with {plan['x0_function']}, not {objective_name(x0)}; "
+            "pass that function as x0, or check_function=False to continue with another one"
+        )
     if vectorized is not None:
         plan["vectorized"] = bool(vectorized)  # also for the checkpoints of the continued run
     if max_evals is not None:

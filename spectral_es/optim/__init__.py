@@ -7,7 +7,16 @@ elementwise and bfloat16 state works without decompositions.
 :mod:`spectral_es.optim.functional` holds the per-tensor arithmetic.
 """
 
-from spectral_es.optim import functional
-from spectral_es.optim.optimizer import PreconditionerWarning, SpectralKron
+try:
+    import torch  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        "spectral_es.optim needs torch, an optional extra: pip install torch==2.13.0 (on a machine without a "
+        "GPU, add --index-url https://download.pytorch.org/whl/cpu for the CPU build), or "
+        'pip install "spectral-es[torch]"'
+    ) from error
+
+from spectral_es.optim import functional  # noqa: E402  (after the torch check)
+from spectral_es.optim.optimizer import PreconditionerWarning, SpectralKron  # noqa: E402
 
 __all__ = ["PreconditionerWarning", "SpectralKron", "functional"]

@@ -173,7 +173,7 @@ def test_failure_hint_fits_the_caller(tmp_path):
 
 
 def test_non_scalar_return_named():
-    with pytest.raises(ValueError, match=r"must return a scalar, got array\(\[1., 2.\]\) at x = \["):
+    with pytest.raises(ValueError, match=r"must return a scalar, got ndarray of shape \(2,\) at x = \["):
         evaluate(lambda x: np.array([1.0, 2.0]), X)
     with pytest.raises(ValueError, match="must return a real number, got None"):
         evaluate(lambda x: None, X)

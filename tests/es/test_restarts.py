@@ -241,6 +241,18 @@ def test_resume_draws_starts_with_the_given_function(tmp_path):
     assert resumed.restarts == reference.restarts
 
 
+def test_resume_rejects_other_x0_function(tmp_path):
+    def other_start(rng):
+        return rng.uniform(-1, 1, 5)
+
+    minimize(rastrigin, RecordingStart(), 2.0, seed=0, restarts=2, max_iter=5, checkpoint=tmp_path / "run.npz")
+
+    with pytest.raises(ValueError, match="draws each run's start with .*RecordingStart, not .*other_start"):
+        resume(rastrigin, tmp_path / "run.npz", x0=other_start)
+    resume(rastrigin, tmp_path / "run.npz", x0=other_start, check_function=False)  # an explicit opt-out
+    resume(rastrigin, tmp_path / "run.npz", x0=RecordingStart())
+
+
 def test_resume_rejects_x0_for_fixed_starts(tmp_path):
     minimize(sphere, np.ones(3), 1.0, seed=0, max_iter=5, checkpoint=tmp_path / "run.npz")
     with pytest.raises(ValueError, match="starts every run at its stored x0; drop the x0 argument"):
