@@ -18,6 +18,7 @@ import importlib
 import math
 import os
 import re
+import select
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,8 @@ from spectral_es.es.parameters import default_popsize
 from spectral_es.functions import FUNCTIONS
 
 # Built-in functions start at 3 in every coordinate: away from every optimum
-# (0, or 1 for Rosenbrock), inside the usual [-5, 5] search box.
+# (0, or 1 for Rosenbrock), inside the usual [-5, 5] search box. In a box they
+# keep it (moved inside), because the centre of a symmetric box is their optimum.
 DEFAULT_START = 3.0
 # The default --sigma0 as a fraction of the narrowest finite box width.
 BOX_SIGMA_FRACTION = 0.3
@@ -105,9 +107,13 @@ def parse_x0(text: str | None, dim: int | None) -> np.ndarray:
 
 
 def evaluation_count(text: str) -> int | float:
-    """Parse ``--max-evals``: ``1e5`` is accepted, and a whole number stays an int in messages."""
+    """Parse ``--max-evals``: a whole number, also written as ``1e5``; ``inf`` for no limit."""
     value = float(text)
-    return int(value) if value.is_integer() else value
+    if value.is_integer():
+        return int(value)
+    if math.isinf(value) and value > 0:
+        return value
+    raise argparse.ArgumentTypeError(f"expected a whole number of evaluations such as 20000 or 2e4, got {text!r}")
 
 
 def parse_numbers(option: str, text: str) -> np.ndarray:
@@ -161,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--x0",
-        help=f"start point: one number or a comma list (default: the centre of the box of --lower and --upper "
-        f"where it is finite, else {DEFAULT_START} moved into the bounds; write --x0=-1,2 for a list that "
+        help=f"start point: one number or a comma list (default {DEFAULT_START} moved into the bounds; for your own "
+        "functions the centre of each finite interval of --lower and --upper; write --x0=-1,2 for a list that "
         "starts with a minus sign)",
     )
     run.add_argument(
@@ -290,8 +296,8 @@ def run_minimize(args: argparse.Namespace) -> int:
     print(banner, flush=True)
     if noisy and not args.resume and args.max_evals is None:
         print(
-            "note: a noisy run has no f-based stops, so without --max-evals it runs to the iteration limit; "
-            "give --max-evals N to bound it",
+            "note: a noisy run has no f-based stops, so without --max-evals it can run for very long (up to the "
+            "iteration limit); give --max-evals N to bound it",
             file=sys.stderr,
         )
     start = time.perf_counter()
@@ -400,9 +406,10 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Return the ``minimize`` arguments that define a new run, with the defaults of the options."""
     x0 = parse_x0(args.x0, args.dim)
     bounds = parse_bounds(args.lower, args.upper, x0.size)
+    integer_variables = parse_indices(args.integer)
     if args.x0 is None and bounds is not None:
         try:
-            x0 = default_start(x0, bounds)
+            x0 = default_start(x0, bounds, centre=args.function not in FUNCTIONS, integers=integer_variables)
         except ValueError as error:
             raise ValueError(with_option_names(str(error))) from error
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
@@ -418,7 +425,7 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "diagonal": bool(args.diagonal),
         "preset": args.preset or "cma",
         "bounds": bounds,
-        "integer_variables": parse_indices(args.integer),
+        "integer_variables": integer_variables,
     }
     if args.f_target is None and not args.noise and args.function in FUNCTIONS:
         # The built-in functions have their minimum 0. A user's function may go below any
@@ -432,17 +439,28 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def default_start(x0: np.ndarray, bounds: Bounds) -> np.ndarray:
-    """Return the default start in a box: its centre where both sides are finite, else ``x0`` moved inside.
+def default_start(x0: np.ndarray, bounds: Bounds, *, centre: bool, integers: list[int]) -> np.ndarray:
+    """Return the default start in a box: ``x0`` moved inside, or with ``centre`` the centre of each finite interval.
+
+    Integer variables at a centre start at the whole number nearest to it
+    (the upper one at a tie), not on a rounding tie.
 
     Raises:
         ValueError: for bounds with NaN or ``lower >= upper``, before the
             start is computed from them.
     """
     box = BoxBounds(bounds.lb, bounds.ub, x0.size)
-    finite = box.has_lower & box.has_upper
-    centre = (np.where(finite, box.lower, 0.0) + np.where(finite, box.upper, 0.0)) / 2
-    return np.where(finite, centre, np.clip(x0, box.lower, box.upper))
+    start = np.clip(x0, box.lower, box.upper)
+    if centre:
+        finite = box.has_lower & box.has_upper
+        middle = (np.where(finite, box.lower, 0.0) + np.where(finite, box.upper, 0.0)) / 2
+        start = np.where(finite, middle, start)
+        whole = np.floor(start + 0.5)
+        inside = (whole >= box.lower) & (whole <= box.upper)
+        rounded = np.zeros(x0.size, dtype=bool)
+        rounded[[i for i in integers if 0 <= i < x0.size]] = True
+        start = np.where(rounded & inside, whole, start)
+    return start
 
 
 def describe_run(function: str, settings: dict[str, Any]) -> str:
@@ -674,11 +692,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved = args.checkpoint or args.resume
         print(f"\ninterrupted{f'; continue with --resume {saved}' if saved else ''}", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError as error:
+        if not stdout_closed():
+            args.command_parser.exit(1, f"{args.command_parser.prog}: error: {error}\n")
         # The reader of stdout has gone (as with `| head`): stop quietly, as
         # Python's documentation recommends, without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    return 2
+
+
+def stdout_closed() -> bool:
+    """Return whether stdout is a pipe whose reading end has closed (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll on this platform, or no file behind stdout
+        return False
 
 
 if __name__ == "__main__":

@@ -474,12 +474,16 @@ def test_default_target_only_for_builtins(monkeypatch, user_module):
     assert own["f_target"] is None
 
 
-def test_default_start_is_box_centre(monkeypatch):
-    argv = ["minimize", "sphere", "--dim", "3", "--lower", "0,-inf,-1", "--upper", "1,inf,2", "--quiet"]
-    x0 = captured_minimize_arguments(argv, monkeypatch)["x0"]
+def test_default_start_is_box_centre(monkeypatch, user_module):
+    box = ["--lower", "0,-inf,-1,0", "--upper", "1,inf,2,3", "--integer", "3", "--quiet"]
+    own = captured_minimize_arguments(["minimize", "cli_checks_objective:counted", "--dim", "4", *box], monkeypatch)
+    builtin = captured_minimize_arguments(["minimize", "sphere", "--dim", "4", *box], monkeypatch)
 
-    # Finite sides: the centre; an open coordinate keeps the default 3.
-    assert x0.tolist() == [0.5, 3.0, 0.5]
+    # Finite sides: the centre, for an integer variable the whole number above
+    # a tie; an open coordinate keeps the default 3.
+    assert own["x0"].tolist() == [0.5, 3.0, 0.5, 2.0]
+    # The centre of a symmetric box is a built-in function's optimum.
+    assert builtin["x0"].tolist() == [1.0, 3.0, 2.0, 3.0]
 
 
 @pytest.mark.parametrize(("option", "value"), [("--upper", "nan"), ("--lower", "inf")])
@@ -534,3 +538,23 @@ def test_resume_of_drawn_starts_points_to_python(tmp_path, capsys):
     assert code == 2
     assert "which the command line cannot pass" in err
     assert "spectral_es.resume(fun" in err
+
+
+def test_max_evals_must_be_whole(capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--max-evals", "1.5"], capsys)
+
+    assert code == 2
+    assert "expected a whole number of evaluations" in err
+
+
+def test_other_broken_pipe_reported(monkeypatch, capsys):
+    # Only a closed stdout ends quietly; a broken pipe elsewhere (a Dask
+    # connection, a FIFO given as the log) is an error with a message.
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("spectral_es.cli.run_minimize", broken)
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2"], capsys)
+
+    assert code == 1
+    assert "error: [Errno 32] Broken pipe" in err

@@ -313,13 +313,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
         if args.timing_dims and min(args.timing_dims) < 2:
             parser.error(f"--timing-dims must all be >= 2, got {args.timing_dims}")
         changes["timing_dims"] = tuple(args.timing_dims)
+    partial = args.quick or (args.full and changes)
     if args.output is None:
-        if args.full and changes:
+        if partial and args.full:
             parser.error(
                 "--full with --seeds, --dims, --functions, --methods or --timing-dims covers only part of the "
                 "page; give --output FOLDER, then merge its results.json into the page with --from-json"
             )
         args.output = HERE / "quick" if args.quick else HERE
+    elif partial and args.output.resolve() == HERE:
+        parser.error(
+            f"--output {args.output}: a --quick run or a narrowed --full run would replace the committed page with "
+            "part of it; write to another folder and merge its results.json with --from-json"
+        )
     return args, dataclasses.replace(config, **changes)
 
 

@@ -258,7 +258,8 @@ def _section(title: str, *body: str) -> list[str]:
 def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header: Mapping, descriptions: Mapping) -> str:
     """Return the whole markdown page; sections without measured cells are left out."""
     checks = [(goal, verdict) for goal, verdict in target_checks(cells, timing_rows) if verdict != "not measured"]
-    parts = ["# SpectralES against pycma's CMA-ES and xNES", *provenance(header)]
+    xnes = " and xNES" if any(key[0] == "xnes" for key in cells) else ""
+    parts = [f"# SpectralES against pycma's CMA-ES{xnes}", *provenance(header)]
     parts += [
         "## Setup",
         f"Seeds 1..{config.seeds}, the same for every method. Unimodal functions start from "

@@ -9,7 +9,9 @@ elementwise and bfloat16 state works without decompositions.
 
 try:
     import torch  # noqa: F401
-except ImportError as error:
+except ModuleNotFoundError as error:
+    if error.name != "torch":
+        raise  # torch is there but one of its own imports failed
     raise ImportError(
         "spectral_es.optim needs torch, an optional extra: pip install torch==2.13.0 (on a machine without a "
         "GPU, add --index-url https://download.pytorch.org/whl/cpu for the CPU build), or "

@@ -86,6 +86,12 @@ def test_partial_full_run_needs_output(capsys):
     assert "give --output FOLDER" in error
 
 
+@pytest.mark.parametrize("mode", [["--quick"], ["--full", "--seeds", "2"]])
+def test_partial_run_not_into_page_folder(capsys, mode):
+    error = _rejects(compare.parse_args, [*mode, "--output", str(compare.HERE)], capsys)
+    assert "would replace the committed page with part of it" in error
+
+
 def test_plain_full_run_writes_page():
     args, config = compare.parse_args(["--full"])
     assert args.output == compare.HERE

@@ -268,6 +268,7 @@ def test_page_leaves_out_unmeasured_sections():
     header = compare.describe_run("run", 60.0)
     text = page.render_page(compare.QUICK, report.group(records), [], header, methods.DESCRIPTIONS)
 
+    assert text.startswith("# SpectralES against pycma's CMA-ES and xNES\n")
     assert "## Multimodal functions: evaluations to target" in text
     assert "## Targets" in text
     assert "not measured" not in text
@@ -282,3 +283,11 @@ def test_eager_dimension_matches_strategy():
 
     assert SpectralES(np.zeros(page.EAGER_DIM), 1.0).rotation_interval == 1
     assert SpectralES(np.zeros(page.EAGER_DIM + 1), 1.0).rotation_interval > 1
+
+
+def test_page_title_names_xnes_only_when_run():
+    records = [dataclasses.replace(_RECORD, method="spectral-bipop", function="ackley", n=10)]
+    header = compare.describe_run("run", 60.0)
+    text = page.render_page(compare.QUICK, report.group(records), [], header, methods.DESCRIPTIONS)
+
+    assert text.startswith("# SpectralES against pycma's CMA-ES\n")
