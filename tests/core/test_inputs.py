@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -172,11 +173,15 @@ def test_kron_step_numpy_float64_alpha_keeps_float32(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.bool_, np.complex128])
-def test_non_floating_arrays_are_rejected(dtype):
+@pytest.mark.parametrize(
+    ("function", "argument"),
+    [(cayley_exact, "N"), (cayley_truncated, "N"), (skew, "A"), (orthogonality_defect, "B")],
+)
+def test_non_floating_arrays_are_rejected(dtype, function, argument):
     N = np.array([[0, 1], [-1, 0]]).astype(dtype)
-    for function in (cayley_exact, cayley_truncated, skew, orthogonality_defect):
-        with pytest.raises(TypeError, match=f"N|A|B has dtype {np.dtype(dtype)}, which is not real floating point"):
-            function(N)
+    message = f"{function.__name__}: {argument} has dtype {np.dtype(dtype)}, which is not real floating point"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        function(N)
 
 
 def test_integer_eigenvalues_are_rejected(rng):
@@ -214,7 +219,8 @@ def test_zero_dimensional_inputs_are_rejected(rng):
     _, B, Q = problem(rng)
     with pytest.raises(ValueError, match=r"spectral_step: d has shape \(\); expected a vector"):
         spectral_step(np.array(1.0), B, Q, 0.1)
-    with pytest.raises(ValueError, match=r"cayley: |cayley_exact: N has shape \(\)"):
+    # cayley checks only the method and leaves the array to cayley_exact.
+    with pytest.raises(ValueError, match=re.escape("cayley_exact: N has shape ()")):
         cayley(np.array(0.0))
 
 
