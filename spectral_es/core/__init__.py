@@ -11,9 +11,10 @@ values (no host synchronisation on a GPU):
 
 * All arrays of one call come from one library; a Python list, or numpy
   mixed with torch, raises ``TypeError``.
-* Arrays are real floating point (float64, float32, float16 or bfloat16)
-  and share one dtype: the core does not promote, and a mix or an integer
-  array raises ``TypeError`` naming the dtypes. :mod:`spectral_es.core.kron`
+* Arrays are real floating point (float64, float32 or float16, and for
+  torch also bfloat16) and share one dtype: the core does not promote, and
+  a mix, an integer array or numpy's ``longdouble`` raises ``TypeError``
+  naming the dtypes. :mod:`spectral_es.core.kron`
   lets the eigenvalues be wider than the bases (see there).
 * The exact Cayley map needs a dense solver, which exists only for float32
   and float64; float16 and bfloat16 with ``method="exact"`` raise

@@ -31,7 +31,9 @@ __all__ = [
     "check_vector",
 ]
 
-_FLOATING_DTYPES = "float64, float32, float16 or bfloat16"
+# numpy has no bfloat16, so its hint names only the three IEEE dtypes.
+_TORCH_FLOATING_DTYPES = "float64, float32, float16 or bfloat16"
+_NUMPY_FLOATING_DTYPES = "float64, float32 or float16"
 _BATCH_NOTE = "batch dimensions are not supported"
 
 
@@ -41,7 +43,9 @@ def check_arrays(caller: str, **arrays: Any) -> ModuleType:
     Raises:
         TypeError: if an argument is not a numpy array or torch tensor (a
             Python list, say), if numpy arrays and torch tensors are mixed,
-            or if a dtype is not real floating point (integer, bool, complex).
+            or if a dtype is not real floating point (integer, bool,
+            complex). numpy's ``longdouble`` raises too, because torch
+            lacks it and numpy's linear algebra rejects it.
     """
     torch = sys.modules.get("torch")  # torch is never imported here, so the core runs without it
     tensor_type = torch.Tensor if torch is not None else ()
@@ -51,9 +55,16 @@ def check_arrays(caller: str, **arrays: Any) -> ModuleType:
         if isinstance(x, tensor_type):
             torch_names.append(name)
             floating = x.dtype.is_floating_point
+            supported = _TORCH_FLOATING_DTYPES
         elif isinstance(x, (np.ndarray, np.generic)):
             numpy_names.append(name)
             floating = x.dtype.kind == "f"
+            supported = _NUMPY_FLOATING_DTYPES
+            if floating and x.dtype.itemsize > 8:
+                raise TypeError(
+                    f"{caller}: {name} has dtype {x.dtype} (numpy.longdouble), which the spectral core does not "
+                    "support; cast it to float64 first"
+                )
         else:
             raise TypeError(
                 f"{caller}: {name} is a {type(x).__name__}; pass a numpy array or a torch tensor "
@@ -61,8 +72,7 @@ def check_arrays(caller: str, **arrays: Any) -> ModuleType:
             )
         if not floating:
             raise TypeError(
-                f"{caller}: {name} has dtype {x.dtype}, which is not real floating point; "
-                f"cast it to {_FLOATING_DTYPES} first"
+                f"{caller}: {name} has dtype {x.dtype}, which is not real floating point; cast it to {supported} first"
             )
     if torch_names and numpy_names:
         raise TypeError(

@@ -184,6 +184,22 @@ def test_non_floating_arrays_are_rejected(dtype, function, argument):
         function(N)
 
 
+def test_numpy_dtype_hint_omits_bfloat16():
+    # numpy has no bfloat16, so the hint for a numpy array names only its own dtypes.
+    message = "N has dtype int64, which is not real floating point; cast it to float64, float32 or float16 first"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        cayley_exact(np.zeros((2, 2), dtype=np.int64))
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="longdouble is float64 on this platform")
+def test_numpy_longdouble_is_rejected(rng):
+    d, B, Q = (a.astype(np.longdouble) for a in problem(rng))
+    longdouble = np.dtype(np.longdouble)
+    message = f"spectral_step: d has dtype {longdouble} (numpy.longdouble), which the spectral core does not support"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        spectral_step(d, B, Q, 0.1, method="truncated")
+
+
 def test_integer_eigenvalues_are_rejected(rng):
     _, B, Q = problem(rng, 3)
     with pytest.raises(TypeError, match="spectral_step: d has dtype int64"):
@@ -341,7 +357,8 @@ def test_mixed_torch_dtypes_are_rejected(rng):
     N = torch.from_numpy(generator(rng, 4))
     with pytest.raises(TypeError, match="rotate: N has dtype torch.float32 but B has dtype torch.bfloat16"):
         rotate(B.bfloat16(), N.float(), method="truncated")
-    with pytest.raises(TypeError, match="torch.int64, which is not real floating point"):
+    torch_hint = "torch.int64, which is not real floating point; cast it to float64, float32, float16 or bfloat16 first"
+    with pytest.raises(TypeError, match=re.escape(torch_hint)):
         cayley_exact(torch.tensor([[0, 1], [-1, 0]]))
 
 
