@@ -22,7 +22,9 @@ values (no host synchronisation on a GPU):
 * Scalar options (``beta``, ``gamma``, caps, roots) are converted to Python
   floats, so a numpy float64 scalar never turns float32 results into
   float64, and an option out of range raises ``ValueError``. A torch tensor
-  option is passed on unchecked.
+  option must be 0-d (else ``ValueError``) with a real floating point or
+  integer dtype (else ``TypeError``). Its value is passed on unchecked,
+  because reading it would synchronise with a GPU.
 * Shapes are ``(n,)`` and ``(n, n)``: batch dimensions are not supported,
   and any other shape raises ``ValueError``.
 

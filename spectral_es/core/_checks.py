@@ -171,16 +171,20 @@ def check_scalar(
     every scalar option is converted at entry. ``minimum`` is a strict bound
     unless ``inclusive``; ``maximum`` is always inclusive. A NaN never
     passes, and infinity only with ``finite=False``. A torch tensor is
-    returned unchanged and unchecked, because reading its value would
-    synchronise with a GPU.
+    returned unchanged after checking its shape (0-d) and dtype (real
+    floating point or integer). Its value is not checked, because reading
+    it would synchronise with a GPU.
 
     Raises:
-        TypeError: for a value that is neither a real number nor a 0-d array.
-        ValueError: for a value outside the range, naming the value and ``hint``.
+        TypeError: for a value that is neither a real number nor a 0-d array,
+            or a tensor of another dtype (bool, complex).
+        ValueError: for a value outside the range, naming the value and
+            ``hint``, or a tensor that is not 0-d.
     """
     if type(value) is float or type(value) is int:  # the common case, without the slower checks below
         number = float(value)
     elif is_torch(value):
+        _check_scalar_tensor(caller, name, value)
         return value
     else:
         if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -196,6 +200,18 @@ def check_scalar(
     if not valid:
         raise ValueError(f"{caller}: invalid {name} {value!r}; {hint}")
     return number
+
+
+def _check_scalar_tensor(caller: str, name: str, value: Any) -> None:
+    """Raise unless the torch tensor ``value`` is 0-d with a real floating point or integer dtype.
+
+    Reads only metadata, so a GPU tensor costs no synchronisation.
+    """
+    if value.ndim != 0:
+        raise ValueError(f"{caller}: {name} has shape {tuple(value.shape)}; expected a number or a 0-d tensor")
+    dtype = value.dtype
+    if dtype.is_complex or dtype == sys.modules["torch"].bool:
+        raise TypeError(f"{caller}: {name} has dtype {dtype}; expected a real floating point or integer tensor")
 
 
 def check_integer(caller: str, name: str, value: Any, *, minimum: int, hint: str) -> int:

@@ -146,17 +146,13 @@ def _check_bases(caller: str, B_C: Any | None, V: Any, B_K: Any | None, **others
 def _check_alpha(caller: str, alpha: Any, d: Any) -> Any:
     """Return ``alpha``, a Python float if it was a number, after checking it against ``d``.
 
-    A number must be finite and > 0. A torch tensor must be 0-d and next to
-    a torch ``d``; its value is not checked, because reading it would
-    synchronise with a GPU.
+    A number must be finite and > 0. A torch tensor must be 0-d, with a
+    real dtype, and next to a torch ``d``. Its value is not checked,
+    because reading it would synchronise with a GPU.
     """
-    if not is_torch(alpha):
-        return check_scalar(caller, "alpha", alpha, minimum=0.0, inclusive=False, hint="use a finite scale > 0")
-    if not is_torch(d):
+    if is_torch(alpha) and not is_torch(d):
         check_arrays(caller, d=d, alpha=alpha)  # raises for numpy d next to a torch alpha
-    if alpha.ndim != 0:
-        raise ValueError(f"{caller}: alpha has shape {tuple(alpha.shape)}; expected a number or a 0-d tensor")
-    return alpha
+    return check_scalar(caller, "alpha", alpha, minimum=0.0, inclusive=False, hint="use a finite scale > 0")
 
 
 def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:

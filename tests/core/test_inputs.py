@@ -363,6 +363,32 @@ def test_mixed_torch_dtypes_are_rejected(rng):
 
 
 @requires_torch
+def test_tensor_scalar_options_are_checked(rng):
+    d, B, Q = (torch.from_numpy(a) for a in problem(rng, 4))
+    # One step size per eigenvalue would broadcast silently.
+    per_eigenvalue = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    with pytest.raises(ValueError, match=re.escape("spectral_step: beta has shape (4,); expected a number or a 0-d")):
+        spectral_step(d, B, Q, per_eigenvalue)
+    with pytest.raises(TypeError, match=re.escape("spectral_step: gamma has dtype torch.complex128; expected a real")):
+        spectral_step(d, B, Q, 0.1, torch.tensor(0.5, dtype=torch.complex128))
+    with pytest.raises(TypeError, match=re.escape("kron_factor_step: damping has dtype torch.bool")):
+        kron_factor_step(d, B, Q, 1.0, 4, 0.1, damping=torch.tensor(True))
+    with pytest.raises(TypeError, match=re.escape("kron_step: alpha has dtype torch.complex64")):
+        kron_step(d, B, d, B, torch.tensor(1.0, dtype=torch.complex64), Q, 0.1)
+
+
+@requires_torch
+def test_zero_d_tensor_options_pass(rng):
+    d, B, Q = (torch.from_numpy(a) for a in problem(rng, 4))
+    expected_d, expected_B = spectral_step(d, B, Q, 0.1, 1.0)
+    # A floating point tensor of another dtype, and an integer tensor.
+    for beta, gamma in [(torch.tensor(0.1, dtype=torch.float64), torch.tensor(1.0)), (0.1, torch.tensor(1))]:
+        d_new, B_new = spectral_step(d, B, Q, beta, gamma)
+        torch.testing.assert_close(d_new, expected_d)
+        torch.testing.assert_close(B_new, expected_B)
+
+
+@requires_torch
 def test_kron_keeps_wide_eigenvalues_next_to_narrow_bases(rng):
     # The documented exception: d (float32) wider than B and G (bfloat16).
     d, B, W = problem(rng, 4)
