@@ -215,8 +215,15 @@ def _check_scalar_tensor(caller: str, name: str, value: Any) -> None:
 
 
 def check_integer(caller: str, name: str, value: Any, *, minimum: int, hint: str) -> int:
-    """Return ``value`` as a Python ``int`` if it is an integer >= ``minimum``; raise ``ValueError`` otherwise."""
-    valid_type = type(value) is int or (not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral))
-    if not valid_type or value < minimum:
+    """Return ``value`` as a Python ``int`` after checking that it is an integer >= ``minimum``.
+
+    Raises:
+        TypeError: for a value that is not a Python or numpy integer (a
+            float such as ``4.0``, a bool or a string).
+        ValueError: for an integer below ``minimum``, naming the value and ``hint``.
+    """
+    if type(value) is not int and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)):
+        raise TypeError(f"{caller}: {name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
         raise ValueError(f"{caller}: invalid {name} {value!r}; {hint}")
     return int(value)

@@ -15,6 +15,7 @@ from typing import Any
 from spectral_es.core._backend import astype_like, at_least_float32, eye_like, is_torch, namespace
 from spectral_es.core._checks import (
     check_arrays,
+    check_integer,
     check_matrix,
     check_method,
     check_same_dtype,
@@ -106,16 +107,22 @@ def cayley_truncated(N: Any, *, order: int = 8, squarings: int = 0) -> Any:
     """
     check_arrays("cayley_truncated", N=N)
     check_square("cayley_truncated", "N", N)
-    _check_truncation(order, squarings)
+    order, squarings = _check_truncation("cayley_truncated", order, squarings)
     return eye_like(N.shape[0], N) + _truncated_increment(N, order, squarings)
 
 
-def _check_truncation(order: Any, squarings: Any) -> None:
-    """Raise ``ValueError`` unless ``order`` is a power of two >= 2 and ``squarings`` an integer >= 0."""
-    if not isinstance(order, int) or order < 2 or order & (order - 1):
-        raise ValueError(f"invalid truncation order {order!r}: use a power of two >= 2 (default 8)")
-    if isinstance(squarings, bool) or not isinstance(squarings, int) or squarings < 0:
-        raise ValueError(f"invalid squarings {squarings!r}: use an integer >= 0 (default 0)")
+def _check_truncation(caller: str, order: Any, squarings: Any) -> tuple[int, int]:
+    """Return ``order`` (a power of two >= 2) and ``squarings`` (>= 0) as Python ints.
+
+    Raises ``TypeError`` for a value that is not an integer and
+    ``ValueError`` for an integer out of range.
+    """
+    hint = "use a power of two >= 2 (default 8)"
+    order = check_integer(caller, "order", order, minimum=2, hint=hint)
+    if order & (order - 1):
+        raise ValueError(f"{caller}: invalid order {order!r}; {hint}")
+    squarings = check_integer(caller, "squarings", squarings, minimum=0, hint="use an integer >= 0 (default 0)")
+    return order, squarings
 
 
 def _truncated_increment(N: Any, order: int, squarings: int) -> Any:
@@ -188,7 +195,7 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: 
     check_same_dtype("rotate", B=B, N=N)
     check_method("rotate", method)
     if method == "truncated":
-        _check_truncation(order, squarings)
+        order, squarings = _check_truncation("rotate", order, squarings)
     else:
         check_solver_dtype("rotate", "B", B, 'use method="truncated" or cast B and N to float32')
     return _rotate(B, N, method, order, squarings)

@@ -69,8 +69,8 @@ from spectral_es.core._checks import (
 )
 from spectral_es.core.cayley import _check_truncation, _rotate
 from spectral_es.core.step import (
-    GENERATOR_NORMS,
     _cap_generator_norm,
+    _check_generator_norm,
     _check_max_norm,
     _check_rates,
     _eigenvalue_step,
@@ -340,11 +340,10 @@ def _check_factor_step(
     if B is not None and method == "exact":
         check_solver_dtype(caller, "B", B, 'use method="truncated" or keep B in float32')
     if method == "truncated":
-        _check_truncation(order, 0)
+        _check_truncation(caller, order, 0)
     if max_generator_norm is not None:
         max_generator_norm = _check_max_norm(caller, "max_generator_norm", max_generator_norm)
-    if cap_norm not in GENERATOR_NORMS:
-        raise ValueError(f"{caller}: invalid cap_norm {cap_norm!r}; use one of {GENERATOR_NORMS}")
+    _check_generator_norm(caller, "cap_norm", cap_norm)
     check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
     damping = check_scalar(caller, "damping", damping, minimum=0.0, hint="use a finite number >= 0")
     if max_log_step is not None:

@@ -354,15 +354,20 @@ def generator_norm(N: Any, norm: str = "frobenius") -> Any:
     """
     check_arrays("generator_norm", N=N)
     check_square("generator_norm", "N", N)
+    _check_generator_norm("generator_norm", "norm", norm)
     return _generator_norm(N, norm)
 
 
+def _check_generator_norm(caller: str, name: str, norm: Any) -> None:
+    """Raise ``ValueError`` unless ``norm`` is one of ``GENERATOR_NORMS``."""
+    if norm not in GENERATOR_NORMS:
+        raise ValueError(f"{caller}: invalid {name} {norm!r}; use one of {GENERATOR_NORMS}")
+
+
 def _generator_norm(N: Any, norm: str) -> Any:
-    """Return :func:`generator_norm` for an ``N`` already checked."""
+    """Return :func:`generator_norm` for inputs already checked."""
     if norm == "spectral":
         return _spectral_norm_estimate(N)
-    if norm != "frobenius":
-        raise ValueError(f"invalid generator norm {norm!r}; use one of {GENERATOR_NORMS}")
     xp = namespace(N)
     return xp.sqrt(xp.sum(N * N))
 
@@ -378,6 +383,7 @@ def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
     check_arrays("cap_generator_norm", N=N)
     check_square("cap_generator_norm", "N", N)
     max_norm = _check_max_norm("cap_generator_norm", "max_norm", max_norm)
+    _check_generator_norm("cap_generator_norm", "norm", norm)
     return _cap_generator_norm(N, max_norm, norm)
 
 
@@ -398,14 +404,16 @@ def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "f
     ``max_squarings``; either way the capped generator then contains NaN.
 
     Raises:
-        ValueError: unless ``max_norm`` is a finite number > 0 and
-            ``max_squarings`` an integer >= 0.
+        TypeError: for a ``max_squarings`` that is not an integer.
+        ValueError: unless ``max_norm`` is a finite number > 0,
+            ``max_squarings`` >= 0 and ``norm`` one of ``GENERATOR_NORMS``.
     """
     check_arrays("squarings_needed", N=N)
     check_square("squarings_needed", "N", N)
     caller = "squarings_needed"
     max_norm = check_scalar(caller, "max_norm", max_norm, minimum=0.0, inclusive=False, hint="use a finite number > 0")
     max_squarings = check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
+    _check_generator_norm(caller, "norm", norm)
     return _squarings_needed(N, max_norm, max_squarings, norm)
 
 

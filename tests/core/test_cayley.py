@@ -159,16 +159,28 @@ def test_squared_truncated_map_matches_cayley_to_second_order(rng):
     assert gaps[0] / gaps[1] == pytest.approx(8, rel=0.05)
 
 
-@pytest.mark.parametrize("squarings", [-1, 1.0, True])
-def test_truncated_cayley_rejects_bad_squarings(squarings):
-    with pytest.raises(ValueError, match="invalid squarings"):
+def test_truncated_cayley_rejects_bad_squarings():
+    with pytest.raises(ValueError, match="cayley_truncated: invalid squarings -1; use an integer >= 0"):
+        cayley_truncated(np.zeros((2, 2)), squarings=-1)
+
+
+@pytest.mark.parametrize("squarings", [1.0, True, "1"])
+def test_truncated_cayley_rejects_squarings_type(squarings):
+    with pytest.raises(TypeError, match="cayley_truncated: squarings must be an integer"):
         cayley_truncated(np.zeros((2, 2)), squarings=squarings)
 
 
-@pytest.mark.parametrize("order", [0, 3, 6, 8.0])
+@pytest.mark.parametrize("order", [0, 3, 6])
 def test_truncated_cayley_rejects_bad_order(order):
-    with pytest.raises(ValueError, match="invalid truncation order"):
+    with pytest.raises(ValueError, match=f"cayley_truncated: invalid order {order}; use a power of two >= 2"):
         cayley_truncated(np.zeros((2, 2)), order=order)
+
+
+def test_truncation_options_accept_numpy_integers():
+    N = np.zeros((2, 2))
+    np.testing.assert_array_equal(cayley_truncated(N, order=np.int64(8), squarings=np.int64(1)), np.eye(2))
+    with pytest.raises(TypeError, match="rotate: order must be an integer, got float 8.0"):
+        rotate(np.eye(2), N, method="truncated", order=8.0)
 
 
 def test_cayley_rejects_unknown_method():

@@ -117,6 +117,31 @@ def test_kron_factor_step_rejects_options(rng, options, message):
         kron_factor_step(d, B, W, **arguments)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"kappa": "4"}, "kappa must be an integer, got str '4'"),
+        ({"kappa": 4.0}, "kappa must be an integer, got float 4.0"),
+        ({"max_squarings": True}, "max_squarings must be an integer, got bool True"),
+        ({"method": "truncated", "order": 8.0}, "order must be an integer, got float 8.0"),
+        ({"beta": "0.1"}, "beta must be a real number, got str '0.1'"),
+    ],
+)
+def test_kron_factor_step_rejects_option_types(rng, options, message):
+    d, B, W = problem(rng)
+    arguments = {"alpha": 1.0, "kappa": 3, "beta": 0.1, **options}
+    with pytest.raises(TypeError, match=re.escape(f"kron_factor_step: {message}")):
+        kron_factor_step(d, B, W, **arguments)
+
+
+def test_kron_factor_step_names_caller_for_order(rng):
+    d, B, W = problem(rng)
+    with pytest.raises(ValueError, match="kron_factor_step: invalid order 3; use a power of two >= 2"):
+        kron_factor_step(d, B, W, 1.0, 3, 0.1, method="truncated", order=3)
+    # numpy integers pass, as for max_squarings.
+    kron_factor_step(d, B, W, 1.0, np.int64(3), 0.1, method="truncated", order=np.int64(4))
+
+
 def test_kron_step_rejects_alpha(rng):
     d_C, B_C, _ = problem(rng, 4)
     d_K, B_K, _ = problem(rng, 3)
@@ -144,6 +169,10 @@ def test_squarings_needed_degenerate_inputs(rng):
         squarings_needed(N, 0, 4)
     with pytest.raises(ValueError, match="invalid max_squarings -1"):
         squarings_needed(N, 0.25, -1)
+    with pytest.raises(TypeError, match="squarings_needed: max_squarings must be an integer, got float 4.0"):
+        squarings_needed(N, 0.25, 4.0)
+    with pytest.raises(ValueError, match="squarings_needed: invalid norm 'max'"):
+        squarings_needed(N, 0.25, 4, "max")
     # An infinite norm takes every squaring allowed, and a NaN norm none.
     assert squarings_needed(np.full((2, 2), np.inf), 0.25, 4) == 4
     assert squarings_needed(np.full((2, 2), np.nan), 0.25, 4) == 0

@@ -199,8 +199,10 @@ def test_generator_norms(rng):
     # Scaled, not rotated: the same direction with estimated norm 0.5.
     np.testing.assert_allclose(capped, N * 0.5 / spectral, rtol=1e-14)
     np.testing.assert_array_equal(cap_generator_norm(1e-3 * N, 100.0, "spectral"), 1e-3 * N)
-    with pytest.raises(ValueError, match="invalid generator norm 'max'"):
+    with pytest.raises(ValueError, match="generator_norm: invalid norm 'max'"):
         generator_norm(N, "max")
+    with pytest.raises(ValueError, match="cap_generator_norm: invalid norm 'max'"):
+        cap_generator_norm(N, 0.5, "max")
 
 
 def test_diagonal_step_is_rmsprop_to_first_order():
