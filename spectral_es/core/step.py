@@ -290,7 +290,7 @@ def spectral_step(
     N = _rotation_generator(d, Q, beta, gamma)
     if max_generator_norm is not None:
         N = _cap_generator_norm(N, max_generator_norm, "frobenius")
-    return d_new, _rotate(B, N, method, 8, 0)
+    return d_new, _rotate(B, N, method, order=8, squarings=0)
 
 
 def _check_max_norm(caller: str, name: str, value: Any) -> Any:
