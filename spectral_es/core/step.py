@@ -408,9 +408,9 @@ def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "f
         ValueError: unless ``max_norm`` is a finite number > 0,
             ``max_squarings`` >= 0 and ``norm`` one of ``GENERATOR_NORMS``.
     """
-    check_arrays("squarings_needed", N=N)
-    check_square("squarings_needed", "N", N)
     caller = "squarings_needed"
+    check_arrays(caller, N=N)
+    check_square(caller, "N", N)
     max_norm = check_scalar(caller, "max_norm", max_norm, minimum=0.0, inclusive=False, hint="use a finite number > 0")
     max_squarings = check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
     _check_generator_norm(caller, "norm", norm)
