@@ -53,7 +53,7 @@ dtype of the larger one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from spectral_es.core._backend import astype_like, has_short_range, is_torch, namespace
 from spectral_es.core._checks import (
@@ -177,6 +177,11 @@ def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:
     check_arrays("kron_curvature", Y=Y, d_other=d_other)
     _, columns = check_matrix("kron_curvature", "Y", Y)
     check_vector("kron_curvature", "d_other", d_other, columns)
+    return _kron_curvature(Y, d_other, full)
+
+
+def _kron_curvature(Y: Any, d_other: Any, full: bool) -> Any:
+    """Return :func:`kron_curvature` for inputs already checked."""
     if full:
         return (Y * astype_like(1 / d_other, Y)[None, :]) @ Y.T
     return (Y * Y * (1 / d_other)[None, :]).sum(1)
@@ -262,27 +267,89 @@ def kron_factor_step(
         rounding, in the dtype of ``d``; ``B_new`` in the dtype of ``B`` (or
         ``None``); ``rate`` a 0-d array in the dtype of ``d``.
     """
-    alpha, beta, gamma, max_generator_norm, damping, max_log_step = _check_factor_step(
-        d,
-        B,
-        W,
-        alpha,
-        kappa,
-        beta,
-        gamma,
-        method,
-        order,
-        max_generator_norm,
-        cap_norm,
-        max_squarings,
-        damping,
-        max_log_step,
+    caller = "kron_factor_step"
+    if B is None:
+        check_arrays(caller, d=d, W=W)
+        n = check_vector(caller, "d", d)
+        check_vector(caller, "W", W, n)
+    else:
+        check_arrays(caller, d=d, B=B, W=W)
+        n = check_vector(caller, "d", d)
+        check_square(caller, "B", B, n)
+        check_square(caller, "W", W, n)
+    alpha = _check_alpha(caller, alpha, d)
+    kappa = check_integer(caller, "kappa", kappa, minimum=1, hint="use the size of the other side, an integer >= 1")
+    beta, gamma = _check_rates(caller, beta, gamma)
+    options = _check_factor_options(
+        caller,
+        {"B": B},
+        method=method,
+        order=order,
+        max_generator_norm=max_generator_norm,
+        cap_norm=cap_norm,
+        max_squarings=max_squarings,
+        damping=damping,
+        max_log_step=max_log_step,
     )
+    return _kron_factor_step(d, B, W, alpha, kappa, beta, gamma, options)
+
+
+class _FactorOptions(NamedTuple):
+    """The keyword options of :func:`kron_factor_step` after checking, numbers as Python floats and ints."""
+
+    method: str
+    order: int
+    max_generator_norm: float | None
+    cap_norm: str
+    max_squarings: int
+    damping: float
+    max_log_step: float | None
+
+
+def _check_factor_options(
+    caller: str,
+    bases: dict[str, Any | None],
+    *,
+    method: Any,
+    order: Any,
+    max_generator_norm: Any,
+    cap_norm: Any,
+    max_squarings: Any,
+    damping: Any,
+    max_log_step: Any,
+) -> _FactorOptions:
+    """Check the keyword options of :func:`kron_factor_step` and return them as ``_FactorOptions``.
+
+    ``bases`` maps names to the eigenbases that the exact map would solve in.
+    """
+    check_method(caller, method)
+    if method == "exact":
+        for name, B in bases.items():
+            if B is not None:
+                check_solver_dtype(caller, name, B, f'use method="truncated" or keep {name} in float32')
+    else:
+        order, _ = _check_truncation(caller, order, 0)
+    if max_generator_norm is not None:
+        max_generator_norm = _check_max_norm(caller, "max_generator_norm", max_generator_norm)
+    _check_generator_norm(caller, "cap_norm", cap_norm)
+    max_squarings = check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
+    damping = check_scalar(caller, "damping", damping, minimum=0.0, hint="use a finite number >= 0")
+    if max_log_step is not None:
+        max_log_step = check_scalar(
+            caller, "max_log_step", max_log_step, minimum=0.0, inclusive=False, hint="use a finite number > 0, or None"
+        )
+    return _FactorOptions(method, order, max_generator_norm, cap_norm, max_squarings, damping, max_log_step)
+
+
+def _kron_factor_step(
+    d: Any, B: Any | None, W: Any, alpha: Any, kappa: int, beta: float, gamma: float, options: _FactorOptions
+) -> tuple[Any, Any | None, Any]:
+    """Return :func:`kron_factor_step` for inputs already checked."""
     xp = namespace(d, W)
     Q = astype_like(W, d) / (alpha * kappa)
-    q = (Q if B is None else xp.diagonal(Q)) + damping
-    if max_log_step is not None:
-        q = xp.minimum(q, d * (gamma + max_log_step / beta))
+    q = (Q if B is None else xp.diagonal(Q)) + options.damping
+    if options.max_log_step is not None:
+        q = xp.minimum(q, d * (gamma + options.max_log_step / beta))
 
     # Eigenvalues: the spectral step, then recentring to prod(d) = 1.
     d_step = _eigenvalue_step(d, q, beta, gamma)
@@ -296,61 +363,24 @@ def kron_factor_step(
     # Eigenbasis: the Cayley rotation, generator from the current d.
     N = _rotation_generator(d, Q, beta, gamma)
     squarings = 0
-    if max_generator_norm is not None:
-        if method == "truncated" and max_squarings > 0:
-            squarings = _squarings_needed(N, max_generator_norm, max_squarings, cap_norm)
-        N = _cap_generator_norm(N, max_generator_norm * 2**squarings, cap_norm)
-    return d_new, _rotate(B, astype_like(N, B), method, order, squarings), rate
+    cap = options.max_generator_norm
+    if cap is not None:
+        if options.method == "truncated" and options.max_squarings > 0:
+            squarings = _squarings_needed(N, cap, options.max_squarings, options.cap_norm)
+        N = _cap_generator_norm(N, cap * 2**squarings, options.cap_norm)
+    return d_new, _rotate(B, astype_like(N, B), options.method, options.order, squarings), rate
 
 
-def _check_factor_step(
-    d: Any,
-    B: Any | None,
-    W: Any,
-    alpha: Any,
-    kappa: Any,
-    beta: Any,
-    gamma: Any,
-    method: Any,
-    order: Any,
-    max_generator_norm: Any,
-    cap_norm: Any,
-    max_squarings: Any,
-    damping: Any,
-    max_log_step: Any,
-) -> tuple[Any, Any, Any, Any, Any, Any]:
-    """Check the inputs of :func:`kron_factor_step`; return its scalar options as Python floats.
+def _with_default_options(caller: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Return ``options`` completed with the keyword defaults of :func:`kron_factor_step`.
 
-    Returns ``(alpha, beta, gamma, max_generator_norm, damping, max_log_step)``.
+    Raises ``TypeError`` for a name that is not one of its keyword options.
     """
-    caller = "kron_factor_step"
-    if B is None:
-        check_arrays(caller, d=d, W=W)
-        n = check_vector(caller, "d", d)
-        check_vector(caller, "W", W, n)
-    else:
-        check_arrays(caller, d=d, B=B, W=W)
-        n = check_vector(caller, "d", d)
-        check_square(caller, "B", B, n)
-        check_square(caller, "W", W, n)
-    alpha = _check_alpha(caller, alpha, d)
-    check_integer(caller, "kappa", kappa, minimum=1, hint="use the size of the other side, an integer >= 1")
-    beta, gamma = _check_rates(caller, beta, gamma)
-    check_method(caller, method)
-    if B is not None and method == "exact":
-        check_solver_dtype(caller, "B", B, 'use method="truncated" or keep B in float32')
-    if method == "truncated":
-        _check_truncation(caller, order, 0)
-    if max_generator_norm is not None:
-        max_generator_norm = _check_max_norm(caller, "max_generator_norm", max_generator_norm)
-    _check_generator_norm(caller, "cap_norm", cap_norm)
-    check_integer(caller, "max_squarings", max_squarings, minimum=0, hint="use an integer >= 0")
-    damping = check_scalar(caller, "damping", damping, minimum=0.0, hint="use a finite number >= 0")
-    if max_log_step is not None:
-        max_log_step = check_scalar(
-            caller, "max_log_step", max_log_step, minimum=0.0, inclusive=False, hint="use a finite number > 0, or None"
-        )
-    return alpha, beta, gamma, max_generator_norm, damping, max_log_step
+    defaults = kron_factor_step.__kwdefaults__
+    unknown = sorted(options.keys() - defaults.keys())
+    if unknown:
+        raise TypeError(f"{caller}: unknown option {unknown[0]!r}; the options are {', '.join(defaults)}")
+    return {**defaults, **options}
 
 
 def kron_step(
@@ -383,7 +413,9 @@ def kron_step(
         gamma: 1 for a moving average of ``g g^T``, 0 to accumulate.
         **options: ``method``, ``order``, ``max_generator_norm``,
             ``cap_norm``, ``max_squarings``, ``damping`` and
-            ``max_log_step``, passed to :func:`kron_factor_step`.
+            ``max_log_step``, as in :func:`kron_factor_step` and with its
+            defaults. Both factors use them; another name raises
+            ``TypeError``.
 
     Returns:
         ``(d_C, B_C, d_K, B_K, alpha)`` after the step. Cost: two products for
@@ -398,11 +430,14 @@ def kron_step(
     check_same_dtype(caller, d_C=d_C, d_K=d_K)
     alpha = _check_alpha(caller, alpha, d_C)
     beta, gamma = _check_rates(caller, beta, gamma)
+    checked = _check_factor_options(caller, {"B_C": B_C, "B_K": B_K}, **_with_default_options(caller, options))
+
+    # Every input is checked, so the steps below use the unchecked parts.
     Y = _kron_rotate(B_C, G, B_K)
-    W_C = kron_curvature(Y, d_K, full=B_C is not None)
-    W_K = kron_curvature(Y.T, d_C, full=B_K is not None)
-    d_C, B_C, rate_C = kron_factor_step(d_C, B_C, W_C, alpha, m, beta, gamma, **options)
-    d_K, B_K, rate_K = kron_factor_step(d_K, B_K, W_K, alpha, n, beta, gamma, **options)
+    W_C = _kron_curvature(Y, d_K, full=B_C is not None)
+    W_K = _kron_curvature(Y.T, d_C, full=B_K is not None)
+    d_C, B_C, rate_C = _kron_factor_step(d_C, B_C, W_C, alpha, m, beta, gamma, checked)
+    d_K, B_K, rate_K = _kron_factor_step(d_K, B_K, W_K, alpha, n, beta, gamma, checked)
     return d_C, B_C, d_K, B_K, alpha * xp.exp((rate_C + rate_K) / 2)
 
 

@@ -154,6 +154,27 @@ def test_kron_step_rejects_alpha(rng):
         kron_precondition(d_C, B_C, d_K, B_K, 1.0, G, 2, -1.0)
 
 
+def test_kron_step_checks_options_once(rng):
+    d_C, B_C, _ = problem(rng, 4)
+    d_K, B_K, _ = problem(rng, 3)
+    G = rng.standard_normal((4, 3))
+    # The options are checked by kron_step itself, so its name is in the message.
+    with pytest.raises(ValueError, match=re.escape("kron_step: invalid damping -1.0")):
+        kron_step(d_C, B_C, d_K, B_K, 1.0, G, 0.1, damping=-1.0)
+    with pytest.raises(ValueError, match=re.escape("kron_step: invalid order 3")):
+        kron_step(d_C, B_C, d_K, B_K, 1.0, G, 0.1, method="truncated", order=3)
+    with pytest.raises(TypeError, match=re.escape("kron_step: unknown option 'methd'; the options are method, order")):
+        kron_step(d_C, B_C, d_K, B_K, 1.0, G, 0.1, methd="truncated")
+
+
+def test_kron_factor_step_numpy_kappa_keeps_float32(rng):
+    # A numpy integer kappa times a Python float alpha is a numpy float64
+    # scalar, which would turn the float32 curvature into float64 (NEP 50).
+    d, B, W = problem(rng, 4, np.float32)
+    result = kron_factor_step(d, B, W, 1.0, np.int64(3), 0.1)
+    assert [x.dtype for x in result] == [np.float32] * 3
+
+
 def test_roots_reject_zero_root(rng):
     d, B, _ = problem(rng)
     V = rng.standard_normal(6)
@@ -370,6 +391,8 @@ def test_low_precision_exact_map_names_fix(rng, dtype):
         rotate(B, N)
     with pytest.raises(TypeError, match=f"kron_factor_step: B has dtype torch.{dtype}, which has {fix}"):
         kron_factor_step(d.float(), B, Q, 1.0, 4, 0.1)
+    with pytest.raises(TypeError, match=f"kron_step: B_C has dtype torch.{dtype}, which has {fix}"):
+        kron_step(d.float(), B, d.float(), B, 1.0, Q, 0.1)
     # The truncated map runs in these dtypes and keeps them.
     d_new, B_new = spectral_step(d, B, Q, 0.1, method="truncated")
     assert d_new.dtype == torch_dtype
