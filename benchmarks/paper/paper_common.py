@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import shlex
@@ -147,19 +148,23 @@ def output_root(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pa
 
 
 def check_at_least(parser: argparse.ArgumentParser, args: argparse.Namespace, **minimums: float) -> None:
-    """Exit through ``parser.error`` when an option (or any value of a list option) is below its minimum."""
+    """Exit through ``parser.error`` unless an option (or every value of a list option) is finite and >= its minimum."""
     for dest, minimum in minimums.items():
         value = getattr(args, dest)
-        if min(value if isinstance(value, list) else [value]) < minimum:
-            parser.error(f"--{dest.replace('_', '-')} must be >= {minimum}, got {value}")
+        values = value if isinstance(value, list) else [value]
+        option = f"--{dest.replace('_', '-')}"
+        if not all(math.isfinite(v) for v in values):
+            parser.error(f"{option} must be a finite number, got {value}")
+        if not all(v >= minimum for v in values):
+            parser.error(f"{option} must be >= {minimum}, got {value}")
 
 
 def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *dests: str) -> None:
-    """Exit through ``parser.error`` when an option is not > 0."""
+    """Exit through ``parser.error`` unless an option is finite and > 0."""
     for dest in dests:
         value = getattr(args, dest)
-        if not value > 0:
-            parser.error(f"--{dest.replace('_', '-')} must be > 0, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{dest.replace('_', '-')} must be a finite number > 0, got {value}")
 
 
 def write_report(name: str, title: str, body: str, seconds: float, root: Path) -> Path:

@@ -89,14 +89,21 @@ def test_script_rejects_zero_seeds(script, capsys):
     [
         ("gradient_free", ["--max-evals", "0"], "--max-evals must be >= 10, got 0"),
         ("gradient_free", ["--n", "0"], "--n must be >= 1, got 0"),
-        ("gradient_free", ["--sigma0", "0"], "--sigma0 must be > 0, got 0.0"),
+        ("gradient_free", ["--sigma0", "0"], "--sigma0 must be a finite number > 0, got 0.0"),
+        ("gradient_free", ["--sigma0", "inf"], "--sigma0 must be a finite number > 0, got inf"),
+        ("gradient_free", ["--box", "nan"], "--box must be a finite number > 0, got nan"),
         ("gop_full", ["--beta", "2"], "--beta must be in (0, 1), got 2.0"),
         ("gop_full", ["--steps", "0"], "--steps must be >= 1, got 0"),
+        ("gop_full", ["--condition", "nan"], "--condition must be a finite number, got nan"),
+        ("gop_full", ["--condition", "inf"], "--condition must be a finite number, got inf"),
+        ("gop_kronecker", ["--condition", "0.5"], "--condition must be >= 1, got 0.5"),
         ("gop_kronecker", ["--rows", "0"], "--rows must be >= 1, got 0"),
         ("spd_optimisation", ["--iterations", "0"], "--iterations must be >= 1, got 0"),
-        ("spd_optimisation", ["--log-det-beta", "-1"], "--log-det-beta must be > 0, got -1.0"),
+        ("spd_optimisation", ["--log-det-beta", "-1"], "--log-det-beta must be a finite number > 0, got -1.0"),
+        ("spd_optimisation", ["--condition", "nan"], "--condition must be a finite number, got nan"),
         ("cayley_training", ["--steps", "0"], "--steps must be >= 1, got 0"),
         ("cayley_training", ["--rotation-sizes", "64", "1"], "--rotation-sizes must be >= 2, got [64, 1]"),
+        ("cayley_training", ["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     ],
 )
 def test_script_rejects_argument(script, argv, message, capsys):
@@ -104,6 +111,16 @@ def test_script_rejects_argument(script, argv, message, capsys):
         _script(script).parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("values", [[2.0, float("nan")], [float("-inf")]])
+def test_check_at_least_rejects_non_finite_list(values, capsys):
+    # NaN compares False with every minimum, so a "value < minimum" test alone would pass it.
+    parser = argparse.ArgumentParser()
+    with pytest.raises(SystemExit) as exit_info:
+        paper_common.check_at_least(parser, argparse.Namespace(sizes=values), sizes=1)
+    assert exit_info.value.code == 2
+    assert f"--sizes must be a finite number, got {values}" in capsys.readouterr().err
 
 
 def test_reduced_gradient_free_run_writes_quick(tmp_path, monkeypatch):
