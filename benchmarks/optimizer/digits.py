@@ -22,9 +22,10 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.
 Only ``--full`` writes ``results/`` and the page. A full run of a subset of
-the models, dtypes or optimizers needs ``--record NAME`` (it then writes
-``results/NAME.json``), because ``digits.json`` holds every case on the page
-and a subset would replace the others.
+the models, dtypes or optimizers, or with other ``--steps``, ``--seeds`` or
+``--sweep-seeds``, needs ``--record NAME`` (it then writes
+``results/NAME.json``), because ``digits.json`` contains every case on the page,
+run with the protocol above, and such a run would replace it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from benchmarks.optimizer.peers import PEERS, VARIANTS, environment, make_optimi
 HERE = Path(__file__).resolve().parent
 LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
 QUICK_LEARNING_RATES = (3e-3, 1e-2)
+STEPS = 300
+FULL_SEEDS = 3
 WARMUP = 30
 # Seeds of the learning-rate sweep (default). With one seed the pick swung
 # between neighbouring rates on small numerical changes, and the verdicts
@@ -222,7 +225,10 @@ def _line(runs: list[dict]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse the command line, rejecting bad values and a run that would drop cases from the page's record."""
+    """Parse the command line, rejecting bad values.
+
+    A run that would replace the page's record with fewer cases or other settings is rejected too.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="4 learning rates and 3 seeds; writes RESULTS.md")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="models (default: both)")
@@ -234,8 +240,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[*PEERS, *VARIANTS],
         help="optimizers (default: the peers and SpectralKron T=10)",
     )
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run, >= 1 (default 300)")
-    parser.add_argument("--seeds", type=int, help="number of seeds run at the best learning rate (default 3, quick: 1)")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per run, >= 1 (default {STEPS})")
+    parser.add_argument(
+        "--seeds", type=int, help=f"number of seeds run at the best learning rate (default {FULL_SEEDS}, quick: 1)"
+    )
     parser.add_argument(
         "--sweep-seeds",
         type=int,
@@ -252,7 +260,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.seeds is None:
-        args.seeds = 3 if args.full else 1
+        args.seeds = FULL_SEEDS if args.full else 1
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.sweep_seeds is None:
@@ -265,12 +273,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--out {args.out} holds the committed records; only --full writes there")
     args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
 
-    subset = set(args.models) != set(MODELS) or set(args.dtypes) != set(DTYPES)
-    subset = subset or set(args.optimizers) != set(OPTIMIZERS)
-    if args.out.resolve() == report.RESULTS and args.record == "digits" and subset:
+    # digits.json contains every case of the page, run at the page's settings.
+    differences = {
+        "--models": set(args.models) != set(MODELS),
+        "--dtypes": set(args.dtypes) != set(DTYPES),
+        "--optimizers": set(args.optimizers) != set(OPTIMIZERS),
+        "--steps": args.steps != STEPS,
+        "--seeds": args.seeds != FULL_SEEDS,
+        "--sweep-seeds": args.sweep_seeds != SWEEP_SEEDS,
+    }
+    changed = [option for option, differs in differences.items() if differs]
+    if args.out.resolve() == report.RESULTS and args.record == "digits" and changed:
         parser.error(
-            "--full with a subset of --models, --dtypes or --optimizers would replace digits.json, "
-            "whose other cases the page shows; add --record NAME to write results/NAME.json, or run every case"
+            f"--full with other {', '.join(changed)} than the page's would replace digits.json, whose cases and "
+            "settings the page shows; add --record NAME to write results/NAME.json, or leave those options at "
+            "their defaults"
         )
     return args
 

@@ -218,6 +218,42 @@ def test_digits_full_subset_needs_record(results, cheap_training, capsys):
     assert not folder.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "changed"),
+    [
+        (["--steps", "50"], "--steps"),
+        (["--seeds", "1"], "--seeds, --sweep-seeds"),
+        (["--sweep-seeds", "1"], "--sweep-seeds"),
+        (["--seeds", "10"], "--seeds"),
+    ],
+)
+def test_digits_full_other_settings_need_record(results, cheap_training, capsys, argv, changed):
+    folder, pages = results
+    with pytest.raises(SystemExit) as exit_info:
+        digits.main(["--full", *argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--full with other {changed} than the page's would replace digits.json" in error
+    assert "add --record NAME" in error
+    assert not folder.exists()
+    assert pages == []
+
+
+def test_digits_full_explicit_defaults_write_page(results, cheap_training):
+    folder, pages = results
+    digits.main(["--full", "--steps", "300", "--seeds", "3", "--sweep-seeds", "2"])
+    record = json.loads((folder / "digits.json").read_text())
+    assert (record["steps"], record["seeds"]) == (300, 3)
+    assert pages == ["written"]
+
+
+def test_digits_full_other_steps_with_record(results, cheap_training):
+    folder, pages = results
+    digits.main(["--full", "--steps", "50", "--record", "short"])
+    assert json.loads((folder / "short.json").read_text())["steps"] == 50
+    assert not (folder / "digits.json").exists()
+
+
 def test_digits_full_subset_with_record(results, cheap_training):
     folder, pages = results
     digits.main(["--full", "--models", "convnet", "--optimizers", "SOAP", "--record", "check"])
