@@ -120,11 +120,13 @@ def rows_to_keep(previous: dict, rerun: set[tuple[tuple[int, int], str]]) -> tup
         return kept, {"environment": previous["environment"], "steps": previous["steps"]}
     if len(from_earlier) == len(kept):
         return kept, {key: value for key, value in previous["kept"].items() if key != "shapes"}
+    shapes = [_label(shape) for shape in SHAPES if any(tuple(row["shape"]) == shape for row in from_earlier)]
+    dtypes = sorted({row["dtype"] for row in from_earlier})
     raise ValueError(
         "the rows this run keeps would come from two earlier runs, "
         f"{previous['kept']['environment']['date']} and {previous['environment']['date']}, "
         "and the page can name only one. Rerun all shapes and dtypes, or add "
-        f"{' '.join(sorted({_case_label(row) for row in from_earlier}))} to this run"
+        f"{' '.join(shapes)} to --shapes and {' '.join(dtypes)} to --dtypes"
     )
 
 

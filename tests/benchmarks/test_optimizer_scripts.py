@@ -133,8 +133,10 @@ def test_keep_rows_from_earlier_kept_run():
 def test_keep_rows_from_two_runs_rejected():
     earlier = {"environment": {"date": "older", "command": "run older"}, "steps": 10, "shapes": ["4096x1024"]}
     rows = [_row(shape, dtype) for shape in step_time.SHAPES for dtype in ("float32", "bfloat16")]
-    with pytest.raises(ValueError, match="two earlier runs"):
+    with pytest.raises(ValueError, match="two earlier runs") as error:
         step_time.rows_to_keep(_record(rows, kept=earlier), {((1024, 1024), "float32")})
+    # The fix names the command-line options that add the earlier rows to this run.
+    assert str(error.value).endswith("add 4096x1024 to --shapes and bfloat16 float32 to --dtypes")
 
 
 def test_step_time_full_dtype_subset_keeps_other_rows(results, monkeypatch):
