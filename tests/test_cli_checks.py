@@ -468,7 +468,9 @@ def test_default_target_only_for_builtins(monkeypatch, user_module):
     # Built-in functions have their minimum at 0; a user's function may go
     # below any fixed target and would stop there at once.
     builtin = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--quiet"], monkeypatch)
-    own = captured_minimize_arguments(["minimize", "cli_checks_objective:counted", "--dim", "3", "--quiet"], monkeypatch)
+    own = captured_minimize_arguments(
+        ["minimize", "cli_checks_objective:counted", "--dim", "3", "--quiet"], monkeypatch
+    )
 
     assert builtin["f_target"] == 1e-10
     assert own["f_target"] is None
