@@ -119,29 +119,35 @@ def check_method(caller: str, method: Any) -> None:
         raise ValueError(f"{caller}: unknown Cayley method {method!r}; use 'exact' or 'truncated'")
 
 
-def check_square(caller: str, name: str, x: Any, n: int | None = None) -> int:
+def check_square(caller: str, name: str, x: Any, n: int | None = None, source: str = "another input") -> int:
     """Return ``n`` for an (n, n) ``x``; raise ``ValueError`` for any other shape.
 
-    With ``n`` given, ``x`` must be (n, n).
+    With ``n`` given, ``x`` must be (n, n); ``source`` names where ``n`` came
+    from in the message.
     """
     shape = tuple(x.shape)
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"{caller}: {name} has shape {shape}; expected a square matrix (n, n) ({_BATCH_NOTE})")
     if n is not None and shape[0] != n:
-        raise ValueError(f"{caller}: {name} has shape {shape}; expected ({n}, {n}) to match the other inputs")
+        raise ValueError(
+            f"{caller}: {name} has shape {shape}, but {source} requires ({n}, {n}); give all inputs matching sizes"
+        )
     return shape[0]
 
 
-def check_vector(caller: str, name: str, x: Any, n: int | None = None) -> int:
+def check_vector(caller: str, name: str, x: Any, n: int | None = None, source: str = "another input") -> int:
     """Return ``n`` for an (n,) ``x``; raise ``ValueError`` for any other shape.
 
-    With ``n`` given, ``x`` must be (n,).
+    With ``n`` given, ``x`` must be (n,); ``source`` names where ``n`` came
+    from in the message.
     """
     shape = tuple(x.shape)
     if len(shape) != 1:
         raise ValueError(f"{caller}: {name} has shape {shape}; expected a vector (n,) ({_BATCH_NOTE})")
     if n is not None and shape[0] != n:
-        raise ValueError(f"{caller}: {name} has shape {shape}; expected ({n},) to match the other inputs")
+        raise ValueError(
+            f"{caller}: {name} has shape {shape}, but {source} requires ({n},); give all inputs matching sizes"
+        )
     return shape[0]
 
 

@@ -135,10 +135,11 @@ def _check_bases(caller: str, B_C: Any | None, V: Any, B_K: Any | None, **others
         bases["B_K"] = B_K
     check_arrays(caller, **bases, **others)
     n, m = check_matrix(caller, "V", V)
+    source = f"V of shape {(n, m)}"
     if B_C is not None:
-        check_square(caller, "B_C", B_C, n)
+        check_square(caller, "B_C", B_C, n, source=source)
     if B_K is not None:
-        check_square(caller, "B_K", B_K, m)
+        check_square(caller, "B_K", B_K, m, source=source)
     check_same_dtype(caller, **bases)
     return n, m
 

@@ -101,7 +101,7 @@ def eigenvalue_step(d: Any, q: Any, beta: float, gamma: float = 0.0) -> Any:
     """
     check_arrays("eigenvalue_step", d=d, q=q)
     n = check_vector("eigenvalue_step", "d", d)
-    check_vector("eigenvalue_step", "q", q, n)
+    check_vector("eigenvalue_step", "q", q, n, source=f"d of shape ({n},)")
     check_same_dtype("eigenvalue_step", d=d, q=q)
     beta, gamma = _check_rates("eigenvalue_step", beta, gamma)
     return _eigenvalue_step(d, q, beta, gamma)
@@ -149,7 +149,7 @@ def rotation_generator(d: Any, Q: Any, beta: float, gamma: float = 0.0) -> Any:
     """
     check_arrays("rotation_generator", d=d, Q=Q)
     n = check_vector("rotation_generator", "d", d)
-    check_square("rotation_generator", "Q", Q, n)
+    check_square("rotation_generator", "Q", Q, n, source=f"d of shape ({n},)")
     check_same_dtype("rotation_generator", d=d, Q=Q)
     beta, gamma = _check_rates("rotation_generator", beta, gamma)
     return _rotation_generator(d, Q, beta, gamma)
@@ -267,8 +267,8 @@ def spectral_step(
     caller = "spectral_step"
     xp = check_arrays(caller, d=d, B=B, Q=Q)
     n = check_vector(caller, "d", d)
-    check_square(caller, "B", B, n)
-    check_square(caller, "Q", Q, n)
+    check_square(caller, "B", B, n, source=f"d of shape ({n},)")
+    check_square(caller, "Q", Q, n, source=f"d of shape ({n},)")
     check_same_dtype(caller, d=d, B=B, Q=Q)
     beta, gamma = _check_rates(caller, beta, gamma)
     check_method(caller, method)

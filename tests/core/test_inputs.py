@@ -302,11 +302,14 @@ def test_batched_inputs_name_the_limit(rng):
 
 def test_mismatched_sizes_are_rejected(rng):
     d, B, Q = problem(rng, 4)
-    with pytest.raises(ValueError, match=r"Q has shape \(3, 3\); expected \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"Q has shape \(3, 3\), but d of shape \(4,\) requires \(4, 4\)"):
         spectral_step(d, B, Q[:3, :3], 0.1)
+    # A short d is named as the source of n, so the message points at it too.
+    with pytest.raises(ValueError, match=r"B has shape \(4, 4\), but d of shape \(3,\) requires \(3, 3\)"):
+        spectral_step(d[:3], B, Q, 0.1)
     with pytest.raises(ValueError, match=r"B has shape \(4, 3\); expected a square matrix"):
         spectral_step(d, B[:, :3], Q, 0.1)
-    with pytest.raises(ValueError, match=r"B_K has shape \(4, 4\); expected \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"B_K has shape \(4, 4\), but V of shape \(4, 3\) requires \(3, 3\)"):
         kron_rotate(B, np.ones((4, 3)), B)
     with pytest.raises(ValueError, match=r"W has shape \(4, 4\); expected a vector"):
         kron_factor_step(d, None, Q, 1.0, 3, 0.1)
