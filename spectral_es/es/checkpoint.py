@@ -64,7 +64,7 @@ COVERED_ATTRIBUTES = frozenset(
         "_scaling", "_stagnation_best", "_stagnation_median", "_start_time", "_stop", "_warned_nonfinite", "_z",
         "cayley", "d", "diagonal", "domain", "fbest", "history", "integer_min_std", "mean", "n_nonfinite", "nfev",
         "nit", "noise", "options", "p_c", "p_sigma", "params", "preset", "rotation_interval", "seed", "sigma",
-        "xbest",
+        "sigma0", "xbest",
     }
 )  # fmt: skip
 _DEQUES = ("_best_history", "_stagnation_best", "_stagnation_median")
@@ -103,6 +103,7 @@ def state_dict(es: Any) -> dict[str, Any]:
         "cayley": es.cayley,
         "rotation_interval": es.rotation_interval,
         "options": dict(es.options),
+        "sigma0": es.sigma0,
         "seed": es.seed,
         "domain": es.domain.state_dict(),
         "integer_min_std": es.integer_min_std,
@@ -168,6 +169,9 @@ def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
     es.cayley = config["cayley"]
     es.rotation_interval = int(config["rotation_interval"])
     es.options = dict(config["options"])
+    # States saved before tol_up_sigma existed: pycma's default, measured from the saved sigma.
+    es.options.setdefault("tol_up_sigma", 1e20)
+    es.sigma0 = float(config.get("sigma0", state["sigma"]))
     es.seed = config["seed"]
     es.domain = Domain(es.n, _bounds(config["domain"]), config["domain"]["integer_variables"])
     es.integer_min_std = float(config["integer_min_std"])

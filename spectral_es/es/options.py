@@ -35,6 +35,7 @@ def stop_options(
     tol_f: float,
     tol_x: float,
     tol_condition: float,
+    tol_up_sigma: float,
     tol_flat: float,
     tol_stagnation: float | None,
 ) -> dict[str, float]:
@@ -57,10 +58,11 @@ def stop_options(
         "tol_f": tol_f,
         "tol_x": tol_x,
         "tol_condition": tol_condition,
+        "tol_up_sigma": tol_up_sigma,
         "tol_flat": tol_flat,
         "tol_stagnation": int(100 + 100 * n**1.5 / popsize) if tol_stagnation is None else tol_stagnation,
     }
-    for name in ("max_evals", "max_iter", "tol_condition", "tol_flat", "tol_stagnation"):
+    for name in ("max_evals", "max_iter", "tol_condition", "tol_up_sigma", "tol_flat", "tol_stagnation"):
         number = validate_positive(name, options[name], f"pass {name} > 0 or omit it")
         options[name] = whole_number_as_int(number) if name in _COUNT_OPTIONS else _keep_int(options[name], number)
     for name in ("tol_f", "tol_x"):

@@ -38,6 +38,9 @@ def check_stop(es: Any) -> None:
         stop["tol_x"] = options["tol_x"]
     if es.condition_number > options["tol_condition"]:
         stop["tol_condition"] = options["tol_condition"]
+    # The largest standard deviation of the shape S^{-1} is 1 / sqrt(min(d)).
+    if es.sigma > options["tol_up_sigma"] * es.sigma0 / math.sqrt(es.d.min()):
+        stop["tol_up_sigma"] = options["tol_up_sigma"]
     lag = int(options["tol_stagnation"]) if math.isfinite(options["tol_stagnation"]) else es.nit
     if es.nit > lag + 20 and len(es._stagnation_best) >= lag + 20:
         best, median = np.asarray(es._stagnation_best), np.asarray(es._stagnation_median)

@@ -101,6 +101,11 @@ class SpectralES:
             ``sigma * sqrt(diag(S^{-1}))`` is below this. Default 1e-11.
         tol_condition: Stop when the condition number ``max(d) / min(d)`` of
             the shape exceeds this. Default 1e14.
+        tol_up_sigma: Stop when ``sigma`` has grown more than this times
+            ``sigma0`` times the largest standard deviation of the shape,
+            ``1 / sqrt(min(d))``, as pycma's ``tolupsigma`` does: the search
+            is diverging, as on a function without a lower bound. Default
+            1e20.
         tol_flat: Stop after this many consecutive iterations in which all
             ``popsize`` objective values are equal. Default 3.
         tol_stagnation: Stop when, after this many iterations, the medians of
@@ -165,6 +170,7 @@ class SpectralES:
         tol_f: float = 1e-11,
         tol_x: float = 1e-11,
         tol_condition: float = 1e14,
+        tol_up_sigma: float = 1e20,
         tol_flat: int = 3,
         tol_stagnation: int | None = None,
         cayley: str = "exact",
@@ -211,6 +217,7 @@ class SpectralES:
             tol_f=tol_f,
             tol_x=tol_x,
             tol_condition=tol_condition,
+            tol_up_sigma=tol_up_sigma,
             tol_flat=tol_flat,
             tol_stagnation=tol_stagnation,
         )
@@ -235,7 +242,8 @@ class SpectralES:
 
         # Distribution: mean, scale and the factors of the precision shape.
         self.mean = start
-        self.sigma = float(sigma0)
+        self.sigma0 = float(sigma0)
+        self.sigma = self.sigma0
         self.d = np.ones(n)
         self.B = None if self.diagonal else np.eye(n)
         self.p_sigma = np.zeros(n)  # step-size path, in whitened coordinates

@@ -143,6 +143,24 @@ def test_load_into_different_strategy_rejected():
         other.load_state_dict(state)
 
 
+def test_state_before_tol_up_sigma_loads():
+    # States saved before tol_up_sigma existed have neither sigma0 nor the
+    # option: the load takes pycma's default 1e20, measured from the saved sigma.
+    es = make()
+    iterate(es, 3)
+    state = es.state_dict()
+    del state["config"]["sigma0"]
+    del state["config"]["options"]["tol_up_sigma"]
+
+    loaded = SpectralES.from_state_dict(state)
+
+    assert loaded.options["tol_up_sigma"] == 1e20
+    assert loaded.sigma0 == es.sigma != 0.5
+    X = loaded.ask()
+    loaded.tell(X, ellipsoid(X))
+    assert loaded.nit == es.nit + 1
+
+
 def crash_after(calls, function):
     """Return ``function`` that raises on its ``calls``-th call, like a run killed midway."""
     count = {"calls": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 
@@ -48,10 +49,24 @@ def test_stagnation_on_pure_noise():
     assert result.nit < 200
 
 
-def test_unbounded_function_ends_with_a_reason():
+def test_diverging_search_stops_on_tol_up_sigma():
     # -|x|^2 has no minimum: sigma grows by orders of magnitude per dozen
-    # iterations, yet the run must end by a criterion with a finite state.
-    es = SpectralES(np.ones(3), 1.0, seed=0)
+    # iterations. The run ends once sigma passes 1e20 times sigma0 times the
+    # shape's largest deviation; one iteration multiplies sigma by far less
+    # than 1e10, so it stops well before 1e30.
+    es = SpectralES(np.ones(3), 0.5, seed=0)
+    while not es.stop():
+        X = es.ask()
+        es.tell(X, -np.sum(X**2, axis=1))
+
+    assert "tol_up_sigma" in es.stop()
+    assert 1e20 * 0.5 / np.sqrt(es.d.min()) < es.sigma < 1e30
+
+
+def test_unbounded_function_ends_with_a_reason():
+    # Without tol_up_sigma, the run must still end by a criterion with a
+    # finite state.
+    es = SpectralES(np.ones(3), 1.0, seed=0, tol_up_sigma=math.inf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # f overflows to -inf
         while not es.stop():
