@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -65,8 +65,13 @@ def load_function(spec: str) -> Callable:
     function: Any = module
     for name in attribute.split("."):
         function = getattr(function, name, None)
-    if not callable(function):
+    if function is None:
         raise ValueError(f"{spec!r}: module {module_name!r} has no function {attribute!r}")
+    if not callable(function):
+        raise ValueError(
+            f"{spec!r}: {attribute!r} in module {module_name!r} is not callable (its type is "
+            f"{type(function).__name__}); name the function to minimize"
+        )
     return function
 
 
@@ -147,8 +152,15 @@ def parse_indices(text: str | None) -> list[int]:
         raise ValueError(f"--integer must be comma-separated indices such as 0,3,4, got {text!r}") from error
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Argument parser whose errors are one line, like the command's own checks, with a pointer to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="spectral-es",
         description="Minimise a function with SpectralES, an evolution strategy with spectrally factorised covariance.",
     )
@@ -241,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--checkpoint-every", type=int, default=10, metavar="K", help="iterations between checkpoints (default 10)"
     )
-    output.add_argument("--resume", metavar="FILE", help="continue the run saved in FILE; run settings come from FILE")
+    output.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="continue the run saved in FILE; run settings come from FILE, and the continued run saves into FILE "
+        "unless --checkpoint names another file",
+    )
 
     run.set_defaults(command_parser=run)
     commands.add_parser("functions", help="list the built-in test functions")
@@ -282,6 +299,7 @@ def run_minimize(args: argparse.Namespace) -> int:
         noisy = bool(args.noise)
         banner = describe_run(args.function, settings)
     check_outputs(args)
+    check_executor_options(args.workers, args.dask)
 
     io_options = {
         # None lets resume() take the saved run's setting.
@@ -560,14 +578,19 @@ def check_resume_arguments(args: argparse.Namespace) -> None:
         )
 
 
+def check_executor_options(workers: int | None, dask_address: str | None) -> None:
+    """Raise ValueError for ``--workers`` below 1 or given together with ``--dask``."""
+    if workers is not None and dask_address is not None:
+        raise ValueError("give --workers or --dask, not both")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+
+
 @contextlib.contextmanager
 def open_executor(workers: int | None, dask_address: str | None) -> Iterator[Any]:
     """Yield the executor that ``--workers`` or ``--dask`` ask for (``None``: evaluate here)."""
-    if workers is not None and dask_address is not None:
-        raise ValueError("give --workers or --dask, not both")
+    check_executor_options(workers, dask_address)
     if workers is not None:
-        if workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {workers}")
         with ProcessPoolExecutor(max_workers=workers) as executor:
             yield executor
         return
@@ -681,12 +704,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.plot += ".png"  # what matplotlib writes for a name without a suffix
     try:
         if args.resume:
+            if not Path(args.resume).is_file():
+                raise FileNotFoundError(f"checkpoint {args.resume!r} not found; check the path")
             check_resume_arguments(args)
         with current_directory_importable():
             return run_minimize(args)
     except (ValueError, FileNotFoundError) as error:
-        # One line that names the option, with argparse's status 2 but without
-        # the usage block, which its own errors above print.
+        # One line that names the option, with argparse's status 2, as the
+        # parser's own errors give.
         args.command_parser.exit(2, f"{args.command_parser.prog}: error: {error}\n")
     except KeyboardInterrupt:
         saved = args.checkpoint or args.resume

@@ -242,7 +242,9 @@ def test_stop_reasons_print_counts_as_integers(capsys):
 )
 def test_resume_rejects_zero_valued_settings(given, tmp_path, capsys):
     # 0 is a value like any other, and 20 is the default of --noise-max-evaluations:
-    # the checkpoint fixes them all, so giving them is an error.
+    # the checkpoint fixes them all, so giving them is an error. The options
+    # are checked before the file is read, so any existing file will do.
+    (tmp_path / "run.npz").touch()
     code, err = exit_code_and_stderr(["minimize", "--resume", str(tmp_path / "run.npz"), *given], capsys)
     assert code == 2
     assert f"{given[0]} cannot change a resumed run" in err
@@ -284,6 +286,11 @@ def test_bad_setting_named_by_flag_before_output(arguments, message, capsys, use
 def test_resume_of_missing_file(tmp_path, capsys):
     missing = tmp_path / "missing.npz"
     code, err = exit_code_and_stderr(["minimize", "--resume", str(missing)], capsys)
+    assert code == 2
+    assert f"checkpoint '{missing}' not found; check the path" in err
+
+    # A missing file is named before any option it would make invalid.
+    code, err = exit_code_and_stderr(["minimize", "--resume", str(missing), "--dim", "3"], capsys)
     assert code == 2
     assert f"checkpoint '{missing}' not found; check the path" in err
 
@@ -560,3 +567,39 @@ def test_other_broken_pipe_reported(monkeypatch, capsys):
 
     assert code == 1
     assert "error: [Errno 32] Broken pipe" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["minimize", "sphere", "--dim", "abc"], "argument --dim: invalid int value: 'abc'"),
+        (["minimize", "sphere", "--dim", "2", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_argument_errors_one_line(argv, message, capsys):
+    code, err = exit_code_and_stderr(argv, capsys)
+
+    assert code == 2
+    assert err == f"spectral-es minimize: error: {message}; see spectral-es minimize --help\n"
+
+
+def test_bad_workers_rejected_before_banner(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["minimize", "sphere", "--dim", "2", "--workers", "0"])
+    captured = capsys.readouterr()
+
+    assert caught.value.code == 2
+    assert "--workers must be >= 1, got 0" in captured.err
+    assert captured.out == ""
+
+
+def test_name_that_is_no_function(tmp_path, capsys, monkeypatch):
+    (tmp_path / "constants_module.py").write_text("NOTCALL = 3\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, err = exit_code_and_stderr(["minimize", "constants_module:NOTCALL", "--dim", "2"], capsys)
+    finally:
+        sys.modules.pop("constants_module", None)
+
+    assert code == 2
+    assert "'NOTCALL' in module 'constants_module' is not callable (its type is int)" in err

@@ -94,6 +94,7 @@ def test_failed_run_resumes_to_the_same_result(tmp_path, capsys, user_module):
 
 
 def test_resume_rejects_run_settings(tmp_path, capsys):
+    (tmp_path / "x.npz").touch()  # the options are checked before the file is read
     with pytest.raises(SystemExit) as caught:
         main(["minimize", "sphere", "--resume", str(tmp_path / "x.npz"), "--dim", "3", "--sigma0", "2"])
     assert caught.value.code == 2
