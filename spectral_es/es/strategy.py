@@ -502,6 +502,19 @@ class SpectralES:
         """Add ``reason`` to the stop dictionary, so :meth:`stop` is non-empty."""
         self._stop[reason] = value
 
+    def optimize(self, fun: Any, **options: Any) -> SpectralES:
+        """Evaluate ``fun`` and tell the values until a stop criterion fires; return this strategy.
+
+        The method form of :func:`spectral_es.optimize`, whose keyword
+        arguments (``args``, ``vectorized``, ``executor``, ``callback``,
+        ``disp``) it takes, as pycma's ``CMAEvolutionStrategy.optimize``
+        returns the strategy for ``es.optimize(fun).result``.
+        """
+        from spectral_es.es.minimize import optimize  # minimize imports this module
+
+        optimize(self, fun, **options)
+        return self
+
     def set_budget(self, max_evals: float | None = None, max_iter: float | None = None) -> None:
         """Raise (or lower) the evaluation or iteration limit; ``None`` keeps a limit.
 

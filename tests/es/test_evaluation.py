@@ -337,3 +337,15 @@ def test_failure_names_point_before_objective_edited_it():
         evaluate(zero_then_fail, points)
     assert np.array_equal(caught.value.x, X[0])
     assert np.array_equal(points, X)
+
+
+def test_method_optimize_matches_function():
+    # es.optimize(fun) is optimize(es, fun): the same run, and the method
+    # returns the strategy, as pycma's does.
+    function_form = optimize(SpectralES(np.full(4, 2.0), 0.5, seed=3, f_target=1e-8), sphere)
+    es = SpectralES(np.full(4, 2.0), 0.5, seed=3, f_target=1e-8)
+
+    assert es.optimize(sphere, vectorized=False) is es
+    assert es.result.nfev == function_form.nfev
+    np.testing.assert_array_equal(es.result.xbest, function_form.xbest)
+    assert "f_target" in es.stop()
