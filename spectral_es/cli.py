@@ -31,7 +31,8 @@ import numpy as np
 from spectral_es import __version__
 from spectral_es.es import ESResult, EvaluationError, SpectralES, minimize, resume
 from spectral_es.es.bounds import Bounds, BoxBounds
-from spectral_es.es.checkpoint import check_distinct, check_writable, same_file
+from spectral_es.es.checkpoint import check_distinct, check_writable, read_state, same_file
+from spectral_es.es.driver import stored_run
 from spectral_es.es.history import check_new_log
 from spectral_es.es.minimize import check_new_checkpoint, objective_name, read_plan
 from spectral_es.es.parameters import default_popsize
@@ -288,12 +289,14 @@ def run_minimize(args: argparse.Namespace) -> int:
                 f"line cannot pass; continue it in Python: spectral_es.resume(fun, {args.resume!r}, x0=that function)"
             )
         function = resumed_function(args.function, plan["function"], args.resume)
+        saved_evaluations = evaluations_in(args.resume)
         noisy = bool(plan["options"].get("noise_handling"))
         banner = f"resuming {objective_name(function)} from {args.resume}"
     else:
         if args.function is None:
             raise ValueError("give the function to minimize: a built-in name or module:function")
         function = load_function(args.function)
+        saved_evaluations = None
         settings = new_run_settings(args)
         check_run_settings(settings, args.checkpoint_every)
         noisy = bool(args.noise)
@@ -339,12 +342,21 @@ def run_minimize(args: argparse.Namespace) -> int:
         if status is not None:
             status.close()
     print_result(result, time.perf_counter() - start, noisy, resumed=bool(args.resume))
+    if result.nfev == saved_evaluations:
+        print("note: the saved run had already finished, so nothing was evaluated", file=sys.stderr)
     if not math.isfinite(result.fbest):
         print("\nerror: the objective returned no finite value; check it at the start point", file=sys.stderr)
         return 1
     if args.plot:
         save_plot(result, args.plot, objective_name(function) if args.resume else args.function)
     return 0
+
+
+def evaluations_in(path: str) -> int:
+    """Return the evaluations of all runs saved in the ``minimize`` checkpoint ``path``."""
+    tree = read_state(path)
+    _, progress = stored_run(tree["extra"], path)
+    return progress["nfev"] + int(tree["state"]["nfev"])
 
 
 def resumed_function(spec: str | None, stored: str, path: str) -> Callable:

@@ -603,3 +603,19 @@ def test_name_that_is_no_function(tmp_path, capsys, monkeypatch):
 
     assert code == 2
     assert "'NOTCALL' in module 'constants_module' is not callable (its type is int)" in err
+
+
+def test_resume_of_finished_run_says_so(tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    assert main(["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--checkpoint", str(path)]) == 0
+    capsys.readouterr()
+
+    assert main(["minimize", "--resume", str(path), "--quiet"]) == 0
+    assert "the saved run had already finished" in capsys.readouterr().err
+
+    # A larger budget continues a run that its old budget stopped: no note then.
+    argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--max-evals", "30"]
+    assert main([*argv, "--checkpoint", str(tmp_path / "short.npz")]) == 0
+    capsys.readouterr()
+    assert main(["minimize", "--resume", str(tmp_path / "short.npz"), "--quiet", "--max-evals", "60"]) == 0
+    assert "already finished" not in capsys.readouterr().err
