@@ -12,7 +12,10 @@ the git-ignored ``benchmarks/es/quick`` for ``--quick``. ``--seeds``,
 ``--dims`` and the other options override the mode's choices; the page
 records the exact command. A ``--full`` run with such an option covers only
 part of the page, so it needs ``--output``. Merge its ``results.json`` into
-the page with ``--from-json``.
+the page with ``--from-json``. Give such runs a folder inside the repository,
+such as ``benchmarks/es/runs/NAME``, and commit its ``results.json`` with the
+page: a page drawn from files outside the repository cannot be redrawn later
+without rerunning every cell.
 
 ``--methods`` runs each named method on the functions whose table shows it
 (the unimodal methods of :data:`FULL` and the multimodal ones of
