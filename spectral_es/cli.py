@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("--integer", help="indices of integer variables, comma-separated (e.g. 0,3)")
     domain.add_argument("--noise", action="store_true", help="noisy objective: re-evaluate points, no f-based stops")
     domain.add_argument(
-        "--noise-max-evaluations", type=int, help="with --noise: most evaluations averaged per point (default 20)"
+        "--noise-max-evaluations", type=int, help="with --noise: maximum evaluations averaged per point (default 20)"
     )
 
     evaluation = run.add_argument_group("evaluation")

@@ -278,7 +278,7 @@ def test_page_leaves_out_unmeasured_sections():
 
 
 def test_eager_dimension_matches_strategy():
-    # The page says spectral-eager equals the defaults up to EAGER_DIM.
+    # The page states that spectral-eager equals the defaults up to EAGER_DIM.
     from spectral_es import SpectralES
 
     assert SpectralES(np.zeros(page.EAGER_DIM), 1.0).rotation_interval == 1

@@ -467,7 +467,7 @@ def test_kron_keeps_wide_eigenvalues_next_to_narrow_bases(rng):
 @pytest.mark.parametrize("method", ["exact", "truncated"])
 def test_requires_grad_forward_emits_no_warning(rng, method):
     d, B, Q = (torch.from_numpy(a).requires_grad_() for a in problem(rng, 4))
-    # torch emits some warnings once per process unless told otherwise.
+    # torch emits some warnings only once per process unless set_warn_always is on.
     warn_always = torch.is_warn_always_enabled()
     torch.set_warn_always(True)
     try:

@@ -50,10 +50,10 @@ def test_stagnation_on_pure_noise():
 
 
 def test_diverging_search_stops_on_tol_up_sigma():
-    # -|x|^2 has no minimum: sigma grows by orders of magnitude per dozen
+    # -|x|^2 has no minimum, so sigma grows by orders of magnitude per dozen
     # iterations. The run ends once sigma passes 1e20 times sigma0 times the
-    # shape's largest deviation; one iteration multiplies sigma by far less
-    # than 1e10, so it stops well before 1e30.
+    # shape's largest deviation. One iteration multiplies sigma by far less
+    # than 1e10, so the run stops well before sigma reaches 1e30.
     es = SpectralES(np.ones(3), 0.5, seed=0)
     while not es.stop():
         X = es.ask()
