@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from spectral_es.core._backend import astype_like, at_least_float32, eye_like, is_torch, namespace
 from spectral_es.core._checks import (
     check_arrays,
@@ -205,12 +207,17 @@ def _rotate(B: Any, N: Any, method: str, order: int, squarings: int) -> Any:
     """Return ``B @ Cayley(N)`` as :func:`rotate` does, for inputs already checked."""
     if method == "truncated":
         return B + B @ _truncated_increment(N, order, squarings)
-    xp = namespace(B, N)
-    eye = eye_like(N.shape[0], N)
+    # I - N (torch) or I + N (numpy) as a copy of N with 1 added to its
+    # diagonal, which saves building an identity matrix and a pass over it.
     if is_torch(B):
-        X = xp.linalg.solve(eye - N, B, left=False)
-    else:
-        X = xp.linalg.solve(eye + N, B.T).T
+        torch = namespace(B, N)
+        A = -N
+        A.diagonal().add_(1)
+        X = torch.linalg.solve(A, B, left=False)
+        return torch.lerp(B, X, 2.0)  # 2 X - B in one pass
+    A = N.copy()
+    A.flat[:: N.shape[0] + 1] += 1
+    X = np.linalg.solve(A, B.T).T
     return 2 * X - B
 
 

@@ -347,8 +347,11 @@ def _kron_factor_step(
 ) -> tuple[Any, Any | None, Any]:
     """Return :func:`kron_factor_step` for inputs already checked."""
     xp = namespace(d, W)
-    Q = astype_like(W, d) / (alpha * kappa)
-    q = (Q if B is None else xp.diagonal(Q)) + options.damping
+    # Q = W / (alpha kappa) enters only through its diagonal and the
+    # generator, so the scale is applied there and never to the whole matrix.
+    W = astype_like(W, d)
+    scale = 1 / (alpha * kappa)
+    q = (W if B is None else xp.diagonal(W)) * scale + options.damping
     if options.max_log_step is not None:
         q = xp.minimum(q, d * (gamma + options.max_log_step / beta))
 
@@ -362,7 +365,7 @@ def _kron_factor_step(
         return d_new, None, rate
 
     # Eigenbasis: the Cayley rotation, generator from the current d.
-    N = _rotation_generator(d, Q, beta, gamma)
+    N = _rotation_generator(d, W, beta, gamma, scale)
     squarings = 0
     cap = options.max_generator_norm
     if cap is not None:
@@ -488,4 +491,10 @@ def kron_precondition(
 
     # (alpha d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
     root = (alpha ** (1 / p) * d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :]
-    return _kron_unrotate(B_C, _kron_rotate(B_C, V, B_K) / astype_like(root + eps, V), B_K)
+    root += eps
+    root = astype_like(root, V)
+    rotated = _kron_rotate(B_C, V, B_K)
+    if rotated is V:  # both factors diagonal: V is the caller's array
+        return V / root
+    rotated /= root  # in place on the fresh product
+    return _kron_unrotate(B_C, rotated, B_K)

@@ -203,44 +203,52 @@ def _graft_and_clip(
 
     ``"adam"`` gives ``D`` the Frobenius norm of the Adam step
     ``M_hat / (sqrt(v_hat) + eps)``, and ``"adafactor"`` the same norm with
-    the factored second moment of :func:`_factored_second_moment`.
+    a factored second moment (see :func:`_adam_direction`).
     ``"rms"`` gives ``D`` the RMS ``graft_rms``, and ``"none"`` keeps it.
     ``max_update_rms`` then caps the RMS of the result. The scale factors
     stay tensors, so nothing synchronises with the host. A float16
     direction is rescaled in float32, where the ratio of two norms cannot
-    overflow as it can in float16, and returned in float32.
+    overflow as it can in float16, and returned in float32. ``D`` must be
+    a temporary: it is rescaled in place, which saves a pass over memory
+    per step.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
     if has_short_range(D):
         D = D.to(wide)
-    norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
     if group["graft"] in ("adam", "adafactor"):
-        if group["graft"] == "adam":
-            v = state["exp_avg_sq"]
-        else:
-            v = _factored_second_moment(state["exp_avg_sq_row"], state["exp_avg_sq_col"]).reshape(D.shape)
-        v_hat = v / (1 - group["betas"][1] ** t)
-        adam = M_hat.to(v_hat.dtype) / (v_hat.sqrt() + group["eps"])
-        D = D * (torch.linalg.vector_norm(adam) / norm).to(D.dtype)
         norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+        D.mul_((torch.linalg.vector_norm(_adam_direction(M_hat, state, group, t)) / norm).to(D.dtype))
     elif group["graft"] == "rms":
-        D = D * (group["graft_rms"] * math.sqrt(D.numel()) / norm).to(D.dtype)
         norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
+        D.mul_((group["graft_rms"] * math.sqrt(D.numel()) / norm).to(D.dtype))
     if group["max_update_rms"] is not None:
+        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
         limit = group["max_update_rms"] * math.sqrt(D.numel())
-        D = D * (limit / norm).clamp(max=1.0).to(D.dtype)
+        D.mul_((limit / norm).clamp(max=1.0).to(D.dtype))
     return D
 
 
-def _factored_second_moment(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """Return the (n, m) second moment ``V = r c^T / mean(r)`` of Adafactor.
+def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float) -> torch.Tensor:
+    """Return the Adam step ``M_hat / (sqrt(v_hat) + eps)`` of the graft, in the dtype of the second moment.
 
-    ``r`` and ``c`` are moving averages of the row and column means of
-    ``G^2`` (Shazeer and Stern, 2018, "Adafactor: adaptive learning rates
-    with sublinear memory cost"). ``V`` is exact when ``G^2`` has rank one,
-    and it keeps O(n + m) numbers where Adam keeps n m.
+    ``v_hat`` is the bias-corrected second moment: Adam's own
+    (``graft="adam"``), or Adafactor's factored ``V = r c^T / mean(r)``
+    (Shazeer and Stern, 2018, "Adafactor: adaptive learning rates with
+    sublinear memory cost"), where ``r`` and ``c`` are moving averages of
+    the row and column means of ``G^2``. ``V`` is exact when ``G^2`` has
+    rank one, and it keeps O(n + m) numbers where Adam keeps n m. Every
+    pass over the (n, m) matrix writes into one temporary.
     """
-    return torch.outer(row, col) / row.mean().clamp_min(_TINY)
+    bias_correction = 1 - group["betas"][1] ** t
+    if group["graft"] == "adam":
+        denominator = (state["exp_avg_sq"] / bias_correction).sqrt_()
+    else:
+        # sqrt(r c^T / (mean(r) b)) = sqrt(r / (mean(r) b)) sqrt(c)^T: square roots of vectors only.
+        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+        row_root = (row / (row.mean().clamp_min(_TINY) * bias_correction)).sqrt()
+        denominator = torch.outer(row_root, col.sqrt()).reshape(M_hat.shape)
+    denominator.add_(group["eps"])
+    return torch.div(M_hat, denominator, out=denominator)
 
 
 @torch.no_grad()
