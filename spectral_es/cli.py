@@ -85,7 +85,8 @@ def current_directory_importable() -> Iterator[None]:
     Python's ``-P`` option (``sys.flags.safe_path``) turns this off.
     """
     directory = os.getcwd()
-    if sys.flags.safe_path or directory in sys.path or "" in sys.path:
+    safe_path = getattr(sys.flags, "safe_path", False)  # -P and sys.flags.safe_path are new in Python 3.11
+    if safe_path or directory in sys.path or "" in sys.path:
         yield
         return
     sys.path.insert(0, directory)
@@ -709,7 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "functions":
         for name, function in FUNCTIONS.items():
-            summary = function.__doc__.splitlines()[0].replace("``", "")
+            # python -OO strips docstrings, so a function may have none.
+            summary = function.__doc__.splitlines()[0].replace("``", "") if function.__doc__ else ""
             print(f"{name:18} {summary}")
         return 0
     if args.plot and not Path(args.plot).suffix:

@@ -53,6 +53,15 @@ def test_functions_listing(capsys):
     assert "rosenbrock" in capsys.readouterr().out
 
 
+def test_functions_listing_without_docstrings():
+    # python -OO strips the docstrings that the listing takes its summaries from.
+    completed = subprocess.run(
+        [sys.executable, "-OO", "-m", "spectral_es", "functions"], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "rosenbrock" in completed.stdout
+
+
 def test_console_script_runs_as_module():
     completed = subprocess.run(
         [sys.executable, "-m", "spectral_es.cli", "minimize", "sphere", "--dim", "2", "--seed", "0", "--quiet"],

@@ -157,6 +157,21 @@ def test_module_in_current_directory_found(tmp_path, capsys, monkeypatch):
     assert sys.path == path_before  # the current directory is on sys.path only during the run
 
 
+def test_module_in_current_directory_found_without_safe_path(tmp_path, capsys, monkeypatch):
+    # Python 3.10, which the package supports, has no -P option and no sys.flags.safe_path.
+    flags = {name: getattr(sys.flags, name) for name in dir(sys.flags) if not name.startswith("_")}
+    del flags["safe_path"]
+    monkeypatch.setattr(sys, "flags", types.SimpleNamespace(**flags))
+    (tmp_path / "cwd_objective.py").write_text("def loss(x):\n    return float(((x - 2.0) ** 2).sum())\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", str(tmp_path))])
+    try:
+        assert main(["minimize", "cwd_objective:loss", "--dim", "2", "--seed", "0", "--quiet"]) == 0
+    finally:
+        sys.modules.pop("cwd_objective", None)
+    assert float(stdout_lines(capsys.readouterr().out, "best f")) <= 1e-10
+
+
 def run_in(directory, command):
     """Run ``command`` in ``directory`` with this repository importable; return the completed process."""
     environment = {**os.environ, "PYTHONPATH": ROOT}
