@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -443,7 +443,8 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
             x0 = default_start(x0, bounds, centre=args.function not in FUNCTIONS, integers=integer_variables)
         except ValueError as error:
             raise ValueError(with_option_names(str(error))) from error
-    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+    # numpy types entropy as optional, but a SeedSequence made without a seed draws an int.
+    seed = args.seed if args.seed is not None else int(cast(int, np.random.SeedSequence().entropy) % 2**32)
     settings = {
         "x0": x0,
         "sigma0": default_sigma0(bounds) if args.sigma0 is None else args.sigma0,

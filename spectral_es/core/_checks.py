@@ -13,7 +13,7 @@ import math
 import numbers
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,7 +80,8 @@ def check_arrays(caller: str, **arrays: Any) -> ModuleType:
             f"(numpy: {', '.join(numpy_names)}; torch: {', '.join(torch_names)}); "
             "convert all inputs to one library first"
         )
-    return torch if torch_names else np
+    # A tensor was found only if torch is imported.
+    return cast(ModuleType, torch) if torch_names else np
 
 
 def check_same_dtype(caller: str, **arrays: Any) -> None:

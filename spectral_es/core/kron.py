@@ -53,7 +53,7 @@ dtype of the larger one.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from spectral_es.core._backend import astype_like, has_short_range, is_torch, namespace
 from spectral_es.core._checks import (
@@ -380,7 +380,8 @@ def _with_default_options(caller: str, options: dict[str, Any]) -> dict[str, Any
 
     Raises ``TypeError`` for a name that is not one of its keyword options.
     """
-    defaults = kron_factor_step.__kwdefaults__
+    # kron_factor_step has keyword-only parameters with defaults, so __kwdefaults__ is a dict, not None.
+    defaults = cast("dict[str, Any]", kron_factor_step.__kwdefaults__)
     unknown = sorted(options.keys() - defaults.keys())
     if unknown:
         raise TypeError(f"{caller}: unknown option {unknown[0]!r}; the options are {', '.join(defaults)}")

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import reprlib
 from statistics import NormalDist
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast, overload
 
 import numpy as np
 
@@ -98,6 +98,10 @@ class Bounds(NamedTuple):
         return cls(lows, highs)
 
 
+@overload
+def parse_bounds(bounds: None, n: int) -> None: ...
+@overload
+def parse_bounds(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray]: ...
 def parse_bounds(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Return ``(lower, upper)``, each shape (n,), from the ``bounds`` argument (``None`` stays ``None``).
 
@@ -151,7 +155,9 @@ def _reject_pairs(bounds: Any, n: int) -> None:
     # n = 2: the rows are (lower, upper) or the two pairs. The first reading
     # is taken unless the second is a different valid box.
     rows = array.tolist()
-    side_low, side_high = _real_array(array[0], -np.inf), _real_array(array[1], np.inf)
+    # The column check found every entry real or None, so both rows convert too.
+    side_low = cast(np.ndarray, _real_array(array[0], -np.inf))
+    side_high = cast(np.ndarray, _real_array(array[1], np.inf))
     same_box = np.array_equal(side_low, pair_low) and np.array_equal(side_high, pair_high)
     if not np.all(pair_low < pair_high) or same_box:
         return
@@ -306,7 +312,7 @@ class Domain:
     """
 
     def __init__(self, n: int, bounds: Any = None, integer_variables: Any = None) -> None:
-        sides = parse_bounds(bounds, n)
+        sides: tuple[np.ndarray, np.ndarray] | None = parse_bounds(bounds, n)
         self.box = None if sides is None else BoxBounds(*sides, n)
         self.integer = validate_integer_variables(integer_variables, n, self.box)
 

@@ -73,7 +73,7 @@ _DICTIONARY_FIX = "pass the dictionary that state_dict() returned, unchanged"
 
 # The shapes of the saved arrays, in terms of the saved n and popsize (lam);
 # None stands for any length (the number of history rows).
-_SHAPES = {
+_SHAPES: dict[tuple[str, ...], tuple[str | int | None, ...]] = {
     ("config", "params", "mean_weights"): ("lam",),
     ("config", "params", "shape_weights"): ("lam",),
     ("config", "domain", "lower"): ("n",),
@@ -302,7 +302,8 @@ def write(path: str | os.PathLike, tree: dict[str, Any]) -> None:
     document = _encode(tree, arrays)
     arrays["__json__"] = np.array(json.dumps(document))
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    # The keys are "a<k>" and "__json__", so no array lands in savez's allow_pickle argument.
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays to allow_pickle: bool
 
     # Write next to the target and rename over it: readers see either the
     # old file or the complete new one. mkstemp creates the file for its

@@ -254,7 +254,7 @@ class RestartDriver:
         # The first strategy validates the options, so an invalid one fails
         # before the log is opened (and an existing log emptied).
         fresh = es is None
-        if fresh:
+        if es is None:
             es = self._new_strategy()
         else:
             self._announce(es, "resumed ")
@@ -408,8 +408,9 @@ class RestartDriver:
             return CSVLog(path, n, append=False)
         # The offset belongs to the saved run's log; another file starts afresh.
         offset, saved = self.progress.get("log_offset"), self.progress.get("log_path")
-        exist = offset is not None and saved is not None and path.exists() and Path(saved).exists()
-        if not (exist and os.path.samefile(path, saved)):
+        if offset is None or saved is None:
+            return CSVLog(path, n, append=False)
+        if not (path.exists() and Path(saved).exists() and os.path.samefile(path, saved)):
             return CSVLog(path, n, append=False)
 
         # Cutting a log that another run replaced since would extend it with

@@ -190,12 +190,12 @@ def _evaluate_on_executor(
 
     # The first failed row (in row order among the finished tasks) is
     # reported; tasks that have not started are cancelled.
-    failed = [k for k, future in enumerate(futures) if future in done and future.exception() is not None]
+    outcomes = [(k, future.exception()) for k, future in enumerate(futures) if future in done]
+    failed = [(k, error) for k, error in outcomes if error is not None]
     if failed:
         for future in futures:
             future.cancel()
-        k = failed[0]
-        error = futures[k].exception()
+        k, error = failed[0]
         raise _failure(error, X[k], k // repeats, sent=True) from error
     return np.array([_scalar(future.result(), x) for future, x in zip(futures, X, strict=True)], dtype=float)
 

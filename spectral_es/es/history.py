@@ -206,7 +206,7 @@ class History:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the rows and counters returned by :meth:`state_dict`."""
-        self.__init__(self.n, int(state["max_rows"]))
+        type(self).__init__(self, self.n, int(state["max_rows"]))
         self.run = int(state["run"])
         self.evaluation_offset = int(state["evaluation_offset"])
         self.time_offset = float(state["time_offset"])

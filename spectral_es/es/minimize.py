@@ -13,7 +13,7 @@ import inspect
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -201,7 +201,8 @@ def minimize(
         raise ValueError(f"bipop must be True or False, got {bipop!r}")
     if bipop and restarts == 0:
         raise ValueError("bipop=True interleaves small runs with restarts, but restarts=0; pass restarts >= 1")
-    seed = validate_seed(seed).entropy
+    # numpy types entropy as optional, but an int seed is kept as it is and None draws an int.
+    seed = cast(int, validate_seed(seed).entropy)
     x0_function = x0 if callable(x0) else None
     x0 = validate_x0(x0) if x0_function is None else draw_start(x0_function, seed, 0)
     sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")

@@ -30,7 +30,7 @@ import reprlib
 import time
 import warnings
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -312,7 +312,8 @@ class SpectralES:
                 shape.
         """
         f = self._check_tell(X, f)
-        z, X = self._z, self._X
+        # ask() sets _z together with _X, which _check_tell found set.
+        z, X = cast(np.ndarray, self._z), self._X
         self._z = self._X = None
         p = self.params
 
@@ -395,37 +396,38 @@ class SpectralES:
             Q = -((rows.T * np.append(shape_weights, p.c1)) @ rows)
             Q[np.diag_indices_from(Q)] += (identity_weight + trace_shift) * self.d
             new_d = eigenvalue_step(self.d, np.diag(Q), 1.0)
-            new_B, pending = self._rotate(new_d, Q)
+            new_B, pending = self._rotate(self.B, new_d, Q)
 
         self._commit(new_mean, new_sigma, new_d, new_B, p_sigma, p_c)
         if self.d is new_d:
             self._pending_curvature = pending
         self._finish_iteration()
 
-    def _rotate(self, new_d: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _rotate(self, B: np.ndarray, new_d: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Return the new basis and the off-diagonal curvature still to apply.
 
-        All curvature is expressed in the basis ``B``, which stays fixed
-        between rotations, so the off-diagonal parts of several iterations
-        add up. Every ``rotation_interval`` iterations one Cayley rotation
-        applies their sum, which to first order equals one rotation per
-        iteration. This amortises the O(n^3) Cayley solve as pycma's lazy
+        ``B`` is the current basis :attr:`B`, which the full model has. All
+        curvature is expressed in this basis, which stays fixed between
+        rotations, so the off-diagonal parts of several iterations add up.
+        Every ``rotation_interval`` iterations one Cayley rotation applies
+        their sum, which to first order equals one rotation per iteration.
+        This amortises the O(n^3) Cayley solve as pycma's lazy
         eigendecomposition does.
         """
         pending = Q if self._pending_curvature is None else self._pending_curvature + Q
         np.fill_diagonal(pending, 0.0)  # the diagonal already moved d
         if self.nit % self.rotation_interval:
-            return self.B, pending
+            return B, pending
         N = rotation_generator(new_d, pending, 1.0)
         if self.cayley == "exact":
-            return rotate(self.B, N), None
+            return rotate(B, N), None
         # The truncated series needs a short generator: halve it up to
         # TRUNCATED_MAX_SQUARINGS times (squaring the map as often), cap what
         # is still too long (a shorter step in the same direction), and
         # remove the truncation's orthogonality drift with one Björck step.
         squarings = squarings_needed(N, TRUNCATED_GENERATOR_NORM, TRUNCATED_MAX_SQUARINGS)
         N = cap_frobenius_norm(N, TRUNCATED_GENERATOR_NORM * 2**squarings)
-        return bjorck_orthogonalize(rotate(self.B, N, method="truncated", squarings=squarings)), None
+        return bjorck_orthogonalize(rotate(B, N, method="truncated", squarings=squarings)), None
 
     # ------------------------------------------------------------------ stop
 
@@ -649,25 +651,26 @@ class SpectralES:
     def _finish_iteration(self) -> None:
         """Keep integer variables searching, check the stop criteria and record the history."""
         if self._scaling is not None:
-            self._raise_integer_std()
+            self._raise_integer_std(self._scaling)
         check_stop(self)
         self.history.record(self, time.perf_counter() - self._start_time)
 
-    def _raise_integer_std(self) -> None:
+    def _raise_integer_std(self, scaling: np.ndarray) -> None:
         """Scale up integer coordinates whose deviation fell below :attr:`integer_min_std`.
 
         Rounded values that no longer change give selection nothing to act
         on, so those coordinates would freeze wherever they are. pycma keeps
-        the same lower bound through its ``minstd`` option.
+        the same lower bound through its ``minstd`` option. ``scaling`` is
+        the coordinate scaling :attr:`_scaling`, changed in place.
         """
         index = self.domain.integer
         if self.B is None:
             variance = 1.0 / self.d[index]
         else:
             variance = self.B[index] ** 2 @ (1.0 / self.d)
-        std = self.sigma * self._scaling[index] * np.sqrt(variance)
+        std = self.sigma * scaling[index] * np.sqrt(variance)
         low = std < self.integer_min_std
-        self._scaling[index[low]] *= self.integer_min_std / std[low]
+        scaling[index[low]] *= self.integer_min_std / std[low]
 
     def _commit(self, mean, sigma, d, B, p_sigma, p_c) -> None:
         """Adopt the new state, unless it is not finite (then stop and keep the old one)."""
@@ -697,7 +700,7 @@ def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
     return result
 
 
-def _exp(x: float) -> float:
+def _exp(x: float | np.floating) -> float:
     """Return ``math.exp(x)``, or infinity where it overflows (the commit check then stops the run)."""
     try:
         return math.exp(x)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 
@@ -55,6 +55,13 @@ _TINY = 1e-30
 
 # The sides that a refresh may move: none, the rows' factor C, the columns' K, or both.
 _SIDES = ("", "C", "K", "CK")
+
+
+class _TensorOptions(TypedDict):
+    """The ``dtype`` and ``device`` keywords of torch's tensor factories (``torch.zeros``, ...)."""
+
+    dtype: torch.dtype
+    device: torch.device
 
 
 def matrix_shape(param: torch.Tensor) -> tuple[int, int]:
@@ -96,7 +103,7 @@ def init_kron_state(
     2^-8, so a bfloat16 moving average would stall.
     """
     n, m = matrix_shape(param)
-    wide = {"dtype": torch.promote_types(state_dtype, torch.float32), "device": param.device}
+    wide: _TensorOptions = {"dtype": torch.promote_types(state_dtype, torch.float32), "device": param.device}
     state = {
         "step": torch.tensor(0.0, dtype=torch.float32),
         "exp_avg": torch.zeros(param.shape, dtype=state_dtype, device=param.device),
@@ -192,6 +199,8 @@ def _move_factor(
     d_new, B_new, rate = kron_factor_step(d, B, W, alpha, kappa, beta, 1.0, **options)
     d.copy_(d_new)
     if B is not None:
+        # kron_factor_step returns an eigenbasis whenever it is given one.
+        B_new = cast(torch.Tensor, B_new)
         B.copy_(bjorck_orthogonalize(B_new) if orthogonalize else B_new)
     return rate
 

@@ -6,7 +6,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -328,6 +328,11 @@ class SpectralKron(torch.optim.Optimizer):
             for name, default in _LATER_OPTIONS.items():
                 group.setdefault(name, default)
 
+    # These overloads copy those of torch.optim.Optimizer.step, which returns a loss only when given a closure.
+    @overload
+    def step(self, closure: None = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Take one optimisation step; ``closure`` re-evaluates the loss if given."""
@@ -641,7 +646,7 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
     ``initialized`` is whether the factors have an ``alpha`` yet, and always
     true on the Adam path.
     """
-    flags: list[tuple[bool, bool, bool, bool] | None] = [None] * len(work)
+    flags: dict[int, tuple[bool, bool, bool, bool]] = {}
     by_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
     for position, (_, param, state, _) in enumerate(work):
         wide = torch.promote_types(param.grad.dtype, torch.float32)
@@ -654,7 +659,7 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
         values = torch.stack([row for _, row in rows]).tolist()
         for (position, _), (finite, bounded, nonzero, initialized) in zip(rows, values, strict=True):
             flags[position] = (finite, bounded, nonzero, initialized)
-    return flags
+    return [flags[position] for position in range(len(work))]
 
 
 def _wide_dtype(state: dict[str, Any]) -> torch.dtype:
