@@ -160,7 +160,7 @@ def test_module_in_current_directory_found(tmp_path, capsys, monkeypatch):
 def test_module_in_current_directory_found_without_safe_path(tmp_path, capsys, monkeypatch):
     # Python 3.10, which the package supports, has no -P option and no sys.flags.safe_path.
     flags = {name: getattr(sys.flags, name) for name in dir(sys.flags) if not name.startswith("_")}
-    del flags["safe_path"]
+    flags.pop("safe_path", None)
     monkeypatch.setattr(sys, "flags", types.SimpleNamespace(**flags))
     (tmp_path / "cwd_objective.py").write_text("def loss(x):\n    return float(((x - 2.0) ** 2).sum())\n")
     monkeypatch.chdir(tmp_path)
