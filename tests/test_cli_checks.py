@@ -234,13 +234,20 @@ def test_stop_reasons_print_counts_as_integers(capsys):
     argv = ["minimize", "rastrigin", "--dim", "3", "--seed", "0", "--quiet", "--restarts", "3", "--max-evals", "1e3"]
     assert main(argv) == 0
     output = capsys.readouterr().out
-    assert stdout_lines(output, "stopped by") == "max_evals=1000"
+    assert stdout_lines(output, "stopped by") == "max_evals=1000 (f_target=1e-10 not reached)"
     table = output[output.index("stopped by\n") :].splitlines()[1:]
     assert table
     assert table[-1].endswith("max_evals=1000")  # the whole budget, not the last run's share of it
     totals = [int(line.split()[6]) for line in table]
     assert totals[-1] == int(stdout_lines(output, "evaluations"))
     assert not re.search(r"max_evals=\d+\.0\b", output)
+
+
+def test_missed_default_target_shown(capsys):
+    # Built-in functions get the target 1e-10; this run ends in a local minimum.
+    assert main(["minimize", "rastrigin", "--dim", "4", "--seed", "0", "--quiet"]) == 0
+    output = capsys.readouterr().out
+    assert stdout_lines(output, "stopped by") == "tol_f=1e-11 (f_target=1e-10 not reached)"
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,9 @@ def test_bounded_integer_run_with_log_plot_checkpoint(tmp_path, capsys):
     assert best[3] == 0.0  # integer variable, exactly whole
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = csv_rows_without_clock(tmp_path / "log.csv")
-    assert rows[-1][rows[0].index("stop")] == re.search(r"stopped by\s+(.+)", output).group(1)
+    # The box keeps f >= 0.25, so the default target 1e-10 is out of reach; the log gives only the stop reasons.
+    stopped_by = re.search(r"stopped by\s+(.+)", output).group(1)
+    assert stopped_by == f"{rows[-1][rows[0].index('stop')]} (f_target=1e-10 not reached)"
     saved = SpectralES.load(tmp_path / "state.npz")
     assert np.array_equal(saved.domain.integer, [3])
 

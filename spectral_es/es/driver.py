@@ -26,6 +26,7 @@ from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executo
 from spectral_es.es.history import CSVLog, check_new_log, csv_header
 from spectral_es.es.options import validate_x0
 from spectral_es.es.restarts import is_last_run, next_run
+from spectral_es.es.result import format_stop, target_of
 from spectral_es.es.strategy import ESResult, SpectralES
 
 __all__ = [
@@ -328,7 +329,7 @@ class RestartDriver:
                 raise
             run_callback(es, self.callback)
             if self.log is not None:
-                self.log.write(es.history.row(-1), self._run_result(es).message if es.stop() else "")
+                self.log.write(es.history.row(-1), format_stop(self._run_result(es).stop))
             if es.nit % self.checkpoint_every == 0 or es.stop():
                 self._save(es)
             self.progress_table.update(es)
@@ -359,7 +360,7 @@ class RestartDriver:
         progress["n_nonfinite"] += result.n_nonfinite
         progress["time"] = es.history.time_offset + es.elapsed
         progress["history"] = es.history
-        es.history.stops[progress["run"]] = result.message
+        es.history.stops[progress["run"]] = format_stop(result.stop)
         if progress["current"]["regime"] != "small":
             progress["popsize"] = int(math.ceil(es.popsize * self.plan["incpopsize"]))
         if last:
@@ -387,6 +388,7 @@ class RestartDriver:
             n_nonfinite=progress["n_nonfinite"],
             restarts=tuple(progress["summaries"]) if self.plan["restarts"] else (),
             history=es.history,
+            f_target=target_of(es.options),
         )
 
     def _save(self, es: SpectralES) -> None:

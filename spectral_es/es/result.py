@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from spectral_es.es.history import History
 
-__all__ = ["ESResult", "NonFiniteObjectiveWarning"]
+__all__ = ["ESResult", "NonFiniteObjectiveWarning", "format_stop", "target_of"]
 
 
 class NonFiniteObjectiveWarning(RuntimeWarning):
@@ -44,6 +45,20 @@ class ESResult:
             :func:`spectral_es.minimize`, else empty.
         history: The :class:`~spectral_es.es.history.History` of the run
             (of all runs, for a restarting :func:`spectral_es.minimize`).
+        f_target: The run's ``f_target`` option, or ``None`` for a run
+            without a target (``None`` or ``-inf``). It decides
+            :attr:`success`.
+
+    The ``scipy.optimize.OptimizeResult`` names are properties:
+
+    * ``x`` is :attr:`xbest` and ``fun`` is :attr:`fbest`.
+    * ``success``: with a target, whether ``fbest <= f_target``, so a
+      restarting run succeeds if any of its runs reached the target.
+      Without a target, whether the run stopped on ``tol_f`` or ``tol_x``
+      (a converged search, though perhaps in a local minimum). ``False``
+      while the run continues.
+    * ``message``: the stop reasons as one line, such as
+      ``"tol_f=1e-11 (f_target=1e-08 not reached)"``, or ``"running"``.
     """
 
     xbest: np.ndarray
@@ -56,6 +71,7 @@ class ESResult:
     n_nonfinite: int = 0
     restarts: tuple[dict[str, Any], ...] = field(default=())
     history: History | None = field(default=None, repr=False)
+    f_target: float | None = None
 
     @property
     def x(self) -> np.ndarray:
@@ -69,12 +85,28 @@ class ESResult:
 
     @property
     def success(self) -> bool:
-        """Whether the run stopped on the target or a convergence tolerance."""
+        """Whether the run reached ``f_target``, or, for a run without a target, stopped on ``tol_f`` or ``tol_x``."""
+        if self.f_target is not None:
+            return bool(self.fbest <= self.f_target)
         return bool(set(self.stop) & {"f_target", "tol_f", "tol_x"})
 
     @property
     def message(self) -> str:
-        """The stop reasons as one line."""
+        """The stop reasons as one line, followed by a missed target; ``"running"`` while the run continues."""
         if not self.stop:
             return "running"
-        return ", ".join(f"{key}={value}" for key, value in self.stop.items())
+        reasons = format_stop(self.stop)
+        if self.f_target is not None and not self.success:
+            reasons += f" (f_target={self.f_target} not reached)"
+        return reasons
+
+
+def format_stop(stop: dict[str, Any]) -> str:
+    """Return stop reasons as one line, such as ``"tol_f=1e-11, max_iter=500"``."""
+    return ", ".join(f"{key}={value}" for key, value in stop.items())
+
+
+def target_of(options: dict[str, Any]) -> float | None:
+    """Return the ``f_target`` option, or ``None`` for no target, which the options store as ``-inf``."""
+    target = options["f_target"]
+    return None if target == -math.inf else target

@@ -51,7 +51,7 @@ from spectral_es.es.options import (
     whole_number_as_int,
 )
 from spectral_es.es.parameters import Parameters, default_popsize
-from spectral_es.es.result import ESResult, NonFiniteObjectiveWarning
+from spectral_es.es.result import ESResult, NonFiniteObjectiveWarning, target_of
 from spectral_es.es.stopping import check_stop
 
 __all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
@@ -454,6 +454,7 @@ class SpectralES:
             stop=self.stop(),
             n_nonfinite=self.n_nonfinite,
             history=self.history,
+            f_target=target_of(self.options),
         )
 
     @property

@@ -14,7 +14,7 @@ from spectral_es import SpectralES, minimize
 from spectral_es.es import EvaluationError, checkpoint, resume
 from spectral_es.es.history import SCALAR_COLUMNS
 from spectral_es.es.minimize import read_plan
-from spectral_es.functions import ellipsoid, rosenbrock
+from spectral_es.functions import ellipsoid, rastrigin, rosenbrock, sphere
 
 # Wall-clock entries differ between two runs of the same computation.
 CLOCK_KEYS = {"elapsed", "previous_time", "time_offset"}
@@ -216,6 +216,22 @@ def test_resume_of_finished_run_returns_its_result(tmp_path):
     assert again.fbest == finished.fbest
     assert again.nfev == finished.nfev
     assert again.stop == finished.stop
+
+
+def test_restored_result_keeps_target(tmp_path):
+    settings = {"seed": 0, "restarts": 2, "f_target": 1e-8, "checkpoint": tmp_path / "run.npz"}
+    finished = minimize(rastrigin, [3.0] * 4, 2.0, **settings)
+    again = resume(rastrigin, tmp_path / "run.npz")
+    assert not finished.success
+    assert again.f_target == 1e-8
+    assert not again.success
+    assert again.message == finished.message
+
+    es = SpectralES(np.ones(3), 1.0, seed=0, f_target=-1.0).optimize(sphere)
+    es.save(tmp_path / "es.npz")
+    loaded = SpectralES.load(tmp_path / "es.npz").result
+    assert loaded.f_target == -1.0
+    assert not loaded.success
 
 
 def test_resume_needs_minimize_checkpoint(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spectral_es import SpectralES, minimize
-from spectral_es.functions import ellipsoid, sphere
+from spectral_es.functions import ellipsoid, rastrigin, sphere
 
 
 def test_max_evals_and_max_iter():
@@ -27,6 +27,47 @@ def test_target_reached():
     assert result.stop == {"f_target": 1e-3}
     assert result.fbest <= 1e-3
     assert result.success
+
+
+def test_missed_target_is_no_success():
+    # From 3 in every coordinate, all three runs on 4-D Rastrigin converge to
+    # local minima (f near 6, 2 and 2 for this seed).
+    result = minimize(rastrigin, [3.0] * 4, 2.0, seed=0, restarts=2, f_target=1e-8)
+    assert result.stop == {"tol_f": 1e-11}
+    assert result.fbest > 1
+    assert result.f_target == 1e-8
+    assert not result.success
+    assert result.message == "tol_f=1e-11 (f_target=1e-08 not reached)"
+
+
+def test_target_reached_in_later_restart():
+    result = minimize(rastrigin, [3.0] * 3, 2.0, seed=0, restarts=6, f_target=1e-8)
+    assert result.restarts[0]["stop"] == {"tol_f": 1e-11}  # the first run missed the target
+    assert result.stop == {"f_target": 1e-8}
+    assert result.success
+    assert result.message == "f_target=1e-08"
+
+
+def test_success_without_target_means_converged():
+    result = minimize(rastrigin, [3.0] * 4, 2.0, seed=0)
+    assert result.f_target is None
+    assert result.stop == {"tol_f": 1e-11}
+    assert result.success  # converged, although to a local minimum
+    assert result.message == "tol_f=1e-11"
+    assert not minimize(sphere, np.ones(3), 1.0, seed=0, max_iter=5).success
+
+
+def test_ask_tell_result_keeps_target():
+    es = SpectralES(np.ones(3), 1.0, seed=0, f_target=-1.0)  # below the sphere's minimum 0
+    es.optimize(sphere)
+    assert "f_target" not in es.stop()
+    assert es.result.f_target == -1.0
+    assert not es.result.success
+    assert es.result.message.endswith(" (f_target=-1.0 not reached)")
+    running = SpectralES(np.ones(3), 1.0, seed=0, f_target=-math.inf)  # -inf means no target
+    assert running.result.f_target is None
+    assert running.result.message == "running"
+    assert not running.result.success
 
 
 def test_tolerances_end_converged_run():
