@@ -329,16 +329,19 @@ def run_minimize(args: argparse.Namespace) -> int:
                 result = resume(function, args.resume, executor=executor, max_evals=args.max_evals, **io_options)
             else:
                 result = minimize(function, executor=executor, **io_options, **settings)
-    except ValueError as error:
-        raise ValueError(in_command_line_terms(str(error), args)) from error
     except EvaluationError as error:
+        # Caught before ValueError: an ObjectiveValueError (an invalid return
+        # value) is a ValueError too, but it is a failed evaluation like a raise.
         saved = args.checkpoint or args.resume
         if saved:
             hint = f"the state before it is saved in {saved}; fix the cause, then continue with --resume {saved}"
         else:
             hint = "nothing was saved; rerun with --checkpoint FILE to be able to continue after a failure"
-        print(f"\nerror: {error.message}\n{hint}", file=sys.stderr)
+        message = in_command_line_terms(error.message, args) if isinstance(error, ValueError) else error.message
+        print(f"\nerror: {message}\n{hint}", file=sys.stderr)
         return 1
+    except ValueError as error:
+        raise ValueError(in_command_line_terms(str(error), args)) from error
     finally:
         if status is not None:
             status.close()

@@ -44,6 +44,15 @@ def noisy(x, noise=np.random.default_rng(0)):
 fail_at = None
 
 
+def none_on_call(x):
+    """Shifted sphere that returns None on call number fail_at, like a function with a missing return."""
+    global calls
+    calls += 1
+    if calls == fail_at:
+        return None
+    return float(((x - 1.5) ** 2).sum())
+
+
 def rows(X):
     """Shifted sphere of each row of the population; raises on call number fail_at."""
     global calls
@@ -230,6 +239,17 @@ def test_failure_without_checkpoint_suggests_one(capsys, user_module):
     assert "can be saved or continued" not in err
 
 
+def test_invalid_value_mid_run_resumable(tmp_path, capsys, user_module):
+    checkpoint = str(tmp_path / "run.npz")
+    user_module.fail_at = 50
+    argv = ["minimize", "cli_checks_objective:none_on_call", "--dim", "3", "--seed", "0", "--quiet"]
+    assert main([*argv, "--checkpoint", checkpoint, "--checkpoint-every", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "error: the objective must return a real number, got None (type NoneType) at x = [" in err
+    assert f"continue with --resume {checkpoint}" in err
+    assert main(["minimize", "--resume", checkpoint, "--quiet"]) == 0  # the call counter has passed 50
+
+
 def test_stop_reasons_print_counts_as_integers(capsys):
     argv = ["minimize", "rastrigin", "--dim", "3", "--seed", "0", "--quiet", "--restarts", "3", "--max-evals", "1e3"]
     assert main(argv) == 0
@@ -391,9 +411,10 @@ def test_resume_takes_vectorized_from_checkpoint(tmp_path, capsys, user_module):
 
 
 def test_vectorized_hint_names_the_flag(capsys, user_module):
+    # An invalid return value is a failed evaluation (status 1), also in the first population.
     argv = ["minimize", "cli_checks_objective:counted", "--dim", "2", "--seed", "0", "--vectorized"]
-    code, err = exit_code_and_stderr(argv, capsys)
-    assert code == 2
+    assert main(argv) == 1
+    err = capsys.readouterr().err
     assert "a vectorized objective must return one value per row" in err
     assert "drop --vectorized for a function of one point" in err
     assert "vectorized=False" not in err

@@ -1,7 +1,7 @@
 """SpectralES, the ask/tell evolution strategy, ``minimize`` and their practical tools (numpy only)."""
 
 from spectral_es.es.bounds import Bounds, BoxBounds, Domain
-from spectral_es.es.evaluation import EvaluationError, evaluate
+from spectral_es.es.evaluation import EvaluationError, ObjectiveValueError, evaluate
 from spectral_es.es.history import History
 from spectral_es.es.minimize import minimize, optimize, resume
 from spectral_es.es.noise import UncertaintyHandler
@@ -17,6 +17,7 @@ __all__ = [
     "EvaluationError",
     "History",
     "NonFiniteObjectiveWarning",
+    "ObjectiveValueError",
     "Parameters",
     "SpectralES",
     "UncertaintyHandler",

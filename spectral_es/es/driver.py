@@ -57,8 +57,10 @@ def step(es: SpectralES, fun: Callable, args: Any = (), vectorized: bool = False
     times and a few points once more, all in one batch.
 
     Raises:
-        EvaluationError: if the objective raises; its ``strategy`` is ``es``,
-            which has not been told anything, so it can be saved or run on.
+        EvaluationError: if the objective raises, or returns an invalid value
+            (:class:`~spectral_es.es.evaluation.ObjectiveValueError`). Its
+            ``strategy`` is ``es``, which has not been told anything, so it
+            can be saved or run on.
     """
     X = es.pending if es.pending is not None else es.ask()
     args = as_args(args)

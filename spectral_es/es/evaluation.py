@@ -16,7 +16,9 @@ An exception raised by the objective, locally or in a worker, becomes an
 :class:`EvaluationError` that names the failing row and point and chains
 the original exception; the caller's strategy is untouched by it. So does
 a task that could not be sent to the executor because the objective or
-its arguments cannot be pickled, and its message names that cause.
+its arguments cannot be pickled, and its message names that cause. A
+returned value that is not a real number (one per row when vectorised)
+raises :class:`ObjectiveValueError`, an :class:`EvaluationError` too.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import numpy as np
 
 from spectral_es.es.options import numeric_values
 
-__all__ = ["EvaluationError", "evaluate", "resolve_executor"]
+__all__ = ["EvaluationError", "ObjectiveValueError", "evaluate", "resolve_executor"]
 
 
 class EvaluationError(RuntimeError):
-    """An evaluation of the objective raised an exception.
+    """An evaluation of the objective raised an exception or returned an invalid value.
 
-    The original exception is the ``__cause__``. Catch this to save or
+    The original exception, if any, is the ``__cause__``. An invalid value
+    raises the subclass :class:`ObjectiveValueError`. Catch this to save or
     continue the run: the strategy has not been told anything about the
     failed population.
 
@@ -70,6 +73,17 @@ class EvaluationError(RuntimeError):
 
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class ObjectiveValueError(EvaluationError, ValueError):
+    """The objective returned something other than a real number per point.
+
+    Examples are ``None``, a string, a complex number, an array of the wrong
+    shape, or with ``vectorized=True`` not one value per row. It is an
+    :class:`EvaluationError`, so a run that fails this way is saved and
+    continued like one whose objective raised. It is also a ``ValueError``,
+    which such a value raised before this class existed.
+    """
 
 
 def resolve_executor(executor: Any) -> concurrent.futures.Executor | None:
@@ -117,7 +131,8 @@ def evaluate(
 
     Raises:
         EvaluationError: if ``fun`` raises; ``x`` and ``index`` name the point.
-        ValueError: if ``fun`` returns something other than a number per row.
+        ObjectiveValueError: if ``fun`` returns something other than a real
+            number per row (a subclass of both EvaluationError and ValueError).
     """
     X = np.asarray(X, dtype=float)
     rows = np.repeat(X, repeats, axis=0) if repeats > 1 else X
@@ -144,7 +159,7 @@ def _call(fun: Callable, x_input: np.ndarray, x: np.ndarray, index: int, args: t
         value = fun(x_input, *args)
     except Exception as error:
         raise _failure(error, x, index) from error
-    return _scalar(value, x)
+    return _scalar(value, x, index)
 
 
 def _evaluate_batch(fun: Callable, inputs: np.ndarray, X: np.ndarray, args: tuple, executor: Any) -> np.ndarray:
@@ -158,14 +173,18 @@ def _evaluate_batch(fun: Callable, inputs: np.ndarray, X: np.ndarray, args: tupl
         raise _failure(error, X, None, sent=executor is not None) from error
     numbers = numeric_values(values)
     if numbers is None:
-        raise ValueError(
+        raise ObjectiveValueError(
             f"a vectorized objective must return real numbers, one per row, got {reprlib.repr(values)} "
-            f"for the batch of {len(X)} rows; return a float array of shape ({len(X)},)"
+            f"for the batch of {len(X)} rows; return a float array of shape ({len(X)},)",
+            np.array(X, copy=True),
+            None,
         )
     if numbers.shape not in ((len(X),), (len(X), 1)):
-        raise ValueError(
+        raise ObjectiveValueError(
             f"a vectorized objective must return one value per row, shape ({len(X)},), "
-            f"got shape {numbers.shape}; pass vectorized=False for a function of one point"
+            f"got shape {numbers.shape}; pass vectorized=False for a function of one point",
+            np.array(X, copy=True),
+            None,
         )
     return numbers.reshape(len(X))
 
@@ -197,22 +216,33 @@ def _evaluate_on_executor(
             future.cancel()
         k, error = failed[0]
         raise _failure(error, X[k], k // repeats, sent=True) from error
-    return np.array([_scalar(future.result(), x) for future, x in zip(futures, X, strict=True)], dtype=float)
+    return np.array(
+        [_scalar(future.result(), X[k], k // repeats) for k, future in enumerate(futures)],
+        dtype=float,
+    )
 
 
-def _scalar(value: Any, x: np.ndarray) -> float:
-    """Return the objective's ``value`` at ``x`` as a float; raise ValueError unless it is one real number."""
+def _scalar(value: Any, x: np.ndarray, index: int) -> float:
+    """Return the objective's ``value`` at ``x``, row ``index``, as a float.
+
+    Raises:
+        ObjectiveValueError: unless ``value`` is one real number.
+    """
     array = numeric_values(value)
     if array is None:
-        raise ValueError(
+        raise ObjectiveValueError(
             f"the objective must return a real number, got {reprlib.repr(value)} "
-            f"(type {type(value).__name__}) at x = {_short(x)}; return a float, for example float(value)"
+            f"(type {type(value).__name__}) at x = {_short(x)}; return a float, for example float(value)",
+            np.array(x, copy=True),
+            index,
         )
     if array.size != 1:
-        raise ValueError(
+        raise ObjectiveValueError(
             f"the objective must return a scalar, got {type(value).__name__} of shape {array.shape} "
             f"at x = {_short(x)}; return one float per point (for residuals, their sum of squares), or pass "
-            "vectorized=True if the function takes the whole population at once"
+            "vectorized=True if the function takes the whole population at once",
+            np.array(x, copy=True),
+            index,
         )
     return float(array.reshape(()))
 

@@ -30,12 +30,13 @@ from spectral_es.es.driver import (
     step,
     stored_run,
 )
-from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
+from spectral_es.es.evaluation import EvaluationError, ObjectiveValueError, evaluate, resolve_executor
 from spectral_es.es.options import validate_positive, validate_seed, validate_x0, whole_number_as_int
 from spectral_es.es.strategy import ESResult, SpectralES
 
 __all__ = [
     "EvaluationError",
+    "ObjectiveValueError",
     "check_new_checkpoint",
     "evaluate",
     "minimize",
@@ -176,13 +177,18 @@ def minimize(
         TypeError: if ``fun`` is not callable, or for a keyword argument
             that is neither an argument of ``minimize`` nor a
             :class:`SpectralES` option.
-        EvaluationError: if ``fun`` raises. The checkpoint (if any) is
+        EvaluationError: if ``fun`` raises, or returns something other
+            than a real number per point, which raises the subclass
+            :class:`ObjectiveValueError`. The checkpoint (if any) is
             written first, and ``error.strategy`` is the current strategy.
         ValueError: for invalid arguments, if ``log`` or ``checkpoint``
             cannot be written, would replace a file of another kind or an
             unfinished run's checkpoint, or are the same file, and, with
             ``checkpoint``, for an option that a checkpoint cannot store;
-            all are checked before the first evaluation.
+            all are checked before the first evaluation. (An
+            :class:`ObjectiveValueError` during the run is a ValueError
+            too, so that code which caught the ValueError raised for an
+            invalid value before that class existed still catches it.)
     """
     _check_callable(fun)
     unknown = [name for name in options if name not in _STRATEGY_OPTIONS]

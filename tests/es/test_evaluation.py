@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from spectral_es import SpectralES, minimize, optimize
-from spectral_es.es import EvaluationError, evaluate
+from spectral_es.es import EvaluationError, ObjectiveValueError, evaluate, resume
 from spectral_es.functions import rosenbrock, sphere
 
 X = np.random.default_rng(7).normal(size=(9, 4))
@@ -181,6 +181,49 @@ def test_non_scalar_return_named():
         evaluate(lambda x: "1.0", X)
     with pytest.raises(ValueError, match=r"vectorized objective must return real numbers, one per row, got \["):
         evaluate(lambda X: ["1.0"] * len(X), X, vectorized=True)
+
+
+@pytest.mark.parametrize("use_pool", [False, True])
+def test_invalid_value_names_row(use_pool):
+    def none_at_row_4(x):
+        return None if np.array_equal(x, X[4]) else sphere(x)
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ObjectiveValueError) as caught:
+        evaluate(none_at_row_4, X, executor=pool if use_pool else None)
+    assert isinstance(caught.value, EvaluationError)
+    assert isinstance(caught.value, ValueError)  # what an invalid value raised before ObjectiveValueError
+    assert caught.value.index == 4
+    assert np.array_equal(caught.value.x, X[4])
+
+    with pytest.raises(ObjectiveValueError) as caught:
+        evaluate(lambda rows: sphere(rows)[:-1], X, vectorized=True)
+    assert caught.value.index is None
+    assert np.array_equal(caught.value.x, X)
+
+
+def returns_none_on_call(number):
+    """Sphere that returns None on its ``number``-th call, as an objective with a missing return would."""
+    calls = {"count": 0}
+
+    def f(x):
+        calls["count"] += 1
+        return None if calls["count"] == number else sphere(x)
+
+    return f
+
+
+def test_invalid_value_mid_run_is_resumable(tmp_path):
+    reference = minimize(sphere, np.full(3, 1.0), 1.0, seed=4, max_evals=500)
+    path = tmp_path / "run.npz"
+    with pytest.raises(ObjectiveValueError) as caught:
+        minimize(returns_none_on_call(50), np.full(3, 1.0), 1.0, seed=4, max_evals=500, checkpoint=path)
+    assert caught.value.message.startswith("the objective must return a real number, got None")
+    assert f"the state before this population is saved in {path}" in str(caught.value)
+    assert caught.value.strategy.pending is not None
+    assert caught.value.strategy.nfev < 50
+
+    continued = resume(sphere, path, check_function=False)
+    assert same_run(reference, continued)
 
 
 def test_unknown_executor_rejected():
