@@ -34,6 +34,7 @@ __all__ = [
     "ProgressTable",
     "RestartDriver",
     "as_args",
+    "check_callback",
     "check_new_checkpoint",
     "display_interval",
     "draw_start",
@@ -448,6 +449,15 @@ def new_progress(popsize: int | None) -> dict[str, Any]:
         "log_offset": None,
         "log_path": None,
     }
+
+
+def check_callback(callback: Any) -> None:
+    """Raise TypeError unless ``callback`` is callable or ``None``, naming the value."""
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be callable or None, got {callback!r}; pass a function of the current ESResult, "
+            "for example lambda result: result.nfev > 1000, which stops the run when it returns True"
+        )
 
 
 def run_callback(es: SpectralES, callback: Callable[[ESResult], Any] | None) -> None:

@@ -22,6 +22,7 @@ from spectral_es.es.bounds import Bounds, parse_bounds, validate_integer_variabl
 from spectral_es.es.driver import (
     RestartDriver,
     as_args,
+    check_callback,
     check_new_checkpoint,
     display_interval,
     draw_start,
@@ -75,8 +76,12 @@ def optimize(
     ``args`` and ``executor`` are as in :func:`minimize`.
 
     Raises:
+        TypeError: if ``callback`` is neither callable nor ``None``.
         ValueError: if ``disp`` is negative or not an integer.
+        EvaluationError: if ``fun`` raises or returns an invalid value, as
+            in :func:`step`; ``error.strategy`` is ``es``.
     """
+    check_callback(callback)
     every, args = display_interval(disp), as_args(args)
     executor = resolve_executor(executor)
     while not es.stop():
@@ -174,9 +179,9 @@ def minimize(
         of all runs.
 
     Raises:
-        TypeError: if ``fun`` is not callable, or for a keyword argument
-            that is neither an argument of ``minimize`` nor a
-            :class:`SpectralES` option.
+        TypeError: if ``fun`` is not callable, ``callback`` is neither
+            callable nor ``None``, or for a keyword argument that is neither
+            an argument of ``minimize`` nor a :class:`SpectralES` option.
         EvaluationError: if ``fun`` raises, or returns something other
             than a real number per point, which raises the subclass
             :class:`ObjectiveValueError`. The checkpoint (if any) is
@@ -191,6 +196,7 @@ def minimize(
             invalid value before that class existed still catches it.)
     """
     _check_callable(fun)
+    check_callback(callback)
     unknown = [name for name in options if name not in _STRATEGY_OPTIONS]
     if unknown:
         close = difflib.get_close_matches(unknown[0], _STRATEGY_OPTIONS, n=1)
@@ -296,7 +302,8 @@ def resume(
     ``check_function=False``.
 
     Raises:
-        TypeError: if ``fun`` is not callable.
+        TypeError: if ``fun`` is not callable or ``callback`` is neither
+            callable nor ``None``.
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is not a :func:`minimize` checkpoint or is
             damaged, if ``fun`` is not the stored objective (with
@@ -308,6 +315,7 @@ def resume(
             Nothing is written before these checks.
     """
     _check_callable(fun)
+    check_callback(callback)
     es, extra = checkpoints.load(SpectralES, path)
     plan, progress = stored_run(extra, path)
     if len(plan["x0"]) != es.n:

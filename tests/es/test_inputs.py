@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from spectral_es import SpectralES, minimize
+from spectral_es import SpectralES, minimize, optimize, resume
 from spectral_es.functions import sphere
 
 
@@ -245,6 +245,26 @@ def test_count_options_reported_as_integers():
 def test_minimize_rejects_uncallable_objective():
     with pytest.raises(TypeError, match="fun must be callable, got 'sphere'; pass the objective itself"):
         minimize("sphere", np.zeros(3), 1.0)
+
+
+@pytest.mark.parametrize("callback", [3, "stop", [print]])
+def test_uncallable_callback_rejected_before_evaluation(callback, tmp_path):
+    calls = []
+
+    def counted(x):
+        calls.append(x)
+        return sphere(x)
+
+    message = rf"callback must be callable or None, got {re.escape(repr(callback))}; pass a function"
+    with pytest.raises(TypeError, match=message):
+        minimize(counted, np.zeros(3), 1.0, callback=callback)
+    with pytest.raises(TypeError, match=message):
+        optimize(SpectralES(np.zeros(3), 1.0), counted, callback=callback)
+    with pytest.raises(TypeError, match=message):
+        SpectralES(np.zeros(3), 1.0).optimize(counted, callback=callback)
+    with pytest.raises(TypeError, match=message):
+        resume(counted, tmp_path / "missing.npz", callback=callback)  # before the file is read
+    assert calls == []
 
 
 def test_minimize_names_unknown_option():
