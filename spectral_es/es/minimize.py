@@ -8,7 +8,6 @@ run from its checkpoint exactly where it was saved.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import os
@@ -32,7 +31,14 @@ from spectral_es.es.driver import (
     stored_run,
 )
 from spectral_es.es.evaluation import EvaluationError, ObjectiveValueError, evaluate, resolve_executor
-from spectral_es.es.options import validate_positive, validate_seed, validate_x0, whole_number_as_int
+from spectral_es.es.options import (
+    hint_misused_options,
+    unknown_option_hint,
+    validate_positive,
+    validate_seed,
+    validate_x0,
+    whole_number_as_int,
+)
 from spectral_es.es.strategy import ESResult, SpectralES
 
 __all__ = [
@@ -92,6 +98,7 @@ def optimize(
     return es.result
 
 
+@hint_misused_options
 def minimize(
     fun: Callable,
     x0: Any,
@@ -199,8 +206,7 @@ def minimize(
     check_callback(callback)
     unknown = [name for name in options if name not in _STRATEGY_OPTIONS]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], _STRATEGY_OPTIONS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = unknown_option_hint(unknown[0], _STRATEGY_OPTIONS + _OWN_KEYWORDS)
         raise TypeError(
             f"minimize() got an unexpected keyword argument {unknown[0]!r}; {hint}"
             f"the SpectralES options it accepts are {', '.join(_STRATEGY_OPTIONS)}"
@@ -244,6 +250,14 @@ def minimize(
     driver = RestartDriver(plan, progress)
     driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, x0=x0_function)
     return driver.run()
+
+
+# minimize's own keyword arguments, for the hint on a misspelt one such as pycma's verb_disp.
+_OWN_KEYWORDS = tuple(
+    parameter.name
+    for parameter in inspect.signature(minimize).parameters.values()
+    if parameter.kind == parameter.KEYWORD_ONLY
+)
 
 
 def _check_callable(fun: Any) -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
 import reprlib
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
 __all__ = [
+    "FOREIGN_OPTION_NAMES",
+    "hint_misused_options",
     "numeric_values",
     "stop_options",
+    "unknown_option_hint",
     "validate_bool",
     "validate_integer",
     "validate_positive",
@@ -19,6 +26,33 @@ __all__ = [
     "validate_seed",
     "validate_x0",
 ]
+
+# Names that pycma 4.x (options and fmin2 arguments) and scipy.optimize.minimize
+# (method options) use for a SpectralES or minimize argument:
+# {their name: (the name here, whose name it is)}.
+FOREIGN_OPTION_NAMES = {
+    "maxfevals": ("max_evals", "pycma's"),
+    "maxfev": ("max_evals", "scipy's"),
+    "maxfun": ("max_evals", "scipy's"),
+    "ftarget": ("f_target", "pycma's"),
+    "maxiter": ("max_iter", "pycma's and scipy's"),
+    "tolfun": ("tol_f", "pycma's"),
+    "tolx": ("tol_x", "pycma's"),
+    "tolconditioncov": ("tol_condition", "pycma's"),
+    "tolupsigma": ("tol_up_sigma", "pycma's"),
+    "tolflatfitness": ("tol_flat", "pycma's"),
+    "tolstagnation": ("tol_stagnation", "pycma's"),
+    "CMA_diagonal": ("diagonal", "pycma's"),
+    "CMA_active": ("active", "pycma's"),
+    "noise_handler": ("noise_handling", "pycma's"),
+    "verb_disp": ("disp", "pycma's"),
+}
+# Keywords under which pycma (inopts, options) and scipy.optimize.minimize
+# (options) take a dictionary of options.
+_OPTIONS_DICT_NAMES = ("options", "inopts")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Options that count evaluations or iterations; whole-number values are kept
 # as ints, so stop messages read max_evals=30000, not 30000.0.
@@ -200,3 +234,64 @@ def validate_positive(name: str, value: Any, fix: str) -> float:
     if not (number > 0 and not math.isnan(number)) or (math.isinf(number) and name == "sigma0"):
         raise ValueError(f"{name} must be positive and finite, got {value!r}; {fix}")
     return number
+
+
+def unknown_option_hint(name: str, accepted: Collection[str]) -> str:
+    """Return a hint for the unknown keyword argument ``name``, such as ``"did you mean 'max_evals'? "``.
+
+    A pycma or scipy name gets the accepted name of the same option. A
+    keyword under which those libraries take an options dictionary gets the
+    advice to pass the options as keywords. Any other name gets the closest
+    accepted one, and ``""`` when nothing comes close.
+    """
+    if name in FOREIGN_OPTION_NAMES:
+        ours, whose = FOREIGN_OPTION_NAMES[name]
+        if ours in accepted:
+            return f"did you mean {ours!r}, the name of {whose} {name!r} here? "
+        return f"{whose} {name!r} is the argument {ours!r} of minimize and optimize here; "
+    if name in _OPTIONS_DICT_NAMES:
+        return "pass the options themselves as keyword arguments, for example **options for a dict; "
+    close = difflib.get_close_matches(name, accepted, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def hint_misused_options(function: Callable[P, R]) -> Callable[P, R]:
+    """Wrap ``function`` so that two pycma and scipy habits raise a TypeError that names the fix.
+
+    An options dict passed positionally (``SpectralES(x0, sigma0, opts)``)
+    gets the advice to pass ``**opts``, and an unknown keyword argument gets
+    :func:`unknown_option_hint`. Other calls that do not fit the signature
+    raise Python's own TypeError. The wrapper keeps ``function``'s
+    signature for ``inspect``, ``help()``, IDEs and type checkers, which a
+    ``*args`` or ``**kwargs`` catch-all in the signature would not.
+    """
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_any_keyword = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [name for name in keywords if name not in ("self", *(p.name for p in positional))]
+    caller = function.__qualname__.removesuffix(".__init__")
+    shown = ", ".join(p.name for p in positional if p.name != "self")
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        extra = args[len(positional) :]
+        dict_index = next((k for k, value in enumerate(extra) if isinstance(value, Mapping)), None)
+        if dict_index is not None:
+            # Positions as the caller counts them, without self.
+            position = len(positional) + dict_index + (0 if positional[0].name == "self" else 1)
+            raise TypeError(
+                f"{caller}() takes its options as keyword arguments, but positional argument {position} is a "
+                f"{type(extra[dict_index]).__name__}; pass them with **, as in {caller}({shown}, **options)"
+            )
+        unknown = [name for name in kwargs if name not in signature.parameters]
+        if unknown and not takes_any_keyword:
+            hint = unknown_option_hint(unknown[0], accepted)
+            raise TypeError(
+                f"{caller}() got an unexpected keyword argument {unknown[0]!r}; {hint}"
+                f"the options it accepts are {', '.join(accepted)}"
+            )
+        return function(*args, **kwargs)
+
+    return wrapper

@@ -41,6 +41,7 @@ from spectral_es.es.bounds import Domain, integer_min_std
 from spectral_es.es.history import History
 from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.options import (
+    hint_misused_options,
     numeric_values,
     stop_options,
     validate_bool,
@@ -154,6 +155,7 @@ class SpectralES:
             iteration.
     """
 
+    @hint_misused_options
     def __init__(
         self,
         x0: Any,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -270,6 +271,62 @@ def test_uncallable_callback_rejected_before_evaluation(callback, tmp_path):
 def test_minimize_names_unknown_option():
     with pytest.raises(TypeError, match="unexpected keyword argument 'popsze'; did you mean 'popsize'?"):
         minimize(sphere, np.zeros(3), 1.0, popsze=10)
+
+
+@pytest.mark.parametrize(
+    ("foreign", "ours"),
+    [
+        ("maxfevals", "max_evals"),
+        ("maxfev", "max_evals"),
+        ("ftarget", "f_target"),
+        ("maxiter", "max_iter"),
+        ("tolfun", "tol_f"),
+        ("tolx", "tol_x"),
+        ("CMA_diagonal", "diagonal"),
+        ("CMA_active", "active"),
+        ("noise_handler", "noise_handling"),
+    ],
+)
+def test_pycma_and_scipy_names_hinted(foreign, ours):
+    message = rf"unexpected keyword argument '{foreign}'; did you mean '{ours}', the name of .*'{foreign}' here\?"
+    with pytest.raises(TypeError, match=r"SpectralES\(\) got an " + message):
+        SpectralES(np.zeros(3), 1.0, **{foreign: 10})
+    with pytest.raises(TypeError, match=r"minimize\(\) got an " + message):
+        minimize(sphere, np.zeros(3), 1.0, **{foreign: 10})
+
+
+def test_display_option_hinted():
+    with pytest.raises(TypeError, match="'verb_disp'; did you mean 'disp', the name of pycma's 'verb_disp' here"):
+        minimize(sphere, np.zeros(3), 1.0, verb_disp=10)
+    with pytest.raises(TypeError, match="pycma's 'verb_disp' is the argument 'disp' of minimize and optimize here"):
+        SpectralES(np.zeros(3), 1.0, verb_disp=10)
+
+
+def test_options_dict_must_be_keywords():
+    with pytest.raises(TypeError, match=re.escape("SpectralES(x0, sigma0, **options)")) as caught:
+        SpectralES(np.zeros(3), 1.0, {"popsize": 20})
+    assert "positional argument 3 is a dict" in str(caught.value)
+    with pytest.raises(TypeError, match=re.escape("minimize(fun, x0, sigma0, **options)")) as caught:
+        minimize(sphere, np.zeros(3), 1.0, {"popsize": 20})
+    assert "positional argument 4 is a dict" in str(caught.value)
+    with pytest.raises(TypeError, match="'inopts'; pass the options themselves as keyword arguments"):
+        SpectralES(np.zeros(3), 1.0, inopts={"popsize": 20})
+    with pytest.raises(TypeError, match="'options'; pass the options themselves as keyword arguments"):
+        minimize(sphere, np.zeros(3), 1.0, options={"popsize": 20})
+
+
+def test_hints_keep_signatures():
+    # IDEs, help() and type checkers read the signature, which the hints must not hide.
+    strategy = inspect.signature(SpectralES)
+    assert list(strategy.parameters)[:3] == ["x0", "sigma0", "popsize"]
+    assert strategy.parameters["popsize"].kind == inspect.Parameter.KEYWORD_ONLY
+    assert all(p.kind != inspect.Parameter.VAR_KEYWORD for p in strategy.parameters.values())
+    assert list(inspect.signature(minimize).parameters)[:4] == ["fun", "x0", "sigma0", "args"]
+    # Other argument errors stay Python's own.
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'sigma0'"):
+        SpectralES(np.zeros(3))
+    with pytest.raises(TypeError, match="takes 3 positional arguments but 4 were given"):
+        SpectralES(np.zeros(3), 1.0, 8)
 
 
 def test_minimize_seed_differs_from_strategy_seed():
