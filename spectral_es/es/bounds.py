@@ -117,8 +117,9 @@ def parse_bounds(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
         ValueError: for one ``(low, high)`` pair per variable, shape (n, 2)
             with n != 2, naming the conversion. For n = 2 a 2 x 2 pair reads
             the same both ways, so it is rejected when both readings give a
-            valid but different box. Also for a bound with the wrong shape
-            or NaN entries.
+            valid but different box, and when only the pair reading is a
+            valid box, with the ``(lower, upper)`` to write instead. Also for
+            a bound with the wrong shape or NaN entries.
     """
     if bounds is None:
         return None
@@ -146,7 +147,7 @@ def _reject_pairs(bounds: Any, n: int) -> None:
     if pair_low is None or pair_high is None:
         return  # not numbers: the bound check reports it
     conversion = (
-        "pass bounds=Bounds.from_pairs(pairs) (from spectral_es.es.bounds), or bounds=(lower, upper) with "
+        "pass bounds=Bounds.from_pairs(pairs) (from spectral_es import Bounds), or bounds=(lower, upper) with "
         "lower = [low for low, high in pairs] and upper = [high for low, high in pairs]"
     )
     if n != 2:
@@ -162,16 +163,20 @@ def _reject_pairs(bounds: Any, n: int) -> None:
     if not np.all(pair_low < pair_high) or same_box:
         return
     if not np.all(side_low < side_high):
+        i = int(np.flatnonzero(~(side_low < side_high))[0])
+        lows, highs = [low for low, _ in rows], [high for _, high in rows]
         raise ValueError(
-            f"bounds {rows} is one (low, high) pair per variable: read as (lower, upper) it has "
-            f"lower >= upper; {conversion}"
+            f"bounds {rows} is invalid: a pair is read as (lower, upper), which gives lower[{i}] = {rows[0][i]} "
+            f">= upper[{i}] = {rows[1][i]}. It is never read as one (low, high) pair per variable, because at "
+            f"n = 2 the two forms have the same shape. For those pairs, pass bounds=({lows}, {highs}) or "
+            f"bounds=Bounds.from_pairs({rows}) (from spectral_es import Bounds)"
         )
     raise ValueError(
         f"bounds {rows} is ambiguous for n = 2: as (lower, upper) it is the box "
         f"[{side_low[0]}, {side_high[0]}] x [{side_low[1]}, {side_high[1]}], as one (low, high) pair per "
         f"variable [{pair_low[0]}, {pair_high[0]}] x [{pair_low[1]}, {pair_high[1]}]; pass "
         f"Bounds(lb={rows[0]}, ub={rows[1]}) for the first or Bounds.from_pairs({rows}) for the second "
-        "(Bounds is in spectral_es.es.bounds; scipy.optimize.Bounds works too)"
+        "(from spectral_es import Bounds; scipy.optimize.Bounds works too)"
     )
 
 

@@ -275,7 +275,7 @@ def test_two_pairs_never_silently_read_as_sides():
     with pytest.raises(ValueError, match=r"ambiguous for n = 2.*Bounds\(lb=.*Bounds.from_pairs"):
         SpectralES([0.5, 5.5], 0.1, bounds=[(0, 5), (1, 6)])
     # Read as sides, [(0, 5), (-1, 1)] has lower > upper: it can only be pairs.
-    with pytest.raises(ValueError, match=r"is one \(low, high\) pair per variable.*Bounds.from_pairs"):
+    with pytest.raises(ValueError, match=r"never read as one \(low, high\) pair per variable.*Bounds.from_pairs"):
         SpectralES([0.5, 0.5], 0.1, bounds=[(0, 5), (-1, 1)])
     assert box_of(Bounds.from_pairs([(0, 5), (1, 6)]), [1.0, 2.0]) == ([0, 1], [5, 6])
     assert box_of(Bounds([0, 5], [1, 6]), [0.5, 5.5]) == ([0, 5], [1, 6])
@@ -292,6 +292,28 @@ def test_two_pairs_never_silently_read_as_sides():
 )
 def test_unambiguous_sides_accepted_for_two_variables(bounds, expected):
     assert box_of(bounds, [0.5, 1.0]) == expected
+
+
+def test_pairs_read_as_sides_explained():
+    with pytest.raises(ValueError) as caught:
+        minimize(sphere, [1.0, 1.0], 0.5, bounds=[(0, 2), (0, 2)])
+    message = str(caught.value)
+    assert message.startswith("bounds [[0, 2], [0, 2]] is invalid: a pair is read as (lower, upper), which gives ")
+    assert "lower[0] = 0 >= upper[0] = 0" in message
+    assert "because at n = 2 the two forms have the same shape" in message
+    assert message.endswith(
+        "pass bounds=([0, 0], [2, 2]) or bounds=Bounds.from_pairs([[0, 2], [0, 2]]) (from spectral_es import Bounds)"
+    )
+    # The suggested form is the box the pairs meant.
+    assert box_of(([0, 0], [2, 2]), [1.0, 1.0]) == ([0, 0], [2, 2])
+
+
+@pytest.mark.parametrize("bounds", [[(0, 2), (0, 2)], [(0, 2), (1, 3)], [(0, 1)] * 3])
+def test_pair_errors_name_public_import(bounds):
+    with pytest.raises(ValueError) as caught:
+        minimize(sphere, [0.5] * len(bounds), 0.1, bounds=bounds)
+    assert "from spectral_es import Bounds" in str(caught.value)
+    assert "spectral_es.es.bounds" not in str(caught.value)
 
 
 @pytest.mark.parametrize("pairs", [[0, 5], [(0, 1, 2)], "ab", [(0, "5")], [(0, 1), (2,)]])
