@@ -44,6 +44,8 @@ from spectral_es.functions import FUNCTIONS
 DEFAULT_START = 3.0
 # The default --sigma0 as a fraction of the narrowest finite box width.
 BOX_SIGMA_FRACTION = 0.3
+# Iterations between progress lines without --every.
+DEFAULT_EVERY = 10
 
 
 def load_function(spec: str) -> Callable:
@@ -115,12 +117,17 @@ def parse_x0(text: str | None, dim: int | None) -> np.ndarray:
 
 def evaluation_count(text: str) -> int | float:
     """Parse ``--max-evals``: a whole number, also written as ``1e5``; ``inf`` for no limit."""
-    value = float(text)
+    fix = f"invalid value {text!r}, expected a whole number of evaluations such as 20000 or 2e4, or inf for no limit"
+    try:
+        value = float(text)
+    except ValueError:
+        # argparse would name this function in "invalid evaluation_count value".
+        raise argparse.ArgumentTypeError(fix) from None
     if value.is_integer():
         return int(value)
     if math.isinf(value) and value > 0:
         return value
-    raise argparse.ArgumentTypeError(f"expected a whole number of evaluations such as 20000 or 2e4, got {text!r}")
+    raise argparse.ArgumentTypeError(fix)
 
 
 def parse_numbers(option: str, text: str) -> np.ndarray:
@@ -154,10 +161,24 @@ def parse_indices(text: str | None) -> list[int]:
         raise ValueError(f"--integer must be comma-separated indices such as 0,3,4, got {text!r}") from error
 
 
+# Options whose value may start with '-', with an example. argparse reads
+# such a value as another option unless it looks like a negative number:
+# up to Python 3.13 only -1 or -0.5, from 3.14 on anything that starts with
+# '-' and a digit, but never -inf. So "--x0 -1,2" needs "--x0=-1,2" there.
+NEGATIVE_VALUE_EXAMPLES = {"--x0": "-1,2,3", "--lower": "-5,0", "--upper": "-1,2", "--f-target": "-1e3"}
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """Argument parser whose errors are one line, like the command's own checks, with a pointer to ``--help``."""
 
     def error(self, message: str) -> NoReturn:
+        missing = re.fullmatch(r"argument (--[\w-]+): expected one argument", message)
+        if missing and missing.group(1) in NEGATIVE_VALUE_EXAMPLES:
+            option = missing.group(1)
+            message += (
+                f"; for a value that starts with '-', join it with '=', "
+                f"as in {option}={NEGATIVE_VALUE_EXAMPLES[option]}"
+            )
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
@@ -182,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--x0",
         help=f"start point: one number or a comma list (default {DEFAULT_START} moved into the bounds; for your own "
-        "functions the centre of each finite interval of --lower and --upper; write --x0=-1,2 for a list that "
+        "functions the centre of each finite interval of --lower and --upper; write --x0=-1,2 for a value that "
         "starts with a minus sign)",
     )
     run.add_argument(
@@ -204,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--f-target",
         type=float,
         help="stop when f reaches this value (default 1e-10 for the built-in functions, whose minimum is 0; "
-        "none for your own functions and with --noise)",
+        "none for your own functions and with --noise; write --f-target=-1e3 for a value in exponent notation "
+        "that starts with a minus sign)",
     )
     run.add_argument("--restarts", type=int, help="restarts with doubled population (IPOP) after a stall (default 0)")
     run.add_argument(
@@ -217,18 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--preset", choices=["cma", "xnes"], help="learning rates and step-size rule (default cma)")
     run.add_argument(
-        "--every", type=int, default=10, help="print a progress line every this many iterations (default 10)"
+        "--every", type=int, help=f"print a progress line every this many iterations (default {DEFAULT_EVERY})"
     )
-    run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument("--quiet", action="store_true", help="print only the final summary (not with --every)")
     run.add_argument("--status", action="store_true", help="keep one status line on stderr, updated twice a second")
 
     domain = run.add_argument_group("bounds, integers and noise")
     domain.add_argument(
         "--lower",
-        help="lower bounds: one number or a comma list; -inf for none (write --lower=-5,0 for a list that starts "
+        help="lower bounds: one number or a comma list; -inf for none (write --lower=-5,0 or --lower=-inf for a "
+        "value that starts with a minus sign)",
+    )
+    domain.add_argument(
+        "--upper",
+        help="upper bounds: one number or a comma list; inf for none (write --upper=-1,2 for a value that starts "
         "with a minus sign)",
     )
-    domain.add_argument("--upper", help="upper bounds: one number or a comma list; inf for none")
     domain.add_argument("--integer", help="indices of integer variables, comma-separated (e.g. 0,3)")
     domain.add_argument("--noise", action="store_true", help="noisy objective: re-evaluate points, no f-based stops")
     domain.add_argument(
@@ -280,8 +306,13 @@ RUN_FLAGS = frozenset({"bipop", "diagonal", "noise"})
 
 def run_minimize(args: argparse.Namespace) -> int:
     """Run ``spectral-es minimize`` after checking every input and output; return the exit status."""
-    if args.every < 1:
-        raise ValueError(f"--every must be >= 1, got {args.every}; use --quiet for no progress lines")
+    if args.quiet and args.every is not None:
+        raise ValueError(
+            f"--quiet prints no progress lines, so --every {args.every} would have no effect; drop one of them"
+        )
+    every = DEFAULT_EVERY if args.every is None else args.every
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}; use --quiet for no progress lines")
     if args.resume:
         plan = read_plan(args.resume)
         if plan.get("x0_function") is not None:
@@ -308,7 +339,7 @@ def run_minimize(args: argparse.Namespace) -> int:
     io_options = {
         # None lets resume() take the saved run's setting.
         "vectorized": args.vectorized if args.resume else bool(args.vectorized),
-        "disp": False if args.quiet else args.every,
+        "disp": False if args.quiet else every,
         "log": args.log,
         "checkpoint": args.checkpoint,
         "checkpoint_every": args.checkpoint_every,

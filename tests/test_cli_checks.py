@@ -599,6 +599,54 @@ def test_max_evals_must_be_whole(capsys):
     assert "expected a whole number of evaluations" in err
 
 
+@pytest.mark.parametrize("value", ["abc", "1.5", ""])
+def test_bad_max_evals_named_plainly(value, capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--max-evals", value], capsys)
+
+    assert code == 2
+    assert f"argument --max-evals: invalid value {value!r}, expected a whole number of evaluations" in err
+    assert "evaluation_count" not in err
+
+
+# argparse of Python 3.14 and later reads "-1,2,3" and "-1e-3" as values, but
+# "-inf" as an option in every version.
+BEFORE_PYTHON_3_14 = pytest.mark.skipif(sys.version_info >= (3, 14), reason="argparse reads it as a value")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        pytest.param(["--x0", "-1,2,3"], "--x0=-1,2,3", marks=BEFORE_PYTHON_3_14),
+        pytest.param(["--f-target", "-1e-3"], "--f-target=-1e3", marks=BEFORE_PYTHON_3_14),
+        (["--x0", "-inf"], "--x0=-1,2,3"),
+        (["--lower", "-inf"], "--lower=-5,0"),
+        (["--upper", "-inf"], "--upper=-1,2"),
+        (["--f-target", "-inf"], "--f-target=-1e3"),
+    ],
+)
+def test_negative_value_needs_equals(argv, fix, capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", *argv], capsys)
+
+    assert code == 2
+    assert f"expected one argument; for a value that starts with '-', join it with '=', as in {fix}" in err
+
+
+def test_negative_values_joined_accepted(capsys):
+    argv = ["minimize", "sphere", "--dim", "3", "--x0=-1,2,3", "--lower=-inf", "--upper=-1,inf,inf"]
+    assert main([*argv, "--f-target=-1e-3", "--seed", "0", "--quiet"]) == 0
+    output = capsys.readouterr().out
+    assert "from x0 = [-1.  2.  3.]" in output
+    assert "target f <= -0.001" in output
+    assert stdout_lines(output, "best x").startswith("[-1.000000e+00 ")  # on the upper bound -1
+
+
+def test_quiet_with_every_rejected(capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--quiet", "--every", "5"], capsys)
+
+    assert code == 2
+    assert "--quiet prints no progress lines, so --every 5 would have no effect; drop one of them" in err
+
+
 def test_other_broken_pipe_reported(monkeypatch, capsys):
     # Only a closed stdout ends quietly; a broken pipe elsewhere (a Dask
     # connection, a FIFO given as the log) is an error with a message.
