@@ -197,6 +197,9 @@ class SpectralKron(torch.optim.Optimizer):
             in [0, 1).
         eps: Damping of ``S^{1/p}`` (and of Adam's ``sqrt(v)``), >= 0.
         weight_decay: Decoupled weight decay, >= 0, multiplied by ``lr``.
+            Default 0.0, whereas ``torch.optim.AdamW`` defaults to 0.01, so
+            pass ``weight_decay=0.01`` when replacing a bare ``AdamW(params)``
+            to keep its decay.
         root: The root ``p`` in ``S^{-1/p}``, finite and > 0; 2 whitens, 1 is
             Newton-like.
         precond_lr: Step size ``beta_2`` of the factor update in (0, 1]: to

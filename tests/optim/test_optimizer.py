@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
@@ -286,6 +287,17 @@ def test_weight_decay_is_decoupled():
         results[weight_decay] = W.detach()
     # The direction does not depend on W, so the runs differ by lr * wd * W.
     torch.testing.assert_close(results[0.3] - results[0.0], -0.1 * 0.3 * before, rtol=1e-12, atol=1e-14)
+
+
+def test_weight_decay_default_differs_from_adamw():
+    # A bare AdamW -> SpectralKron swap drops AdamW's default decay, so the docstring must say so.
+    adamw_default = inspect.signature(torch.optim.AdamW).parameters["weight_decay"].default
+    default = inspect.signature(SpectralKron).parameters["weight_decay"].default
+    assert default == 0.0
+    assert adamw_default == 0.01
+    docstring = " ".join(SpectralKron.__doc__.split())
+    assert "Default 0.0, whereas ``torch.optim.AdamW`` defaults to 0.01" in docstring
+    assert "pass ``weight_decay=0.01`` when replacing a bare ``AdamW(params)``" in docstring
 
 
 def test_routing_of_vectors_convs_and_wide_weights():
