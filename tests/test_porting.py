@@ -1,0 +1,218 @@
+"""The pycma and scipy.optimize translations in docs/porting.md, row by row.
+
+Each test runs the spectral_es side of some rows and, where the page states
+something about pycma (4.5) or scipy (1.17), that side too. The test extras
+install both.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from spectral_es import Bounds, SpectralES, minimize
+from spectral_es.functions import rosenbrock, sphere
+
+cma = pytest.importorskip("cma")
+scipy_optimize = pytest.importorskip("scipy.optimize")
+
+X0 = [1.0, 2.0, 3.0]
+
+# (pycma option, scipy option or None, spectral_es option, value, where spectral_es keeps it)
+OPTION_ROWS = [
+    ("maxfevals", "maxfev", "max_evals", 500, lambda es: es.options["max_evals"]),
+    ("maxiter", "maxiter", "max_iter", 50, lambda es: es.options["max_iter"]),
+    ("ftarget", None, "f_target", 1e-8, lambda es: es.options["f_target"]),
+    ("tolfun", None, "tol_f", 1e-9, lambda es: es.options["tol_f"]),
+    ("tolx", None, "tol_x", 1e-9, lambda es: es.options["tol_x"]),
+    ("tolconditioncov", None, "tol_condition", 1e10, lambda es: es.options["tol_condition"]),
+    ("tolupsigma", None, "tol_up_sigma", 1e10, lambda es: es.options["tol_up_sigma"]),
+    ("tolflatfitness", None, "tol_flat", 5, lambda es: es.options["tol_flat"]),
+    ("tolstagnation", None, "tol_stagnation", 300, lambda es: es.options["tol_stagnation"]),
+    ("popsize", None, "popsize", 12, lambda es: es.popsize),
+    ("seed", None, "seed", 7, lambda es: es.seed),
+    ("CMA_diagonal", None, "diagonal", True, lambda es: es.diagonal),
+    ("integer_variables", None, "integer_variables", [1], lambda es: es.domain.integer.tolist()),
+]
+
+
+@pytest.mark.parametrize(("pycma_name", "scipy_name", "name", "value", "stored"), OPTION_ROWS)
+def test_option_rows(pycma_name, scipy_name, name, value, stored):
+    assert pycma_name in cma.CMAOptions()
+    es = SpectralES(X0, 0.5, **{name: value})
+    assert stored(es) == value
+    if pycma_name != name:
+        with pytest.raises(TypeError, match=f"did you mean '{name}'"):
+            SpectralES(X0, 0.5, **{pycma_name: value})
+    if scipy_name is not None and scipy_name != name:
+        with pytest.raises(TypeError, match=f"did you mean '{name}'"):
+            minimize(sphere, X0, 0.5, **{scipy_name: value})
+
+
+def test_active_and_noise_rows():
+    assert "CMA_active" in cma.CMAOptions()
+    assert SpectralES(X0, 0.5, active=False).params.shape_weights.min() >= 0  # no negative weights
+    assert SpectralES(X0, 0.5).params.shape_weights.min() < 0
+    assert SpectralES(X0, 0.5, noise_handling=True).noise is not None
+    assert "noise_handler" in cma.fmin2.__code__.co_varnames
+
+
+def test_options_dict_row():
+    options = {"popsize": 12, "max_evals": 500}
+    es = SpectralES(X0, 0.5, **options)
+    assert es.popsize == 12
+    with pytest.raises(TypeError, match=re.escape("pass them with **, as in SpectralES(x0, sigma0, **options)")):
+        SpectralES(X0, 0.5, options)
+    result = minimize(sphere, X0, 0.5, seed=1, **options)
+    assert result.stop == {"max_evals": 500}
+
+
+def test_bounds_rows():
+    box = ([0, 0, 0], [5, 5, 5])
+    pairs = [(0, 5)] * 3
+    for bounds in (box, Bounds(*box), Bounds.from_pairs(pairs), scipy_optimize.Bounds(*box)):
+        es = SpectralES(X0, 0.5, bounds=bounds)
+        assert es.domain.box.lower.tolist() == box[0]
+        assert es.domain.box.upper.tolist() == box[1]
+    with pytest.raises(ValueError, match="one \\(low, high\\) pair per variable"):
+        SpectralES(X0, 0.5, bounds=pairs)
+    # pycma's bounds option is [lower, upper], as here.
+    assert cma.CMAEvolutionStrategy(X0, 0.5, {"bounds": list(box), "verbose": -9}).boundary_handler.has_bounds()
+
+
+def test_ask_tell_stop_optimize_rows():
+    pycma_es = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1, "maxfevals": 300})
+    assert pycma_es.optimize(rosenbrock) is pycma_es
+    assert pycma_es.stop() == {"maxfevals": 300}
+
+    es = SpectralES(X0, 0.5, seed=1, max_evals=300)
+    assert es.stop() == {}
+    X = es.ask()
+    assert X.shape == (es.popsize, 3)  # one array, where pycma's ask returns a list of arrays
+    es.tell(X, rosenbrock(X))
+    assert es.optimize(rosenbrock) is es
+    assert es.stop() == {"max_evals": 300}
+
+
+def test_result_rows():
+    pycma_result = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1}).optimize(sphere).result
+    for field in ("xbest", "fbest", "evaluations", "iterations", "xfavorite", "stds", "stop"):
+        assert hasattr(pycma_result, field)
+    assert pycma_result[0] is pycma_result.xbest
+
+    es = SpectralES(X0, 0.5, seed=1).optimize(sphere)
+    result = es.result
+    assert result.x is result.xbest
+    assert result.fun == result.fbest == sphere(result.xbest)
+    assert result.nfev == es.nfev
+    assert result.nit == es.nit
+    assert np.array_equal(result.mean, es.feasible_mean)
+    assert np.array_equal(result.history["std"][-1], es.coordinate_std())
+    assert result.stop == es.stop()
+    with pytest.raises(TypeError, match="not subscriptable"):
+        result[0]
+
+
+def test_fmin2_row():
+    x, pycma_es = cma.fmin2(sphere, X0, 0.5, {"verbose": -9, "seed": 2, "ftarget": 1e-8}, restarts=2, bipop=True)
+    assert pycma_es.result.fbest <= 1e-8
+    assert np.array_equal(x, pycma_es.result.xbest)
+
+    result = minimize(sphere, X0, 0.5, seed=2, f_target=1e-8, restarts=2, bipop=True)
+    assert result.fbest <= 1e-8
+    assert result.success
+
+
+def test_scipy_minimize_row():
+    reference = scipy_optimize.minimize(rosenbrock, X0, method="Nelder-Mead", options={"maxfev": 200})
+    assert reference.nfev == 200
+    assert not reference.success
+
+    result = minimize(rosenbrock, X0, 0.5, seed=0, max_evals=200)
+    assert result.stop == {"max_evals": 200}
+    assert 200 <= result.nfev < 200 + 7  # the last population of 7 completes
+    assert not result.success
+    assert result.message == "max_evals=200"
+
+
+def test_callback_rows(capsys):
+    # scipy calls callback(intermediate_result) and stops on StopIteration.
+    calls = []
+
+    def scipy_style(intermediate_result):
+        calls.append(intermediate_result.x.copy())
+        if len(calls) == 3:
+            raise StopIteration
+
+    scipy_optimize.minimize(rosenbrock, X0, method="Nelder-Mead", callback=scipy_style)
+    assert len(calls) == 3
+
+    # pycma's optimize calls callback(es) and ignores what it returns.
+    strategies = []
+    options = {"verbose": -9, "seed": 1, "maxfevals": 100}
+    cma.CMAEvolutionStrategy(X0, 0.5, options).optimize(rosenbrock, callback=lambda es: strategies.append(es) or True)
+    assert isinstance(strategies[0], cma.CMAEvolutionStrategy)
+    assert strategies[-1].stop() == {"maxfevals": 100}
+    assert len(strategies) > 1
+
+    # Here callback(result) gets the ESResult; True or StopIteration stops.
+    seen = []
+    result = minimize(rosenbrock, X0, 0.5, seed=0, callback=lambda r: seen.append(r.mean) or len(seen) == 3)
+    assert result.stop == {"callback": True}
+    assert result.nit == 3
+
+    # A callback(xk) of the current point, adapted.
+    points = []
+
+    def legacy(xk):
+        points.append(xk)
+
+    minimize(rosenbrock, X0, 0.5, seed=0, max_iter=4, callback=lambda r: legacy(r.mean))
+    assert len(points) == 4
+
+    # pycma's verb_disp is disp here.
+    minimize(sphere, X0, 0.5, seed=0, max_iter=20, disp=10)
+    assert len(re.findall(r"^\s+(10|20)\s", capsys.readouterr().out, re.M)) == 2
+
+
+def test_args_and_parallel_rows():
+    def shifted(x, shift, scale=1.0):
+        return scale * float(((x - shift) ** 2).sum())
+
+    assert minimize(shifted, X0, 0.5, seed=0, args=(1.0, 2.0), f_target=1e-8).success
+    assert minimize(shifted, X0, 0.5, seed=0, args=1.0, f_target=1e-8).success  # one argument
+    serial = minimize(sphere, X0, 0.5, seed=0, max_evals=200)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = minimize(sphere, X0, 0.5, seed=0, max_evals=200, executor=pool)
+    rows = minimize(sphere, X0, 0.5, seed=0, max_evals=200, vectorized=True)
+    assert threaded.fbest == serial.fbest == rows.fbest
+
+
+def test_disp_row(capsys):
+    es = SpectralES(X0, 0.5, seed=0)
+    for _ in range(3):
+        X = es.ask()
+        es.tell(X, sphere(X))
+        es.disp(1)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["iter", "evals", "f"]
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("CMA_elitist", True), ("tolfunhist", 1e-12), ("tolfacupx", 1e3), ("eval_initial_x", True)],
+)
+def test_options_without_equivalent(option, value):
+    assert option in cma.CMAOptions() or option in cma.fmin2.__code__.co_varnames
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'"):
+        minimize(sphere, X0, 0.5, **{option: value})
+
+
+def test_diagonal_is_true_or_false():
+    with pytest.raises(ValueError, match="diagonal must be True or False, got 5"):
+        SpectralES(X0, 0.5, diagonal=5)  # pycma's CMA_diagonal=5: the first 5 iterations
+    assert not hasattr(SpectralES(X0, 0.5).result, "evals_best")
