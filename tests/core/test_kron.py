@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -321,3 +322,25 @@ def test_precondition_float16_with_large_alpha():
     # division each add about that, summed over up to 6 terms, so 1% of the
     # largest entry is a wide margin.
     np.testing.assert_allclose(got.double().numpy(), expected, rtol=0, atol=1e-2 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=requires_torch)])
+@pytest.mark.parametrize("full", [(True, True), (True, False), (False, True), (False, False)])
+def test_inputs_left_unchanged(rng, backend, full):
+    # The step and the preconditioner work in place on their own
+    # temporaries only; a caller's arrays keep their values.
+    n, m = 5, 4
+    d_C, B_C, d_K, B_K, alpha = random_factors(rng, n, m)
+    B_C, B_K = (B_C if full[0] else None), (B_K if full[1] else None)
+    G = rng.standard_normal((n, m))
+    inputs = [d_C, B_C, d_K, B_K, G]
+    if backend == "torch":
+        inputs = [None if x is None else torch.from_numpy(x) for x in inputs]
+    copies = copy.deepcopy(inputs)
+    d_C, B_C, d_K, B_K, G = inputs
+    kron_precondition(d_C, B_C, d_K, B_K, alpha, G, 2.0, 1e-8)
+    kron_step(d_C, B_C, d_K, B_K, alpha, G, 0.1)
+    kron_step(d_C, B_C, d_K, B_K, alpha, G, 0.1, method="truncated", max_generator_norm=0.25)
+    for name, x, original in zip(("d_C", "B_C", "d_K", "B_K", "G"), inputs, copies, strict=True):
+        if x is not None:
+            assert (x == original).all(), name

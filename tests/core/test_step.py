@@ -93,6 +93,32 @@ def test_generator_first_order_formula(rng):
     assert np.all(np.abs(N - expected) <= tolerance)
 
 
+def pair_angle_generator(d, Q, beta, gamma):
+    """The generator entry by entry from its definition, tan(atan(2 beta Q_ij / gap_ij) / 4)."""
+    a = (1 - beta * gamma) * d + beta * np.diag(Q)
+    gap = a[None, :] - a[:, None] + np.eye(d.size)  # eye avoids 0/0 on the diagonal
+    lower = np.tril(np.tan(np.arctan(2 * beta * Q / gap) / 4), -1)
+    return lower - lower.T
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=requires_torch)])
+def test_generator_matches_pair_angles(rng, backend):
+    # n = 200 splits the lower triangle into three row blocks, so this also
+    # covers the blocks' diagonal parts and torch's transposed copy. The
+    # half-angle formulas and numpy's arctan and tan each round to a few
+    # eps relative to the entry, and the entries are at most 0.414.
+    n, beta, gamma = 200, 0.3, 1.0
+    d = np.exp(rng.uniform(-1.2, 1.2, n))
+    Q = random_symmetric(rng, n)
+    expected = pair_angle_generator(d, Q, beta, gamma)
+    if backend == "torch":
+        N = rotation_generator(torch.from_numpy(d), torch.from_numpy(Q), beta, gamma).numpy()
+    else:
+        N = rotation_generator(d, Q, beta, gamma)
+    np.testing.assert_array_equal(N, -N.T)
+    np.testing.assert_allclose(N, expected, rtol=1e-13, atol=1e-15)
+
+
 def test_repeated_eigenvalues_use_moore_penrose_zero():
     # Equal d and zero coupling: the pair's rotation is undetermined and the
     # Moore-Penrose choice is no rotation.
