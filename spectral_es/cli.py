@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--every", type=int, help=f"print a progress line every this many iterations (default {DEFAULT_EVERY})"
     )
-    run.add_argument("--quiet", action="store_true", help="print only the final summary (not with --every)")
+    run.add_argument(
+        "--quiet", action="store_true", help="print only the first line and the final summary (not with --every)"
+    )
     run.add_argument("--status", action="store_true", help="keep one status line on stderr, updated twice a second")
 
     domain = run.add_argument_group("bounds, integers and noise")
@@ -289,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run.set_defaults(command_parser=run)
-    commands.add_parser("functions", help="list the built-in test functions")
+    commands.add_parser(
+        "functions", help="list the built-in test functions", description="List the built-in test functions."
+    )
     return parser
 
 
@@ -370,6 +374,11 @@ def run_minimize(args: argparse.Namespace) -> int:
             hint = "nothing was saved; rerun with --checkpoint FILE to be able to continue after a failure"
         message = in_command_line_terms(error.message, args) if isinstance(error, ValueError) else error.message
         print(f"\nerror: {message}\n{hint}", file=sys.stderr)
+        if not saved and error.strategy is not None and math.isfinite(error.strategy.result.fbest):
+            # Without a checkpoint this is all that is left of the run.
+            best = error.strategy.result
+            with np.printoptions(precision=6, suppress=False, linewidth=100, threshold=20):
+                print(f"best f of the failed run {best.fbest:.6e} at x = {best.xbest}", file=sys.stderr)
         return 1
     except ValueError as error:
         raise ValueError(in_command_line_terms(str(error), args)) from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import re
 import subprocess
@@ -237,6 +238,21 @@ def test_failure_without_checkpoint_suggests_one(capsys, user_module):
     assert "error: the objective raised RuntimeError: solver crashed at x = [" in err
     assert "nothing was saved; rerun with --checkpoint FILE" in err
     assert "can be saved or continued" not in err
+    # Nothing was evaluated before the crash, so there is no best point to show.
+    assert "best f of the failed run" not in err
+
+
+def test_failure_without_checkpoint_prints_best(capsys, user_module):
+    # 50 evaluations in, the run has a best point, and without a checkpoint
+    # the output is all that is left of it.
+    user_module.fail_at = 50
+    argv = ["minimize", "cli_checks_objective:none_on_call", "--dim", "3", "--seed", "0", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "nothing was saved" in err
+    best = re.search(r"best f of the failed run (\S+) at x = \[", err)
+    assert best is not None, err
+    assert math.isfinite(float(best.group(1)))
 
 
 def test_invalid_value_mid_run_resumable(tmp_path, capsys, user_module):

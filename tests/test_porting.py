@@ -97,6 +97,22 @@ def test_ask_tell_stop_optimize_rows():
     assert es.stop() == {"max_evals": 300}
 
 
+def test_optimize_budget_row():
+    pycma_es = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1})
+    pycma_es.optimize(rosenbrock, iterations=5)
+    assert pycma_es.countiter == 5
+
+    # As pycma's iterations=5 twice: 5 iterations, then 5 more.
+    es = SpectralES(X0, 0.5, seed=1)
+    for total in (5, 10):
+        es.set_budget(max_iter=es.nit + 5, max_evals=10_000)
+        es.optimize(rosenbrock)
+        assert es.nit == total
+        assert es.stop() == {"max_iter": total}
+    with pytest.raises(TypeError, match="es.set_budget"):
+        es.optimize(rosenbrock, iterations=5)
+
+
 def test_result_rows():
     pycma_result = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1}).optimize(sphere).result
     for field in ("xbest", "fbest", "evaluations", "iterations", "xfavorite", "stds", "stop"):

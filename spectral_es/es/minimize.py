@@ -61,6 +61,7 @@ _STRATEGY_OPTIONS = tuple(
 )
 
 
+@hint_misused_options
 def optimize(
     es: SpectralES,
     fun: Callable,

@@ -46,7 +46,18 @@ FOREIGN_OPTION_NAMES = {
     "CMA_active": ("active", "pycma's"),
     "noise_handler": ("noise_handling", "pycma's"),
     "verb_disp": ("disp", "pycma's"),
+    "iterations": ("max_iter", "pycma's"),
 }
+# pycma and scipy names without a same-named counterpart here, with the fix.
+FOREIGN_ARGUMENT_HINTS = {
+    "n_jobs": "in place of pycma's 'n_jobs', pass executor=concurrent.futures.ProcessPoolExecutor(n_jobs)",
+    "parallel_objective": (
+        "in place of pycma's 'parallel_objective', pass the function of the whole population with vectorized=True"
+    ),
+    "tol": "scipy's 'tol' has no single counterpart here: tol_f bounds the change of f and tol_x the step size",
+}
+# Arguments of a run (minimize and optimize) rather than options of the strategy.
+_RUN_ARGUMENTS = ("args", "vectorized", "executor", "callback", "disp")
 # Keywords under which pycma (inopts, options) and scipy.optimize.minimize
 # (options) take a dictionary of options.
 _OPTIONS_DICT_NAMES = ("options", "inopts")
@@ -239,16 +250,25 @@ def validate_positive(name: str, value: Any, fix: str) -> float:
 def unknown_option_hint(name: str, accepted: Collection[str]) -> str:
     """Return a hint for the unknown keyword argument ``name``, such as ``"did you mean 'max_evals'? "``.
 
-    A pycma or scipy name gets the accepted name of the same option. A
-    keyword under which those libraries take an options dictionary gets the
-    advice to pass the options as keywords. Any other name gets the closest
-    accepted one, and ``""`` when nothing comes close.
+    A pycma or scipy name gets the accepted name of the same option, or
+    where it has none here, what to pass instead. A keyword under which
+    those libraries take an options dictionary gets the advice to pass the
+    options as keywords, and a budget given to a function that takes none
+    (``optimize``) gets :meth:`SpectralES.set_budget`. Any other name gets
+    the closest accepted one, and ``""`` when nothing comes close.
     """
     if name in FOREIGN_OPTION_NAMES:
         ours, whose = FOREIGN_OPTION_NAMES[name]
         if ours in accepted:
             return f"did you mean {ours!r}, the name of {whose} {name!r} here? "
-        return f"{whose} {name!r} is the argument {ours!r} of minimize and optimize here; "
+        where = "minimize and optimize" if ours in _RUN_ARGUMENTS else "SpectralES and minimize"
+        if ours in ("max_evals", "max_iter"):
+            where += f", and es.set_budget({ours}=...) changes it on a strategy"
+        return f"{whose} {name!r} is the argument {ours!r} of {where}; "
+    if name in FOREIGN_ARGUMENT_HINTS:
+        return f"{FOREIGN_ARGUMENT_HINTS[name]}; "
+    if name in ("max_evals", "max_iter"):
+        return f"{name!r} is an option of SpectralES and minimize, and es.set_budget({name}=...) changes it; "
     if name in _OPTIONS_DICT_NAMES:
         return "pass the options themselves as keyword arguments, for example **options for a dict; "
     close = difflib.get_close_matches(name, accepted, n=1)

@@ -298,8 +298,35 @@ def test_pycma_and_scipy_names_hinted(foreign, ours):
 def test_display_option_hinted():
     with pytest.raises(TypeError, match="'verb_disp'; did you mean 'disp', the name of pycma's 'verb_disp' here"):
         minimize(sphere, np.zeros(3), 1.0, verb_disp=10)
-    with pytest.raises(TypeError, match="pycma's 'verb_disp' is the argument 'disp' of minimize and optimize here"):
+    with pytest.raises(TypeError, match="pycma's 'verb_disp' is the argument 'disp' of minimize and optimize;"):
         SpectralES(np.zeros(3), 1.0, verb_disp=10)
+    with pytest.raises(TypeError, match=r"optimize\(\) got .* did you mean 'disp', the name of pycma's 'verb_disp'"):
+        SpectralES(np.zeros(3), 1.0).optimize(sphere, verb_disp=10)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("maxfun", r"'max_evals' of SpectralES and minimize, and es.set_budget\(max_evals=...\)"),
+        ("iterations", r"'max_iter' of SpectralES and minimize, and es.set_budget\(max_iter=...\)"),
+        ("max_evals", r"option of SpectralES and minimize, and es.set_budget\(max_evals=...\)"),
+        ("n_jobs", r"pass executor=concurrent.futures.ProcessPoolExecutor\(n_jobs\)"),
+        ("parallel_objective", "with vectorized=True"),
+    ],
+)
+def test_optimize_run_arguments_hinted(name, hint):
+    # pycma's es.optimize takes a budget and parallelism arguments; here the
+    # budget belongs to the strategy and parallelism to vectorized or executor.
+    with pytest.raises(TypeError, match=rf"optimize\(\) got an unexpected keyword argument '{name}'; .*{hint}"):
+        SpectralES(np.zeros(3), 1.0).optimize(sphere, **{name: 2})
+
+
+def test_scipy_tol_not_matched_to_tol_x():
+    # scipy's tol is a function tolerance for most methods, so the closest
+    # spelling, tol_x, would mislead.
+    with pytest.raises(TypeError, match="scipy's 'tol' has no single counterpart here: tol_f bounds") as caught:
+        minimize(sphere, np.zeros(3), 1.0, tol=1e-6)
+    assert "did you mean" not in str(caught.value)
 
 
 def test_options_dict_must_be_keywords():
