@@ -144,7 +144,7 @@ def test_fmin2_row():
 
 def test_scipy_minimize_row():
     reference = scipy_optimize.minimize(rosenbrock, X0, method="Nelder-Mead", options={"maxfev": 200})
-    assert reference.nfev == 200
+    assert 200 <= reference.nfev <= 200 + len(X0) + 1  # scipy may finish the simplex step it is in
     assert not reference.success
 
     result = minimize(rosenbrock, X0, 0.5, seed=0, max_evals=200)

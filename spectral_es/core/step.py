@@ -180,10 +180,10 @@ def _rotation_generator(d: Any, Q: Any, beta: Any, gamma: Any, scale: Any = 1.0)
         lower[start:stop, :stop] = _generator_entries(gap, coupling * Q[start:stop, :stop], xp)
         lower[start:stop, start:stop] = xp.tril(lower[start:stop, start:stop], -1)
     upper = lower.T
-    if is_torch(upper):
-        # torch's elementwise kernels read a transposed operand across its
-        # rows: at n = 1024 on one thread of a 2-core AMD EPYC, lower - lower.T
-        # took 8.8 ms and a contiguous copy of lower.T (a tiled transpose) 1.1 ms.
+    if is_torch(upper) and upper.device.type == "cpu":
+        # torch's CPU kernels read a transposed operand across its rows: at
+        # n = 1024 on one thread of an Intel Xeon, lower - lower.T took 5.1 ms
+        # and lower - lower.T.contiguous() (a tiled transpose first) 1.7 ms.
         upper = upper.contiguous()
     return lower - upper
 
@@ -205,7 +205,11 @@ def _generator_entries(gap: Any, c: Any, xp: Any) -> Any:
     comparison, a negation and a ``where``; ``hypot`` would avoid the
     underflow of ``g^2`` but took five times as long in numpy.
 
-    A zero denominator is replaced by 1 (its coupling is 0, so ``u = 0``).
+    A zero denominator is replaced by 1, so ``u = c`` there. That is 0 for
+    a zero coupling, and a tiny turn instead of the quarter turn where the
+    gap is 0 and ``c^2`` underflows (``|c|`` below about 1e-22 in float32,
+    1e-19 with denormals flushed). The pair's eigenvalues are then equal
+    to within ``c``, so either turn leaves ``S`` as it is to that accuracy.
     ``denominator == 0`` is False for NaN, so a NaN gap or coupling gives
     NaN (and an infinite coupling ``inf / inf = NaN``) instead of the zero
     of "no rotation".

@@ -74,6 +74,12 @@ class EvaluationError(RuntimeError):
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle the constructor's arguments and the attributes set later, so
+        # the error survives the trip back from a worker process: an
+        # exception that cannot be unpickled breaks the whole process pool.
+        return type(self), (self.message, self.x, self.index), {"hint": self.hint, "strategy": self.strategy}
+
 
 class ObjectiveValueError(EvaluationError, ValueError):
     """The objective returned something other than a real number per point.

@@ -252,7 +252,7 @@ def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], 
     if group["graft"] == "adam":
         denominator = (state["exp_avg_sq"] / bias_correction).sqrt_()
     else:
-        # sqrt(r c^T / (mean(r) b)) = sqrt(r / (mean(r) b)) sqrt(c)^T: square roots of vectors only.
+        # sqrt(r c^T / (mean(r) bias)) = sqrt(r / (mean(r) bias)) sqrt(c)^T: square roots of vectors only.
         row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
         row_root = (row / (row.mean().clamp_min(_TINY) * bias_correction)).sqrt()
         denominator = torch.outer(row_root, col.sqrt()).reshape(M_hat.shape)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from scipy import linalg as scipy_linalg
@@ -15,7 +17,7 @@ from spectral_es.core import (
     rotate,
     skew,
 )
-from tests.conftest import random_orthogonal
+from tests.conftest import random_orthogonal, requires_torch, torch
 
 EPS64 = np.finfo(np.float64).eps
 
@@ -209,6 +211,19 @@ def test_rotate_equals_product_with_cayley(rng, method, order):
     # LU solve away from the same matrix, so they agree to rounding.
     expected = B @ cayley(N, method=method, order=order)
     np.testing.assert_allclose(rotate(B, N, method=method, order=order), expected, atol=100 * n * EPS64)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=requires_torch)])
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_rotate_leaves_inputs_unchanged(rng, backend, method):
+    # The exact map adds 1 to the diagonal of a copy of N, never of N itself.
+    B, N = random_orthogonal(rng, 6), random_skew(rng, 6, 0.2)
+    if backend == "torch":
+        B, N = torch.from_numpy(B), torch.from_numpy(N)
+    B_before, N_before = copy.deepcopy(B), copy.deepcopy(N)
+    rotate(B, N, method=method)
+    assert (B == B_before).all()
+    assert (N == N_before).all()
 
 
 @pytest.mark.parametrize("squarings", [1, 3])

@@ -392,3 +392,31 @@ def test_method_optimize_matches_function():
     assert es.result.nfev == function_form.nfev
     np.testing.assert_array_equal(es.result.xbest, function_form.xbest)
     assert "f_target" in es.stop()
+
+
+def test_evaluation_errors_pickle():
+    # A worker process sends its exception back pickled; one that cannot be
+    # unpickled breaks the whole process pool.
+    for error_class in (EvaluationError, ObjectiveValueError):
+        error = error_class("the objective returned None", np.arange(3.0), 2)
+        error.hint = "continue with resume"
+        error.strategy = SpectralES(np.zeros(3), 1.0, seed=0)
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is error_class
+        assert str(copy) == str(error)
+        np.testing.assert_array_equal(copy.x, error.x)
+        assert copy.index == 2
+        assert copy.strategy.mean.tolist() == [0.0, 0.0, 0.0]
+
+
+def return_none(x):
+    return None
+
+
+def test_invalid_value_in_process_pool_reported():
+    # minimize itself running in a worker: its ObjectiveValueError reaches
+    # the parent as that error, not as a broken pool.
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(minimize, return_none, np.zeros(2), 1.0, seed=0)
+        with pytest.raises(ObjectiveValueError, match="must return a real number, got None"):
+            future.result(timeout=120)
