@@ -166,7 +166,7 @@ def _reject_pairs(bounds: Any, n: int) -> None:
         i = int(np.flatnonzero(~(side_low < side_high))[0])
         lows, highs = [low for low, _ in rows], [high for _, high in rows]
         raise ValueError(
-            f"bounds {rows} is invalid: a pair is read as (lower, upper), which gives lower[{i}] = {rows[0][i]} "
+            f"bounds {rows} is invalid: its two rows are read as (lower, upper), which gives lower[{i}] = {rows[0][i]} "
             f">= upper[{i}] = {rows[1][i]}. It is never read as one (low, high) pair per variable, because at "
             f"n = 2 the two forms have the same shape. For those pairs, pass bounds=({lows}, {highs}) or "
             f"bounds=Bounds.from_pairs({rows}) (from spectral_es import Bounds)"

@@ -298,7 +298,9 @@ def test_pairs_read_as_sides_explained():
     with pytest.raises(ValueError) as caught:
         minimize(sphere, [1.0, 1.0], 0.5, bounds=[(0, 2), (0, 2)])
     message = str(caught.value)
-    assert message.startswith("bounds [[0, 2], [0, 2]] is invalid: a pair is read as (lower, upper), which gives ")
+    assert message.startswith(
+        "bounds [[0, 2], [0, 2]] is invalid: its two rows are read as (lower, upper), which gives "
+    )
     assert "lower[0] = 0 >= upper[0] = 0" in message
     assert "because at n = 2 the two forms have the same shape" in message
     assert message.endswith(
