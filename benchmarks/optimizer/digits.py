@@ -52,11 +52,12 @@ QUICK_LEARNING_RATES = (3e-3, 1e-2)
 STEPS = 300
 FULL_SEEDS = 3
 WARMUP = 30
-# Seeds of the learning-rate sweep (default). With one seed the pick swung
-# between neighbouring rates on small numerical changes, and the verdicts
-# with it. With two, the 10-seed check once picked a rate whose median test
-# loss was three times its neighbour's, after two lucky sweep seeds.
-SWEEP_SEEDS = 2
+# Seeds of the learning-rate sweep (default), all three of a full run. With
+# one seed the pick swung between neighbouring rates on small numerical
+# changes, and the verdicts with it. With two, the 10-seed check once picked
+# a rate whose median test loss was three times its neighbour's, after two
+# lucky sweep seeds.
+SWEEP_SEEDS = 3
 MODELS = ("mlp", "convnet")
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = (*PEERS, "SpectralKron T=10")

@@ -6,6 +6,7 @@ committed ``benchmarks/optimizer/results/``.
 """
 
 import json
+import shlex
 
 import pytest
 
@@ -243,10 +244,32 @@ def test_digits_full_other_settings_need_record(results, cheap_training, capsys,
 
 def test_digits_full_explicit_defaults_write_page(results, cheap_training):
     folder, pages = results
-    digits.main(["--full", "--steps", "300", "--seeds", "3", "--sweep-seeds", "2"])
+    digits.main(["--full", "--steps", "300", "--seeds", "3", "--sweep-seeds", "3"])
     record = json.loads((folder / "digits.json").read_text())
     assert (record["steps"], record["seeds"]) == (300, 3)
     assert pages == ["written"]
+
+
+@pytest.mark.parametrize(
+    ("record_name", "script"),
+    [
+        ("digits", digits),
+        ("digits_seed_check", digits),
+        ("step_time", step_time),
+        ("orthogonality", orthogonality),
+    ],
+)
+def test_committed_record_commands_rerun(record_name, script):
+    # The page states the command of each record; rerunning it must pass the
+    # script's checks and write that record again, or the page cannot be
+    # reproduced.
+    record = json.loads((report.RESULTS / f"{record_name}.json").read_text())
+    command = shlex.split(record["environment"]["command"])
+    assert command[:3] == ["python", "-m", script.__name__]
+    args = script.parse_args(command[3:])
+    assert args.out.resolve() == report.RESULTS
+    if script is digits:
+        assert args.record == record_name
 
 
 def test_digits_full_other_steps_with_record(results, cheap_training):
