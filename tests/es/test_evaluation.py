@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 import threading
 import time
@@ -415,8 +416,9 @@ def return_none(x):
 
 def test_invalid_value_in_process_pool_reported():
     # minimize itself running in a worker: its ObjectiveValueError reaches
-    # the parent as that error, not as a broken pool.
-    with ProcessPoolExecutor(max_workers=1) as pool:
+    # the parent as that error, not as a broken pool. Spawned, because torch,
+    # imported by other tests, leaves threads that fork() may deadlock on.
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         future = pool.submit(minimize, return_none, np.zeros(2), 1.0, seed=0)
         with pytest.raises(ObjectiveValueError, match="must return a real number, got None"):
             future.result(timeout=120)
