@@ -203,7 +203,7 @@ def run_case(
         more_seeds = range(len(sweep_seeds), seeds)
         runs = sweep[best] + [train(kind, name, best, seed, dtype, data, steps) for seed in more_seeds]
         results[name] = {"sweep": [_summary(r) for lr_runs in sweep.values() for r in lr_runs], "runs": runs}
-        print(f"{kind:8s}{dtype_name:10s}{name:24s}lr {best:.0e}  " + _line(runs), flush=True)
+        print(f"{kind:8s}{dtype_name:10s}{name:27s} lr {best:.0e}  " + _line(runs), flush=True)
     return results
 
 
