@@ -186,7 +186,10 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: 
     halved the defect a bfloat16 ``B`` gathers between Björck steps.
 
     ``B`` has shape (m, n), usually (n, n), and ``N`` (n, n) the dtype of
-    ``B``; ``N`` must be skew-symmetric (not checked).
+    ``B``; ``N`` must be skew-symmetric (not checked). Only an ``N`` that
+    is not can make the system singular, and torch then returns inf or NaN
+    where numpy raises, because torch solves without the check that would
+    wait for a GPU.
 
     Raises:
         TypeError: for float16 or bfloat16 inputs with the exact map.
@@ -213,7 +216,10 @@ def _rotate(B: Any, N: Any, method: str, order: int, squarings: int) -> Any:
         torch = namespace(B, N)
         A = -N
         A.diagonal().add_(1)
-        X = torch.linalg.solve(A, B, left=False)
+        # solve_ex skips the singularity check, which on a GPU waits for the
+        # device: I - N is never singular for a skew N, and a NaN in N gives
+        # NaN either way.
+        X = torch.linalg.solve_ex(A, B, left=False).result
         return torch.lerp(B, X, 2.0)  # 2 X - B in one pass
     A = N.copy()
     A.flat[:: N.shape[0] + 1] += 1
