@@ -112,6 +112,16 @@ def test_optimize_budget_row():
     with pytest.raises(TypeError, match="es.set_budget"):
         es.optimize(rosenbrock, iterations=5)
 
+    # pycma's maxfun counts the evaluations of this call, as does nfev + m here.
+    pycma_evaluations = pycma_es.countevals
+    pycma_es.optimize(rosenbrock, maxfun=30)
+    assert 30 <= pycma_es.countevals - pycma_evaluations < 30 + pycma_es.popsize
+    evaluations = es.nfev
+    es.set_budget(max_evals=es.nfev + 30, max_iter=10_000)
+    es.optimize(rosenbrock)
+    assert 30 <= es.nfev - evaluations < 30 + es.popsize
+    assert "max_evals" in es.stop()
+
 
 def test_result_rows():
     pycma_result = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1}).optimize(sphere).result
