@@ -300,7 +300,7 @@ def hint_misused_options(function: Callable[P, R]) -> Callable[P, R]:
         dict_index = next((k for k, value in enumerate(extra) if isinstance(value, Mapping)), None)
         if dict_index is not None:
             # Positions as the caller counts them, without self.
-            position = len(positional) + dict_index + (0 if positional[0].name == "self" else 1)
+            position = len(positional) + dict_index + (0 if positional and positional[0].name == "self" else 1)
             raise TypeError(
                 f"{caller}() takes its options as keyword arguments, but positional argument {position} is a "
                 f"{type(extra[dict_index]).__name__}; pass them with **, as in {caller}({shown}, **options)"
