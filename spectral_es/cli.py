@@ -365,8 +365,8 @@ def run_minimize(args: argparse.Namespace) -> int:
             else:
                 result = minimize(function, executor=executor, **io_options, **settings)
     except EvaluationError as error:
-        # Caught before ValueError: an ObjectiveValueError (an invalid return
-        # value) is a ValueError too, but it is a failed evaluation like a raise.
+        # This comes before the ValueError handler because an ObjectiveValueError
+        # (an invalid return value) is a ValueError too, yet a failed evaluation.
         saved = args.checkpoint or args.resume
         if saved:
             hint = f"the state before it is saved in {saved}; fix the cause, then continue with --resume {saved}"

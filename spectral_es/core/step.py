@@ -202,8 +202,8 @@ def _generator_entries(gap: Any, c: Any, xp: Any) -> Any:
     sign of the gap (+1 for a zero gap, which ``a_j - a_i`` returns as +0)
     is copied onto the denominator of ``u``. In-place updates of fresh
     temporaries keep the elementwise passes few. ``copysign`` replaces a
-    comparison, a negation and a ``where``; ``hypot`` would avoid the
-    underflow of ``g^2`` but took five times as long in numpy.
+    comparison, a negation and a ``where``. ``hypot`` would avoid the
+    underflow of ``g^2``, but it took five times as long in numpy.
 
     A zero denominator is replaced by 1, so ``u = c`` there. That is 0 for
     a zero coupling, and a tiny turn instead of the quarter turn where the

@@ -270,8 +270,8 @@ def _is_pickling_error(error: BaseException) -> bool:
     """Return whether ``error`` is pickle's refusal of an object (Python raises one of three types)."""
     if isinstance(error, pickle.PicklingError):
         return True
-    # Python 3.13 words a lambda's or nested function's refusal as "Can't get
-    # local object" where 3.10-3.12 say "Can't pickle local object".
+    # For a lambda or nested function, Python 3.10-3.12 raise "Can't pickle
+    # local object" and 3.13 raises "Can't get local object".
     refusal = re.search(r"(can't|cannot) pickle|can't get local object", str(error), re.IGNORECASE)
     return isinstance(error, (AttributeError, TypeError)) and refusal is not None
 

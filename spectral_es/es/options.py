@@ -29,7 +29,7 @@ __all__ = [
 
 # Names that pycma 4.x (options and fmin2 arguments) and scipy.optimize.minimize
 # (method options) use for a SpectralES or minimize argument:
-# {their name: (the name here, whose name it is)}.
+# {their name: (the name here, the library that uses theirs)}.
 FOREIGN_OPTION_NAMES = {
     "maxfevals": ("max_evals", "pycma's"),
     "maxfev": ("max_evals", "scipy's"),
@@ -258,13 +258,13 @@ def unknown_option_hint(name: str, accepted: Collection[str]) -> str:
     the closest accepted one, and ``""`` when nothing comes close.
     """
     if name in FOREIGN_OPTION_NAMES:
-        ours, whose = FOREIGN_OPTION_NAMES[name]
+        ours, library = FOREIGN_OPTION_NAMES[name]
         if ours in accepted:
-            return f"did you mean {ours!r}, the name of {whose} {name!r} here? "
+            return f"did you mean {ours!r}, the name of {library} {name!r} here? "
         where = "minimize and optimize" if ours in _RUN_ARGUMENTS else "SpectralES and minimize"
         if ours in ("max_evals", "max_iter"):
             where += f", and es.set_budget({ours}=...) changes it on a strategy"
-        return f"{whose} {name!r} is the argument {ours!r} of {where}; "
+        return f"{library} {name!r} is the argument {ours!r} of {where}; "
     if name in FOREIGN_ARGUMENT_HINTS:
         return f"{FOREIGN_ARGUMENT_HINTS[name]}; "
     if name in ("max_evals", "max_iter"):
@@ -292,7 +292,7 @@ def hint_misused_options(function: Callable[P, R]) -> Callable[P, R]:
     keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     accepted = [name for name in keywords if name not in ("self", *(p.name for p in positional))]
     caller = function.__qualname__.removesuffix(".__init__")
-    shown = ", ".join(p.name for p in positional if p.name != "self")
+    positional_names = ", ".join(p.name for p in positional if p.name != "self")
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -303,7 +303,7 @@ def hint_misused_options(function: Callable[P, R]) -> Callable[P, R]:
             position = len(positional) + dict_index + (0 if positional and positional[0].name == "self" else 1)
             raise TypeError(
                 f"{caller}() takes its options as keyword arguments, but positional argument {position} is a "
-                f"{type(extra[dict_index]).__name__}; pass them with **, as in {caller}({shown}, **options)"
+                f"{type(extra[dict_index]).__name__}; pass them with **, as in {caller}({positional_names}, **options)"
             )
         unknown = [name for name in kwargs if name not in signature.parameters]
         if unknown and not takes_any_keyword:

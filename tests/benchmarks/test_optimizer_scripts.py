@@ -260,9 +260,9 @@ def test_digits_full_explicit_defaults_write_page(results, cheap_training):
     ],
 )
 def test_committed_record_commands_rerun(record_name, script):
-    # The page states the command of each record; rerunning it must pass the
-    # script's checks and write that record again, or the page cannot be
-    # reproduced.
+    # The page states the command of each record. Rerunning that command must
+    # pass the script's checks and write the same record, so that the page
+    # can be reproduced.
     record = json.loads((report.RESULTS / f"{record_name}.json").read_text())
     command = shlex.split(record["environment"]["command"])
     assert command[:3] == ["python", "-m", script.__name__]

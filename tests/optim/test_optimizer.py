@@ -290,7 +290,7 @@ def test_weight_decay_is_decoupled():
 
 
 def test_weight_decay_default_differs_from_adamw():
-    # A bare AdamW -> SpectralKron swap drops AdamW's default decay, so the docstring must say so.
+    # A bare AdamW -> SpectralKron swap drops AdamW's default decay, so the docstring must state the difference.
     adamw_default = inspect.signature(torch.optim.AdamW).parameters["weight_decay"].default
     default = inspect.signature(SpectralKron).parameters["weight_decay"].default
     assert default == 0.0
