@@ -359,6 +359,13 @@ class SpectralKron(torch.optim.Optimizer):
                     )
                 if param.is_meta:
                     raise ValueError(f"{name} is on the meta device and has no values; materialize the model first")
+                if torch.is_complex(param):
+                    # torch.view_as_real(param) is not a leaf, so it cannot be passed as a parameter instead.
+                    raise ValueError(
+                        f"{name} is complex ({param.dtype}, shape {tuple(param.shape)}), which SpectralKron does not "
+                        "support; store it as a real parameter with a last dimension of 2 and call "
+                        "torch.view_as_complex on it in forward, or optimise it with torch.optim.AdamW"
+                    )
                 state = self.state[param]
                 if not state:
                     state.update(self._init_state(param, group))
@@ -448,8 +455,6 @@ class SpectralKron(torch.optim.Optimizer):
 
     def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """Route ``param`` and return its initial state."""
-        if torch.is_complex(param):
-            raise ValueError("SpectralKron does not support complex parameters; optimise torch.view_as_real(p)")
         state_dtype = _state_dtype(group, param)
         if group["route"] == "adam" or (group["route"] == "auto" and param.ndim < 2):
             return init_adam_state(param, state_dtype)

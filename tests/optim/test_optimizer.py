@@ -485,6 +485,18 @@ def test_sparse_gradient_raises():
         optimizer.step()
 
 
+def test_complex_parameter_message():
+    W = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.complex64))
+    W.grad = torch.ones_like(W)
+    optimizer = SpectralKron([torch.nn.Parameter(torch.randn(2, 2)), W])
+
+    with pytest.raises(ValueError) as raised:
+        optimizer.step()
+
+    assert "parameter 1 of group 0 is complex (torch.complex64, shape (4, 3))" in str(raised.value)
+    assert "torch.view_as_complex on it in forward" in str(raised.value)
+
+
 def test_meta_parameter_named():
     with torch.device("meta"):
         W = torch.nn.Parameter(torch.randn(4, 3))
