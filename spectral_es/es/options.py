@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import difflib
-import functools
-import inspect
 import math
 import numbers
 import reprlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
+
+from spectral_es._keywords import hint_unknown_keywords
 
 __all__ = [
     "FOREIGN_OPTION_NAMES",
@@ -285,33 +285,4 @@ def hint_misused_options(function: Callable[P, R]) -> Callable[P, R]:
     signature for ``inspect``, ``help()``, IDEs and type checkers, which a
     ``*args`` or ``**kwargs`` catch-all in the signature would not.
     """
-    signature = inspect.signature(function)
-    parameters = list(signature.parameters.values())
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    takes_any_keyword = any(p.kind == p.VAR_KEYWORD for p in parameters)
-    keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    accepted = [name for name in keywords if name not in ("self", *(p.name for p in positional))]
-    caller = function.__qualname__.removesuffix(".__init__")
-    positional_names = ", ".join(p.name for p in positional if p.name != "self")
-
-    @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        extra = args[len(positional) :]
-        dict_index = next((k for k, value in enumerate(extra) if isinstance(value, Mapping)), None)
-        if dict_index is not None:
-            # Positions as the caller counts them, without self.
-            position = len(positional) + dict_index + (0 if positional and positional[0].name == "self" else 1)
-            raise TypeError(
-                f"{caller}() takes its options as keyword arguments, but positional argument {position} is a "
-                f"{type(extra[dict_index]).__name__}; pass them with **, as in {caller}({positional_names}, **options)"
-            )
-        unknown = [name for name in kwargs if name not in signature.parameters]
-        if unknown and not takes_any_keyword:
-            hint = unknown_option_hint(unknown[0], accepted)
-            raise TypeError(
-                f"{caller}() got an unexpected keyword argument {unknown[0]!r}; {hint}"
-                f"the options it accepts are {', '.join(accepted)}"
-            )
-        return function(*args, **kwargs)
-
-    return wrapper
+    return hint_unknown_keywords(unknown_option_hint)(function)

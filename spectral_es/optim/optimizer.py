@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, overload
 
 import torch
 
+from spectral_es._keywords import hint_unknown_keywords
 from spectral_es.optim.functional import adam_update, init_adam_state, init_kron_state, kron_update
 
 __all__ = ["PreconditionerWarning", "SpectralKron"]
@@ -30,6 +33,52 @@ _SOLVER_DTYPES = (torch.float32, torch.float64)
 _FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col")
 # Options added after the first release, with the defaults that older state dicts get.
 _LATER_OPTIONS = {"max_cayley_squarings": None, "generator_norm": "auto", "max_side_ratio": 16.0, "maximize": False}
+
+
+# Keywords of AdamW, SOAP (pytorch-optimizer 4.1), Shampoo (pytorch-optimizer's
+# ScalableShampoo and Distributed Shampoo) and torch.optim.Muon for an option
+# that has another name here: {their keyword: the keyword here}.
+PEER_OPTION_NAMES = {
+    "epsilon": "eps",
+    "max_preconditioner_dim": "max_precond_dim",
+    "preconditioner_dtype": "state_dtype",
+    "grafting_type": "graft",
+    "grafting_config": "graft",
+}
+# Their keywords with no counterpart of the same meaning, and what to pass instead.
+PEER_OPTION_HINTS = {
+    "momentum": "the momentum decay is betas[0], as in AdamW, e.g. betas=(0.9, 0.999)",
+    "beta1": "pass betas=(beta1, beta2)",
+    "beta2": "pass betas=(beta1, beta2)",
+    "nesterov": "SpectralKron has no Nesterov momentum; its momentum decay is betas[0]",
+    "shampoo_beta": (
+        "SOAP's 'shampoo_beta' decays its curvature every step, and a factor here refreshes every "
+        "precondition_frequency steps: precond_lr = precondition_frequency * (1 - shampoo_beta) averages over "
+        "as many steps"
+    ),
+    "start_preconditioning_step": "SpectralKron preconditions from the first step; there is no warm-up option",
+    "precondition_1d": "1-D parameters take AdamW steps (route='auto'); there is no 1-D factor",
+    "merge_dims": "a conv kernel (out, in, kh, kw) is always viewed as (out, in * kh * kw)",
+    "normalize_grads": "grafting (graft='adafactor', the default) sets the step's norm instead",
+    "adjust_lr_fn": "grafting (graft='adafactor', the default) makes an AdamW learning rate a sensible start",
+    "ns_steps": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
+    "ns_coefficients": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
+    "amsgrad": "SpectralKron has no AMSGrad variant",
+    "decoupled_weight_decay": "weight_decay is always decoupled, as in AdamW",
+    "weight_decouple": "weight_decay is always decoupled, as in AdamW",
+    "foreach": "SpectralKron has one implementation, so drop the option",
+    "fused": "SpectralKron has one implementation, so drop the option",
+    "capturable": "SpectralKron's step reads the step count on the host and cannot be captured in a CUDA graph",
+    "differentiable": "SpectralKron's step runs under torch.no_grad() and cannot be differentiated through",
+}
+
+
+def _peer_option_hint(name: str, accepted: Sequence[str]) -> str:
+    """Return a hint for the unknown keyword ``name``: the fix for another optimizer's name, or a close one."""
+    if name in PEER_OPTION_HINTS:
+        return f"{PEER_OPTION_HINTS[name]}; "
+    close = [PEER_OPTION_NAMES[name]] if name in PEER_OPTION_NAMES else difflib.get_close_matches(name, accepted, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class PreconditionerWarning(UserWarning):
@@ -260,6 +309,7 @@ class SpectralKron(torch.optim.Optimizer):
         >>> optimizer.step()
     """
 
+    @hint_unknown_keywords(_peer_option_hint)
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -317,11 +367,18 @@ class SpectralKron(torch.optim.Optimizer):
         Raises:
             ValueError: for an invalid option; the optimizer is then unchanged.
         """
+        where = f" in param group {len(self.param_groups)}"
         if isinstance(param_group, dict):
             options = {key: value for key, value in param_group.items() if key != "params"}
-            _check_group({**self.defaults, **options})
+            _check_group({**self.defaults, **options}, where)
+            _warn_unknown_options(options, self.defaults, where)
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+        try:
+            _check_group(self.param_groups[-1], where)
+            _check_kron_route(self.param_groups[-1], where)
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -347,7 +404,7 @@ class SpectralKron(torch.optim.Optimizer):
         work = []
         for group_index, group in enumerate(self.param_groups):
             # Options may have been edited since construction (as schedulers edit lr).
-            _check_group(group)
+            _check_group(group, f" in param group {group_index}")
             for index, param in enumerate(group["params"]):
                 if param.grad is None or param.numel() == 0:
                     continue
@@ -494,14 +551,14 @@ def _check_saved_shape(saved: dict[str, Any], param: torch.Tensor, saved_id: Any
         )
 
 
-def _check_group(group: dict[str, Any]) -> None:
-    """Raise ``ValueError`` for an invalid option of a parameter group."""
+def _check_group(group: dict[str, Any], where: str = "") -> None:
+    """Raise ``ValueError`` for an invalid option of a parameter group; ``where`` names the group in the message."""
     group["state_dtype"] = _dtype_name(group["state_dtype"])
     betas = group["betas"]
     if isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas):
         group["betas"] = tuple(betas)
     else:
-        raise ValueError(f"invalid betas {betas!r}: expected two numbers in [0, 1), e.g. (0.9, 0.999)")
+        raise ValueError(f"invalid betas {betas!r}{where}: expected two numbers in [0, 1), e.g. (0.9, 0.999)")
     checks = [
         ("lr", lambda lr: _is_number(lr) and lr >= 0, "a number >= 0"),
         ("eps", lambda eps: _is_number(eps) and eps >= 0, "a number >= 0"),
@@ -534,10 +591,55 @@ def _check_group(group: dict[str, Any]) -> None:
     ]
     for name, is_valid, expected in checks:
         if not is_valid(group[name]):
-            raise ValueError(f"invalid {name} {group[name]!r}: expected {expected}")
+            raise ValueError(f"invalid {name} {group[name]!r}{where}: expected {expected}")
     if group["state_dtype"] is not None:
         # A fixed state dtype decides the Cayley map now; otherwise each parameter's dtype does.
         _cayley_method(group, _STATE_DTYPES[group["state_dtype"]])
+
+
+def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
+    """Warn about a key of a new parameter group that looks like a misspelt or another optimizer's option.
+
+    torch.optim keeps unknown group keys, because schedulers and users store
+    their own values there (``initial_lr``, ``max_lr``, ...), so they are
+    not errors. A key that is not an option is ignored by the step, so a
+    typo such as ``weight_decy`` would otherwise silently train without decay.
+    """
+    for key in options.keys() - defaults.keys():
+        if key in PEER_OPTION_HINTS:
+            advice = PEER_OPTION_HINTS[key]
+        else:
+            close = [PEER_OPTION_NAMES[key]] if key in PEER_OPTION_NAMES else difflib.get_close_matches(key, defaults)
+            if not close:
+                continue
+            advice = f"did you mean {close[0]!r}?"
+        message = f"SpectralKron ignores the key {key!r}{where}, which is not one of its options; {advice}"
+        warnings.warn(message, stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel() -> int:
+    """Return the ``stacklevel`` of the first caller outside spectral_es and torch.optim, for ``warnings.warn``.
+
+    A new group arrives through ``SpectralKron.__init__`` and
+    ``torch.optim.Optimizer.__init__`` or through a direct
+    ``add_param_group`` call, so a fixed level would point into one of them.
+    """
+    level, frame = 2, sys._getframe(2)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(("spectral_es.", "torch.optim")):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def _check_kron_route(group: dict[str, Any], where: str) -> None:
+    """Raise ``ValueError`` if a group with ``route="kron"`` has a parameter with fewer than 2 dimensions."""
+    if group["route"] != "kron":
+        return
+    for index, param in enumerate(group["params"]):
+        if param.ndim < 2:
+            raise ValueError(
+                f"route='kron' needs parameters with at least 2 dimensions, but parameter {index}{where} has shape "
+                f"{tuple(param.shape)}; put 1-D parameters in a group with route='auto' or 'adam'"
+            )
 
 
 def _is_number(value: Any) -> bool:

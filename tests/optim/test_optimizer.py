@@ -323,7 +323,24 @@ def test_routing_of_vectors_convs_and_wide_weights():
 
 def test_route_kron_rejects_vectors():
     bias = torch.nn.Parameter(torch.randn(8))
-    optimizer = SpectralKron([bias], route="kron")
+    with pytest.raises(ValueError, match=r"route='kron' .* parameter 0 in param group 0 has shape \(8,\)"):
+        SpectralKron([bias], route="kron")
+
+
+def test_route_kron_added_group_rejected():
+    optimizer = SpectralKron([torch.nn.Parameter(torch.randn(4, 3))])
+    bias = torch.nn.Parameter(torch.randn(8))
+
+    with pytest.raises(ValueError, match="parameter 0 in param group 1 has shape"):
+        optimizer.add_param_group({"params": [bias], "route": "kron"})
+
+    assert len(optimizer.param_groups) == 1
+
+
+def test_route_kron_set_later_raises_at_step():
+    bias = torch.nn.Parameter(torch.randn(8))
+    optimizer = SpectralKron([bias])
+    optimizer.param_groups[0]["route"] = "kron"
     bias.grad = torch.randn_like(bias)
     with pytest.raises(ValueError, match="route='kron'"):
         optimizer.step()
@@ -454,6 +471,60 @@ def test_invalid_option_raises(option, value):
 def test_invalid_option_in_group_raises():
     with pytest.raises(ValueError, match="invalid precond_lr"):
         SpectralKron([{"params": [torch.nn.Parameter(torch.randn(3, 2))], "precond_lr": -1.0}])
+
+
+def test_invalid_option_edited_names_group():
+    optimizer = SpectralKron(
+        [{"params": [torch.nn.Parameter(torch.randn(3, 2))]}, {"params": [torch.nn.Parameter(torch.randn(2, 2))]}]
+    )
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param.grad = torch.ones_like(param)
+    optimizer.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"invalid lr -1.0 in param group 1: expected a number >= 0"):
+        optimizer.step()
+
+
+@pytest.mark.parametrize(
+    ("keyword", "advice"),
+    [
+        ("shampoo_beta", r"precond_lr = precondition_frequency \* \(1 - shampoo_beta\)"),
+        ("momentum", r"betas\[0\]"),
+        ("epsilon", "did you mean 'eps'"),
+        ("max_preconditioner_dim", "did you mean 'max_precond_dim'"),
+        ("weight_decy", "did you mean 'weight_decay'"),
+        ("foreach", "one implementation"),
+        ("ns_steps", "no Newton-Schulz iteration"),
+    ],
+)
+def test_peer_keyword_names_fix(keyword, advice):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'; .*{advice}"):
+        SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], **{keyword: 0.9})
+
+
+def test_unknown_keyword_lists_options():
+    with pytest.raises(TypeError) as raised:
+        SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], colour=1)
+    message = str(raised.value)
+    assert "did you mean" not in message
+    assert "the options it accepts are lr, betas, eps, weight_decay, root," in message
+
+
+@pytest.mark.parametrize(("key", "advice"), [("weight_decy", "did you mean 'weight_decay'"), ("epsilon", "'eps'")])
+def test_group_key_typo_warns(key, advice):
+    W = torch.nn.Parameter(torch.randn(3, 2))
+    with pytest.warns(UserWarning, match=f"ignores the key '{key}' in param group 0.*{advice}") as record:
+        SpectralKron([{"params": [W], key: 0.1}])
+    # The warning points at the caller, not into spectral_es or torch.optim.
+    assert record[0].filename == __file__
+
+
+def test_group_custom_keys_do_not_warn():
+    optimizer = SpectralKron([torch.nn.Parameter(torch.randn(3, 2))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.randn(2))], "name": "bias", "initial_lr": 0.1})
+    assert optimizer.param_groups[1]["name"] == "bias"
 
 
 def test_exact_cayley_needs_solver_dtype():
