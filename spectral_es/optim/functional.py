@@ -40,6 +40,7 @@ __all__ = [
     "adam_update",
     "init_adam_state",
     "init_kron_state",
+    "kron_initialize_scale",
     "kron_refresh",
     "kron_update",
     "matrix_shape",
@@ -132,6 +133,16 @@ def init_adam_state(param: torch.Tensor, state_dtype: torch.dtype) -> dict:
         "exp_avg": torch.zeros(param.shape, dtype=state_dtype, device=param.device),
         "exp_avg_sq": torch.zeros(param.shape, dtype=wide, device=param.device),
     }
+
+
+@torch.no_grad()
+def kron_initialize_scale(state: dict, grad: torch.Tensor) -> None:
+    """Set the Kronecker scale ``alpha = mean(G^2)`` from the first usable gradient ``grad``.
+
+    :func:`init_kron_state` leaves ``alpha = 0`` to mark factors that have
+    not seen a gradient yet; the first refresh must follow this call.
+    """
+    state["alpha"].copy_(grad.to(state["alpha"].dtype).square().mean().clamp_min(_TINY))
 
 
 @torch.no_grad()
@@ -313,7 +324,7 @@ def kron_update(
     # Factor refresh on the raw gradient.
     G = grad.reshape(n, m).to(exp_avg.dtype)
     if initialize:
-        state["alpha"].copy_(grad.to(state["alpha"].dtype).square().mean().clamp_min(_TINY))
+        kron_initialize_scale(state, grad)
     if refresh:
         kron_refresh(
             state,

@@ -8,12 +8,20 @@ import numbers
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import torch
 
 from spectral_es._keywords import hint_unknown_keywords
-from spectral_es.optim.functional import adam_update, init_adam_state, init_kron_state, kron_update
+from spectral_es.optim.functional import (
+    adam_update,
+    init_adam_state,
+    init_kron_state,
+    kron_initialize_scale,
+    kron_refresh,
+    kron_update,
+    matrix_shape,
+)
 
 __all__ = ["PreconditionerWarning", "SpectralKron"]
 
@@ -32,7 +40,13 @@ _SOLVER_DTYPES = (torch.float32, torch.float64)
 # State entries kept in float32 (float64 for a float64 state) whatever the state dtype.
 _FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col")
 # Options added after the first release, with the defaults that older state dicts get.
-_LATER_OPTIONS = {"max_cayley_squarings": None, "generator_norm": "auto", "max_side_ratio": 16.0, "maximize": False}
+_LATER_OPTIONS = {
+    "max_cayley_squarings": None,
+    "generator_norm": "auto",
+    "max_side_ratio": 16.0,
+    "maximize": False,
+    "distributed_refresh": False,
+}
 
 
 # Keywords of AdamW, SOAP (pytorch-optimizer 4.1), Shampoo (pytorch-optimizer's
@@ -232,10 +246,20 @@ class SpectralKron(torch.optim.Optimizer):
     Distributed data parallel: the step is deterministic given the gradients,
     so under ``DistributedDataParallel`` (which averages gradients before
     ``step``) every rank computes the same update and keeps the same state.
-    No extra communication is needed.
+    By default no extra communication is needed, and every rank does all
+    the factor work. With ``distributed_refresh=True`` and an initialised
+    default process group (``torch.distributed``), each scheduled refresh
+    runs on one rank only, chosen so that the ranks share the refresh work
+    of the step about evenly, and that rank broadcasts the new ``d``, ``B``
+    and ``alpha``. The ranks then still hold bitwise the same state as
+    without the option. The refreshes (a solve or a truncated map, and 3
+    products per side) are most of a step's factor work; the 4 products of
+    the preconditioning still run on every rank. Every rank must call
+    ``step`` with the same gradients, as ``DistributedDataParallel``
+    ensures. Without a process group the option changes nothing.
 
-    NOTE: every rank also does all the factor work, because the refreshes are
-    not split across ranks as Distributed Shampoo does. Wide sides fall back
+    NOTE: each refreshed factor is broadcast on its own (one collective per
+    tensor), with no coalescing into larger messages. Wide sides fall back
     to a diagonal factor, not to blocks of full factors.
 
     Args:
@@ -300,6 +324,8 @@ class SpectralKron(torch.optim.Optimizer):
         route: ``"auto"``, ``"kron"`` or ``"adam"``, as described above.
         maximize: Maximise the objective: step along the gradient, as the
             ``maximize`` of ``torch.optim.AdamW`` does.
+        distributed_refresh: Under ``torch.distributed``, refresh each
+            weight's factors on one rank and broadcast them (see above).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -335,6 +361,7 @@ class SpectralKron(torch.optim.Optimizer):
         orthogonalize_every: int = 10,
         route: str = "auto",
         maximize: bool = False,
+        distributed_refresh: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -358,6 +385,7 @@ class SpectralKron(torch.optim.Optimizer):
             "orthogonalize_every": orthogonalize_every,
             "route": route,
             "maximize": maximize,
+            "distributed_refresh": distributed_refresh,
         }
         super().__init__(params, defaults)
 
@@ -428,6 +456,8 @@ class SpectralKron(torch.optim.Optimizer):
                     state.update(self._init_state(param, group))
                 work.append((group, param, state, name))
 
+        refreshes: list[_Refresh] = []
+        updates = []
         for (group, param, state, name), (finite, bounded, nonzero, initialized) in zip(
             work, _gradient_flags(work), strict=True
         ):
@@ -463,16 +493,18 @@ class SpectralKron(torch.optim.Optimizer):
                 if refresh:
                     _warn(name, param, "is all zeros", "skipped the preconditioner refresh and kept the previous one")
                 refresh = ""
-            kron_update(
-                param,
-                grad,
-                state,
-                group,
-                refresh="CK" if not initialized else refresh,
-                initialize=not initialized,
-                rotation=_rotation_options(group, state["exp_avg"].dtype),
-                orthogonalize=orthogonalize,
-            )
+            if not initialized:
+                refresh = "CK"
+            if refresh:
+                refreshes.append(_Refresh(group, param, state, grad, refresh, not initialized, orthogonalize))
+            updates.append((group, param, state, grad))
+
+        # The refreshes read only the gradients and the factors, and the
+        # updates read the factors only after them, so running all refreshes
+        # first computes what refreshing each weight inside its update would.
+        _refresh_factors(refreshes)
+        for group, param, state, grad in updates:
+            kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -522,6 +554,90 @@ class SpectralKron(torch.optim.Optimizer):
             )
         _cayley_method(group, state_dtype)
         return init_kron_state(param, state_dtype, group["max_precond_dim"], group["graft"], group["max_side_ratio"])
+
+
+class _Refresh(NamedTuple):
+    """A factor refresh that a step schedules for one weight on the Kronecker path."""
+
+    group: dict[str, Any]
+    param: torch.Tensor
+    state: dict[str, Any]
+    grad: torch.Tensor
+    sides: str  # "C", "K" or "CK"
+    initialize: bool  # whether alpha = mean(G^2) is set first (the first usable gradient)
+    orthogonalize: bool
+
+
+def _refresh_factors(refreshes: list[_Refresh]) -> None:
+    """Run the scheduled refreshes: all on this rank, or under ``distributed_refresh`` each on its owner rank.
+
+    Every rank passes the same list in the same order, so the broadcasts
+    that follow pair up across ranks.
+    """
+    rank, owners = _refresh_owners(refreshes)
+    for refresh, owner in zip(refreshes, owners, strict=True):
+        if owner is not None and owner != rank:
+            continue
+        state = refresh.state
+        if refresh.initialize:
+            kron_initialize_scale(state, refresh.grad)
+        kron_refresh(
+            state,
+            refresh.grad.reshape(matrix_shape(refresh.param)).to(state["exp_avg"].dtype),
+            sides=refresh.sides,
+            beta=refresh.group["precond_lr"],
+            rotation=_rotation_options(refresh.group, state["exp_avg"].dtype),
+            damping=refresh.group["damping"],
+            orthogonalize=refresh.orthogonalize,
+        )
+
+    handles = []
+    for refresh, owner in zip(refreshes, owners, strict=True):
+        if owner is None:
+            continue
+        names = ["alpha", *(f"{kind}_{side}" for side in refresh.sides for kind in ("d", "B"))]
+        for name in names:
+            if name in refresh.state:  # a diagonal side has no B
+                handles.append(torch.distributed.broadcast(refresh.state[name], src=owner, async_op=True))
+    for handle in handles:
+        handle.wait()
+
+
+def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
+    """Return this process's rank and the rank that runs each refresh (``None``: every rank runs it).
+
+    Refreshes of groups with ``distributed_refresh`` go to ranks greedily:
+    the most expensive first, each to the rank with the least work so far.
+    The cost estimate in multiply-adds is ``n m (n + m)`` for rotating the
+    gradient into the full eigenbases, plus ``k^3 + k^2 l`` for each
+    refreshed full side of length ``k`` (its curvature and its Cayley map),
+    where ``l`` is the other side's length. The estimate uses only shapes
+    and the schedule, which every rank shares, so all ranks agree on the
+    owners.
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if distributed else 1
+    owners: list[int | None] = [None] * len(refreshes)
+    if world_size == 1:
+        return 0, owners
+
+    costs = {}
+    for position, refresh in enumerate(refreshes):
+        if not refresh.group["distributed_refresh"]:
+            continue
+        n, m = matrix_shape(refresh.param)
+        full = {"C": "B_C" in refresh.state, "K": "B_K" in refresh.state}
+        cost = n * m * (n * full["C"] + m * full["K"])
+        for side, (k, other) in (("C", (n, m)), ("K", (m, n))):
+            if side in refresh.sides and full[side]:
+                cost += k**3 + k * k * other
+        costs[position] = cost
+    loads = [0] * world_size
+    for position in sorted(costs, key=lambda position: (-costs[position], position)):
+        owner = min(range(world_size), key=lambda rank: (loads[rank], rank))
+        owners[position] = owner
+        loads[owner] += costs[position]
+    return torch.distributed.get_rank(), owners
 
 
 def _check_saved_groups(state_dict: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -588,6 +704,7 @@ def _check_group(group: dict[str, Any], where: str = "") -> None:
         ("orthogonalize_every", lambda every: _is_int(every, 0), "an integer >= 0 (0: never)"),
         ("route", lambda route: route in _ROUTES, f"one of {_ROUTES}"),
         ("maximize", lambda maximize: isinstance(maximize, bool), "True or False"),
+        ("distributed_refresh", lambda split: isinstance(split, bool), "True or False"),
     ]
     for name, is_valid, expected in checks:
         if not is_valid(group[name]):

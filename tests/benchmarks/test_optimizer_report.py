@@ -72,3 +72,23 @@ def test_digits_section_names_sweep_seeds():
     }
     text = " ".join(report.digits_section(record))
     assert "on seeds 0, 1 and picked by their mean validation loss" in text
+
+
+def test_distributed_table_ratios():
+    record = {
+        "ranks": 2,
+        "steps": 3,
+        "rows": [
+            {
+                "size": 8,
+                "dtype": "float32",
+                "weights": 4,
+                "equal": True,
+                "median": {"every rank refreshes": 0.2, "distributed_refresh": 0.15},
+                "mean": {"every rank refreshes": 0.4, "distributed_refresh": 0.1},
+            }
+        ],
+    }
+    lines = report.distributed_table(record)
+    assert lines[0].startswith("2 gloo processes of one torch thread each")
+    assert "| 4 x (8 x 8) | float32 | 200.0 | 150.0 | 0.75 | 0.25 | yes |" in lines

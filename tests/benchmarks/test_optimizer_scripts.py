@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from benchmarks.optimizer import digits, orthogonality, report, step_time  # noqa: E402  (after the skips)
+from benchmarks.optimizer import digits, distributed, orthogonality, report, step_time  # noqa: E402  (after the skips)
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", folder)
     pages = []
     monkeypatch.setattr(report, "write_page", lambda: pages.append("written"))
-    for module in (digits, orthogonality, step_time):
+    for module in (digits, distributed, orthogonality, step_time):
         monkeypatch.setattr(module, "environment", lambda name: {"command": name})
     return folder, pages
 
@@ -304,3 +304,38 @@ def test_digits_rejects_arguments(results, cheap_training, capsys, argv, message
         digits.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# Distributed refresh
+
+
+def test_distributed_quick_run_writes_quick(results):
+    folder, pages = results
+    distributed.main(["--weights", "2"])
+
+    record = json.loads((folder / "quick" / "distributed.json").read_text())
+    assert pages == []
+    (row,) = record["rows"]
+    assert (row["size"], row["dtype"], row["weights"]) == (512, "float32", 2)
+    assert row["equal"]
+    for mode in distributed.MODES:
+        assert len(row["times"][mode]) == record["steps"] == 10
+        assert row["median"][mode] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--ranks", "1"], "--ranks must be >= 2"), (["--weights", "0"], "--weights must be >= 1")],
+)
+def test_distributed_rejects_arguments(results, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        distributed.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_distributed_quick_rejects_committed_out(results, capsys):
+    folder, _ = results
+    with pytest.raises(SystemExit):
+        distributed.main(["--out", str(folder)])
+    assert "only --full writes there" in capsys.readouterr().err

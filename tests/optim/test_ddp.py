@@ -6,7 +6,10 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from spectral_es.optim import SpectralKron
+from spectral_es.optim import optimizer as optimizer_module
 from tests.optim.conftest import batch, make_model, torch
 
 STEPS = 6
@@ -56,3 +59,97 @@ def test_ranks_keep_identical_parameters_and_state(tmp_path):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     assert not torch.equal(model[3].weight, first["model"]["3.weight"])
+
+
+# Option sets of the split-refresh test: each "split" run must end bitwise where
+# the "replicated" run with the same state dtype ends.
+MODES = {
+    "replicated": {},
+    "split": {"distributed_refresh": True},
+    "replicated bf16": {"state_dtype": "bfloat16"},
+    "split bf16": {"distributed_refresh": True, "state_dtype": "bfloat16"},
+}
+
+
+def train_modes(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Train one model per mode of MODES on this rank's batches; save states and refresh counts."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    refresh = optimizer_module.kron_refresh
+    calls = {"count": 0}
+
+    def counted_refresh(*args, **kwargs):
+        calls["count"] += 1
+        return refresh(*args, **kwargs)
+
+    optimizer_module.kron_refresh = counted_refresh
+    try:
+        results = {}
+        for mode, options in MODES.items():
+            calls["count"] = 0
+            model = make_model(0)
+            ddp = torch.nn.parallel.DistributedDataParallel(model)
+            optimizer = SpectralKron(ddp.parameters(), lr=1e-2, precondition_frequency=2, **options)
+            for step in range(STEPS):
+                x, y = batch(100 * rank + step)
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(ddp(x), y).backward()
+                optimizer.step()
+            results[mode] = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "refreshes": calls["count"],
+            }
+        torch.save(results, Path(folder) / f"{rank}.pt")
+    finally:
+        optimizer_module.kron_refresh = refresh
+        torch.distributed.destroy_process_group()
+
+
+def test_split_refresh_matches_replicated(tmp_path):
+    torch.multiprocessing.spawn(train_modes, args=(2, free_loopback_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+    for split, replicated in (("split", "replicated"), ("split bf16", "replicated bf16")):
+        reference = ranks[0][replicated]
+        for rank, results in enumerate(ranks):
+            for name, value in reference["model"].items():
+                assert torch.equal(results[split]["model"][name], value), f"{split}, rank {rank}: {name}"
+            for index, state in reference["optimizer"]["state"].items():
+                for key, value in state.items():
+                    saved = results[split]["optimizer"]["state"][index][key]
+                    assert torch.equal(saved, value), f"{split}, rank {rank}: state {index}/{key}"
+
+        # Every refresh ran on exactly one rank, and each rank ran some.
+        counts = [results[split]["refreshes"] for results in ranks]
+        assert sum(counts) == reference["refreshes"]
+        assert all(count > 0 for count in counts)
+
+
+def test_refresh_owners_balance_work(monkeypatch):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    weights = [torch.nn.Parameter(torch.randn(n, n)) for n in (64, 8, 32, 8)]
+    optimizer = SpectralKron([{"params": weights[:3], "distributed_refresh": True}, {"params": weights[3:]}])
+    refreshes = [
+        optimizer_module._Refresh(
+            group, param, optimizer._init_state(param, group), torch.ones_like(param), "C", False, False
+        )
+        for group in optimizer.param_groups
+        for param in group["params"]
+    ]
+
+    rank, owners = optimizer_module._refresh_owners(refreshes)
+
+    # The 64 x 64 refresh outweighs the others together, so it gets a rank of
+    # its own; the last weight's group runs its refresh on every rank.
+    assert rank == 1
+    assert owners == [0, 1, 1, None]
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_distributed_refresh_needs_bool(value):
+    with pytest.raises(ValueError, match="invalid distributed_refresh"):
+        SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], distributed_refresh=value)

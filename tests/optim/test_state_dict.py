@@ -156,3 +156,33 @@ def test_load_onto_cuda():
     torch.nn.functional.cross_entropy(cuda_model(x), y).backward()
     cuda_optimizer.step()
     assert all(torch.isfinite(p).all() for p in cuda_model.parameters())
+
+
+def test_state_dict_without_later_options_loads():
+    later = {
+        "max_cayley_squarings": None,
+        "generator_norm": "auto",
+        "max_side_ratio": 16.0,
+        "maximize": False,
+        "distributed_refresh": False,
+    }
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), lr=1e-2)
+    train_steps(model, optimizer, 3)
+    saved = deserialise(serialise(optimizer.state_dict()))
+    for group in saved["param_groups"]:
+        for name in later:
+            del group[name]  # as saved by a release before these options existed
+
+    resumed_model = make_model(0)
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = SpectralKron(resumed_model.parameters(), lr=1.0)
+    resumed.load_state_dict(saved)
+    train_steps(model, optimizer, 2, first_step=3)
+    train_steps(resumed_model, resumed, 2, first_step=3)
+
+    for name, default in later.items():
+        assert resumed.param_groups[0][name] == default, name
+    expected = model.state_dict()
+    for name, value in resumed_model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
