@@ -258,9 +258,8 @@ class SpectralKron(torch.optim.Optimizer):
     ``step`` with the same gradients, as ``DistributedDataParallel``
     ensures. Without a process group the option changes nothing.
 
-    NOTE: each refreshed factor is broadcast on its own (one collective per
-    tensor), with no coalescing into larger messages. Wide sides fall back
-    to a diagonal factor, not to blocks of full factors.
+    NOTE: wide sides fall back to a diagonal factor, not to blocks of full
+    factors.
 
     Args:
         params: Parameters or parameter groups; every option below may be set
@@ -591,16 +590,40 @@ def _refresh_factors(refreshes: list[_Refresh]) -> None:
             orthogonalize=refresh.orthogonalize,
         )
 
-    handles = []
+    _broadcast_refreshed(refreshes, owners, rank)
+
+
+def _broadcast_refreshed(refreshes: list[_Refresh], owners: list[int | None], rank: int) -> None:
+    """Send the factors each owner refreshed to the other ranks, one broadcast per owner, dtype and device.
+
+    A collective per tensor would cost its fixed latency once per ``d``,
+    ``B`` and ``alpha`` of every refreshed weight, so each owner's tensors
+    of one dtype and device travel as one flat buffer. Every rank builds
+    the buffers in the same order from the same shapes, so the broadcasts
+    pair up, and copying in and out is exact.
+    """
+    buffers: dict[tuple[int, torch.dtype, torch.device], list[torch.Tensor]] = {}
     for refresh, owner in zip(refreshes, owners, strict=True):
         if owner is None:
             continue
         names = ["alpha", *(f"{kind}_{side}" for side in refresh.sides for kind in ("d", "B"))]
         for name in names:
             if name in refresh.state:  # a diagonal side has no B
-                handles.append(torch.distributed.broadcast(refresh.state[name], src=owner, async_op=True))
-    for handle in handles:
+                tensor = refresh.state[name]
+                buffers.setdefault((owner, tensor.dtype, tensor.device), []).append(tensor)
+
+    pending = []
+    for (owner, dtype, device), tensors in buffers.items():
+        if owner == rank:
+            flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        else:
+            flat = torch.empty(sum(tensor.numel() for tensor in tensors), dtype=dtype, device=device)
+        pending.append((owner, tensors, flat, torch.distributed.broadcast(flat, src=owner, async_op=True)))
+    for owner, tensors, flat, handle in pending:
         handle.wait()
+        if owner != rank:
+            for tensor, part in zip(tensors, flat.split([tensor.numel() for tensor in tensors]), strict=True):
+                tensor.copy_(part.view_as(tensor))
 
 
 def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
