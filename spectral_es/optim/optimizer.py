@@ -8,7 +8,7 @@ import numbers
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, cast, overload
 
 import torch
 
@@ -477,9 +477,8 @@ class SpectralKron(torch.optim.Optimizer):
                     "to step on such gradients",
                 )
                 continue
-            grad = -param.grad if group["maximize"] else param.grad
             if "d_C" not in state:
-                adam_update(param, grad, state, group)
+                adam_update(param, _signed_gradient(param, group), state, group)
                 continue
             _check_graft_state(group, state, name)
             refresh, orthogonalize = _schedule(state, group)
@@ -495,14 +494,17 @@ class SpectralKron(torch.optim.Optimizer):
             if not initialized:
                 refresh = "CK"
             if refresh:
-                refreshes.append(_Refresh(group, param, state, grad, refresh, not initialized, orthogonalize))
-            updates.append((group, param, state, grad))
+                refreshes.append(_Refresh(group, param, state, refresh, not initialized, orthogonalize))
+            updates.append((group, param, state))
 
         # The refreshes read only the gradients and the factors, and the
         # updates read the factors only after them, so running all refreshes
         # first computes what refreshing each weight inside its update would.
+        # Under maximize each loop negates a gradient only when it uses it,
+        # so the step keeps one negated gradient alive at a time.
         _refresh_factors(refreshes)
-        for group, param, state, grad in updates:
+        for group, param, state in updates:
+            grad = _signed_gradient(param, group)
             kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
         return loss
 
@@ -561,7 +563,6 @@ class _Refresh(NamedTuple):
     group: dict[str, Any]
     param: torch.Tensor
     state: dict[str, Any]
-    grad: torch.Tensor
     sides: str  # "C", "K" or "CK"
     initialize: bool  # whether alpha = mean(G^2) is set first (the first usable gradient)
     orthogonalize: bool
@@ -578,11 +579,12 @@ def _refresh_factors(refreshes: list[_Refresh]) -> None:
         if owner is not None and owner != rank:
             continue
         state = refresh.state
+        grad = _signed_gradient(refresh.param, refresh.group)
         if refresh.initialize:
-            kron_initialize_scale(state, refresh.grad)
+            kron_initialize_scale(state, grad)
         kron_refresh(
             state,
-            refresh.grad.reshape(matrix_shape(refresh.param)).to(state["exp_avg"].dtype),
+            grad.reshape(matrix_shape(refresh.param)).to(state["exp_avg"].dtype),
             sides=refresh.sides,
             beta=refresh.group["precond_lr"],
             rotation=_rotation_options(refresh.group, state["exp_avg"].dtype),
@@ -624,6 +626,12 @@ def _broadcast_refreshed(refreshes: list[_Refresh], owners: list[int | None], ra
         if owner != rank:
             for tensor, part in zip(tensors, flat.split([tensor.numel() for tensor in tensors]), strict=True):
                 tensor.copy_(part.view_as(tensor))
+
+
+def _signed_gradient(param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+    """Return the gradient that the step descends: ``param.grad``, negated under ``maximize``."""
+    grad = cast(torch.Tensor, param.grad)
+    return -grad if group["maximize"] else grad
 
 
 def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:

@@ -134,9 +134,7 @@ def test_refresh_owners_balance_work(monkeypatch):
     weights = [torch.nn.Parameter(torch.randn(n, n)) for n in (64, 8, 32, 8)]
     optimizer = SpectralKron([{"params": weights[:3], "distributed_refresh": True}, {"params": weights[3:]}])
     refreshes = [
-        optimizer_module._Refresh(
-            group, param, optimizer._init_state(param, group), torch.ones_like(param), "C", False, False
-        )
+        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False)
         for group in optimizer.param_groups
         for param in group["params"]
     ]

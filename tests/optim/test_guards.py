@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import pytest
 
 from spectral_es.optim import PreconditionerWarning, SpectralKron
+from spectral_es.optim import optimizer as optimizer_module
 from tests.optim.conftest import make_model, torch, train_steps
 
 
@@ -291,3 +293,28 @@ def test_maximize_steps_along_gradient():
 def test_state_dtype_error_shows_given_name():
     with pytest.raises(ValueError, match="invalid state_dtype 'int8'"):
         SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], state_dtype="int8")
+
+
+def test_maximize_frees_each_negated_gradient(monkeypatch):
+    # The negated gradient of a weight is a temporary of its own update, so
+    # a step with maximize=True keeps one extra gradient alive at a time, not one
+    # per weight of the model.
+    weights = [torch.nn.Parameter(torch.randn(6, 4)) for _ in range(3)]
+    optimizer = SpectralKron(weights, maximize=True)
+    update = optimizer_module.kron_update
+    seen, alive_at_call = [], []
+
+    def recording_update(param, grad, *args, **kwargs):
+        alive_at_call.append(sum(ref() is not None for ref in seen))
+        seen.append(weakref.ref(grad))
+        return update(param, grad, *args, **kwargs)
+
+    monkeypatch.setattr(optimizer_module, "kron_update", recording_update)
+    for _ in range(2):
+        for param in weights:
+            param.grad = torch.randn_like(param)
+        seen.clear()
+        alive_at_call.clear()
+        optimizer.step()
+
+        assert alive_at_call == [0, 0, 0]
