@@ -639,12 +639,14 @@ def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
 
     Refreshes of groups with ``distributed_refresh`` go to ranks greedily:
     the most expensive first, each to the rank with the least work so far.
-    The cost estimate in multiply-adds is ``n m (n + m)`` for rotating the
-    gradient into the full eigenbases, plus ``k^3 + k^2 l`` for each
-    refreshed full side of length ``k`` (its curvature and its Cayley map),
-    where ``l`` is the other side's length. The estimate uses only shapes
-    and the schedule, which every rank shares, so all ranks agree on the
-    owners.
+    The cost estimate in multiply-adds is ``n m`` for scaling the gradient
+    and forming its squares, plus ``n m k`` for rotating it into each full
+    eigenbasis of length ``k``, plus ``k^3 + k^2 l`` for each refreshed full
+    side (its curvature and its Cayley map), where ``l`` is the other
+    side's length. Without the ``n m`` term a weight with two diagonal
+    sides would cost nothing, and all such refreshes would go to one rank.
+    The estimate uses only shapes and the schedule, which every rank
+    shares, so all ranks agree on the owners.
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world_size = torch.distributed.get_world_size() if distributed else 1
@@ -658,7 +660,7 @@ def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
             continue
         n, m = matrix_shape(refresh.param)
         full = {"C": "B_C" in refresh.state, "K": "B_K" in refresh.state}
-        cost = n * m * (n * full["C"] + m * full["K"])
+        cost = n * m * (1 + n * full["C"] + m * full["K"])
         for side, (k, other) in (("C", (n, m)), ("K", (m, n))):
             if side in refresh.sides and full[side]:
                 cost += k**3 + k * k * other

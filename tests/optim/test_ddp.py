@@ -147,6 +147,25 @@ def test_refresh_owners_balance_work(monkeypatch):
     assert owners == [0, 1, 1, None]
 
 
+def test_refresh_owners_spread_diagonal_factors(monkeypatch):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    # Both sides are longer than max_precond_dim, so each weight keeps only diagonal factors.
+    weights = [torch.nn.Parameter(torch.randn(12, 12)) for _ in range(4)]
+    optimizer = SpectralKron(weights, max_precond_dim=8, distributed_refresh=True)
+    group = optimizer.param_groups[0]
+    refreshes = [
+        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False)
+        for param in weights
+    ]
+
+    _, owners = optimizer_module._refresh_owners(refreshes)
+
+    assert "B_C" not in refreshes[0].state
+    assert owners == [0, 1, 0, 1]
+
+
 @pytest.mark.parametrize("value", [1, "yes", None])
 def test_distributed_refresh_needs_bool(value):
     with pytest.raises(ValueError, match="invalid distributed_refresh"):
