@@ -26,8 +26,9 @@ def hint_unknown_keywords(
     An unknown keyword argument raises ``TypeError`` with
     ``hint(name, accepted)`` (a string ending in ``"; "``, or ``""``)
     followed by the list of accepted keywords. An options dict passed
-    positionally after all positional parameters
-    (``SpectralES(x0, sigma0, opts)``) gets the advice to pass ``**opts``.
+    positionally, after the positional parameters
+    (``SpectralES(x0, sigma0, opts)``) or in the place of an optional one
+    (``SpectralKron(params, opts)``), gets the advice to pass ``**opts``.
     Other calls that do not fit the signature raise Python's own
     ``TypeError``. The wrapper keeps the function's signature for
     ``inspect``, ``help()``, IDEs and type checkers, which a ``**kwargs``
@@ -43,21 +44,27 @@ def hint_unknown_keywords(
         # Positional parameters with a default (SpectralKron's lr, ...) are options too.
         required = [p.name for p in positional if p.default is p.empty]
         accepted = [name for name in keywords if name not in ("self", *required)]
-        caller = function.__qualname__.removesuffix(".__init__")
-        positional_names = ", ".join(p.name for p in positional if p.name != "self")
+        is_method = bool(positional) and positional[0].name == "self"
+        example = ", ".join(name for name in required if name != "self")
 
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            extra = args[len(positional) :]
-            dict_index = next((k for k, value in enumerate(extra) if isinstance(value, Mapping)), None)
-            if dict_index is not None:
-                # Positions as the caller counts them, without self.
-                position = len(positional) + dict_index + (0 if positional and positional[0].name == "self" else 1)
-                raise TypeError(
-                    f"{caller}() takes its options as keyword arguments, but positional argument {position} is a "
-                    f"{type(extra[dict_index]).__name__}; pass them with **, as in "
-                    f"{caller}({positional_names}, **options)"
+            # A subclass's errors carry its own name, found from self at call time.
+            caller = f"{type(args[0]).__name__}.{function.__name__}" if is_method and args else function.__qualname__
+            caller = caller.removesuffix(".__init__")
+            # An options dict in a slot that takes no dict: one past the
+            # positional parameters, or an optional one such as lr.
+            for index, value in enumerate(args):
+                takes_mapping = index < len(positional) and (
+                    positional[index].default is positional[index].empty
+                    or isinstance(positional[index].default, Mapping)
                 )
+                if isinstance(value, Mapping) and not takes_mapping:
+                    position = index + (0 if is_method else 1)  # as the caller counts, without self
+                    raise TypeError(
+                        f"{caller}() takes its options as keyword arguments, but positional argument {position} is "
+                        f"a {type(value).__name__}; pass them with **, as in {caller}({example}, **options)"
+                    )
             unknown = [name for name in kwargs if name not in signature.parameters]
             if unknown and not takes_any_keyword:
                 raise TypeError(

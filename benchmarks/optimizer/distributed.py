@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -42,18 +41,14 @@ from spectral_es.optim import SpectralKron
 MODES = {"every rank refreshes": {}, "distributed_refresh": {"distributed_refresh": True}}
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def time_rank(rank: int, world_size: int, port: int, cases: list[dict], steps: int, folder: str) -> None:
+def time_rank(rank: int, world_size: int, cases: list[dict], steps: int, folder: str) -> None:
     """Time both modes on this rank; rank 0 saves the slowest rank's step times per case."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    # The ranks meet through a file in the run's own folder, which needs no free port.
+    store = (Path(folder) / "rendezvous").as_uri()
+    torch.distributed.init_process_group("gloo", init_method=store, rank=rank, world_size=world_size)
     try:
         rows = [time_case(case, steps) for case in cases]
         if rank == 0:
@@ -121,9 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes, dtypes, steps = ((512, 1024), ("float32", "bfloat16"), 20) if args.full else ((512,), ("float32",), 10)
     cases = [{"size": size, "dtype": dtype, "weights": args.weights} for size in sizes for dtype in dtypes]
     with tempfile.TemporaryDirectory() as folder:
-        torch.multiprocessing.spawn(
-            time_rank, args=(args.ranks, free_loopback_port(), cases, steps, folder), nprocs=args.ranks, join=True
-        )
+        torch.multiprocessing.spawn(time_rank, args=(args.ranks, cases, steps, folder), nprocs=args.ranks, join=True)
         rows = summary_rows(json.loads((Path(folder) / "rows.json").read_text()))
 
     torch.set_num_threads(1)  # as in each rank, for the Machine line of the record

@@ -7,6 +7,7 @@ import math
 import numbers
 import sys
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast, overload
 
@@ -254,9 +255,14 @@ class SpectralKron(torch.optim.Optimizer):
     and ``alpha``. The ranks then still hold bitwise the same state as
     without the option. The refreshes (a solve or a truncated map, and 3
     products per side) are most of a step's factor work; the 4 products of
-    the preconditioning still run on every rank. Every rank must call
-    ``step`` with the same gradients, as ``DistributedDataParallel``
-    ensures. Without a process group the option changes nothing.
+    the preconditioning still run on every rank. Every rank must hold every
+    parameter and call ``step`` with the same gradients, as
+    ``DistributedDataParallel`` ensures. Where ranks hold different
+    parameters (``ZeroRedundancyOptimizer``, FSDP, tensor parallelism) a
+    check at each step raises ``RuntimeError`` instead. The option uses the
+    default process group, whose backend must handle the parameters'
+    device (gloo for CPU, NCCL for CUDA, or ``"cpu:gloo,cuda:nccl"`` for
+    both). Without a process group the option changes nothing.
 
     NOTE: wide sides fall back to a diagonal factor, not to blocks of full
     factors.
@@ -494,7 +500,10 @@ class SpectralKron(torch.optim.Optimizer):
             if not initialized:
                 refresh = "CK"
             if refresh:
-                refreshes.append(_Refresh(group, param, state, refresh, not initialized, orthogonalize))
+                # Every rank computes the Cayley options, so an invalid one raises
+                # everywhere and never leaves other ranks waiting in a broadcast.
+                rotation = _rotation_options(group, state["exp_avg"].dtype)
+                refreshes.append(_Refresh(group, param, state, refresh, not initialized, orthogonalize, rotation))
             updates.append((group, param, state))
 
         # The refreshes read only the gradients and the factors, and the
@@ -502,7 +511,7 @@ class SpectralKron(torch.optim.Optimizer):
         # first computes what refreshing each weight inside its update would.
         # Under maximize each loop negates a gradient only when it uses it,
         # so the step keeps one negated gradient alive at a time.
-        _refresh_factors(refreshes)
+        _refresh_factors(refreshes, check_plan=any(group["distributed_refresh"] for group in self.param_groups))
         for group, param, state in updates:
             grad = _signed_gradient(param, group)
             kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
@@ -566,15 +575,20 @@ class _Refresh(NamedTuple):
     sides: str  # "C", "K" or "CK"
     initialize: bool  # whether alpha = mean(G^2) is set first (the first usable gradient)
     orthogonalize: bool
+    rotation: dict[str, Any]  # the Cayley-map options of kron_refresh
 
 
-def _refresh_factors(refreshes: list[_Refresh]) -> None:
+def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool) -> None:
     """Run the scheduled refreshes: all on this rank, or under ``distributed_refresh`` each on its owner rank.
 
-    Every rank passes the same list in the same order, so the broadcasts
-    that follow pair up across ranks.
+    Every rank must pass the same list in the same order, so that the
+    broadcasts that follow pair up across ranks. With ``check_plan`` (some
+    group has ``distributed_refresh``) one small collective first checks
+    that, and raises ``RuntimeError`` on every rank where the ranks differ.
     """
     rank, owners = _refresh_owners(refreshes)
+    if check_plan:
+        _check_same_plan(refreshes, owners)
     for refresh, owner in zip(refreshes, owners, strict=True):
         if owner is not None and owner != rank:
             continue
@@ -587,12 +601,49 @@ def _refresh_factors(refreshes: list[_Refresh]) -> None:
             grad.reshape(matrix_shape(refresh.param)).to(state["exp_avg"].dtype),
             sides=refresh.sides,
             beta=refresh.group["precond_lr"],
-            rotation=_rotation_options(refresh.group, state["exp_avg"].dtype),
+            rotation=refresh.rotation,
             damping=refresh.group["damping"],
             orthogonalize=refresh.orthogonalize,
         )
 
     _broadcast_refreshed(refreshes, owners, rank)
+
+
+def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None]) -> None:
+    """Raise ``RuntimeError`` on every rank unless all ranks scheduled the same distributed refreshes.
+
+    Under ``DistributedDataParallel`` every rank holds every parameter and
+    the same gradients, so the plans agree. Where ranks hold different
+    parameters (``ZeroRedundancyOptimizer``, FSDP, tensor parallelism) they
+    would not, and a rank would overwrite its factors with another
+    parameter's. One all-reduce of the plan's size and checksum, and of
+    their negatives, gives each rank the largest and smallest of both.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() == 1:
+        return
+    plan = [
+        (position, *matrix_shape(refresh.param), refresh.sides, sorted(refresh.state))
+        for position, (refresh, owner) in enumerate(zip(refreshes, owners, strict=True))
+        if owner is not None
+    ]
+    checksum = zlib.crc32(repr(plan).encode())
+    summary = torch.tensor([len(plan), checksum, -len(plan), -checksum], dtype=torch.int64, device=_collective_device())
+    torch.distributed.all_reduce(summary, op=torch.distributed.ReduceOp.MAX)
+    if summary[0] != -summary[2] or summary[1] != -summary[3]:
+        raise RuntimeError(
+            "SpectralKron: the ranks scheduled different factor refreshes, so distributed_refresh cannot split them; "
+            "it needs every rank to hold every parameter and the same gradients, as under DistributedDataParallel "
+            "(not ZeroRedundancyOptimizer, FSDP or tensor parallelism). Set distributed_refresh=False"
+        )
+
+
+def _collective_device() -> torch.device:
+    """Return the device of a tensor that the default process group can reduce: CUDA for NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _broadcast_refreshed(refreshes: list[_Refresh], owners: list[int | None], rank: int) -> None:
@@ -639,11 +690,11 @@ def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
 
     Refreshes of groups with ``distributed_refresh`` go to ranks greedily:
     the most expensive first, each to the rank with the least work so far.
-    The cost estimate in multiply-adds is ``n m`` for scaling the gradient
-    and forming its squares, plus ``n m k`` for rotating it into each full
-    eigenbasis of length ``k``, plus ``k^3 + k^2 l`` for each refreshed full
-    side (its curvature and its Cayley map), where ``l`` is the other
-    side's length. Without the ``n m`` term a weight with two diagonal
+    The cost is estimated in multiply-adds. Scaling the gradient and forming
+    its squares costs ``n m``, and rotating it into each full eigenbasis of
+    length ``k`` costs ``n m k``. Each refreshed full side adds
+    ``k^3 + k^2 l`` for its curvature and its Cayley map, where ``l`` is
+    the other side's length. Without the ``n m`` term a weight with two diagonal
     sides would cost nothing, and all such refreshes would go to one rank.
     The estimate uses only shapes and the schedule, which every rank
     shares, so all ranks agree on the owners.
@@ -759,7 +810,13 @@ def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], whe
         if key in PEER_OPTION_HINTS:
             advice = PEER_OPTION_HINTS[key]
         else:
-            close = [PEER_OPTION_NAMES[key]] if key in PEER_OPTION_NAMES else difflib.get_close_matches(key, defaults)
+            # A cutoff of 0.8 still catches weight_decy (0.96) and lrr (0.8) but not
+            # keys of users' own, such as no_decay (0.6 to weight_decay) or scale (0.73 to cayley).
+            close = (
+                [PEER_OPTION_NAMES[key]]
+                if key in PEER_OPTION_NAMES
+                else difflib.get_close_matches(key, defaults, cutoff=0.8)
+            )
             if not close:
                 continue
             advice = f"did you mean {close[0]!r}?"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,19 +13,28 @@ from spectral_es.optim import optimizer as optimizer_module
 from tests.optim.conftest import batch, make_model, torch
 
 STEPS = 6
+# A rank that waits for a peer fails after this instead of torch's 30-minute default.
+TIMEOUT = datetime.timedelta(seconds=120)
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def join_group(rank: int, world_size: int, folder: str) -> None:
+    """Join a gloo group on the loopback interface, meeting the other ranks through a file in ``folder``.
 
-
-def train_rank(rank: int, world_size: int, port: int, folder: str) -> None:
-    """Train the shared model on this rank's own batches and save its state."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    A file store needs no port: a free port picked by one test and reused
+    by the next while its old connections linger made a rank abort now and
+    then when several tests ran in one session.
+    """
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    store = Path(folder) / "rendezvous"
+    torch.distributed.init_process_group(
+        "gloo", init_method=store.as_uri(), rank=rank, world_size=world_size, timeout=TIMEOUT
+    )
+
+
+def train_rank(rank: int, world_size: int, folder: str) -> None:
+    """Train the shared model on this rank's own batches and save its state."""
+    join_group(rank, world_size, folder)
     try:
         model = make_model(0)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -41,7 +50,7 @@ def train_rank(rank: int, world_size: int, port: int, folder: str) -> None:
 
 
 def test_ranks_keep_identical_parameters_and_state(tmp_path):
-    torch.multiprocessing.spawn(train_rank, args=(2, free_loopback_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(train_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1))
     for name, value in first["model"].items():
         assert torch.equal(value, second["model"][name]), name
@@ -71,11 +80,9 @@ MODES = {
 }
 
 
-def train_modes(rank: int, world_size: int, port: int, folder: str) -> None:
+def train_modes(rank: int, world_size: int, folder: str) -> None:
     """Train one model per mode of MODES on this rank's batches; save states and refresh counts."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    join_group(rank, world_size, folder)
     refresh = optimizer_module.kron_refresh
     calls = {"count": 0}
 
@@ -108,7 +115,7 @@ def train_modes(rank: int, world_size: int, port: int, folder: str) -> None:
 
 
 def test_split_refresh_matches_replicated(tmp_path):
-    torch.multiprocessing.spawn(train_modes, args=(2, free_loopback_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(train_modes, args=(2, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
 
     for split, replicated in (("split", "replicated"), ("split bf16", "replicated bf16")):
@@ -134,7 +141,7 @@ def test_refresh_owners_balance_work(monkeypatch):
     weights = [torch.nn.Parameter(torch.randn(n, n)) for n in (64, 8, 32, 8)]
     optimizer = SpectralKron([{"params": weights[:3], "distributed_refresh": True}, {"params": weights[3:]}])
     refreshes = [
-        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False)
+        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False, {})
         for group in optimizer.param_groups
         for param in group["params"]
     ]
@@ -142,7 +149,8 @@ def test_refresh_owners_balance_work(monkeypatch):
     rank, owners = optimizer_module._refresh_owners(refreshes)
 
     # The 64 x 64 refresh outweighs the others together, so it gets a rank of
-    # its own; the last weight's group runs its refresh on every rank.
+    # its own. The last weight's group has no distributed_refresh, so every
+    # rank runs that refresh.
     assert rank == 1
     assert owners == [0, 1, 1, None]
 
@@ -156,7 +164,7 @@ def test_refresh_owners_spread_diagonal_factors(monkeypatch):
     optimizer = SpectralKron(weights, max_precond_dim=8, distributed_refresh=True)
     group = optimizer.param_groups[0]
     refreshes = [
-        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False)
+        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False, {})
         for param in weights
     ]
 
@@ -170,3 +178,27 @@ def test_refresh_owners_spread_diagonal_factors(monkeypatch):
 def test_distributed_refresh_needs_bool(value):
     with pytest.raises(ValueError, match="invalid distributed_refresh"):
         SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], distributed_refresh=value)
+
+
+def train_different_weights(rank: int, world_size: int, folder: str) -> None:
+    """Step an optimizer over rank-dependent weights, as ZeroRedundancyOptimizer shards them; save the error."""
+    join_group(rank, world_size, folder)
+    try:
+        weight = torch.nn.Parameter(torch.randn(4 + rank, 3))
+        optimizer = SpectralKron([weight], distributed_refresh=True)
+        weight.grad = torch.ones_like(weight)
+        try:
+            optimizer.step()
+            message = "no error"
+        except RuntimeError as error:
+            message = str(error)
+        Path(folder, f"{rank}.txt").write_text(message)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_split_refresh_rejects_different_plans(tmp_path):
+    torch.multiprocessing.spawn(train_different_weights, args=(2, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        message = (tmp_path / f"{rank}.txt").read_text()
+        assert "the ranks scheduled different factor refreshes" in message, f"rank {rank}: {message}"

@@ -510,6 +510,26 @@ def test_unknown_keyword_lists_options():
     assert "the options it accepts are lr, betas, eps, weight_decay, root," in message
 
 
+def test_options_dict_in_lr_slot():
+    with pytest.raises(TypeError, match=r"positional argument 2 is a dict; .* SpectralKron\(params, \*\*options\)"):
+        SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], {"lr": 0.1})
+
+
+def test_subclass_named_in_keyword_error():
+    class TunedKron(SpectralKron):
+        pass
+
+    with pytest.raises(TypeError, match=r"^TunedKron\(\) got an unexpected keyword argument 'colour'"):
+        TunedKron([torch.nn.Parameter(torch.randn(3, 2))], colour=1)
+
+
+@pytest.mark.parametrize("key", ["no_decay", "scale", "name"])
+def test_group_own_keys_do_not_warn(key):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SpectralKron([{"params": [torch.nn.Parameter(torch.randn(3, 2))], key: True}])
+
+
 @pytest.mark.parametrize(("key", "advice"), [("weight_decy", "did you mean 'weight_decay'"), ("epsilon", "'eps'")])
 def test_group_key_typo_warns(key, advice):
     W = torch.nn.Parameter(torch.randn(3, 2))
