@@ -98,11 +98,11 @@ def distributed_table(record: dict) -> list[str]:
     """Return the set-up and table lines of :func:`distributed_section`, without the environment."""
     split, replicated = "distributed_refresh", "every rank refreshes"
     lines = [
-        f"{record['ranks']} gloo processes of one torch thread each, on one machine, hold the same square weights ",
-        "and gradients. Two ",
-        "SpectralKron copies with default options take their steps in turn, one with ",
-        "`distributed_refresh=True`. A step's time is that of the slowest rank, and `mean` amortises ",
-        f"over the {record['steps']} timed steps. `equal` says whether both copies ended with bitwise equal weights.",
+        f"{record['ranks']} gloo processes of one torch thread each, on one machine, hold the same square ",
+        "weights and gradients. Two SpectralKron copies with default options take their steps in turn, ",
+        "one with `distributed_refresh=True`. A step's time is that of the slowest rank, and `mean` ",
+        f"amortises over the {record['steps']} timed steps. `equal` says whether both copies ended with ",
+        "bitwise equal weights.",
         "",
         f"| weights | dtype | {replicated}: median ms | {split}: median ms | median ratio | mean ratio | equal |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",

@@ -257,6 +257,7 @@ def test_digits_full_explicit_defaults_write_page(results, cheap_training):
         ("digits_seed_check", digits),
         ("step_time", step_time),
         ("orthogonality", orthogonality),
+        ("distributed", distributed),
     ],
 )
 def test_committed_record_commands_rerun(record_name, script):
