@@ -31,7 +31,6 @@ run with the protocol above, and such a run would replace it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -314,12 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 kind, dtype_name, args.optimizers, data, args.steps, learning_rates, args.seeds, args.sweep_seeds
             )
             results["cases"][f"{kind}/{dtype_name}"] = case
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.record}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
-    if args.out.resolve() == report.RESULTS:
-        report.write_page()
+    report.save(results, args.out, args.record)
 
 
 if __name__ == "__main__":

@@ -127,12 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rows": rows,
     }
     print("\n".join(report.distributed_table(record)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "distributed.json"
-    path.write_text(json.dumps(record, indent=1))
-    print(f"wrote {path}")
-    if args.out.resolve() == report.RESULTS:
-        report.write_page()
+    report.save(record, args.out, "distributed")
 
 
 if __name__ == "__main__":

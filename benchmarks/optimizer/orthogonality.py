@@ -26,7 +26,6 @@ shows one record. Every other run writes the git-ignored
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import warnings
 from collections.abc import Sequence
@@ -120,12 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             record = drift(n, args.refreshes, every)
             runs.append({"n": n, "orthogonalize_every": every, "floor": floor, "defects": record})
             print(f"n {n:4d}  Björck every {every:2d}: defect {record[-1][1]:.3g} (floor {floor:.3g})", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     results = {"environment": environment("benchmarks.optimizer.orthogonality"), "runs": runs}
-    (args.out / "orthogonality.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out / 'orthogonality.json'}")
-    if args.out.resolve() == report.RESULTS:
-        report.write_page()
+    report.save(results, args.out, "orthogonality")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ RESULTS = HERE / "results"
 FIGURES = HERE / "figures"
 
 
+def save(record: dict, folder: Path, name: str) -> None:
+    """Write ``record`` to ``folder/name.json``; if ``folder`` is ``results/``, rewrite the page too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1))
+    print(f"wrote {path}")
+    if folder.resolve() == RESULTS:
+        write_page()
+
+
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None

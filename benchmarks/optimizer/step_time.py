@@ -202,14 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 row = {"shape": list(shape), "dtype": dtype_name, "optimizer": name, **summary}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     results = {"environment": environment("benchmarks.optimizer.step_time"), "steps": args.steps, "rows": rows}
     keep_rows_not_rerun(results, args.kept, args.kept_source)
-    path = args.out / "step_time.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
-    if args.out.resolve() == report.RESULTS:
-        report.write_page()
+    report.save(results, args.out, "step_time")
 
 
 if __name__ == "__main__":
