@@ -17,8 +17,8 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
 Only ``--full`` writes ``results/`` and the page; the quick run writes the
 git-ignored ``results/quick/``. The ranks share the machine's cores, so on
-a 2-core machine two ranks leave nothing to other jobs; the full run takes
-about 5 minutes there.
+a 2-core machine two ranks leave nothing to other jobs. The full run took
+a few minutes there, with another job running beside it.
 """
 
 from __future__ import annotations

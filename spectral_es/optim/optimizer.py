@@ -612,8 +612,8 @@ def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool) -> None:
 def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None]) -> None:
     """Raise ``RuntimeError`` on every rank unless all ranks scheduled the same distributed refreshes.
 
-    Under ``DistributedDataParallel`` every rank holds every parameter and
-    the same gradients, so the plans agree. Where ranks hold different
+    Under ``DistributedDataParallel`` every rank has every parameter and
+    the same gradients, so the plans agree. Where ranks have different
     parameters (``ZeroRedundancyOptimizer``, FSDP, tensor parallelism) they
     would not, and a rank would overwrite its factors with another
     parameter's. One all-reduce of the plan's size and checksum, and of
