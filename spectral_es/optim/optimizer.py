@@ -753,7 +753,7 @@ def _check_saved_shape(saved: dict[str, Any], param: torch.Tensor, saved_id: Any
 
 def _check_group(group: dict[str, Any], where: str = "") -> None:
     """Raise ``ValueError`` for an invalid option of a parameter group; ``where`` names the group in the message."""
-    group["state_dtype"] = _dtype_name(group["state_dtype"])
+    group["state_dtype"] = _dtype_name(group["state_dtype"], where)
     betas = group["betas"]
     if isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas):
         group["betas"] = tuple(betas)
@@ -860,8 +860,8 @@ def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
-    """Return the name under which a state dtype is stored in a group (or None)."""
+def _dtype_name(dtype: torch.dtype | str | None, where: str = "") -> str | None:
+    """Return the name under which a state dtype is stored in a group (or None); ``where`` names the group."""
     if dtype is None:
         return None
     given = dtype
@@ -869,7 +869,7 @@ def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
         dtype = getattr(torch, dtype.removeprefix("torch."))  # an alias such as "half" or "float"
     name = str(dtype).removeprefix("torch.")
     if name not in _STATE_DTYPES:
-        raise ValueError(f"invalid state_dtype {given!r}: expected None or one of {tuple(_STATE_DTYPES)}")
+        raise ValueError(f"invalid state_dtype {given!r}{where}: expected None or one of {tuple(_STATE_DTYPES)}")
     return name
 
 
