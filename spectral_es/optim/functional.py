@@ -140,7 +140,7 @@ def kron_initialize_scale(state: dict, grad: torch.Tensor) -> None:
     """Set the Kronecker scale ``alpha = mean(G^2)`` from the first usable gradient ``grad``.
 
     :func:`init_kron_state` leaves ``alpha = 0`` to mark factors that have
-    not seen a gradient yet; the first refresh must follow this call.
+    not seen a gradient yet. The first refresh must follow this call.
     """
     state["alpha"].copy_(grad.to(state["alpha"].dtype).square().mean().clamp_min(_TINY))
 

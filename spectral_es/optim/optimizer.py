@@ -88,12 +88,25 @@ PEER_OPTION_HINTS = {
 }
 
 
-def _peer_option_hint(name: str, accepted: Sequence[str]) -> str:
-    """Return a hint for the unknown keyword ``name``: the fix for another optimizer's name, or a close one."""
+def _peer_option_advice(name: str, accepted: Iterable[str], cutoff: float) -> str | None:
+    """Return the fix for a keyword that is not an option: a peer's advice, a rename or a close match, else None.
+
+    ``cutoff`` is the least :func:`difflib.get_close_matches` similarity of a close match.
+    """
     if name in PEER_OPTION_HINTS:
-        return f"{PEER_OPTION_HINTS[name]}; "
-    close = [PEER_OPTION_NAMES[name]] if name in PEER_OPTION_NAMES else difflib.get_close_matches(name, accepted, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+        return PEER_OPTION_HINTS[name]
+    if name in PEER_OPTION_NAMES:
+        return f"did you mean {PEER_OPTION_NAMES[name]!r}?"
+    close = difflib.get_close_matches(name, accepted, n=1, cutoff=cutoff)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _peer_option_hint(name: str, accepted: Sequence[str]) -> str:
+    """Return the hint for the unknown keyword ``name`` in the form that :func:`hint_unknown_keywords` expects."""
+    advice = _peer_option_advice(name, accepted, cutoff=0.6)
+    if advice is None:
+        return ""
+    return f"{advice} " if advice.endswith("?") else f"{advice}; "
 
 
 class PreconditionerWarning(UserWarning):
@@ -255,7 +268,7 @@ class SpectralKron(torch.optim.Optimizer):
     and ``alpha``. The ranks then still hold bitwise the same state as
     without the option. The refreshes (a solve or a truncated map, and 3
     products per side) are most of a step's factor work; the 4 products of
-    the preconditioning still run on every rank. Every rank must hold every
+    the preconditioning still run on every rank. Every rank must have every
     parameter and call ``step`` with the same gradients, as
     ``DistributedDataParallel`` ensures. Where ranks hold different
     parameters (``ZeroRedundancyOptimizer``, FSDP, tensor parallelism) a
@@ -807,19 +820,11 @@ def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], whe
     typo such as ``weight_decy`` would otherwise silently train without decay.
     """
     for key in options.keys() - defaults.keys():
-        if key in PEER_OPTION_HINTS:
-            advice = PEER_OPTION_HINTS[key]
-        else:
-            # A cutoff of 0.8 still catches weight_decy (0.96) and lrr (0.8) but not
-            # keys of users' own, such as no_decay (0.6 to weight_decay) or scale (0.73 to cayley).
-            close = (
-                [PEER_OPTION_NAMES[key]]
-                if key in PEER_OPTION_NAMES
-                else difflib.get_close_matches(key, defaults, cutoff=0.8)
-            )
-            if not close:
-                continue
-            advice = f"did you mean {close[0]!r}?"
+        # A cutoff of 0.8 still catches weight_decy (0.96) and lrr (0.8). It lets
+        # users' own keys pass, such as no_decay (0.6 to weight_decay) or scale (0.73 to cayley).
+        advice = _peer_option_advice(key, defaults, cutoff=0.8)
+        if advice is None:
+            continue
         message = f"SpectralKron ignores the key {key!r}{where}, which is not one of its options; {advice}"
         warnings.warn(message, stacklevel=_outside_stacklevel())
 
