@@ -53,6 +53,7 @@ def time_rank(rank: int, world_size: int, cases: list[dict], steps: int, folder:
         rows = [time_case(case, steps) for case in cases]
         if rank == 0:
             (Path(folder) / "rows.json").write_text(json.dumps(rows))
+        torch.distributed.barrier()  # no rank tears the group down while another still uses it
     finally:
         torch.distributed.destroy_process_group()
 

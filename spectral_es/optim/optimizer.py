@@ -678,15 +678,16 @@ def _broadcast_refreshed(refreshes: list[_Refresh], owners: list[int | None], ra
                 tensor = refresh.state[name]
                 buffers.setdefault((owner, tensor.dtype, tensor.device), []).append(tensor)
 
-    pending = []
+    # Blocking broadcasts, issued in the same order on every rank. Asynchronous
+    # ones saved little with a few buffers per step. With them a gloo rank now
+    # and then aborted at interpreter exit, likely because work objects still
+    # held by gloo's threads were torn down there.
     for (owner, dtype, device), tensors in buffers.items():
         if owner == rank:
             flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
         else:
             flat = torch.empty(sum(tensor.numel() for tensor in tensors), dtype=dtype, device=device)
-        pending.append((owner, tensors, flat, torch.distributed.broadcast(flat, src=owner, async_op=True)))
-    for owner, tensors, flat, handle in pending:
-        handle.wait()
+        torch.distributed.broadcast(flat, src=owner)
         if owner != rank:
             for tensor, part in zip(tensors, flat.split([tensor.numel() for tensor in tensors]), strict=True):
                 tensor.copy_(part.view_as(tensor))
