@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["arange_like", "astype_like", "at_least_float32", "eye_like", "has_short_range", "is_torch", "namespace"]
+__all__ = [
+    "arange_like",
+    "astype_like",
+    "at_least_float32",
+    "eye_like",
+    "has_short_range",
+    "is_torch",
+    "namespace",
+    "per_matrix",
+    "per_vector",
+]
 
 
 def is_torch(x: Any) -> bool:
@@ -57,6 +67,23 @@ def arange_like(n: int, like: Any) -> Any:
         torch = sys.modules["torch"]
         return torch.arange(n, dtype=like.dtype, device=like.device)
     return np.arange(n, dtype=like.dtype)
+
+
+def per_vector(x: Any) -> Any:
+    """Return ``x``, one number per matrix of a batch (shape ``(...,)``), shaped ``(..., 1)`` to scale vectors.
+
+    The private functions of the core accept stacks of matrices, with any
+    leading batch dimensions, so that the optimizer can move many small
+    factors in one pass. A number or a 0-d array, the scalar of a single
+    matrix, is returned unchanged: a 0-d torch tensor does not take part in
+    dtype promotion, and a reshaped one would.
+    """
+    return x if getattr(x, "ndim", 0) == 0 else x[..., None]
+
+
+def per_matrix(x: Any) -> Any:
+    """Return ``x`` as :func:`per_vector` does, shaped ``(..., 1, 1)`` to scale matrices."""
+    return x if getattr(x, "ndim", 0) == 0 else x[..., None, None]
 
 
 def astype_like(x: Any, like: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from spectral_es.core._backend import astype_like, at_least_float32, eye_like, is_torch, namespace
+from spectral_es.core._backend import astype_like, at_least_float32, eye_like, is_torch, namespace, per_matrix
 from spectral_es.core._checks import (
     check_arrays,
     check_integer,
@@ -127,8 +127,12 @@ def _check_truncation(caller: str, order: Any, squarings: Any) -> tuple[int, int
     return order, squarings
 
 
-def _truncated_increment(N: Any, order: int, squarings: int) -> Any:
+def _truncated_increment(N: Any, order: int, squarings: Any) -> Any:
     """Return ``R - I`` for the map ``R`` of :func:`cayley_truncated`, never forming ``I + small``.
+
+    For a stack of torch matrices (k, n, n), ``squarings`` may be a list
+    of k counts: each matrix is then divided by 2 and squared its own
+    number of times, so the stack gives what k separate calls would.
 
     In bfloat16 an entry near 1 rounds with an absolute error of up to 2^-8,
     as large as the rounding floor of an orthogonal matrix itself. An entry
@@ -137,7 +141,13 @@ def _truncated_increment(N: Any, order: int, squarings: int) -> Any:
     increment, ``(I + P)(I + X) - I = P + X + P X``, with the same products
     as the plain form.
     """
-    if squarings:
+    counts = None
+    if isinstance(squarings, list):
+        torch = namespace(N)
+        counts = torch.tensor(squarings, device=N.device)
+        N = N / per_matrix(torch.pow(2.0, counts).to(N.dtype))
+        squarings = max(squarings, default=0)
+    elif squarings:
         N = N / 2**squarings
     power = N @ N
 
@@ -151,8 +161,9 @@ def _truncated_increment(N: Any, order: int, squarings: int) -> Any:
             power = power @ power
 
     # (I + P)^2 - I = 2P + P^2 per squaring.
-    for _ in range(squarings):
-        P = 2 * P + P @ P
+    for done in range(squarings):
+        squared = 2 * P + P @ P
+        P = squared if counts is None else namespace(P).where(per_matrix(counts > done), squared, P)
     return P
 
 
@@ -215,7 +226,7 @@ def _rotate(B: Any, N: Any, method: str, order: int, squarings: int) -> Any:
     if is_torch(B):
         torch = namespace(B, N)
         A = -N
-        A.diagonal().add_(1)
+        A.diagonal(0, -2, -1).add_(1)
         # solve_ex skips the singularity check, which on a GPU waits for the
         # device: I - N is never singular for a skew N, and a NaN in N gives
         # NaN either way.
@@ -264,6 +275,11 @@ def bjorck_orthogonalize(B: Any) -> Any:
     """
     check_arrays("bjorck_orthogonalize", B=B)
     check_matrix("bjorck_orthogonalize", "B", B)
+    return _bjorck_orthogonalize(B)
+
+
+def _bjorck_orthogonalize(B: Any) -> Any:
+    """Return :func:`bjorck_orthogonalize` of ``B``, or of each matrix of a stack ``B`` (k, m, n)."""
     wide = at_least_float32(B)
-    residual = wide.T @ wide - eye_like(B.shape[1], wide)
+    residual = wide.swapaxes(-1, -2) @ wide - eye_like(B.shape[-1], wide)
     return B - B @ astype_like(residual / 2, B)

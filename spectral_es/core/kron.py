@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
 
-from spectral_es.core._backend import astype_like, has_short_range, is_torch, namespace
+from spectral_es.core._backend import astype_like, has_short_range, is_torch, namespace, per_matrix, per_vector
 from spectral_es.core._checks import (
     check_arrays,
     check_integer,
@@ -101,7 +101,7 @@ def kron_rotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
 def _kron_rotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
     """Return :func:`kron_rotate` for inputs already checked."""
     if B_C is not None:
-        V = B_C.T @ V
+        V = B_C.swapaxes(-1, -2) @ V
     if B_K is not None:
         V = V @ B_K
     return V
@@ -118,7 +118,7 @@ def _kron_unrotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
     if B_C is not None:
         V = B_C @ V
     if B_K is not None:
-        V = V @ B_K.T
+        V = V @ B_K.swapaxes(-1, -2)
     return V
 
 
@@ -184,8 +184,8 @@ def kron_curvature(Y: Any, d_other: Any, *, full: bool = True) -> Any:
 def _kron_curvature(Y: Any, d_other: Any, full: bool) -> Any:
     """Return :func:`kron_curvature` for inputs already checked."""
     if full:
-        return (Y * astype_like(1 / d_other, Y)[None, :]) @ Y.T
-    return (Y * Y * (1 / d_other)[None, :]).sum(1)
+        return (Y * astype_like(1 / d_other, Y)[..., None, :]) @ Y.swapaxes(-1, -2)
+    return (Y * Y * (1 / d_other)[..., None, :]).sum(-1)
 
 
 def kron_factor_step(
@@ -351,16 +351,16 @@ def _kron_factor_step(
     # generator, so the scale is applied there and never to the whole matrix.
     W = astype_like(W, d)
     scale = 1 / (alpha * kappa)
-    q = (W if B is None else xp.diagonal(W)) * scale + options.damping
+    q = (W if B is None else W.diagonal(0, -2, -1)) * per_vector(scale) + options.damping
     if options.max_log_step is not None:
         q = xp.minimum(q, d * (gamma + options.max_log_step / beta))
 
     # Eigenvalues: the spectral step, then recentring to prod(d) = 1.
     d_step = _eigenvalue_step(d, q, beta, gamma)
     log_d_step = xp.log(d_step)
-    center = xp.mean(log_d_step)
-    rate = center - xp.mean(xp.log(d))
-    d_new = xp.exp(log_d_step - center)
+    center = xp.mean(log_d_step, axis=-1)
+    rate = center - xp.mean(xp.log(d), axis=-1)
+    d_new = xp.exp(log_d_step - per_vector(center))
     if B is None:
         return d_new, None, rate
 
@@ -371,7 +371,11 @@ def _kron_factor_step(
     if cap is not None:
         if options.method == "truncated" and options.max_squarings > 0:
             squarings = _squarings_needed(N, cap, options.max_squarings, options.cap_norm)
-        N = _cap_generator_norm(N, cap * 2**squarings, options.cap_norm)
+        if isinstance(squarings, list):  # one count per matrix of a stack
+            caps = xp.asarray([cap * 2**s for s in squarings], dtype=N.dtype, device=N.device)
+            N = _cap_generator_norm(N, caps, options.cap_norm)
+        else:
+            N = _cap_generator_norm(N, cap * 2**squarings, options.cap_norm)
     return d_new, _rotate(B, astype_like(N, B), options.method, options.order, squarings), rate
 
 
@@ -483,15 +487,25 @@ def kron_precondition(
         caller, "p", p, minimum=0.0, inclusive=False, hint="use a finite root > 0 (2: inverse square root)"
     )
     eps = check_scalar(caller, "eps", eps, minimum=0.0, hint="use a finite number >= 0")
+    return _kron_precondition(d_C, B_C, d_K, B_K, alpha, V, p, eps)
 
+
+def _kron_precondition(
+    d_C: Any, B_C: Any | None, d_K: Any, B_K: Any | None, alpha: Any, V: Any, p: float, eps: float
+) -> Any:
+    """Return :func:`kron_precondition` for inputs already checked.
+
+    Also takes stacks: ``V`` (k, n, m) with ``d_C`` (k, n), ``B_C``
+    (k, n, n), ``d_K`` (k, m), ``B_K`` (k, m, m) and ``alpha`` (k,).
+    """
     if has_short_range(V):
-        scale = alpha ** (-1 / p)
-        relative_root = (d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :] + eps * scale
+        scale = per_matrix(alpha ** (-1 / p))
+        relative_root = (d_C ** (1 / p))[..., :, None] * (d_K ** (1 / p))[..., None, :] + eps * scale
         rotated = _kron_rotate(B_C, V * namespace(V).asarray(scale, dtype=V.dtype), B_K)
         return _kron_unrotate(B_C, astype_like(astype_like(rotated, relative_root) / relative_root, V), B_K)
 
     # (alpha d_C,i d_K,j)^{1/p} as an outer product of roots: n + m powers, not n m.
-    root = (alpha ** (1 / p) * d_C ** (1 / p))[:, None] * (d_K ** (1 / p))[None, :]
+    root = (per_vector(alpha ** (1 / p)) * d_C ** (1 / p))[..., :, None] * (d_K ** (1 / p))[..., None, :]
     root += eps
     root = astype_like(root, V)
     rotated = _kron_rotate(B_C, V, B_K)

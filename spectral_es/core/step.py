@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spectral_es.core._backend import arange_like, is_torch, namespace
+from spectral_es.core._backend import arange_like, is_torch, namespace, per_matrix, per_vector
 from spectral_es.core._checks import (
     check_arrays,
     check_integer,
@@ -162,10 +162,10 @@ def _rotation_generator(d: Any, Q: Any, beta: Any, gamma: Any, scale: Any = 1.0)
     curvature without first dividing the whole matrix by its normaliser.
     """
     xp = namespace(d, Q)
-    n = Q.shape[0]
-    q = xp.diagonal(Q) * scale
+    n = Q.shape[-1]
+    q = Q.diagonal(0, -2, -1) * per_vector(scale)
     a = (1 - beta * gamma) * d + beta * q  # diagonal of the updated matrix
-    coupling = 2 * beta * scale
+    coupling = per_matrix(2 * beta * scale)
 
     # Only the strict lower triangle is needed. Row blocks [start, stop) up to
     # column stop cover it with about half the elementwise work of the full
@@ -176,10 +176,10 @@ def _rotation_generator(d: Any, Q: Any, beta: Any, gamma: Any, scale: Any = 1.0)
     blocks = max(1, min(16, n // 64))
     edges = [n * k // blocks for k in range(blocks + 1)]
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        gap = a[None, :stop] - a[start:stop, None]  # gap[i, j] = a_j - a_i
-        lower[start:stop, :stop] = _generator_entries(gap, coupling * Q[start:stop, :stop], xp)
-        lower[start:stop, start:stop] = xp.tril(lower[start:stop, start:stop], -1)
-    upper = lower.T
+        gap = a[..., None, :stop] - a[..., start:stop, None]  # gap[i, j] = a_j - a_i
+        lower[..., start:stop, :stop] = _generator_entries(gap, coupling * Q[..., start:stop, :stop], xp)
+        lower[..., start:stop, start:stop] = xp.tril(lower[..., start:stop, start:stop], -1)
+    upper = lower.swapaxes(-1, -2)
     if is_torch(upper) and upper.device.type == "cpu":
         # torch's CPU kernels read a transposed operand across its rows: at
         # n = 1024 on one thread of an Intel Xeon, lower - lower.T took 5.1 ms
@@ -355,8 +355,16 @@ def spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
 def _spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
     """Return :func:`spectral_norm_estimate` for an ``N`` already checked."""
     xp = namespace(N)
-    v = xp.cos(arange_like(N.shape[1], N) * (2 * math.pi * _GOLDEN_RATIO) + 1.0)
+    v = xp.cos(arange_like(N.shape[-1], N) * (2 * math.pi * _GOLDEN_RATIO) + 1.0)
     v = v / xp.sqrt(xp.sum(v * v))
+    if N.ndim > 2:
+        # A stack of matrices: v becomes a stack of columns, one per matrix.
+        v = v[:, None]
+        for _ in range(iterations):
+            w = N.swapaxes(-1, -2) @ (N @ v)
+            v = w / per_matrix(xp.clip(xp.sqrt(xp.sum(w * w, axis=(-2, -1))), 1e-30, None))
+        Nv = N @ v
+        return xp.sqrt(xp.sum(Nv * Nv, axis=(-2, -1)))
     for _ in range(iterations):
         w = N.T @ (N @ v)
         v = w / xp.clip(xp.sqrt(xp.sum(w * w)), 1e-30, None)
@@ -388,7 +396,7 @@ def _generator_norm(N: Any, norm: str) -> Any:
     if norm == "spectral":
         return _spectral_norm_estimate(N)
     xp = namespace(N)
-    return xp.sqrt(xp.sum(N * N))
+    return xp.sqrt(xp.sum(N * N, axis=(-2, -1)))
 
 
 def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
@@ -409,7 +417,7 @@ def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
 def _cap_generator_norm(N: Any, max_norm: Any, norm: str) -> Any:
     """Return :func:`cap_generator_norm` for inputs already checked."""
     xp = namespace(N)
-    return N * xp.clip(max_norm / xp.clip(_generator_norm(N, norm), 1e-30, None), None, 1.0)
+    return N * per_matrix(xp.clip(max_norm / xp.clip(_generator_norm(N, norm), 1e-30, None), None, 1.0))
 
 
 def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "frobenius") -> int:
@@ -436,9 +444,20 @@ def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "f
     return _squarings_needed(N, max_norm, max_squarings, norm)
 
 
-def _squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str) -> int:
-    """Return :func:`squarings_needed` for inputs already checked."""
-    value = float(_generator_norm(N, norm))
+def _squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str) -> Any:
+    """Return :func:`squarings_needed` for inputs already checked.
+
+    For a stack of matrices (``N.ndim > 2``) the result is a list of
+    counts, one per matrix, read on the host in one synchronisation.
+    """
+    values = _generator_norm(N, norm)
+    if N.ndim > 2:
+        return [_squarings_for(value, max_norm, max_squarings) for value in values.reshape(-1).tolist()]
+    return _squarings_for(float(values), max_norm, max_squarings)
+
+
+def _squarings_for(value: float, max_norm: float, max_squarings: int) -> int:
+    """Return the smallest ``s <= max_squarings`` with ``value / 2^s <= max_norm``."""
     if not value > max_norm:
         return 0
     if math.isinf(value):

@@ -27,14 +27,22 @@ in float32 or wider (see :func:`init_kron_state`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, cast
 
 import torch
 
-from spectral_es.core import bjorck_orthogonalize
-from spectral_es.core._backend import has_short_range
-from spectral_es.core.kron import kron_curvature, kron_factor_step, kron_precondition, kron_rotate
+from spectral_es.core._backend import has_short_range, per_matrix, per_vector
+from spectral_es.core.cayley import _bjorck_orthogonalize
+from spectral_es.core.kron import (
+    _check_factor_options,
+    _FactorOptions,
+    _kron_curvature,
+    _kron_factor_step,
+    _kron_precondition,
+    _kron_rotate,
+    _with_default_options,
+)
 
 __all__ = [
     "adam_update",
@@ -42,8 +50,11 @@ __all__ = [
     "init_kron_state",
     "kron_initialize_scale",
     "kron_refresh",
+    "kron_refresh_stack",
     "kron_update",
+    "kron_update_stack",
     "matrix_shape",
+    "stack_state",
 ]
 
 # Largest log-change of one eigenvalue (and of alpha) per refresh: the
@@ -170,25 +181,32 @@ def kron_refresh(
     ``rotation`` holds the Cayley-map options of
     :func:`spectral_es.core.kron.kron_factor_step` (``method``, ``order``,
     ``max_generator_norm``, ``cap_norm``, ``max_squarings``).
+
+    ``state`` may instead hold stacks of k factors of one shape (``d_C``
+    (k, n), ``B_C`` (k, n, n), ``alpha`` (k,), ...) with ``G`` (k, n, m):
+    each is then moved as by its own call, in one pass of batched products.
     """
     if sides not in _SIDES[1:]:
         raise ValueError(f"invalid sides {sides!r}: expected one of {_SIDES[1:]}")
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
-    n, m = G.shape
-    options = {**rotation, "damping": damping, "max_log_step": MAX_LOG_STEP}
+    n, m = G.shape[-2:]
+    factor_options = {**rotation, "damping": damping, "max_log_step": MAX_LOG_STEP}
+    options = _check_factor_options(
+        "kron_refresh", {"B_C": B_C, "B_K": B_K}, **_with_default_options("kron_refresh", factor_options)
+    )
 
     # Both curvatures from the current factors, before either moves. The
     # factor step needs only W / alpha, so G enters divided by sqrt(alpha):
     # the products then stay in float16's range whatever the gradients'
     # typical scale (a sudden spike can still overflow them).
-    Y = kron_rotate(B_C, G * alpha.rsqrt().to(G.dtype), B_K)
-    W_C = kron_curvature(Y, d_K, full=B_C is not None) if "C" in sides else None
-    W_K = kron_curvature(Y.T, d_C, full=B_K is not None) if "K" in sides else None
+    Y = _kron_rotate(B_C, G * per_matrix(alpha.rsqrt()).to(G.dtype), B_K)
+    W_C = _kron_curvature(Y, d_K, full=B_C is not None) if "C" in sides else None
+    W_K = _kron_curvature(Y.swapaxes(-1, -2), d_C, full=B_K is not None) if "K" in sides else None
 
     # Each factor's spectral step (with alpha = 1 for the scaled curvature);
     # alpha moves last, by the mean rate.
     unit = torch.ones_like(alpha)
-    rate = torch.zeros((), dtype=alpha.dtype, device=alpha.device)
+    rate = torch.zeros_like(alpha)
     if W_C is not None:
         rate += _move_factor(d_C, B_C, W_C, unit, m, beta, options, orthogonalize)
     if W_K is not None:
@@ -203,16 +221,16 @@ def _move_factor(
     alpha: torch.Tensor,
     kappa: int,
     beta: float,
-    options: dict,
+    options: _FactorOptions,
     orthogonalize: bool,
 ) -> torch.Tensor:
     """Apply :func:`kron_factor_step` to ``d`` and ``B`` in place; return the rate."""
-    d_new, B_new, rate = kron_factor_step(d, B, W, alpha, kappa, beta, 1.0, **options)
+    d_new, B_new, rate = _kron_factor_step(d, B, W, alpha, kappa, beta, 1.0, options)
     d.copy_(d_new)
     if B is not None:
         # kron_factor_step returns an eigenbasis whenever it is given one.
         B_new = cast(torch.Tensor, B_new)
-        B.copy_(bjorck_orthogonalize(B_new) if orthogonalize else B_new)
+        B.copy_(_bjorck_orthogonalize(B_new) if orthogonalize else B_new)
     return rate
 
 
@@ -230,22 +248,29 @@ def _graft_and_clip(
     direction is rescaled in float32, where the ratio of two norms cannot
     overflow as it can in float16, and returned in float32. ``D`` must be
     a temporary: it is rescaled in place, which saves a pass over memory
-    per step.
+    per step. ``D``, ``M_hat`` and the second moments are (n, m) matrices,
+    or stacks (k, n, m) whose matrices are rescaled one by one.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
     if has_short_range(D):
         D = D.to(wide)
+    size = D.shape[-2] * D.shape[-1]
     if group["graft"] in ("adam", "adafactor"):
-        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
-        D.mul_((torch.linalg.vector_norm(_adam_direction(M_hat, state, group, t)) / norm).to(D.dtype))
+        norm = _matrix_norm(D, wide).clamp_min(_TINY)
+        D.mul_((_matrix_norm(_adam_direction(M_hat, state, group, t), None) / norm).to(D.dtype))
     elif group["graft"] == "rms":
-        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
-        D.mul_((group["graft_rms"] * math.sqrt(D.numel()) / norm).to(D.dtype))
+        norm = _matrix_norm(D, wide).clamp_min(_TINY)
+        D.mul_((group["graft_rms"] * math.sqrt(size) / norm).to(D.dtype))
     if group["max_update_rms"] is not None:
-        norm = torch.linalg.vector_norm(D, dtype=wide).clamp_min(_TINY)
-        limit = group["max_update_rms"] * math.sqrt(D.numel())
+        norm = _matrix_norm(D, wide).clamp_min(_TINY)
+        limit = group["max_update_rms"] * math.sqrt(size)
         D.mul_((limit / norm).clamp(max=1.0).to(D.dtype))
     return D
+
+
+def _matrix_norm(X: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """Return the Frobenius norm of ``X`` (n, m), 0-d, or of each matrix of a stack, shaped (k, 1, 1)."""
+    return per_matrix(torch.linalg.vector_norm(X, dim=(-2, -1), dtype=dtype))
 
 
 def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float) -> torch.Tensor:
@@ -265,10 +290,52 @@ def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], 
     else:
         # sqrt(r c^T / (mean(r) bias)) = sqrt(r / (mean(r) bias)) sqrt(c)^T: square roots of vectors only.
         row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-        row_root = (row / (row.mean().clamp_min(_TINY) * bias_correction)).sqrt()
-        denominator = torch.outer(row_root, col.sqrt()).reshape(M_hat.shape)
+        row_root = (row / (per_vector(row.mean(-1)).clamp_min(_TINY) * bias_correction)).sqrt()
+        denominator = row_root[..., :, None] * col.sqrt()[..., None, :]
     denominator.add_(group["eps"])
     return torch.div(M_hat, denominator, out=denominator)
+
+
+def _matrix_state(state: dict, shape: tuple[int, ...]) -> dict:
+    """Return ``state`` with its moments viewed in ``shape``: (n, m), or (k, n, m) for a stacked state.
+
+    A conv kernel's moments are stored in its own shape.
+    """
+    views = dict(state)
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in views:
+            views[key] = views[key].view(shape)
+    return views
+
+
+def _update_moments(state: dict, G: torch.Tensor, group: Mapping[str, Any]) -> None:
+    """Move the momentum and the second moments of ``state`` towards the gradient ``G`` (n, m) or (k, n, m)."""
+    beta1, beta2 = group["betas"]
+    exp_avg = state["exp_avg"]
+    exp_avg.lerp_(G.to(exp_avg.dtype), 1 - beta1)
+    if "exp_avg_sq" in state:
+        grad_wide = G.to(state["exp_avg_sq"].dtype)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad_wide, grad_wide, value=1 - beta2)
+    if "exp_avg_sq_row" in state:
+        square = G.to(state["exp_avg_sq_row"].dtype).square()
+        state["exp_avg_sq_row"].lerp_(square.mean(dim=-1), 1 - beta2)
+        state["exp_avg_sq_col"].lerp_(square.mean(dim=-2), 1 - beta2)
+
+
+def _direction(state: dict, group: Mapping[str, Any], t: float) -> torch.Tensor:
+    """Return the preconditioned, grafted and clipped direction at step ``t``, shaped like ``state["exp_avg"]``."""
+    M_hat = state["exp_avg"] / (1 - group["betas"][0] ** t)
+    D = _kron_precondition(
+        state["d_C"],
+        state.get("B_C"),
+        state["d_K"],
+        state.get("B_K"),
+        state["alpha"],
+        M_hat,
+        group["root"],
+        group["eps"],
+    )
+    return _graft_and_clip(D, M_hat, state, group, t)
 
 
 @torch.no_grad()
@@ -305,30 +372,20 @@ def kron_update(
     """
     if refresh not in _SIDES:
         raise ValueError(f"invalid refresh {refresh!r}: expected one of {_SIDES}")
-    beta1, beta2 = group["betas"]
-    exp_avg = state["exp_avg"]
     state["step"] += 1
     t = state["step"].item()
-
-    # Moments in parameter coordinates.
-    exp_avg.lerp_(grad.to(exp_avg.dtype), 1 - beta1)
-    if "exp_avg_sq" in state:
-        grad_wide = grad.to(state["exp_avg_sq"].dtype)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(grad_wide, grad_wide, value=1 - beta2)
-    n, m = matrix_shape(param)
-    if "exp_avg_sq_row" in state:
-        square = grad.reshape(n, m).to(state["exp_avg_sq_row"].dtype).square()
-        state["exp_avg_sq_row"].lerp_(square.mean(dim=1), 1 - beta2)
-        state["exp_avg_sq_col"].lerp_(square.mean(dim=0), 1 - beta2)
+    shape = matrix_shape(param)
+    matrices = _matrix_state(state, shape)
+    G = grad.reshape(shape)
+    _update_moments(matrices, G, group)
 
     # Factor refresh on the raw gradient.
-    G = grad.reshape(n, m).to(exp_avg.dtype)
     if initialize:
         kron_initialize_scale(state, grad)
     if refresh:
         kron_refresh(
             state,
-            G,
+            G.to(state["exp_avg"].dtype),
             sides=refresh,
             beta=group["precond_lr"],
             rotation=rotation,
@@ -336,24 +393,112 @@ def kron_update(
             orthogonalize=orthogonalize,
         )
 
-    # Preconditioned, grafted and clipped direction.
-    M_hat = exp_avg / (1 - beta1**t)
-    D = kron_precondition(
-        state["d_C"],
-        state.get("B_C"),
-        state["d_K"],
-        state.get("B_K"),
-        state["alpha"],
-        M_hat.reshape(n, m),
-        group["root"],
-        group["eps"],
-    )
-    D = _graft_and_clip(D.reshape(param.shape), M_hat, state, group, t)
-
     # Decoupled weight decay, then the step.
+    D = _direction(matrices, group, t)
     if group["weight_decay"] != 0:
         param.mul_(1 - group["lr"] * group["weight_decay"])
-    param.add_(D.to(param.dtype), alpha=-group["lr"])
+    param.add_(D.view(param.shape).to(param.dtype), alpha=-group["lr"])
+
+
+def stack_state(states: Sequence[dict], keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Return each of ``keys`` of ``states`` stacked into one (k, ...) tensor whose rows the states view.
+
+    The first call for a set of states stacks their tensors (one copy) and
+    replaces each state's tensor by a view of its row. Later calls find the
+    views and return their stack without copying, so updating the stack in
+    place updates every state. Tensors that are no longer rows of one
+    stack, in order (a state loaded or replaced since, or a set of states
+    that changed), are stacked afresh. The values are the same either way.
+    """
+    stacked = {}
+    for key in keys:
+        tensors = [state[key] for state in states]
+        base = tensors[0]._base
+        if not _rows_of(base, tensors):
+            base = torch.stack(tensors)
+            for state, row in zip(states, base.unbind(0), strict=True):
+                state[key] = row
+        stacked[key] = base
+    return stacked
+
+
+def _rows_of(base: torch.Tensor | None, tensors: Sequence[torch.Tensor]) -> bool:
+    """Return whether ``tensors`` are the rows of the contiguous ``base``, in order and all of them."""
+    if base is None or not base.is_contiguous() or base.shape[0] != len(tensors):
+        return False
+    row_bytes = tensors[0].numel() * tensors[0].element_size()
+    return all(
+        tensor._base is base and tensor.shape == base.shape[1:] and tensor.data_ptr() == base.data_ptr() + i * row_bytes
+        for i, tensor in enumerate(tensors)
+    )
+
+
+@torch.no_grad()
+def kron_update_stack(
+    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], states: Sequence[dict], group: Mapping[str, Any]
+) -> None:
+    """Take the step of :func:`kron_update` (no refresh) on k weights at once, stacked.
+
+    The weights must share their matrix shape, dtype and device, their
+    states the same keys, dtypes and step count, and they all follow
+    ``group``. The states are stacked by :func:`stack_state`, which leaves
+    their tensors as views of the stacks, and moved by batched products. On
+    small weights, where the fixed cost of each operation outweighs its
+    arithmetic, this costs little more than one weight's step. The results
+    equal k separate calls up to the rounding of batched against single
+    products.
+    """
+    shape = matrix_shape(params[0])
+    torch._foreach_add_([state["step"] for state in states], 1)
+    t = states[0]["step"].item()
+    stacked = stack_state(states, [key for key in states[0] if key != "step"])
+    matrices = _matrix_state(stacked, (len(states), *shape))
+    _update_moments(matrices, torch.stack([grad.reshape(shape) for grad in grads]), group)
+
+    D = _direction(matrices, group, t).to(params[0].dtype)
+    if group["weight_decay"] != 0:
+        torch._foreach_mul_(list(params), 1 - group["lr"] * group["weight_decay"])
+    torch._foreach_add_(
+        list(params),
+        [part.view(param.shape) for part, param in zip(D.unbind(0), params, strict=True)],
+        alpha=-group["lr"],
+    )
+
+
+@torch.no_grad()
+def kron_refresh_stack(
+    states: Sequence[dict],
+    grads: Sequence[torch.Tensor],
+    *,
+    sides: str,
+    initialize: bool,
+    beta: float,
+    rotation: Mapping[str, Any],
+    damping: float,
+    orthogonalize: bool,
+) -> None:
+    """Run :func:`kron_refresh` (after :func:`kron_initialize_scale` with ``initialize``) on k weights at once.
+
+    The states must share their keys, shapes and dtypes; ``grads`` are the
+    weights' gradients, in any shape with the states' matrix view. The
+    factors are stacked by :func:`stack_state` and refreshed in place by
+    batched products.
+    """
+    stacked = stack_state(states, [key for key in ("alpha", "d_C", "d_K", "B_C", "B_K") if key in states[0]])
+    shape = (stacked["d_C"].shape[-1], stacked["d_K"].shape[-1])
+    G = torch.stack([grad.reshape(shape) for grad in grads])
+    if initialize:
+        alpha = stacked["alpha"]
+        alpha.copy_(G.to(alpha.dtype).square().mean(dim=(-2, -1)).clamp_min(_TINY))
+    kron_refresh(
+        stacked,
+        G.to(states[0]["exp_avg"].dtype),
+        sides=sides,
+        beta=beta,
+        rotation=rotation,
+        damping=damping,
+        orthogonalize=orthogonalize,
+    )
 
 
 @torch.no_grad()

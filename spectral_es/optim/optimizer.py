@@ -8,7 +8,7 @@ import numbers
 import sys
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, NamedTuple, cast, overload
 
 import torch
@@ -20,7 +20,9 @@ from spectral_es.optim.functional import (
     init_kron_state,
     kron_initialize_scale,
     kron_refresh,
+    kron_refresh_stack,
     kron_update,
+    kron_update_stack,
     matrix_shape,
 )
 
@@ -48,6 +50,14 @@ _LATER_OPTIONS = {
     "maximize": False,
     "distributed_refresh": False,
 }
+# Weights of at most this many entries that share a group, matrix shape,
+# dtypes, device and schedule take their refresh and update as one stack
+# (see kron_update_stack). The step of a 64 x 64 weight ran 418 torch
+# operations in a profile, each costing more in fixed overhead than in
+# arithmetic, and a stack pays that overhead once for all its weights. On
+# one CPU thread a stacked step took 0.43 of the separate steps for 20
+# weights of 64 x 64, 0.84 for 8 of 128 x 128 and 1.10 for 8 of 256 x 256.
+_STACK_MAX_ELEMENTS = 128 * 128
 
 
 # Keywords of AdamW, SOAP (pytorch-optimizer 4.1), Shampoo (pytorch-optimizer's
@@ -157,6 +167,14 @@ class SpectralKron(torch.optim.Optimizer):
       0.6 ms in two measurements on one thread of an AMD EPYC CPU; AdamW:
       0.1 ms).
     * Parameters with no elements are skipped.
+
+    Stacks: weights of at most 128 x 128 entries that share a group, a
+    matrix shape, dtypes, a device and a step count take their step
+    together. Their states are stacked into (k, ...) tensors, and each state
+    entry then views one row of its stack, so later steps copy nothing. The
+    batched products pay the fixed cost of each operation once per stack
+    instead of once per weight. The results equal those of separate steps
+    up to the rounding of batched against single products.
 
     Schedule: the row factor refreshes at steps ``t = 1, 1 + T, ...`` and the
     column factor at ``t = 1 + T // 2, 1 + T + T // 2, ...`` (both at once
@@ -525,9 +543,17 @@ class SpectralKron(torch.optim.Optimizer):
         # Under maximize each loop negates a gradient only when it uses it,
         # so the step keeps one negated gradient alive at a time.
         _refresh_factors(refreshes, check_plan=any(group["distributed_refresh"] for group in self.param_groups))
-        for group, param, state in updates:
-            grad = _signed_gradient(param, group)
-            kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
+        for stack in _stacks(updates, _update_key):
+            group = stack[0][0]
+            if len(stack) == 1:
+                _, param, state = stack[0]
+                _release_stack(state)
+                grad = _signed_gradient(param, group)
+                kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
+            else:
+                params = [param for _, param, _ in stack]
+                grads = [_signed_gradient(param, group) for param in params]
+                kron_update_stack(params, grads, [state for _, _, state in stack], group)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -599,27 +625,100 @@ def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool) -> None:
     group has ``distributed_refresh``) one small collective first checks
     that, and raises ``RuntimeError`` on every rank where the ranks differ.
     """
-    rank, owners = _refresh_owners(refreshes)
+    rank, stacks, stack_owners = _refresh_plan(refreshes)
+    refreshes = [refresh for stack in stacks for refresh in stack]
+    owners = [owner for stack, owner in zip(stacks, stack_owners, strict=True) for _ in stack]
     if check_plan:
         _check_same_plan(refreshes, owners)
-    for refresh, owner in zip(refreshes, owners, strict=True):
-        if owner is not None and owner != rank:
-            continue
-        state = refresh.state
-        grad = _signed_gradient(refresh.param, refresh.group)
-        if refresh.initialize:
-            kron_initialize_scale(state, grad)
-        kron_refresh(
-            state,
-            grad.reshape(matrix_shape(refresh.param)).to(state["exp_avg"].dtype),
-            sides=refresh.sides,
-            beta=refresh.group["precond_lr"],
-            rotation=refresh.rotation,
-            damping=refresh.group["damping"],
-            orthogonalize=refresh.orthogonalize,
-        )
-
+    for stack, owner in zip(stacks, stack_owners, strict=True):
+        if owner is None or owner == rank:
+            _run_refreshes(stack)
     _broadcast_refreshed(refreshes, owners, rank)
+
+
+def _refresh_plan(refreshes: list[_Refresh]) -> tuple[int, list[list[_Refresh]], list[int | None]]:
+    """Return this process's rank, the refreshes split into stacks, and the rank that runs each stack.
+
+    Under ``distributed_refresh`` a stack is cut into one part per rank
+    (fewer if it is shorter), so that many small weights of one shape
+    still spread over the ranks.
+    """
+    stacks = _stacks(refreshes, _refresh_key)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if distributed else 1
+    if world_size > 1:
+        parts: list[list[_Refresh]] = []
+        for stack in stacks:
+            count = min(world_size, len(stack)) if stack[0].group["distributed_refresh"] else 1
+            parts.extend(stack[len(stack) * part // count : len(stack) * (part + 1) // count] for part in range(count))
+        stacks = parts
+    rank, owners = _refresh_owners(stacks)
+    return rank, stacks, owners
+
+
+def _run_refreshes(stack: list[_Refresh]) -> None:
+    """Run the refreshes of one stack (see :func:`_stacks`): one weight alone, several at once."""
+    first = stack[0]
+    options = {
+        "sides": first.sides,
+        "beta": first.group["precond_lr"],
+        "rotation": first.rotation,
+        "damping": first.group["damping"],
+        "orthogonalize": first.orthogonalize,
+    }
+    if len(stack) > 1:
+        grads = [_signed_gradient(refresh.param, refresh.group) for refresh in stack]
+        kron_refresh_stack([refresh.state for refresh in stack], grads, initialize=first.initialize, **options)
+        return
+    state = first.state
+    _release_stack(state)
+    grad = _signed_gradient(first.param, first.group)
+    if first.initialize:
+        kron_initialize_scale(state, grad)
+    kron_refresh(state, grad.reshape(matrix_shape(first.param)).to(state["exp_avg"].dtype), **options)
+
+
+def _release_stack(state: dict[str, Any]) -> None:
+    """Give a weight stepped alone its own copies of tensors that are rows of a stack (see ``stack_state``).
+
+    A weight leaves its stack when it misses a step, for example, and the
+    stack's other rows would otherwise stay in memory for as long as it
+    keeps its view of one row.
+    """
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value._base is not None:
+            state[key] = value.clone()
+
+
+def _stacks(items: list, key: Callable[[Any], Hashable | None]) -> list[list]:
+    """Split ``items`` into lists of equal ``key``, in order of first appearance; a ``None`` key stays alone."""
+    stacks: dict[Hashable, list] = {}
+    for position, item in enumerate(items):
+        value = key(item)
+        stacks.setdefault(("alone", position) if value is None else value, []).append(item)
+    return list(stacks.values())
+
+
+def _stack_key(group: dict[str, Any], param: torch.Tensor, state: dict[str, Any]) -> tuple | None:
+    """Return what weights must share to be stacked, or ``None`` for a weight stepped alone."""
+    if param.numel() > _STACK_MAX_ELEMENTS:
+        return None
+    grad = cast(torch.Tensor, param.grad)
+    layout = tuple((key, value.dtype, tuple(value.shape)) for key, value in state.items() if key != "step")
+    return id(group), matrix_shape(param), param.dtype, grad.dtype, param.device, layout
+
+
+def _update_key(update: tuple[dict[str, Any], torch.Tensor, dict[str, Any]]) -> tuple | None:
+    """Return the stack key of a weight's update: :func:`_stack_key` and the step count."""
+    group, param, state = update
+    key = _stack_key(group, param, state)
+    return None if key is None else (*key, int(state["step"].item()))
+
+
+def _refresh_key(refresh: _Refresh) -> tuple | None:
+    """Return the stack key of a refresh: :func:`_stack_key` and the refresh's schedule."""
+    key = _stack_key(refresh.group, refresh.param, refresh.state)
+    return None if key is None else (*key, refresh.sides, refresh.initialize, refresh.orthogonalize)
 
 
 def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None]) -> None:
@@ -699,10 +798,10 @@ def _signed_gradient(param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor
     return -grad if group["maximize"] else grad
 
 
-def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
-    """Return this process's rank and the rank that runs each refresh (``None``: every rank runs it).
+def _refresh_owners(stacks: list[list[_Refresh]]) -> tuple[int, list[int | None]]:
+    """Return this process's rank and the rank that runs each stack of refreshes (``None``: every rank runs it).
 
-    Refreshes of groups with ``distributed_refresh`` go to ranks greedily:
+    Stacks of groups with ``distributed_refresh`` go to ranks greedily:
     the most expensive first, each to the rank with the least work so far.
     The cost is estimated in multiply-adds. Scaling the gradient and forming
     its squares costs ``n m``, and rotating it into each full eigenbasis of
@@ -710,17 +809,19 @@ def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
     ``k^3 + k^2 l`` for its curvature and its Cayley map, where ``l`` is
     the other side's length. Without the ``n m`` term a weight with two diagonal
     sides would cost nothing, and all such refreshes would go to one rank.
-    The estimate uses only shapes and the schedule, which every rank
-    shares, so all ranks agree on the owners.
+    A stack costs the sum of its weights' costs. The estimate uses only
+    shapes and the schedule, which every rank shares, so all ranks agree on
+    the owners.
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world_size = torch.distributed.get_world_size() if distributed else 1
-    owners: list[int | None] = [None] * len(refreshes)
+    owners: list[int | None] = [None] * len(stacks)
     if world_size == 1:
         return 0, owners
 
     costs = {}
-    for position, refresh in enumerate(refreshes):
+    for position, stack in enumerate(stacks):
+        refresh = stack[0]
         if not refresh.group["distributed_refresh"]:
             continue
         n, m = matrix_shape(refresh.param)
@@ -729,7 +830,7 @@ def _refresh_owners(refreshes: list[_Refresh]) -> tuple[int, list[int | None]]:
         for side, (k, other) in (("C", (n, m)), ("K", (m, n))):
             if side in refresh.sides and full[side]:
                 cost += k**3 + k * k * other
-        costs[position] = cost
+        costs[position] = cost * len(stack)
     loads = [0] * world_size
     for position in sorted(costs, key=lambda position: (-costs[position], position)):
         owner = min(range(world_size), key=lambda rank: (loads[rank], rank))
@@ -967,22 +1068,35 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
     are large enough), ``bounded`` whether it is below
     :func:`_max_gradient_l1` of the state's float32 or float64 dtype.
     ``initialized`` is whether the factors have an ``alpha`` yet, and always
-    true on the Adam path.
+    true on the Adam path. The norms of the gradients that share a device
+    and dtype come from one ``torch._foreach_norm`` call, and the flags of
+    a device from a few operations on the stacked norms, so the cost does
+    not grow with the number of parameters.
     """
-    flags: dict[int, tuple[bool, bool, bool, bool]] = {}
-    by_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
-    for position, (_, param, state, _) in enumerate(work):
+    flags: list[tuple[bool, bool, bool, bool]] = [(False, False, False, False)] * len(work)
+    by_device: dict[torch.device, dict[torch.dtype, list[int]]] = {}
+    for position, (_, param, _, _) in enumerate(work):
         wide = torch.promote_types(param.grad.dtype, torch.float32)
-        l1 = torch.linalg.vector_norm(param.grad, ord=1, dtype=wide)
-        initialized = state["alpha"] > 0 if "alpha" in state else torch.ones((), dtype=torch.bool, device=l1.device)
-        limit = _max_gradient_l1(_wide_dtype(state))
-        row = torch.stack([torch.isfinite(l1), l1 < limit, l1 > 0, initialized])
-        by_device.setdefault(l1.device, []).append((position, row))
-    for rows in by_device.values():
-        values = torch.stack([row for _, row in rows]).tolist()
-        for (position, _), (finite, bounded, nonzero, initialized) in zip(rows, values, strict=True):
-            flags[position] = (finite, bounded, nonzero, initialized)
-    return [flags[position] for position in range(len(work))]
+        by_device.setdefault(param.grad.device, {}).setdefault(wide, []).append(position)
+    for device, by_dtype in by_device.items():
+        positions = [position for members in by_dtype.values() for position in members]
+        norms = [
+            norm.to(torch.float64)
+            for wide, members in by_dtype.items()
+            for norm in torch._foreach_norm([work[position][1].grad for position in members], ord=1, dtype=wide)
+        ]
+        l1 = torch.stack(norms)
+        limits = torch.tensor(
+            [_max_gradient_l1(_wide_dtype(work[position][2])) for position in positions],
+            dtype=torch.float64,
+            device=device,
+        )
+        alphas = [work[position][2].get("alpha") for position in positions]
+        scales = torch.stack([torch.ones((), device=device) if alpha is None else alpha for alpha in alphas])
+        rows = torch.stack([torch.isfinite(l1), l1 < limits, l1 > 0, scales > 0], dim=1).tolist()
+        for position, row in zip(positions, rows, strict=True):
+            flags[position] = tuple(row)
+    return flags
 
 
 def _wide_dtype(state: dict[str, Any]) -> torch.dtype:

@@ -13,7 +13,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from benchmarks.optimizer import digits, distributed, orthogonality, report, step_time  # noqa: E402  (after the skips)
+from benchmarks.optimizer import (  # noqa: E402  (after the skips)
+    digits,
+    distributed,
+    orthogonality,
+    report,
+    small_models,
+    step_time,
+)
 
 
 @pytest.fixture
@@ -23,7 +30,7 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", folder)
     pages = []
     monkeypatch.setattr(report, "write_page", lambda: pages.append("written"))
-    for module in (digits, distributed, orthogonality, step_time):
+    for module in (digits, distributed, orthogonality, small_models, step_time):
         monkeypatch.setattr(module, "environment", lambda name: {"command": name})
     return folder, pages
 
@@ -340,3 +347,35 @@ def test_distributed_quick_rejects_committed_out(results, capsys):
     with pytest.raises(SystemExit):
         distributed.main(["--out", str(folder)])
     assert "only --full writes there" in capsys.readouterr().err
+
+
+# Small models
+
+
+def test_small_models_quick_run_writes_quick(results):
+    folder, pages = results
+    small_models.main(["--models", "mlp"])
+
+    record = json.loads((folder / "quick" / "small_models.json").read_text())
+    assert pages == []
+    (row,) = record["rows"]
+    assert row["model"] == "mlp"
+    assert (row["weights"], row["shapes"]) == (7, 3)  # five 128 x 128 hidden layers, input and output layers
+    assert set(row["median"]) == set(small_models.OPTIMIZERS)
+    assert all(value > 0 for value in row["median"].values())
+    table = report.small_models_table(record)
+    assert any(line.startswith("| mlp | 92170 | 7 (3) |") for line in table)
+
+
+def test_small_models_quick_rejects_committed_out(results, capsys):
+    folder, _ = results
+    with pytest.raises(SystemExit):
+        small_models.main(["--out", str(folder)])
+    assert "only --full writes there" in capsys.readouterr().err
+
+
+def test_stacking_off_restores_the_limit():
+    limit = small_models.optimizer_module._STACK_MAX_ELEMENTS
+    with small_models.stacking_off():
+        assert small_models.optimizer_module._STACK_MAX_ELEMENTS == 0
+    assert small_models.optimizer_module._STACK_MAX_ELEMENTS == limit

@@ -344,3 +344,94 @@ def test_inputs_left_unchanged(rng, backend, full):
     for name, x, original in zip(("d_C", "B_C", "d_K", "B_K", "G"), inputs, copies, strict=True):
         if x is not None:
             assert (x == original).all(), name
+
+
+def _stack_cases(rng, k, n, m):
+    """Stack k sets of float64 factors and gradients, each with its own alpha, for the stack tests."""
+    cases = []
+    for _ in range(k):
+        d_C, B_C, d_K, B_K, alpha = random_factors(rng, n, m)
+        cases.append({"d_C": d_C, "B_C": B_C, "d_K": d_K, "B_K": B_K, "alpha": alpha, "G": rng.standard_normal((n, m))})
+    stack = {key: torch.from_numpy(np.stack([np.asarray(case[key]) for case in cases])) for key in cases[0]}
+    stack["alpha"] = stack["alpha"] * torch.linspace(0.5, 2.0, k, dtype=torch.float64)  # a different scale each
+    return stack
+
+
+@requires_torch
+@pytest.mark.parametrize("method", ["exact", "truncated"])
+def test_private_steps_accept_stacks(method):
+    # The optimizer moves same-shape factors as one stack through the
+    # private functions. Each matrix of the stack must get what its own
+    # call gives; in float64 batched and single products differ by rounding
+    # only (1e-12 leaves room for n = 6 products of unit-norm factors).
+    rng = np.random.default_rng(5)
+    n, m = 6, 4
+    stack = _stack_cases(rng, 3, n, m)
+    # Gradients of very different sizes give generators of different norms,
+    # so the truncated map needs 0, some and the most squarings in one stack.
+    stack["G"] *= torch.tensor([0.01, 0.2, 1.0], dtype=torch.float64)[:, None, None]
+    options = kron_module._FactorOptions(method, 8, 0.05, "frobenius", 4, 1e-4, 1.0)
+
+    Y = kron_module._kron_rotate(stack["B_C"], stack["G"], stack["B_K"])
+    W = kron_module._kron_curvature(Y, stack["d_K"], full=True)
+    d_new, B_new, rate = kron_module._kron_factor_step(
+        stack["d_C"], stack["B_C"], W, stack["alpha"], m, 0.3, 1.0, options
+    )
+    D = kron_module._kron_precondition(
+        stack["d_C"], stack["B_C"], stack["d_K"], stack["B_K"], stack["alpha"], stack["G"], 4.0, 1e-3
+    )
+    counts = set()
+    for i in range(3):
+        single = {key: value[i] for key, value in stack.items()}
+        Y_i = kron_rotate(single["B_C"], single["G"], single["B_K"])
+        W_i = kron_curvature(Y_i, single["d_K"])
+        N_i = kron_module._rotation_generator(single["d_C"], W_i, 0.3, 1.0, 1 / (single["alpha"] * m))
+        counts.add(kron_module._squarings_needed(N_i, 0.05, 4, "frobenius"))
+        expected = kron_factor_step(
+            single["d_C"],
+            single["B_C"],
+            W_i,
+            single["alpha"],
+            m,
+            0.3,
+            1.0,
+            method=method,
+            max_generator_norm=0.05,
+            max_squarings=4,
+            damping=1e-4,
+            max_log_step=1.0,
+        )
+        torch.testing.assert_close(d_new[i], expected[0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(B_new[i], expected[1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(rate[i], expected[2], rtol=1e-12, atol=1e-15)
+        expected_D = kron_precondition(
+            single["d_C"], single["B_C"], single["d_K"], single["B_K"], single["alpha"], single["G"], 4.0, 1e-3
+        )
+        torch.testing.assert_close(D[i], expected_D, rtol=1e-12, atol=0)
+    if method == "truncated":
+        assert len(counts) == 3, counts  # the case the per-matrix squarings exist for
+
+
+@requires_torch
+def test_float16_preconditioning_accepts_stacks():
+    # float16 takes the rescaled path of kron_precondition, whose scalar
+    # alpha must broadcast per matrix. Its products round to 2^-11 relative;
+    # 4e-3 allows a few roundings on entries of unit size.
+    stack = _stack_cases(np.random.default_rng(6), 3, 5, 4)
+    stack["alpha"] *= torch.tensor([1e-4, 1.0, 1e3], dtype=torch.float64)
+    half = {key: stack[key].to(torch.float16) for key in ("B_C", "B_K", "G")}
+    D = kron_module._kron_precondition(
+        stack["d_C"].float(),
+        half["B_C"],
+        stack["d_K"].float(),
+        half["B_K"],
+        stack["alpha"].float(),
+        half["G"],
+        2.0,
+        0.0,
+    )
+    for i in range(3):
+        expected = kron_precondition(
+            stack["d_C"][i], stack["B_C"][i], stack["d_K"][i], stack["B_K"][i], stack["alpha"][i], stack["G"][i], 2.0
+        )
+        torch.testing.assert_close(D[i].double(), expected, rtol=4e-3, atol=4e-3 * expected.abs().max().item())

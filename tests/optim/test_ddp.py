@@ -158,7 +158,7 @@ def test_refresh_owners_balance_work(monkeypatch):
         for param in group["params"]
     ]
 
-    rank, owners = optimizer_module._refresh_owners(refreshes)
+    rank, owners = optimizer_module._refresh_owners([[refresh] for refresh in refreshes])
 
     # The 64 x 64 refresh outweighs the others together, so it gets a rank of
     # its own. The last weight's group has no distributed_refresh, so every
@@ -173,6 +173,8 @@ def test_refresh_owners_spread_diagonal_factors(monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
     # Both sides are longer than max_precond_dim, so each weight keeps only diagonal factors.
     weights = [torch.nn.Parameter(torch.randn(12, 12)) for _ in range(4)]
+    for weight in weights:
+        weight.grad = torch.randn(12, 12)
     optimizer = SpectralKron(weights, max_precond_dim=8, distributed_refresh=True)
     group = optimizer.param_groups[0]
     refreshes = [
@@ -180,10 +182,14 @@ def test_refresh_owners_spread_diagonal_factors(monkeypatch):
         for param in weights
     ]
 
-    _, owners = optimizer_module._refresh_owners(refreshes)
+    _, stacks, owners = optimizer_module._refresh_plan(refreshes)
 
+    # The four weights share a shape, so they form one stack, cut into one
+    # part per rank.
     assert "B_C" not in refreshes[0].state
-    assert owners == [0, 1, 0, 1]
+    positions = {id(refresh.param): position for position, refresh in enumerate(refreshes)}
+    assert [[positions[id(refresh.param)] for refresh in stack] for stack in stacks] == [[0, 1], [2, 3]]
+    assert owners == [0, 1]
 
 
 @pytest.mark.parametrize("value", [1, "yes", None])

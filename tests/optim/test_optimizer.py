@@ -709,13 +709,14 @@ def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
 )
 def test_truncated_map_defaults_by_state_dtype(monkeypatch, state_dtype, options, expected):
     seen = []
-    original = functional.kron_factor_step
+    original = functional._kron_factor_step
 
-    def spy(*args, **kwargs):
-        seen.append({key: kwargs[key] for key in expected})
-        return original(*args, **kwargs)
+    def spy(*args):
+        options = args[-1]  # the checked options, a _FactorOptions
+        seen.append({key: getattr(options, key) for key in expected})
+        return original(*args)
 
-    monkeypatch.setattr(functional, "kron_factor_step", spy)
+    monkeypatch.setattr(functional, "_kron_factor_step", spy)
     W = torch.nn.Parameter(torch.randn(6, 4))
     optimizer = SpectralKron([W], state_dtype=state_dtype, cayley="truncated", **options)
     W.grad = torch.randn(6, 4)
