@@ -320,3 +320,15 @@ def test_maximize_frees_each_negated_gradient(monkeypatch):
         optimizer.step()
 
         assert alive_at_call == [0, 0, 0]
+
+
+@pytest.mark.parametrize("problem", ["zero", "nan"])
+def test_gradient_warning_points_at_caller(problem):
+    # step() runs inside torch.no_grad's decorator and torch.optim's hook
+    # wrapper, so a fixed stacklevel would name one of their files.
+    param = torch.nn.Parameter(torch.randn(6, 4))
+    optimizer = SpectralKron([param])
+    param.grad = torch.zeros(6, 4) if problem == "zero" else torch.full((6, 4), float("nan"))
+    with pytest.warns(PreconditionerWarning) as record:
+        optimizer.step()
+    assert record[0].filename == __file__
