@@ -16,6 +16,7 @@ import torch
 from spectral_es._keywords import hint_unknown_keywords
 from spectral_es.optim.functional import (
     adam_update,
+    adam_update_foreach,
     init_adam_state,
     init_kron_state,
     kron_initialize_scale,
@@ -496,6 +497,7 @@ class SpectralKron(torch.optim.Optimizer):
 
         refreshes: list[_Refresh] = []
         updates = []
+        adam_updates = []
         for (group, param, state, name), (finite, bounded, nonzero, initialized) in zip(
             work, _gradient_flags(work), strict=True
         ):
@@ -517,7 +519,7 @@ class SpectralKron(torch.optim.Optimizer):
                 )
                 continue
             if "d_C" not in state:
-                adam_update(param, _signed_gradient(param, group), state, group)
+                adam_updates.append((group, param, state))
                 continue
             _check_graft_state(group, state, name)
             refresh, orthogonalize = _schedule(state, group)
@@ -556,6 +558,14 @@ class SpectralKron(torch.optim.Optimizer):
                 params = [param for _, param, _ in stack]
                 grads = [_signed_gradient(param, group) for param in params]
                 kron_update_stack(params, grads, [state for _, _, state in stack], group)
+        for stack in _stacks(adam_updates, _adam_key):
+            group = stack[0][0]
+            params = [param for _, param, _ in stack]
+            grads = [_signed_gradient(param, group) for param in params]
+            if len(stack) == 1:
+                adam_update(params[0], grads[0], stack[0][2], group)
+            else:
+                adam_update_foreach(params, grads, [state for _, _, state in stack], group)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -715,6 +725,14 @@ def _update_key(update: tuple[dict[str, Any], torch.Tensor, dict[str, Any]]) -> 
     group, param, state = update
     key = _stack_key(group, param, state)
     return None if key is None else (*key, int(state["step"].item()))
+
+
+def _adam_key(update: tuple[dict[str, Any], torch.Tensor, dict[str, Any]]) -> tuple:
+    """Return what tensors on the Adam path must share to take one ``_foreach`` step together."""
+    group, param, state = update
+    grad = cast(torch.Tensor, param.grad)
+    dtypes = (param.dtype, grad.dtype, state["exp_avg"].dtype, state["exp_avg_sq"].dtype)
+    return id(group), param.device, dtypes, int(state["step"].item())
 
 
 def _refresh_key(refresh: _Refresh) -> tuple | None:

@@ -200,3 +200,36 @@ def test_stacked_state_dict_round_trip():
         assert torch.equal(param, reference)
         for key, value in second.state[param].items():
             assert torch.equal(value, first.state[reference][key]), key
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"state_dtype": torch.bfloat16, "weight_decay": 0.1}, {"max_update_rms": 0.01, "maximize": True}],
+    ids=["defaults", "bfloat16 state, decay", "clipped, maximize"],
+)
+def test_adam_path_foreach_matches_tensors_stepped_alone(options, monkeypatch):
+    # The Adam path steps all biases of a group with one set of _foreach
+    # operations, whose elementwise kernels are those of the single-tensor
+    # step: the results are bitwise equal.
+    calls = []
+    real = optimizer_module.adam_update_foreach
+    monkeypatch.setattr(optimizer_module, "adam_update_foreach", lambda *args: calls.append(1) or real(*args))
+    generator = torch.Generator().manual_seed(2)
+    values = [torch.randn(size, generator=generator) for size in (5, 5, 9, 1)]
+    together = [torch.nn.Parameter(value.clone()) for value in values]
+    alone = [torch.nn.Parameter(value.clone()) for value in values]
+    stacked = SpectralKron(together, lr=0.01, **options)
+    separate = [SpectralKron([param], lr=0.01, **options) for param in alone]
+    for _ in range(6):
+        for param, reference in zip(together, alone, strict=True):
+            param.grad = torch.randn(param.shape, generator=generator)
+            reference.grad = param.grad.clone()
+        stacked.step()
+        for optimizer in separate:
+            optimizer.step()
+
+    assert len(calls) == 6
+    for param, reference, optimizer in zip(together, alone, separate, strict=True):
+        assert torch.equal(param, reference)
+        for key, value in stacked.state[param].items():
+            assert torch.equal(value, optimizer.state[reference][key]), key
