@@ -474,6 +474,9 @@ class SpectralKron(torch.optim.Optimizer):
             _check_group(group, f" in param group {group_index}")
             for index, param in enumerate(group["params"]):
                 if param.grad is None or param.numel() == 0:
+                    # A weight that misses steps (frozen, or unused in the forward
+                    # pass) would otherwise keep its whole former stack in memory.
+                    _release_stack(self.state.get(param, {}))
                     continue
                 name = f"parameter {index} of group {group_index}"
                 if param.grad.is_sparse:
@@ -504,6 +507,7 @@ class SpectralKron(torch.optim.Optimizer):
             # A non-finite L1 norm is rare: only then are the entries checked, to name the cause.
             if not finite and not bool(torch.isfinite(param.grad).all()):
                 _warn(name, param, "has NaN or infinite entries", "skipped its update and kept its state")
+                _release_stack(state)
                 continue
             if not bounded:
                 # Rare, so the norm is computed again for the message only.
@@ -517,6 +521,7 @@ class SpectralKron(torch.optim.Optimizer):
                     "skipped its update and kept its state; clip the gradients (torch.nn.utils.clip_grad_norm_) "
                     "to step on such gradients",
                 )
+                _release_stack(state)
                 continue
             if "d_C" not in state:
                 adam_updates.append((group, param, state))
@@ -691,11 +696,12 @@ def _run_refreshes(stack: list[_Refresh]) -> None:
 
 
 def _release_stack(state: dict[str, Any]) -> None:
-    """Give a weight stepped alone its own copies of tensors that are rows of a stack (see ``stack_state``).
+    """Replace the state tensors that are rows of a stack by copies, for a weight stepped alone or skipped.
 
-    A weight leaves its stack when it misses a step, for example, and the
-    stack's other rows would otherwise stay in memory for as long as it
-    keeps its view of one row.
+    A weight leaves its stack (see ``stack_state``) when it misses a step,
+    for example. As long as it kept its view of one row, the stack's other
+    rows would stay in memory and in every saved ``state_dict``. A copy is
+    made once, because a copy is no view.
     """
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value._base is not None:

@@ -7,7 +7,7 @@ import io
 import pytest
 
 import spectral_es.optim.optimizer as optimizer_module
-from spectral_es.optim import SpectralKron
+from spectral_es.optim import PreconditionerWarning, SpectralKron
 from tests.optim.conftest import torch
 
 CONFIGS = {
@@ -170,6 +170,55 @@ def test_stacked_states_become_views_of_one_stack():
     least_squares_gradients(params, problems)
     optimizer.step()
     assert states[0]["B_C"]._base is before  # no new stack
+
+
+def state_storage_bytes(optimizer):
+    """Return the bytes of every distinct storage that the optimizer's state tensors use."""
+    storages = {}
+    for state in optimizer.state.values():
+        for value in state.values():
+            storages[value.untyped_storage().data_ptr()] = value.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def state_bytes(optimizer):
+    """Return the bytes of the state tensors themselves."""
+    return sum(value.numel() * value.element_size() for state in optimizer.state.values() for value in state.values())
+
+
+@pytest.mark.parametrize("missed_by", ["no gradient", "NaN gradient"])
+def test_skipped_weight_releases_its_stack(missed_by):
+    # A weight that misses steps while the rest of its stack steps on (a
+    # frozen layer, an unused branch) must not keep the old stack alive
+    # through its views of one row. With 8 weights such a stack doubled the
+    # state's memory and the size of every saved state_dict.
+    # 64 x 64 weights make the state (about 400 kB) large against the
+    # pickling overhead of a saved state_dict (about 15 kB).
+    weights, problems = make_problems((64, 64), 8)
+    params = [torch.nn.Parameter(weight) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    for _ in range(2):
+        least_squares_gradients(params, problems)
+        optimizer.step()
+    assert state_storage_bytes(optimizer) == state_bytes(optimizer)
+
+    skipped = params[0]
+    for _ in range(2):
+        least_squares_gradients(params, problems)
+        if missed_by == "no gradient":
+            skipped.grad = None
+            optimizer.step()
+        else:
+            skipped.grad[0, 0] = float("nan")
+            with pytest.warns(PreconditionerWarning, match="NaN"):
+                optimizer.step()
+
+    assert all(value._base is None for value in optimizer.state[skipped].values())
+    assert state_storage_bytes(optimizer) == state_bytes(optimizer)
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    # A kept 8-row stack would add 7/8 of the state again.
+    assert len(buffer.getvalue()) < 1.25 * state_bytes(optimizer)
 
 
 def test_stacked_state_dict_round_trip():
