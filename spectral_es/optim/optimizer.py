@@ -616,7 +616,7 @@ class SpectralKron(torch.optim.Optimizer):
         if param.ndim < 2:
             raise ValueError(
                 f"route='kron' needs parameters with at least 2 dimensions, got shape {tuple(param.shape)}; "
-                "put 1-D parameters in a group with route='auto' or 'adam'"
+                "put 0-D and 1-D parameters in a group with route='auto' or 'adam'"
             )
         _cayley_method(group, state_dtype)
         return init_kron_state(param, state_dtype, group["max_precond_dim"], group["graft"], group["max_side_ratio"])
@@ -981,7 +981,7 @@ def _check_kron_route(group: dict[str, Any], where: str) -> None:
         if param.ndim < 2:
             raise ValueError(
                 f"route='kron' needs parameters with at least 2 dimensions, but parameter {index}{where} has shape "
-                f"{tuple(param.shape)}; put 1-D parameters in a group with route='auto' or 'adam'"
+                f"{tuple(param.shape)}; put 0-D and 1-D parameters in a group with route='auto' or 'adam'"
             )
 
 

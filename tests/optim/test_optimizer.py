@@ -327,6 +327,18 @@ def test_route_kron_rejects_vectors():
         SpectralKron([bias], route="kron")
 
 
+def test_route_kron_scalar_message_names_0d():
+    # The advice in the message must cover a scalar, not only 1-D parameters.
+    scale = torch.nn.Parameter(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"has shape \(\); put 0-D and 1-D parameters in a group with route='auto'"):
+        SpectralKron([scale], route="kron")
+    optimizer = SpectralKron([scale])
+    optimizer.param_groups[0]["route"] = "kron"
+    scale.grad = torch.ones_like(scale)
+    with pytest.raises(ValueError, match=r"got shape \(\); put 0-D and 1-D parameters"):
+        optimizer.step()
+
+
 def test_route_kron_added_group_rejected():
     optimizer = SpectralKron([torch.nn.Parameter(torch.randn(4, 3))])
     bias = torch.nn.Parameter(torch.randn(8))
