@@ -52,7 +52,7 @@ _LATER_OPTIONS = {
     "distributed_refresh": False,
 }
 # Modules whose frames a warning skips to reach the user's code (see _outside_stacklevel).
-_INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib")
+_INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "torch.amp")
 # Weights of at most this many entries that share a group, matrix shape,
 # dtypes, device and schedule take their refresh and update as one stack
 # (see kron_update_stack). The step of a 64 x 64 weight ran 418 torch
@@ -960,12 +960,13 @@ def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], whe
 def _outside_stacklevel() -> int:
     """Return the ``stacklevel`` that points ``warnings.warn`` at the user's code, for its caller.
 
-    Frames of spectral_es, torch.optim and torch's ``no_grad`` decorator are
-    skipped. A new group arrives through ``SpectralKron.__init__`` and
-    ``torch.optim.Optimizer.__init__`` or through a direct
-    ``add_param_group`` call, and ``step`` runs inside the wrappers of
-    ``torch.no_grad`` and of torch.optim's step hooks, so a fixed level
-    would point into one of them.
+    Frames of spectral_es, torch.optim, torch's ``no_grad`` decorator and
+    torch.amp are skipped. A new group arrives through
+    ``SpectralKron.__init__`` and ``torch.optim.Optimizer.__init__`` or
+    through a direct ``add_param_group`` call, and ``step`` runs inside the
+    wrappers of ``torch.no_grad`` and of torch.optim's step hooks, and
+    perhaps inside ``torch.amp.GradScaler.step``. A fixed level would point
+    into one of them.
     """
     level, frame = 2, sys._getframe(2)
     while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_INNER_MODULES):

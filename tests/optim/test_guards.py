@@ -332,3 +332,13 @@ def test_gradient_warning_points_at_caller(problem):
     with pytest.warns(PreconditionerWarning) as record:
         optimizer.step()
     assert record[0].filename == __file__
+
+
+def test_gradient_warning_through_grad_scaler_points_at_caller():
+    param = torch.nn.Parameter(torch.randn(6, 4))
+    optimizer = SpectralKron([param])
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale((param * 0).sum()).backward()  # a zero gradient, through the scaler
+    with pytest.warns(PreconditionerWarning) as record:
+        scaler.step(optimizer)
+    assert record[0].filename == __file__
