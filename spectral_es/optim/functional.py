@@ -236,7 +236,7 @@ def _move_factor(
 
 
 def _graft_and_clip(
-    D: torch.Tensor, M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float
+    D: torch.Tensor, M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float | list[float]
 ) -> torch.Tensor:
     """Rescale the preconditioned direction ``D`` (grafting, then clipping).
 
@@ -274,7 +274,7 @@ def _matrix_norm(X: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return per_matrix(torch.linalg.vector_norm(X, dim=(-2, -1), dtype=dtype))
 
 
-def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float) -> torch.Tensor:
+def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], t: float | list[float]) -> torch.Tensor:
     """Return the Adam step ``M_hat / (sqrt(v_hat) + eps)`` of the graft, in the dtype of the second moment.
 
     ``v_hat`` is the bias-corrected second moment: Adam's own
@@ -285,13 +285,14 @@ def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], 
     rank one, and it keeps O(n + m) numbers where Adam keeps n m. Every
     pass over the (n, m) matrix writes into one temporary.
     """
-    bias_correction = 1 - group["betas"][1] ** t
+    bias_correction = _bias_correction(group["betas"][1], t, M_hat, 2)
     if group["graft"] == "adam":
         denominator = (state["exp_avg_sq"] / bias_correction).sqrt_()
     else:
         # sqrt(r c^T / (mean(r) bias)) = sqrt(r / (mean(r) bias)) sqrt(c)^T: square roots of vectors only.
         row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-        row_root = (row / (per_vector(row.mean(-1)).clamp_min(_TINY) * bias_correction)).sqrt()
+        row_bias = bias_correction if isinstance(bias_correction, float) else bias_correction[..., 0]
+        row_root = (row / (per_vector(row.mean(-1)).clamp_min(_TINY) * row_bias)).sqrt()
         denominator = row_root[..., :, None] * col.sqrt()[..., None, :]
     denominator.add_(group["eps"])
     return torch.div(M_hat, denominator, out=denominator)
@@ -323,9 +324,28 @@ def _update_moments(state: dict, G: torch.Tensor, group: Mapping[str, Any]) -> N
         state["exp_avg_sq_col"].lerp_(square.mean(dim=-2), 1 - beta2)
 
 
-def _direction(state: dict, group: Mapping[str, Any], t: float) -> torch.Tensor:
-    """Return the preconditioned, grafted and clipped direction at step ``t``, shaped like ``state["exp_avg"]``."""
-    M_hat = state["exp_avg"] / (1 - group["betas"][0] ** t)
+def _bias_correction(beta: float, t: float | list[float], like: torch.Tensor, dims: int) -> float | torch.Tensor:
+    """Return ``1 - beta^t``: a number, or for a list of step counts a tensor (k, 1, ..., 1) with ``dims`` ones.
+
+    The tensor is in float32 or wider, the precision in which torch divides
+    a tensor of ``like``'s dtype by a number, so a stack whose weights have
+    taken different numbers of steps is corrected as each weight alone
+    would be.
+    """
+    if not isinstance(t, list):
+        return 1 - beta**t
+    wide = torch.promote_types(like.dtype, torch.float32)
+    values = torch.tensor([1 - beta**steps for steps in t], dtype=wide, device=like.device)
+    return values.reshape(-1, *[1] * dims)
+
+
+def _direction(state: dict, group: Mapping[str, Any], t: float | list[float]) -> torch.Tensor:
+    """Return the preconditioned, grafted and clipped direction at step ``t``, shaped like ``state["exp_avg"]``.
+
+    For a stacked state ``t`` may list each weight's step count.
+    """
+    exp_avg = state["exp_avg"]
+    M_hat = (exp_avg / _bias_correction(group["betas"][0], t, exp_avg, 2)).to(exp_avg.dtype)
     D = _kron_precondition(
         state["d_C"],
         state.get("B_C"),
@@ -441,7 +461,7 @@ def kron_update_stack(
     """Take the step of :func:`kron_update` (no refresh) on k weights at once, stacked.
 
     The weights must share their matrix shape, dtype and device, their
-    states the same keys, dtypes and step count, and they all follow
+    states the same keys and dtypes, and they all follow
     ``group``. The states are stacked by :func:`stack_state`, which leaves
     their tensors as views of the stacks, and moved by batched products. On
     small weights, where the fixed cost of each operation outweighs its
@@ -451,7 +471,8 @@ def kron_update_stack(
     """
     shape = matrix_shape(params[0])
     torch._foreach_add_([state["step"] for state in states], 1)
-    t = states[0]["step"].item()
+    steps = [state["step"].item() for state in states]
+    t: float | list[float] = steps[0] if len(set(steps)) == 1 else steps
     stacked = stack_state(states, [key for key in states[0] if key != "step"])
     matrices = _matrix_state(stacked, (len(states), *shape))
     _update_moments(matrices, torch.stack([grad.reshape(shape) for grad in grads]), group)
@@ -536,16 +557,16 @@ def adam_update_foreach(
 ) -> None:
     """Take the step of :func:`adam_update` on several tensors, with torch's ``_foreach`` operations.
 
-    The tensors must share their dtype, device, state dtypes and step
-    count, and they all follow ``group``. A model's biases and norm scales
-    then cost a few operations per step in all, not a few per tensor. The
-    elementwise arithmetic is that of :func:`adam_update`.
+    The tensors must share their dtype, device and state dtypes, and they
+    all follow ``group``; each keeps its own step count. A model's biases
+    and norm scales then cost a few operations per step in all, not a few
+    per tensor. The elementwise arithmetic is that of :func:`adam_update`.
     """
     beta1, beta2 = group["betas"]
     exp_avgs = [state["exp_avg"] for state in states]
     exp_avg_sqs = [state["exp_avg_sq"] for state in states]
     torch._foreach_add_([state["step"] for state in states], 1)
-    t = states[0]["step"].item()
+    steps = [state["step"].item() for state in states]
 
     wide = exp_avg_sqs[0].dtype
     grads_wide = [grad.to(wide) for grad in grads]
@@ -553,8 +574,8 @@ def adam_update_foreach(
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads_wide, grads_wide, value=1 - beta2)
 
-    M_hat = torch._foreach_div([exp_avg.to(wide) for exp_avg in exp_avgs], 1 - beta1**t)
-    denominators = torch._foreach_sqrt(torch._foreach_div(exp_avg_sqs, 1 - beta2**t))
+    M_hat = torch._foreach_div([exp_avg.to(wide) for exp_avg in exp_avgs], [1 - beta1**t for t in steps])
+    denominators = torch._foreach_sqrt(torch._foreach_div(exp_avg_sqs, [1 - beta2**t for t in steps]))
     torch._foreach_add_(denominators, group["eps"])
     D = torch._foreach_div(M_hat, denominators)
     if group["max_update_rms"] is not None:

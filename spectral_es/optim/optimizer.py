@@ -172,8 +172,9 @@ class SpectralKron(torch.optim.Optimizer):
     * Parameters with no elements are skipped.
 
     Stacks: weights of at most 128 x 128 entries that share a group, a
-    matrix shape, dtypes, a device and a step count take their step
-    together. Their states are stacked into (k, ...) tensors, and each state
+    matrix shape, dtypes and a device take their step together (each with
+    its own bias correction, so a weight that missed steps still joins
+    in). Their states are stacked into (k, ...) tensors, and each state
     entry then views one row of its stack, so later steps copy nothing. The
     batched products pay the fixed cost of each operation once per stack
     instead of once per weight. The results equal those of separate steps
@@ -727,10 +728,13 @@ def _stack_key(group: dict[str, Any], param: torch.Tensor, state: dict[str, Any]
 
 
 def _update_key(update: tuple[dict[str, Any], torch.Tensor, dict[str, Any]]) -> tuple | None:
-    """Return the stack key of a weight's update: :func:`_stack_key` and the step count."""
+    """Return the stack key of a weight's update, :func:`_stack_key`.
+
+    Weights that have taken different numbers of steps (one was frozen for
+    a while, say) still share a stack: each gets its own bias correction.
+    """
     group, param, state = update
-    key = _stack_key(group, param, state)
-    return None if key is None else (*key, int(state["step"].item()))
+    return _stack_key(group, param, state)
 
 
 def _adam_key(update: tuple[dict[str, Any], torch.Tensor, dict[str, Any]]) -> tuple:
@@ -738,7 +742,7 @@ def _adam_key(update: tuple[dict[str, Any], torch.Tensor, dict[str, Any]]) -> tu
     group, param, state = update
     grad = cast(torch.Tensor, param.grad)
     dtypes = (param.dtype, grad.dtype, state["exp_avg"].dtype, state["exp_avg_sq"].dtype)
-    return id(group), param.device, dtypes, int(state["step"].item())
+    return id(group), param.device, dtypes
 
 
 def _refresh_key(refresh: _Refresh) -> tuple | None:
