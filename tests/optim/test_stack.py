@@ -285,3 +285,60 @@ def test_adam_path_foreach_matches_tensors_stepped_alone(options, monkeypatch):
         assert torch.equal(param, reference)
         for key, value in stacked.state[param].items():
             assert torch.equal(value, optimizer.state[reference][key]), key
+
+
+def test_stacks_split_by_state_layout(stack_calls):
+    # A conv kernel (6, 3, 2, 2) and a linear weight (6, 12) share the matrix
+    # view (6, 12), but their momenta have different shapes, so they must
+    # not share a stack. Apart, each takes the single-weight step, so the
+    # results are bitwise those of separate optimizers.
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(6, 3, 2, 2, generator=generator), torch.randn(6, 12, generator=generator)]
+    params = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    references = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    alone = [SpectralKron([reference], lr=0.01) for reference in references]
+    for _ in range(4):
+        for param, reference in zip(params, references, strict=True):
+            param.grad = torch.randn(param.shape, generator=generator)
+            reference.grad = param.grad.clone()
+        optimizer.step()
+        for reference_optimizer in alone:
+            reference_optimizer.step()
+
+    assert stack_calls == {"update": [], "refresh": []}
+    for param, reference in zip(params, references, strict=True):
+        assert torch.equal(param, reference)
+
+
+def test_refresh_stacks_split_by_bjorck_schedule(stack_calls):
+    # With a refresh every step, weight 1 starts one step late, so at each
+    # step one of the two weights takes a Björck step and the other does
+    # not. Their refreshes have the same sides, and a shared stack would
+    # give both the first weight's choice. Apart, each takes the
+    # single-weight step, so the results are bitwise those of separate
+    # optimizers.
+    weights, problems = make_problems((8, 5), 2)
+    params = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    references = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    options = {"lr": 0.01, "precondition_frequency": 1, "orthogonalize_every": 2, "state_dtype": torch.bfloat16}
+    optimizer = SpectralKron(params, **options)
+    alone = [SpectralKron([reference], **options) for reference in references]
+    for step in range(6):
+        least_squares_gradients(params, problems)
+        least_squares_gradients(references, problems)
+        if step == 0:
+            params[1].grad = references[1].grad = None
+        optimizer.step()
+        for reference_optimizer in alone:
+            reference_optimizer.step()
+
+    # Their updates share a stack, each with its own bias correction, so the
+    # results agree up to the bfloat16 rounding of batched products (see
+    # test_stack_matches_weights_stepped_alone).
+    assert stack_calls["refresh"] == []
+    assert stack_calls["update"]
+    for param, reference, reference_optimizer in zip(params, references, alone, strict=True):
+        assert relative(param, reference) < 2e-2
+        state, expected = optimizer.state[param], reference_optimizer.state[reference]
+        assert relative(factor(state, "C"), factor(expected, "C")) < 2e-2
