@@ -220,3 +220,68 @@ def test_split_refresh_rejects_different_plans(tmp_path):
     for rank in (0, 1):
         message = (tmp_path / f"{rank}.txt").read_text()
         assert "the ranks scheduled different factor refreshes" in message, f"rank {rank}: {message}"
+
+
+def make_stacked_model() -> torch.nn.Module:
+    """Five 8 x 8 layers, which SpectralKron steps as one stack, and a small head."""
+    torch.manual_seed(0)
+    layers = [module for _ in range(5) for module in (torch.nn.Linear(8, 8), torch.nn.Tanh())]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(8, 3))
+
+
+def train_stacked_modes(rank: int, world_size: int, folder: str) -> None:
+    """Train the stacked model replicated and split; save states and the weights each rank refreshed."""
+    refresh_stack = optimizer_module.kron_refresh_stack
+    counts = {"weights": 0}
+
+    def counted_refresh_stack(states, *args, **kwargs):
+        counts["weights"] += len(states)
+        return refresh_stack(states, *args, **kwargs)
+
+    def work() -> None:
+        results = {}
+        for mode, options in (("replicated", {}), ("split", {"distributed_refresh": True})):
+            counts["weights"] = 0
+            model = make_stacked_model()
+            ddp = torch.nn.parallel.DistributedDataParallel(model)
+            optimizer = SpectralKron(ddp.parameters(), lr=1e-2, precondition_frequency=1, **options)
+            generator = torch.Generator().manual_seed(100 * rank)
+            for _ in range(STEPS):
+                x, y = torch.randn(16, 8, generator=generator), torch.randint(3, (16,), generator=generator)
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(ddp(x), y).backward()
+                optimizer.step()
+            results[mode] = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "refreshed": counts["weights"],
+            }
+        torch.save(results, Path(folder) / f"{rank}.pt")
+
+    optimizer_module.kron_refresh_stack = counted_refresh_stack
+    try:
+        run_in_group(rank, world_size, folder, work)
+    finally:
+        optimizer_module.kron_refresh_stack = refresh_stack
+
+
+def test_split_refresh_of_stacks_matches_replicated(tmp_path):
+    # The five 8 x 8 weights form one stack, which the split run cuts into
+    # parts of 2 and 3 weights. The larger part costs more, so it goes to
+    # rank 0 first. The owner of a part refreshes it and broadcasts the
+    # factors into the other rank's rows of its stack.
+    torch.multiprocessing.spawn(train_stacked_modes, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+    reference = ranks[0]["replicated"]
+    for rank, results in enumerate(ranks):
+        for name, value in reference["model"].items():
+            assert torch.equal(results["split"]["model"][name], value), f"rank {rank}: {name}"
+        for index, state in reference["optimizer"]["state"].items():
+            for key, value in state.items():
+                saved = results["split"]["optimizer"]["state"][index][key]
+                assert torch.equal(saved, value), f"rank {rank}: state {index}/{key}"
+
+    # Every stacked weight was refreshed on exactly one rank: 5 weights per step.
+    assert reference["refreshed"] == 5 * STEPS
+    assert [results["split"]["refreshed"] for results in ranks] == [3 * STEPS, 2 * STEPS]
