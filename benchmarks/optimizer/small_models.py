@@ -9,8 +9,11 @@ ratios to AdamW's median in the same run, next to the time of one forward
 and backward pass. ``SpectralKron, unstacked`` is SpectralKron with its
 stacking of same-shape small weights switched off, so its ratio to
 ``SpectralKron`` is what stacking saves. Muon takes the 2-D weights and
-AdamW the rest (conv kernels and biases included). One torch thread,
-denormals flushed.
+AdamW the rest (conv kernels and biases included). A second table times
+SpectralKron alone on k square weights of one shape, stacked against
+stepped one by one, at sizes on both sides of the stacking limit of
+128 x 128 entries (the limit is raised for the larger size). One torch
+thread, denormals flushed.
 
 Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
@@ -83,15 +86,24 @@ MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
 }
 
 
+# (side, count) of the square weights of the stacking table.
+STACK_CASES = ((64, 20), (128, 8), (256, 8), (512, 4))
+
+
 @contextlib.contextmanager
-def stacking_off() -> Iterator[None]:
-    """Make SpectralKron step every weight alone, by a stack size limit of 0, until the block ends."""
+def stack_limit(elements: int) -> Iterator[None]:
+    """Set SpectralKron's largest stacked weight to ``elements`` entries until the block ends."""
     limit = optimizer_module._STACK_MAX_ELEMENTS
-    optimizer_module._STACK_MAX_ELEMENTS = 0
+    optimizer_module._STACK_MAX_ELEMENTS = elements
     try:
         yield
     finally:
         optimizer_module._STACK_MAX_ELEMENTS = limit
+
+
+def stacking_off() -> contextlib.AbstractContextManager[None]:
+    """Make SpectralKron step every weight alone until the block ends."""
+    return stack_limit(0)
 
 
 def build(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -145,6 +157,28 @@ def time_model(model_name: str, names: Sequence[str], steps: int) -> dict:
     }
 
 
+def time_stacks(side: int, count: int, steps: int) -> dict:
+    """Return SpectralKron's median step time on ``count`` square weights, stacked and one by one."""
+    generator = torch.Generator().manual_seed(2)
+    start = [torch.randn(side, side, generator=generator) for _ in range(count)]
+    modes = {"stacked": side * side, "alone": 0}  # the stack size limit of each mode
+    copies = {mode: [torch.nn.Parameter(value.clone()) for value in start] for mode in modes}
+    optimizers = {mode: SpectralKron(copies[mode], lr=LEARNING_RATE) for mode in modes}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for step in range(steps + 1):
+        gradients = [torch.randn(side, side, generator=generator) for _ in start]
+        for mode in modes:
+            for param, gradient in zip(copies[mode], gradients, strict=True):
+                param.grad = gradient
+            with stack_limit(modes[mode]):
+                began = time.perf_counter()
+                optimizers[mode].step()
+                elapsed = time.perf_counter() - began
+            if step > 0:
+                times[mode].append(elapsed)
+    return {"side": side, "count": count, **{mode: statistics.median(values) for mode, values in times.items()}}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="30 steps; writes results/ and RESULTS.md")
@@ -165,7 +199,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_flush_denormal(True)
     steps = 30 if args.full else 10
     rows = [time_model(model, OPTIMIZERS, steps) for model in args.models]
-    record = {"environment": environment("benchmarks.optimizer.small_models"), "steps": steps, "rows": rows}
+    stacks = [time_stacks(side, count, steps) for side, count in STACK_CASES]
+    record = {
+        "environment": environment("benchmarks.optimizer.small_models"),
+        "steps": steps,
+        "rows": rows,
+        "stacks": stacks,
+    }
     print("\n".join(report.small_models_table(record)))
     report.save(record, args.out, "small_models")
 

@@ -33,8 +33,10 @@ from typing import Any, TypedDict, cast
 import torch
 
 from spectral_es.core._backend import has_short_range, per_matrix, per_vector
+from spectral_es.core._checks import check_vector
 from spectral_es.core.cayley import _bjorck_orthogonalize
 from spectral_es.core.kron import (
+    _check_bases,
     _check_factor_options,
     _FactorOptions,
     _kron_curvature,
@@ -190,6 +192,12 @@ def kron_refresh(
     if sides not in _SIDES[1:]:
         raise ValueError(f"invalid sides {sides!r}: expected one of {_SIDES[1:]}")
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
+    if G.ndim == 2:
+        # One weight, perhaps from a caller outside the optimizer: check shapes
+        # and dtypes as kron_step does. Stacks come from kron_refresh_stack.
+        n, m = _check_bases("kron_refresh", B_C, G, B_K, d_C=d_C, d_K=d_K)
+        check_vector("kron_refresh", "d_C", d_C, n)
+        check_vector("kron_refresh", "d_K", d_K, m)
     n, m = G.shape[-2:]
     factor_options = {**rotation, "damping": damping, "max_log_step": MAX_LOG_STEP}
     options = _check_factor_options(
@@ -421,37 +429,50 @@ def kron_update(
     param.add_(D.view(param.shape).to(param.dtype), alpha=-group["lr"])
 
 
-def stack_state(states: Sequence[dict], keys: Sequence[str]) -> dict[str, torch.Tensor]:
+def stack_state(states: Sequence[dict], keys: Sequence[str], *, part: bool = False) -> dict[str, torch.Tensor]:
     """Return each of ``keys`` of ``states`` stacked into one (k, ...) tensor whose rows the states view.
 
     The first call for a set of states stacks their tensors (one copy) and
     replaces each state's tensor by a view of its row. Later calls find the
     views and return their stack without copying, so updating the stack in
-    place updates every state. Tensors that are no longer rows of one
-    stack, in order (a state loaded or replaced since, or a set of states
-    that changed), are stacked afresh. The values are the same either way.
+    place updates every state. With ``part``, a run of consecutive rows of
+    a larger stack (one rank's part of a stack under ``distributed_refresh``)
+    is returned as a slice of it, also without copying. Without it, rows of
+    a larger stack are stacked afresh, so that a stack whose weights stop
+    stepping (frozen layers) is freed rather than kept alive by a slice.
+    Tensors that are no longer such rows (a state loaded or replaced since,
+    or a set of states that changed) are stacked afresh too. The values are
+    the same either way.
     """
     stacked = {}
     for key in keys:
         tensors = [state[key] for state in states]
-        base = tensors[0]._base
-        if not _rows_of(base, tensors):
-            base = torch.stack(tensors)
-            for state, row in zip(states, base.unbind(0), strict=True):
+        rows = _rows_view(tensors, part)
+        if rows is None:
+            rows = torch.stack(tensors)
+            for state, row in zip(states, rows.unbind(0), strict=True):
                 state[key] = row
-        stacked[key] = base
+        stacked[key] = rows
     return stacked
 
 
-def _rows_of(base: torch.Tensor | None, tensors: Sequence[torch.Tensor]) -> bool:
-    """Return whether ``tensors`` are the rows of the contiguous ``base``, in order and all of them."""
-    if base is None or not base.is_contiguous() or base.shape[0] != len(tensors):
-        return False
+def _rows_view(tensors: Sequence[torch.Tensor], part: bool) -> torch.Tensor | None:
+    """Return ``tensors`` as the stack whose consecutive rows they are (with ``part``, a slice of it), or ``None``."""
+    base = tensors[0]._base
+    if base is None or not base.is_contiguous() or base.shape[1:] != tensors[0].shape:
+        return None
+    if not part and base.shape[0] != len(tensors):
+        return None
     row_bytes = tensors[0].numel() * tensors[0].element_size()
-    return all(
-        tensor._base is base and tensor.shape == base.shape[1:] and tensor.data_ptr() == base.data_ptr() + i * row_bytes
-        for i, tensor in enumerate(tensors)
-    )
+    offset = tensors[0].data_ptr() - base.data_ptr()
+    first = offset // row_bytes if row_bytes else 0
+    if offset != first * row_bytes or first + len(tensors) > base.shape[0]:
+        return None
+    for i, tensor in enumerate(tensors):
+        expected = base.data_ptr() + (first + i) * row_bytes
+        if tensor._base is not base or tensor.shape != base.shape[1:] or tensor.data_ptr() != expected:
+            return None
+    return base if len(tensors) == base.shape[0] else base[first : first + len(tensors)]
 
 
 @torch.no_grad()
@@ -506,7 +527,8 @@ def kron_refresh_stack(
     factors are stacked by :func:`stack_state` and refreshed in place by
     batched products.
     """
-    stacked = stack_state(states, [key for key in ("alpha", "d_C", "d_K", "B_C", "B_K") if key in states[0]])
+    keys = [key for key in ("alpha", "d_C", "d_K", "B_C", "B_K") if key in states[0]]
+    stacked = stack_state(states, keys, part=True)
     shape = (stacked["d_C"].shape[-1], stacked["d_K"].shape[-1])
     G = torch.stack([grad.reshape(shape) for grad in grads])
     if initialize:

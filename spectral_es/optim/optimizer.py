@@ -55,11 +55,12 @@ _LATER_OPTIONS = {
 _INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "torch.amp")
 # Weights of at most this many entries that share a group, matrix shape,
 # dtypes, device and schedule take their refresh and update as one stack
-# (see kron_update_stack). The step of a 64 x 64 weight ran 418 torch
-# operations in a profile, each costing more in fixed overhead than in
-# arithmetic, and a stack pays that overhead once for all its weights. On
-# one CPU thread a stacked step took 0.43 of the separate steps for 20
-# weights of 64 x 64, 0.84 for 8 of 128 x 128 and 1.10 for 8 of 256 x 256.
+# (see kron_update_stack). The step of a 64 x 64 weight runs a few hundred
+# torch operations, each costing more in fixed overhead than in arithmetic,
+# and a stack pays that overhead once for all its weights. On one CPU thread
+# a stacked step took 0.40 of the separate steps for 20 weights of 64 x 64
+# and 0.66 for 8 of 128 x 128, but 0.95 for 8 of 256 x 256 and 1.17 for 4
+# of 512 x 512 (benchmarks/optimizer/small_models.py).
 _STACK_MAX_ELEMENTS = 128 * 128
 
 
@@ -175,10 +176,10 @@ class SpectralKron(torch.optim.Optimizer):
     matrix shape, dtypes and a device take their step together (each with
     its own bias correction, so a weight that missed steps still joins
     in). Their states are stacked into (k, ...) tensors, and each state
-    entry then views one row of its stack, so later steps copy nothing. The
-    batched products pay the fixed cost of each operation once per stack
-    instead of once per weight. The results equal those of separate steps
-    up to the rounding of batched against single products.
+    entry then views one row of its stack, so later steps copy only the
+    gradients. The batched products pay the fixed cost of each operation
+    once per stack instead of once per weight. The results equal those of
+    separate steps up to the rounding of batched against single products.
 
     Schedule: the row factor refreshes at steps ``t = 1, 1 + T, ...`` and the
     column factor at ``t = 1 + T // 2, 1 + T + T // 2, ...`` (both at once
@@ -1104,8 +1105,9 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
     ``initialized`` is whether the factors have an ``alpha`` yet, and always
     true on the Adam path. The norms of the gradients that share a device
     and dtype come from one ``torch._foreach_norm`` call, and the flags of
-    a device from a few operations on the stacked norms, so the cost does
-    not grow with the number of parameters.
+    a device from a few operations on the stacked norms, so the number of
+    torch operations, like that of host synchronisations, does not grow
+    with the number of parameters.
     """
     flags: list[tuple[bool, bool, bool, bool]] = [(False, False, False, False)] * len(work)
     by_device: dict[torch.device, dict[torch.dtype, list[int]]] = {}
@@ -1115,11 +1117,11 @@ def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:
     for device, by_dtype in by_device.items():
         positions = [position for members in by_dtype.values() for position in members]
         norms = [
-            norm.to(torch.float64)
+            norm
             for wide, members in by_dtype.items()
             for norm in torch._foreach_norm([work[position][1].grad for position in members], ord=1, dtype=wide)
         ]
-        l1 = torch.stack(norms)
+        l1 = torch.stack(norms).to(torch.float64)
         limits = torch.tensor(
             [_max_gradient_l1(_wide_dtype(work[position][2])) for position in positions],
             dtype=torch.float64,

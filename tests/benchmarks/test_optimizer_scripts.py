@@ -363,8 +363,11 @@ def test_small_models_quick_run_writes_quick(results):
     assert (row["weights"], row["shapes"]) == (7, 3)  # five 128 x 128 hidden layers, input and output layers
     assert set(row["median"]) == set(small_models.OPTIMIZERS)
     assert all(value > 0 for value in row["median"].values())
+    assert [(row["side"], row["count"]) for row in record["stacks"]] == list(small_models.STACK_CASES)
+    assert all(row["stacked"] > 0 and row["alone"] > 0 for row in record["stacks"])
     table = report.small_models_table(record)
     assert any(line.startswith("| mlp | 92170 | 7 (3) |") for line in table)
+    assert any(line.startswith("| 20 x (64 x 64) |") for line in table)
 
 
 def test_small_models_quick_rejects_committed_out(results, capsys):

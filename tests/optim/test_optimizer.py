@@ -774,3 +774,20 @@ def test_edited_options_are_checked(option, value):
     set_gradient(W, 0)
     with pytest.raises(ValueError, match=f"invalid {option} {value!r}"):
         optimizer.step()
+
+
+@pytest.mark.parametrize(
+    ("gradient", "error", "message"),
+    [
+        (torch.randn(4, 6), ValueError, r"kron_refresh: B_C has shape \(6, 6\), but V of shape \(4, 6\)"),
+        (torch.randn(6, 6, dtype=torch.float64), TypeError, "kron_refresh: B_C has dtype torch.float32 but V"),
+    ],
+)
+def test_kron_refresh_checks_single_weight(gradient, error, message):
+    # A caller of the functional API gets the core's errors, not a bare matmul error.
+    state = functional.init_kron_state(torch.zeros(6, 6), torch.float32, 2048, "adafactor")
+    functional.kron_initialize_scale(state, torch.randn(6, 6))
+    with pytest.raises(error, match=message):
+        functional.kron_refresh(
+            state, gradient, sides="CK", beta=0.1, rotation={"method": "exact"}, damping=0.0, orthogonalize=False
+        )

@@ -8,6 +8,7 @@ import pytest
 
 import spectral_es.optim.optimizer as optimizer_module
 from spectral_es.optim import PreconditionerWarning, SpectralKron
+from spectral_es.optim.functional import stack_state
 from tests.optim.conftest import torch
 
 CONFIGS = {
@@ -342,3 +343,21 @@ def test_refresh_stacks_split_by_bjorck_schedule(stack_calls):
         assert relative(param, reference) < 2e-2
         state, expected = optimizer.state[param], reference_optimizer.state[reference]
         assert relative(factor(state, "C"), factor(expected, "C")) < 2e-2
+
+
+def test_stack_state_reuses_rows_and_parts():
+    states = [{"B": torch.full((3, 3), float(i))} for i in range(4)]
+    stack = stack_state(states, ["B"])["B"]
+    assert all(state["B"]._base is stack for state in states)
+    assert stack_state(states, ["B"])["B"] is stack  # the same rows: no copy
+
+    # A run of consecutive rows, such as one rank's part of a stack, is a slice
+    # of the stack when asked for a part, so refreshing it in place updates the
+    # states; as a stack of its own it is copied, and the states follow the copy.
+    part = stack_state(states[1:3], ["B"], part=True)["B"]
+    part.add_(10)
+    assert part.data_ptr() == stack[1].data_ptr()
+    assert [state["B"][0, 0].item() for state in states] == [0.0, 11.0, 12.0, 3.0]
+    alone = stack_state(states[1:3], ["B"])["B"]
+    assert alone.data_ptr() != stack[1].data_ptr()
+    assert states[1]["B"]._base is alone and states[0]["B"]._base is stack
