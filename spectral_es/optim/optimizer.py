@@ -58,8 +58,8 @@ _INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "tor
 # (see kron_update_stack). The step of a 64 x 64 weight runs a few hundred
 # torch operations, each costing more in fixed overhead than in arithmetic,
 # and a stack pays that overhead once for all its weights. On one CPU thread
-# a stacked step took 0.40 of the separate steps for 20 weights of 64 x 64
-# and 0.66 for 8 of 128 x 128, but 0.95 for 8 of 256 x 256 and 1.17 for 4
+# a stacked step took 0.35 of the separate steps for 20 weights of 64 x 64
+# and 0.60 for 8 of 128 x 128, but 0.92 for 8 of 256 x 256 and 1.23 for 4
 # of 512 x 512 (benchmarks/optimizer/small_models.py).
 _STACK_MAX_ELEMENTS = 128 * 128
 
