@@ -269,9 +269,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--sweep-seeds must be between 1 and --seeds ({args.seeds}), got {args.sweep_seeds}")
     if args.record in OTHER_RECORDS:
         parser.error(f"--record {args.record} would replace the record of benchmarks.optimizer.{args.record}")
-    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
-        parser.error(f"--out {args.out} holds the committed records; only --full writes there")
-    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    args.out = report.output_folder(parser, args.full, args.out, "records")
 
     # digits.json contains every case of the page, run at the page's settings.
     differences = {

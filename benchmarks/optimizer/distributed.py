@@ -106,9 +106,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--ranks must be >= 2 to split the refreshes, got {args.ranks}")
     if args.weights < 1:
         parser.error(f"--weights must be >= 1, got {args.weights}")
-    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
-        parser.error(f"--out {args.out} holds the committed record; only --full writes there")
-    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    args.out = report.output_folder(parser, args.full, args.out)
     return args
 
 

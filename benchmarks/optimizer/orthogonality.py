@@ -97,12 +97,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             f"--full runs the page's sizes {' '.join(map(str, FULL_SIZES))} with {REFRESHES} refreshes; "
             "leave out --sizes and --refreshes, or leave out --full to write results/quick/"
         )
-    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
-        parser.error(f"--out {args.out} holds the committed record; only --full writes there")
 
     args.refreshes = args.refreshes or REFRESHES
     args.sizes = args.sizes or list(FULL_SIZES if args.full else QUICK_SIZES)
-    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    args.out = report.output_folder(parser, args.full, args.out)
     return args
 
 

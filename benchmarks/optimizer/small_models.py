@@ -37,6 +37,7 @@ import torch
 
 import spectral_es.optim.optimizer as optimizer_module
 from benchmarks.optimizer import report
+from benchmarks.optimizer.digits import build_model
 from benchmarks.optimizer.peers import environment, make_optimizer
 from spectral_es.optim import SpectralKron
 
@@ -65,17 +66,8 @@ def make_mlp() -> torch.nn.Module:
 
 
 def make_convnet() -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32 * 4 * 4, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 10),
-    )
+    """Return the convnet of the digits benchmark (16 and 32 channels, a 512-64-10 head)."""
+    return build_model("convnet", seed=0)
 
 
 # name: (model factory, input shape of one batch)
@@ -187,9 +179,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--out", type=Path, help="folder for small_models.json (default results/quick/, full: results/)"
     )
     args = parser.parse_args(argv)
-    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
-        parser.error(f"--out {args.out} holds the committed record; only --full writes there")
-    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    args.out = report.output_folder(parser, args.full, args.out)
     return args
 
 

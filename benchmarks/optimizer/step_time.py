@@ -161,11 +161,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    if not args.full and args.out is not None and args.out.resolve() == report.RESULTS:
-        parser.error(f"--out {args.out} holds the committed record; only --full writes there")
     if args.steps is None:
         args.steps = 20 if args.full else 10
-    args.out = args.out or (report.RESULTS if args.full else report.RESULTS / "quick")
+    args.out = report.output_folder(parser, args.full, args.out)
 
     # Read the record this run replaces now, so that one that cannot be
     # merged stops the run before any timing.

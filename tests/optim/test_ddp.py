@@ -91,6 +91,17 @@ MODES = {
 }
 
 
+def train_ddp(model: torch.nn.Module, batches: list, **options) -> dict:
+    """Train ``model`` under DistributedDataParallel on ``batches``; return its and the optimizer's state."""
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = SpectralKron(ddp.parameters(), lr=1e-2, **options)
+    for x, y in batches:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(ddp(x), y).backward()
+        optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
 def train_modes(rank: int, world_size: int, folder: str) -> None:
     """Train one model per mode of MODES on this rank's batches; save states and refresh counts."""
     refresh = optimizer_module.kron_refresh
@@ -104,19 +115,9 @@ def train_modes(rank: int, world_size: int, folder: str) -> None:
         results = {}
         for mode, options in MODES.items():
             calls["count"] = 0
-            model = make_model(0)
-            ddp = torch.nn.parallel.DistributedDataParallel(model)
-            optimizer = SpectralKron(ddp.parameters(), lr=1e-2, precondition_frequency=2, **options)
-            for step in range(STEPS):
-                x, y = batch(100 * rank + step)
-                optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(ddp(x), y).backward()
-                optimizer.step()
-            results[mode] = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "refreshes": calls["count"],
-            }
+            batches = [batch(100 * rank + step) for step in range(STEPS)]
+            results[mode] = train_ddp(make_model(0), batches, precondition_frequency=2, **options)
+            results[mode]["refreshes"] = calls["count"]
         torch.save(results, Path(folder) / f"{rank}.pt")
 
     optimizer_module.kron_refresh = counted_refresh
@@ -242,20 +243,13 @@ def train_stacked_modes(rank: int, world_size: int, folder: str) -> None:
         results = {}
         for mode, options in (("replicated", {}), ("split", {"distributed_refresh": True})):
             counts["weights"] = 0
-            model = make_stacked_model()
-            ddp = torch.nn.parallel.DistributedDataParallel(model)
-            optimizer = SpectralKron(ddp.parameters(), lr=1e-2, precondition_frequency=1, **options)
             generator = torch.Generator().manual_seed(100 * rank)
-            for _ in range(STEPS):
-                x, y = torch.randn(16, 8, generator=generator), torch.randint(3, (16,), generator=generator)
-                optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(ddp(x), y).backward()
-                optimizer.step()
-            results[mode] = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "refreshed": counts["weights"],
-            }
+            batches = [
+                (torch.randn(16, 8, generator=generator), torch.randint(3, (16,), generator=generator))
+                for _ in range(STEPS)
+            ]
+            results[mode] = train_ddp(make_stacked_model(), batches, precondition_frequency=1, **options)
+            results[mode]["refreshed"] = counts["weights"]
         torch.save(results, Path(folder) / f"{rank}.pt")
 
     optimizer_module.kron_refresh_stack = counted_refresh_stack
