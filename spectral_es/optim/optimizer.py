@@ -689,8 +689,12 @@ def _run_refreshes(stack: list[_Refresh]) -> None:
         grads = [_signed_gradient(refresh.param, refresh.group) for refresh in stack]
         kron_refresh_stack([refresh.state for refresh in stack], grads, initialize=first.initialize, **options)
         return
+    # The state may still be rows of the weight's update stack (its schedule
+    # lags the others', or it is a one-weight part under distributed_refresh).
+    # The refresh moves those rows in place, and the update releases them if
+    # the weight steps alone. Copies made here would make the update restack
+    # every weight of its stack.
     state = first.state
-    _release_stack(state)
     grad = _signed_gradient(first.param, first.group)
     if first.initialize:
         kron_initialize_scale(state, grad)

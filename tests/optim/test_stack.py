@@ -174,6 +174,38 @@ def test_stacked_states_become_views_of_one_stack():
     assert states[0]["B_C"]._base is before  # no new stack
 
 
+def test_lagging_weight_refreshes_rows_in_place(stack_calls):
+    # With precondition_frequency=2 a weight one step behind the others
+    # refreshes the other side at every step, alone, while its update shares
+    # their stack. Its refresh must move its rows of that stack in place:
+    # copying its state out made the update stack every state afresh at
+    # every step.
+    weights, problems = make_problems((8, 5), 3)
+    params = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    references = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01, precondition_frequency=2)
+    alone = [SpectralKron([reference], lr=0.01, precondition_frequency=2) for reference in references]
+    states = [optimizer.state[param] for param in params]
+    bases = {}
+    for step in range(6):
+        least_squares_gradients(params, problems)
+        least_squares_gradients(references, problems)
+        if step == 0:
+            params[2].grad = references[2].grad = None
+        optimizer.step()
+        for reference_optimizer in alone:
+            reference_optimizer.step()
+        if step == 2:  # the lagging weight has stepped twice, with a stack
+            bases = {key: value._base for key, value in states[0].items() if key != "step"}
+
+    assert all(len(call) == 3 for call in stack_calls["update"][1:])
+    for key, base in bases.items():
+        assert base is not None
+        assert all(state[key]._base is base for state in states), key
+    for param, reference in zip(params, references, strict=True):
+        assert relative(param, reference) < 1e-4  # float32 rounding of batched products
+
+
 def state_storage_bytes(optimizer):
     """Return the bytes of every distinct storage that the optimizer's state tensors use."""
     storages = {}
