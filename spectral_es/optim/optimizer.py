@@ -707,10 +707,12 @@ def _release_stack(state: dict[str, Any]) -> None:
     A weight leaves its stack (see ``stack_state``) when it misses a step,
     for example. As long as it kept its view of one row, the stack's other
     rows would stay in memory and in every saved ``state_dict``. A copy is
-    made once, because a copy is no view.
+    made once, because a copy has a storage of its own. The check is on the
+    storage and not on ``_base``, because ``copy.deepcopy`` and unpickling
+    (``torch.load`` of a whole optimizer) give rows without a ``_base``.
     """
     for key, value in state.items():
-        if isinstance(value, torch.Tensor) and value._base is not None:
+        if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.nbytes:
             state[key] = value.clone()
 
 

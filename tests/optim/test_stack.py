@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -253,6 +254,33 @@ def test_skipped_weight_releases_its_stack(missed_by):
     torch.save(optimizer.state_dict(), buffer)
     # A kept 8-row stack would add 7/8 of the state again.
     assert len(buffer.getvalue()) < 1.25 * state_bytes(optimizer)
+
+
+def test_skipped_weight_releases_copied_stack():
+    # copy.deepcopy of an optimizer (or pickling it) keeps the stacks as
+    # shared storages whose rows have no _base. A weight frozen afterwards
+    # must still not keep such a storage alive: with 8 weights it held 7/8
+    # of the state again.
+    weights, problems = make_problems((64, 64), 8)
+    params = [torch.nn.Parameter(weight) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    for _ in range(2):
+        least_squares_gradients(params, problems)
+        optimizer.step()
+    optimizer = copy.deepcopy(optimizer)
+    params = optimizer.param_groups[0]["params"]
+    assert optimizer.state[params[0]]["exp_avg"]._base is None
+    assert state_storage_bytes(optimizer) == state_bytes(optimizer)
+
+    for _ in range(2):
+        least_squares_gradients(params, problems)
+        params[0].grad = None
+        optimizer.step()
+
+    assert state_storage_bytes(optimizer) == state_bytes(optimizer)
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    assert len(buffer.getvalue()) < 1.25 * state_bytes(optimizer)  # as in the test above
 
 
 def test_stacked_state_dict_round_trip():
