@@ -8,7 +8,7 @@ import io
 import pytest
 
 import spectral_es.optim.optimizer as optimizer_module
-from spectral_es.optim import PreconditionerWarning, SpectralKron
+from spectral_es.optim import PreconditionerWarning, SpectralKron, functional
 from spectral_es.optim.functional import stack_state
 from tests.optim.conftest import torch
 
@@ -155,6 +155,21 @@ def test_large_weights_are_stepped_alone(stack_calls):
     assert all(optimizer.state[param]["step"] == 1 for param in params)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64], ids=str)
+def test_bias_correction_rows_match_division(dtype):
+    # A stack whose weights have taken different numbers of steps divides
+    # by a tensor of 1 - beta^t per row. Each row must come back bitwise as
+    # the division of that weight alone by a Python number, which torch
+    # computes in float32 for bfloat16 and float16 tensors on the CPU.
+    steps = [1.0, 2.0, 7.0, 100.0, 12345.0]
+    moments = (3 * torch.randn(len(steps), 9, 5, generator=torch.Generator().manual_seed(0))).to(dtype)
+    for beta in (0.9, 0.95, 0.999):
+        correction = functional._bias_correction(beta, steps, moments, 2)
+        rows = (moments / correction).to(dtype)
+        for row, moment, step in zip(rows, moments, steps, strict=True):
+            assert torch.equal(row, moment / (1 - beta**step)), (beta, step)
+
+
 def test_stacked_states_become_views_of_one_stack():
     # After the first stacked step each state tensor is a row of one stack,
     # so later steps update the stack in place without copying it.
@@ -221,7 +236,7 @@ def state_bytes(optimizer):
     return sum(value.numel() * value.element_size() for state in optimizer.state.values() for value in state.values())
 
 
-@pytest.mark.parametrize("missed_by", ["no gradient", "NaN gradient"])
+@pytest.mark.parametrize("missed_by", ["no gradient", "NaN gradient", "overflowing gradient"])
 def test_skipped_weight_releases_its_stack(missed_by):
     # A weight that misses steps while the rest of its stack steps on (a
     # frozen layer, an unused branch) must not keep the old stack alive
@@ -243,9 +258,13 @@ def test_skipped_weight_releases_its_stack(missed_by):
         if missed_by == "no gradient":
             skipped.grad = None
             optimizer.step()
-        else:
+        elif missed_by == "NaN gradient":
             skipped.grad[0, 0] = float("nan")
             with pytest.warns(PreconditionerWarning, match="NaN"):
+                optimizer.step()
+        else:
+            skipped.grad[0, 0] = 1e20  # an L1 norm above sqrt(float32 max) = 1.8e19
+            with pytest.warns(PreconditionerWarning, match="L1 norm"):
                 optimizer.step()
 
     assert all(value._base is None for value in optimizer.state[skipped].values())
