@@ -138,6 +138,24 @@ def test_float64_state_takes_float64_limit():
     assert torch.isfinite(W).all()
 
 
+def test_float64_norm_beyond_float32_range():
+    # The guard stacks the L1 norms of float32 and float64 gradients into one
+    # tensor. An L1 norm of 1.2e41 exceeds float32's largest number, 3.4e38,
+    # so it must stay float64 there, or a finite gradient would read as
+    # infinite and its step would be skipped.
+    W = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    V = torch.nn.Parameter(torch.randn(4, 3))
+    optimizer = SpectralKron([W, V], lr=1e-2)
+    W.grad = torch.full_like(W, 1e40)
+    V.grad = torch.ones_like(V)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer.step()
+    assert optimizer.state[W]["step"] == 1
+    assert optimizer.state[V]["step"] == 1
+    assert torch.isfinite(W).all()
+
+
 def test_early_zero_gradient_decays_weight():
     W = torch.nn.Parameter(torch.ones(4, 4))
     optimizer = SpectralKron([W], lr=0.1, weight_decay=0.5)
