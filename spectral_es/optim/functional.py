@@ -336,9 +336,11 @@ def _bias_correction(beta: float, t: float | list[float], like: torch.Tensor, di
     """Return ``1 - beta^t``: a number, or for a list of step counts a tensor (k, 1, ..., 1) with ``dims`` ones.
 
     The tensor is in float32 or wider, the precision in which torch divides
-    a tensor of ``like``'s dtype by a number, so a stack whose weights have
-    taken different numbers of steps is corrected as each weight alone
-    would be.
+    a tensor of ``like``'s dtype by a number. On the CPU a stack whose
+    weights have taken different numbers of steps is therefore corrected
+    bitwise as each weight alone would be. On CUDA torch divides by a number as a
+    multiplication by its reciprocal (aten's BinaryDivTrueKernel.cu), so
+    there the two may differ by one rounding.
     """
     if not isinstance(t, list):
         return 1 - beta**t
@@ -582,7 +584,10 @@ def adam_update_foreach(
     The tensors must share their dtype, device and state dtypes, and they
     all follow ``group``; each keeps its own step count. A model's biases
     and norm scales then cost a few operations per step in all, not a few
-    per tensor. The elementwise arithmetic is that of :func:`adam_update`.
+    per tensor. The elementwise arithmetic is that of :func:`adam_update`:
+    on the CPU the results are bitwise equal. On CUDA, where torch divides
+    by a number as a multiplication by its reciprocal, they may differ by
+    one rounding.
     """
     beta1, beta2 = group["betas"]
     exp_avgs = [state["exp_avg"] for state in states]

@@ -54,13 +54,14 @@ _LATER_OPTIONS = {
 # Modules whose frames a warning skips to reach the user's code (see _outside_stacklevel).
 _INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "torch.amp")
 # Weights of at most this many entries that share a group, matrix shape,
-# dtypes, device and schedule take their refresh and update as one stack
-# (see kron_update_stack). The step of a 64 x 64 weight runs a few hundred
+# state layout, dtypes and device take their update as one stack, and their
+# refresh too where they share its schedule (see kron_update_stack). The step of a 64 x 64 weight runs a few hundred
 # torch operations, each costing more in fixed overhead than in arithmetic,
 # and a stack pays that overhead once for all its weights. On one CPU thread
 # a stacked step took 0.35 of the separate steps for 20 weights of 64 x 64
-# and 0.60 for 8 of 128 x 128, but 0.92 for 8 of 256 x 256 and 1.23 for 4
-# of 512 x 512 (benchmarks/optimizer/small_models.py).
+# and 0.60 for 8 of 128 x 128. It took 0.92 for 8 of 256 x 256 and 1.23 for
+# 4 of 512 x 512, so larger weights are stepped alone
+# (benchmarks/optimizer/small_models.py).
 _STACK_MAX_ELEMENTS = 128 * 128
 
 
@@ -173,11 +174,12 @@ class SpectralKron(torch.optim.Optimizer):
     * Parameters with no elements are skipped.
 
     Stacks: weights of at most 128 x 128 entries that share a group, a
-    matrix shape, dtypes and a device take their step together (each with
-    its own bias correction, so a weight that missed steps still joins
-    in). Their states are stacked into (k, ...) tensors, and each state
-    entry then views one row of its stack, so later steps copy only the
-    gradients. The batched products pay the fixed cost of each operation
+    matrix shape, a state layout, dtypes and a device take their step
+    together (each with its own bias correction, so a weight that missed
+    steps still joins in). Their states are stacked into (k, ...) tensors,
+    and each state entry then views one row of its stack, so later steps
+    copy only the gradients, unless the weights that refresh at a step are
+    not consecutive rows of their stack. The batched products pay the fixed cost of each operation
     once per stack instead of once per weight. The results equal those of
     separate steps up to the rounding of batched against single products.
 
