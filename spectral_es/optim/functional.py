@@ -460,21 +460,59 @@ def stack_state(states: Sequence[dict], keys: Sequence[str], *, part: bool = Fal
 
 def _rows_view(tensors: Sequence[torch.Tensor], part: bool) -> torch.Tensor | None:
     """Return ``tensors`` as the stack whose consecutive rows they are (with ``part``, a slice of it), or ``None``."""
+    found = _row_indices(tensors)
+    if found is None:
+        return None
+    base, rows = found
+    if rows == list(range(base.shape[0])):
+        return base
+    if part and rows == list(range(rows[0], rows[0] + len(rows))):
+        return base[rows[0] : rows[0] + len(rows)]
+    return None
+
+
+def _row_indices(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int]] | None:
+    """Return the contiguous stack whose distinct rows ``tensors`` are, and their row numbers; else ``None``."""
     base = tensors[0]._base
     if base is None or not base.is_contiguous() or base.shape[1:] != tensors[0].shape:
         return None
-    if not part and base.shape[0] != len(tensors):
-        return None
     row_bytes = tensors[0].numel() * tensors[0].element_size()
-    offset = tensors[0].data_ptr() - base.data_ptr()
-    first = offset // row_bytes if row_bytes else 0
-    if offset != first * row_bytes or first + len(tensors) > base.shape[0]:
+    if row_bytes == 0:
         return None
-    for i, tensor in enumerate(tensors):
-        expected = base.data_ptr() + (first + i) * row_bytes
-        if tensor._base is not base or tensor.shape != base.shape[1:] or tensor.data_ptr() != expected:
+    rows = []
+    for tensor in tensors:
+        offset = tensor.data_ptr() - base.data_ptr()
+        row = offset // row_bytes
+        if tensor._base is not base or tensor.shape != base.shape[1:] or offset != row * row_bytes:
             return None
-    return base if len(tensors) == base.shape[0] else base[first : first + len(tensors)]
+        if not 0 <= row < base.shape[0]:
+            return None
+        rows.append(row)
+    return (base, rows) if len(set(rows)) == len(rows) else None
+
+
+def _refresh_rows(states: Sequence[dict], keys: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[tuple]]:
+    """Return the factors of ``states`` stacked for a refresh, and the copies back into stacks that it needs.
+
+    Factors that are scattered rows of one stack (the weights that refresh
+    at this step are every other one of their stack, say) are gathered
+    into a new tensor and later written back with ``index_copy_``, so the
+    states stay rows of their stack. Other factors come from
+    :func:`stack_state` with ``part=True``.
+    """
+    stacked: dict[str, torch.Tensor] = {}
+    scattered = []
+    for key in keys:
+        tensors = [state[key] for state in states]
+        found = _row_indices(tensors)
+        if found is not None and _rows_view(tensors, part=True) is None:
+            base, rows = found
+            index = torch.tensor(rows, device=base.device)
+            stacked[key] = base.index_select(0, index)
+            scattered.append((base, index, stacked[key]))
+        else:
+            stacked.update(stack_state(states, [key], part=True))
+    return stacked, scattered
 
 
 @torch.no_grad()
@@ -526,11 +564,11 @@ def kron_refresh_stack(
 
     The states must share their keys, shapes and dtypes; ``grads`` are the
     weights' gradients, in any shape with the states' matrix view. The
-    factors are stacked by :func:`stack_state` and refreshed in place by
+    factors are stacked by :func:`_refresh_rows` and refreshed in place by
     batched products.
     """
     keys = [key for key in ("alpha", "d_C", "d_K", "B_C", "B_K") if key in states[0]]
-    stacked = stack_state(states, keys, part=True)
+    stacked, scattered = _refresh_rows(states, keys)
     shape = (stacked["d_C"].shape[-1], stacked["d_K"].shape[-1])
     G = torch.stack([grad.reshape(shape) for grad in grads])
     if initialize:
@@ -545,6 +583,8 @@ def kron_refresh_stack(
         damping=damping,
         orthogonalize=orthogonalize,
     )
+    for base, index, rows in scattered:
+        base.index_copy_(0, index, rows)
 
 
 @torch.no_grad()

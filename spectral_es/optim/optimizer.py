@@ -178,8 +178,8 @@ class SpectralKron(torch.optim.Optimizer):
     together (each with its own bias correction, so a weight that missed
     steps still joins in). Their states are stacked into (k, ...) tensors,
     and each state entry then views one row of its stack, so later steps
-    copy only the gradients, unless the weights that refresh at a step are
-    not consecutive rows of their stack. The batched products pay the fixed cost of each operation
+    copy only the gradients (and the factors of weights that refresh while
+    their stack's neighbours do not). The batched products pay the fixed cost of each operation
     once per stack instead of once per weight. The results equal those of
     separate steps up to the rounding of batched against single products.
 

@@ -440,3 +440,35 @@ def test_stack_state_reuses_rows_and_parts():
     alone = stack_state(states[1:3], ["B"])["B"]
     assert alone.data_ptr() != stack[1].data_ptr()
     assert states[1]["B"]._base is alone and states[0]["B"]._base is stack
+
+
+def test_scattered_refresh_keeps_states_in_their_stack():
+    # Every other weight misses the first step, so at each later step the
+    # weights that refresh are every other row of the update's stack. Their
+    # factors are gathered and written back, and the states stay rows of one
+    # stack instead of being copied into a new one at every step.
+    weights, problems = make_problems((8, 5), 6)
+    params = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    references = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    alone = [SpectralKron([reference], lr=0.01) for reference in references]
+    bases = []
+    for step in range(8):
+        least_squares_gradients(params, problems)
+        least_squares_gradients(references, problems)
+        if step == 0:
+            for index in (1, 3, 5):
+                params[index].grad = references[index].grad = None
+        optimizer.step()
+        for reference_optimizer in alone:
+            reference_optimizer.step()
+        bases.append(optimizer.state[params[0]]["B_C"]._base)
+
+    assert [optimizer.state[param]["step"].item() for param in params] == [8, 7, 8, 7, 8, 7]
+    assert all(base is bases[2] for base in bases[2:])
+    assert all(optimizer.state[param]["B_C"]._base is bases[-1] for param in params)
+    for param, reference, reference_optimizer in zip(params, references, alone, strict=True):
+        assert relative(param, reference) < 1e-4  # float32 rounding, as in the tests above
+        state, expected = optimizer.state[param], reference_optimizer.state[reference]
+        for side in "CK":
+            assert relative(factor(state, side), factor(expected, side)) < 1e-4
