@@ -39,14 +39,14 @@ def save(record: dict, folder: Path, name: str) -> None:
         write_page()
 
 
-def output_folder(parser: argparse.ArgumentParser, full: bool, out: Path | None, what: str = "record") -> Path:
+def output_folder(parser: argparse.ArgumentParser, full: bool, out: Path | None, noun: str = "record") -> Path:
     """Return the folder a run writes its record to: ``out``, else ``results/`` for ``--full``, else ``results/quick/``.
 
     A run without ``--full`` that names the committed ``results/`` exits
     through ``parser.error``, so a quick run never replaces a record.
     """
     if not full and out is not None and out.resolve() == RESULTS:
-        parser.error(f"--out {out} holds the committed {what}; only --full writes there")
+        parser.error(f"--out {out} holds the committed {noun}; only --full writes there")
     return out or (RESULTS if full else RESULTS / "quick")
 
 

@@ -11,9 +11,9 @@ stacking of same-shape small weights switched off, so its ratio to
 ``SpectralKron`` is what stacking saves. Muon takes the 2-D weights and
 AdamW the rest (conv kernels and biases included). A second table times
 SpectralKron alone on k square weights of one shape, stacked against
-stepped one by one, at sizes on both sides of the stacking limit of
-128 x 128 entries (the limit is raised for the larger size). One torch
-thread, denormals flushed.
+stepped one by one. Its sizes lie on both sides of the stacking limit of
+128 x 128 entries, which is raised for the larger ones. One torch thread,
+denormals flushed.
 
 Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 

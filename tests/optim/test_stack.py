@@ -432,14 +432,16 @@ def test_stack_state_reuses_rows_and_parts():
 
     # A run of consecutive rows, such as one rank's part of a stack, is a slice
     # of the stack when asked for a part, so refreshing it in place updates the
-    # states; as a stack of its own it is copied, and the states follow the copy.
+    # states. Asked for as a stack of its own, it is copied, and the states
+    # follow the copy.
     part = stack_state(states[1:3], ["B"], part=True)["B"]
     part.add_(10)
     assert part.data_ptr() == stack[1].data_ptr()
     assert [state["B"][0, 0].item() for state in states] == [0.0, 11.0, 12.0, 3.0]
     alone = stack_state(states[1:3], ["B"])["B"]
     assert alone.data_ptr() != stack[1].data_ptr()
-    assert states[1]["B"]._base is alone and states[0]["B"]._base is stack
+    assert states[1]["B"]._base is alone
+    assert states[0]["B"]._base is stack
 
 
 def test_scattered_refresh_keeps_states_in_their_stack():
