@@ -352,7 +352,9 @@ def test_distributed_quick_rejects_committed_out(results, capsys):
 # Small models
 
 
-def test_small_models_quick_run_writes_quick(results):
+def test_small_models_quick_run_writes_quick(results, monkeypatch):
+    # SOAP comes from pytorch-optimizer, which the test extras leave out.
+    monkeypatch.setattr(small_models, "OPTIMIZERS", ("AdamW", "Muon", "SpectralKron", "SpectralKron, unstacked"))
     folder, pages = results
     small_models.main(["--models", "mlp"])
 
