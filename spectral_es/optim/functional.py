@@ -494,10 +494,10 @@ def _row_indices(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[in
 def _refresh_rows(states: Sequence[dict], keys: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[tuple]]:
     """Return the factors of ``states`` stacked for a refresh, and the copies back into stacks that it needs.
 
-    Factors that are scattered rows of one stack (the weights that refresh
-    at this step are every other one of their stack, say) are gathered
-    into a new tensor and later written back with ``index_copy_``, so the
-    states stay rows of their stack. Other factors come from
+    Factors may be scattered rows of one stack, as when every other weight
+    of the stack refreshes at this step. They are gathered into a new
+    tensor and later written back with ``index_copy_``, so the states stay
+    rows of their stack. Other factors come from
     :func:`stack_state` with ``part=True``.
     """
     stacked: dict[str, torch.Tensor] = {}

@@ -317,7 +317,7 @@ def test_maximize_frees_each_negated_gradient(monkeypatch):
     # The negated gradient of a weight is a temporary of its own update, so
     # a step with maximize=True keeps one extra gradient alive at a time, not one
     # per weight of the model. Small weights of one shape are stepped as a
-    # stack, whose stacked copy holds all of its gradients anyway, so three
+    # stack, whose stacked copy contains all of its gradients anyway, so three
     # shapes keep the weights apart here.
     weights = [torch.nn.Parameter(torch.randn(6, n)) for n in (4, 5, 7)]
     optimizer = SpectralKron(weights, maximize=True)
