@@ -50,7 +50,7 @@ import numpy as np
 import scipy
 
 from benchmarks.es import report
-from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem, run
+from benchmarks.es.harness import MULTIMODAL, UNIMODAL, RunRecord, make_problem, run, thin_trace
 from benchmarks.es.methods import DESCRIPTIONS, METHODS
 from benchmarks.es.page import MULTIMODAL_METHODS, render_page
 from benchmarks.es.timing import TimingRow, format_table, time_methods
@@ -170,11 +170,11 @@ def describe_run(command: str, seconds: float) -> dict:
 
 
 def save_results(path: Path, config: Config, records: list[RunRecord], timing_rows, header: dict) -> None:
-    """Write everything the page is made from to ``path`` as JSON."""
+    """Write everything the page is made from to ``path`` as JSON, with traces thinned by :func:`thin_trace`."""
     raw = {
         "header": header,
         "config": dataclasses.asdict(config),
-        "records": [dataclasses.asdict(record) for record in records],
+        "records": [{**dataclasses.asdict(record), "trace": thin_trace(record.trace)} for record in records],
         "timing": [dataclasses.asdict(row) for row in timing_rows],
     }
     path.write_text(json.dumps(raw, indent=1))

@@ -30,6 +30,7 @@ __all__ = [
     "make_problem",
     "run",
     "start_bound",
+    "thin_trace",
 ]
 
 UNIMODAL = ("sphere", "ellipsoid", "rotated_ellipsoid", "rosenbrock")
@@ -176,6 +177,26 @@ class RunRecord:
     stop: str
     seconds: float
     trace: list[tuple[int, float]]
+
+
+def thin_trace(trace: Sequence[tuple[int, float]], drop: float = 0.01) -> list[tuple[int, float]]:
+    """Return the points of ``trace`` where the best value fell by at least ``drop`` of the last kept one.
+
+    The first and last points are always kept, so the result starts and ends
+    where ``trace`` does. A long run's trace has a point per improvement, up
+    to millions of them. On the logarithmic axes of the convergence figures
+    a fall of 1% is far below a pixel, and the page's cells use
+    ``RunRecord.evals``, not traces.
+    """
+    if len(trace) <= 2:
+        return list(trace)
+    kept = [trace[0]]
+    for point in trace[1:-1]:
+        last = kept[-1][1]
+        if point[1] <= last - drop * abs(last):
+            kept.append(point)
+    kept.append(trace[-1])
+    return kept
 
 
 def _caused_by_budget(error: BaseException | None) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.es import compare, methods, page, report
-from benchmarks.es.harness import BudgetExceededError, Objective, make_problem, run
+from benchmarks.es.harness import BudgetExceededError, Objective, make_problem, run, thin_trace
 from spectral_es.functions import sphere
 
 ALL_METHODS = sorted(methods.METHODS)
@@ -160,6 +160,39 @@ def test_best_so_far_is_a_step_function():
     trace = [(10, 5.0), (20, 1.0), (40, 0.5)]
     values = report.best_so_far(trace, np.array([1, 10, 15, 20, 39, 40, 100]))
     np.testing.assert_array_equal(values, [np.nan, 5.0, 5.0, 1.0, 1.0, 0.5, 0.5])
+
+
+def test_thin_trace_keeps_one_percent_falls():
+    # A best value that halves every 1000 evaluations, one point per evaluation,
+    # with a final value of 0 and a flat start. It falls by 1% about every 15
+    # points, so about 200 of the 3000 points remain. 1% of a value is far
+    # above the rounding of these floats.
+    values = [1.0, 1.0 - 1e-4, 1.0 - 2e-4] + [0.5 ** (k / 1000) for k in range(1, 3000)] + [0.0]
+    trace = [(k + 1, value) for k, value in enumerate(values)]
+    thinned = thin_trace(trace)
+
+    assert thinned[0] == trace[0]
+    assert thinned[-1] == trace[-1]
+    assert set(thinned) <= set(trace)
+    assert 150 < len(thinned) < 250
+    # Each kept point (but the last) is at least 1% below the one before it ...
+    for (_, before), (_, after) in zip(thinned[:-2], thinned[1:-1], strict=True):
+        assert after <= 0.99 * before
+    # ... and the best value it shows differs from the full trace's by less
+    # than 1% at every evaluation count.
+    grid = np.arange(1, len(trace) + 1)
+    full, thin = report.best_so_far(trace, grid), report.best_so_far(thinned, grid)
+    assert np.all((thin >= full) & (thin - full <= 0.01 * thin))
+
+
+def test_saved_traces_are_thinned(tmp_path):
+    trace = [(k, 1.0 / k) for k in range(1, 2001)]
+    record = dataclasses.replace(_RECORD, trace=trace)
+    header = compare.describe_run("run", 1.0)
+    compare.save_results(tmp_path / "run.json", compare.QUICK, [record], [], header)
+    _, (loaded,), _, _ = compare.load_results([tmp_path / "run.json"])
+    assert loaded.trace == thin_trace(trace)
+    assert len(loaded.trace) < len(trace) // 4
 
 
 _RECORD = run("spy", lambda problem, objective: "spy", make_problem("sphere", 2, seed=1))
