@@ -122,20 +122,23 @@ def _kron_unrotate(B_C: Any | None, V: Any, B_K: Any | None) -> Any:
     return V
 
 
-def _check_bases(caller: str, B_C: Any | None, V: Any, B_K: Any | None, **others: Any) -> tuple[int, int]:
+def _check_bases(
+    caller: str, B_C: Any | None, V: Any, B_K: Any | None, *, name: str = "V", **others: Any
+) -> tuple[int, int]:
     """Return the shape (n, m) of ``V`` after checking that ``B_C`` (n, n), ``V`` and ``B_K`` (m, m) fit.
 
-    ``others`` are further arrays of the call, checked for their library and
-    dtype kind in the same pass (one pass costs less on every step).
+    ``name`` is the caller's name for ``V`` in error messages. ``others`` are
+    further arrays of the call, checked for their library and dtype kind in
+    the same pass (one pass costs less on every step).
     """
-    bases = {"V": V}
+    bases = {name: V}
     if B_C is not None:
         bases["B_C"] = B_C
     if B_K is not None:
         bases["B_K"] = B_K
     check_arrays(caller, **bases, **others)
-    n, m = check_matrix(caller, "V", V)
-    source = f"V of shape {(n, m)}"
+    n, m = check_matrix(caller, name, V)
+    source = f"{name} of shape {(n, m)}"
     if B_C is not None:
         check_square(caller, "B_C", B_C, n, source=source)
     if B_K is not None:
@@ -432,7 +435,7 @@ def kron_step(
         factor.
     """
     caller = "kron_step"
-    n, m = _check_bases(caller, B_C, G, B_K, d_C=d_C, d_K=d_K)
+    n, m = _check_bases(caller, B_C, G, B_K, name="G", d_C=d_C, d_K=d_K)
     xp = namespace(d_C, d_K)
     check_vector(caller, "d_C", d_C, n)
     check_vector(caller, "d_K", d_K, m)

@@ -192,10 +192,10 @@ def kron_refresh(
     if sides not in _SIDES[1:]:
         raise ValueError(f"invalid sides {sides!r}: expected one of {_SIDES[1:]}")
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
-    if G.ndim == 2:
+    if G.ndim != 3:
         # One weight, perhaps from a caller outside the optimizer: check shapes
         # and dtypes as kron_step does. Stacks come from kron_refresh_stack.
-        n, m = _check_bases("kron_refresh", B_C, G, B_K, d_C=d_C, d_K=d_K)
+        n, m = _check_bases("kron_refresh", B_C, G, B_K, name="G", d_C=d_C, d_K=d_K)
         check_vector("kron_refresh", "d_C", d_C, n)
         check_vector("kron_refresh", "d_K", d_K, m)
     n, m = G.shape[-2:]

@@ -311,6 +311,9 @@ def test_mismatched_sizes_are_rejected(rng):
         spectral_step(d, B[:, :3], Q, 0.1)
     with pytest.raises(ValueError, match=r"B_K has shape \(4, 4\), but V of shape \(4, 3\) requires \(3, 3\)"):
         kron_rotate(B, np.ones((4, 3)), B)
+    # kron_step names its gradient G, as its signature does.
+    with pytest.raises(ValueError, match=r"B_K has shape \(4, 4\), but G of shape \(4, 3\) requires \(3, 3\)"):
+        kron_step(d, B, d, B, 1.0, np.ones((4, 3)), 0.1)
     with pytest.raises(ValueError, match=r"W has shape \(4, 4\); expected a vector"):
         kron_factor_step(d, None, Q, 1.0, 3, 0.1)
 

@@ -779,8 +779,9 @@ def test_edited_options_are_checked(option, value):
 @pytest.mark.parametrize(
     ("gradient", "error", "message"),
     [
-        (torch.randn(4, 6), ValueError, r"kron_refresh: B_C has shape \(6, 6\), but V of shape \(4, 6\)"),
-        (torch.randn(6, 6, dtype=torch.float64), TypeError, "kron_refresh: B_C has dtype torch.float32 but V"),
+        (torch.randn(4, 6), ValueError, r"kron_refresh: B_C has shape \(6, 6\), but G of shape \(4, 6\)"),
+        (torch.randn(6, 6, dtype=torch.float64), TypeError, "kron_refresh: B_C has dtype torch.float32 but G"),
+        (torch.randn(36), ValueError, r"kron_refresh: G has shape \(36,\); expected a matrix"),
     ],
 )
 def test_kron_refresh_checks_single_weight(gradient, error, message):
