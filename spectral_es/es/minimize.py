@@ -35,6 +35,7 @@ from spectral_es.es.options import (
     hint_misused_options,
     unknown_option_hint,
     validate_positive,
+    validate_real,
     validate_seed,
     validate_x0,
     whole_number_as_int,
@@ -149,7 +150,7 @@ def minimize(
             is completed, so ``nfev`` may exceed it by less than that
             population's evaluations (several per point with noise
             handling), as in pycma.
-        incpopsize: Population growth factor per restart, >= 1.
+        incpopsize: Population growth factor per restart, finite and >= 1.
         bipop: Interleave the restarts with short runs of smaller population
             and smaller initial step size, drawn at random (Hansen 2009,
             BIPOP-CMA-ES), for functions whose local optima follow no
@@ -214,8 +215,12 @@ def minimize(
         )
     if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 0:
         raise ValueError(f"restarts must be an integer >= 0, got {restarts!r}")
-    if not incpopsize >= 1:
-        raise ValueError(f"incpopsize must be >= 1, got {incpopsize!r}")
+    # The first restart multiplies the population size by incpopsize, so
+    # infinity or a string would otherwise fail only after the first run.
+    growth_fix = "pass a finite number >= 1, such as 2 (the default)"
+    growth = validate_real("incpopsize", incpopsize, growth_fix)
+    if not (math.isfinite(growth) and growth >= 1):
+        raise ValueError(f"incpopsize must be finite and >= 1, got {incpopsize!r}; {growth_fix}")
     if not isinstance(bipop, (bool, np.bool_)):
         raise ValueError(f"bipop must be True or False, got {bipop!r}")
     if bipop and restarts == 0:
@@ -241,7 +246,7 @@ def minimize(
         "options": options,
         "seed": seed,
         "restarts": int(restarts),
-        "incpopsize": float(incpopsize),
+        "incpopsize": growth,
         "bipop": bool(bipop),
         "budget": math.inf if max_evals is None else max_evals,
         "function": objective_name(fun),

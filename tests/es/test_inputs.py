@@ -200,6 +200,30 @@ def test_minimize_rejects_bad_restarts():
         minimize(sphere, np.zeros(3), 1.0, restarts=-1)
 
 
+@pytest.mark.parametrize(
+    ("incpopsize", "match"),
+    [
+        (np.inf, "incpopsize must be finite and >= 1, got inf"),
+        (np.nan, "incpopsize must be finite and >= 1, got nan"),
+        (0.5, "incpopsize must be finite and >= 1, got 0.5"),
+        ("2", "incpopsize must be a number, got the string '2'"),
+        (True, "incpopsize must be a number, got the bool True"),
+    ],
+)
+def test_bad_incpopsize_rejected_before_evaluation(incpopsize, match):
+    # The first restart is where the growth factor is used, so a value that
+    # passed here would fail only after a whole run had been evaluated.
+    calls = []
+
+    def counted_sphere(x):
+        calls.append(1)
+        return sphere(x)
+
+    with pytest.raises(ValueError, match=match):
+        minimize(counted_sphere, np.ones(3), 0.5, seed=1, restarts=1, incpopsize=incpopsize, tol_x=1e-3)
+    assert calls == []
+
+
 @pytest.mark.parametrize("seed", ["a", 1.5, -1, True, [1, "b"]])
 def test_bad_seed_named(seed):
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer.*got"):
