@@ -48,7 +48,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spectral_es.core._backend import arange_like, is_torch, namespace, per_matrix, per_vector
+from spectral_es.core._backend import (
+    arange_like,
+    astype_like,
+    at_least_float32,
+    is_torch,
+    namespace,
+    per_matrix,
+    per_vector,
+)
 from spectral_es.core._checks import (
     check_arrays,
     check_integer,
@@ -353,8 +361,20 @@ def spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
 
 
 def _spectral_norm_estimate(N: Any, iterations: int = 10) -> Any:
-    """Return :func:`spectral_norm_estimate` for an ``N`` already checked."""
+    """Return :func:`spectral_norm_estimate` for an ``N`` already checked, in the dtype of ``N``."""
+    return astype_like(_wide_spectral_norm_estimate(N, iterations), N)
+
+
+def _wide_spectral_norm_estimate(N: Any, iterations: int) -> Any:
+    """Return :func:`spectral_norm_estimate` of ``N`` in at least float32.
+
+    A float16 or bfloat16 ``N`` is copied to float32 first, because in
+    float16 the iteration gives NaN. The squares of ``N^T N v`` underflow to
+    0 once ``‖N‖`` is below about 1e-2, the floor 1e-30 rounds to 0, and the
+    start vector's arguments overflow for n above 6443.
+    """
     xp = namespace(N)
+    N = at_least_float32(N)
     v = xp.cos(arange_like(N.shape[-1], N) * (2 * math.pi * _GOLDEN_RATIO) + 1.0)
     v = v / xp.sqrt(xp.sum(v * v))
     if N.ndim > 2:
@@ -392,11 +412,22 @@ def _check_generator_norm(caller: str, name: str, norm: Any) -> None:
 
 
 def _generator_norm(N: Any, norm: str) -> Any:
-    """Return :func:`generator_norm` for inputs already checked."""
+    """Return :func:`generator_norm` for inputs already checked, in the dtype of ``N``."""
+    return astype_like(_wide_generator_norm(N, norm), N)
+
+
+def _wide_generator_norm(N: Any, norm: str) -> Any:
+    """Return :func:`generator_norm` of ``N`` in at least float32.
+
+    In float16 the sum of squares overflows past 65504. A generator whose
+    entries all saturate at ``tan(pi/8)``, as at an isotropic start, reaches
+    that from about n = 620, and a cap then scales it to zero.
+    """
     if norm == "spectral":
-        return _spectral_norm_estimate(N)
+        return _wide_spectral_norm_estimate(N, 10)
     xp = namespace(N)
-    return xp.sqrt(xp.sum(N * N, axis=(-2, -1)))
+    wide = at_least_float32(N)
+    return xp.sqrt(xp.sum(wide * wide, axis=(-2, -1)))
 
 
 def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
@@ -417,7 +448,8 @@ def cap_generator_norm(N: Any, max_norm: float, norm: str = "frobenius") -> Any:
 def _cap_generator_norm(N: Any, max_norm: Any, norm: str) -> Any:
     """Return :func:`cap_generator_norm` for inputs already checked."""
     xp = namespace(N)
-    return N * per_matrix(xp.clip(max_norm / xp.clip(_generator_norm(N, norm), 1e-30, None), None, 1.0))
+    scale = xp.clip(max_norm / xp.clip(_wide_generator_norm(N, norm), 1e-30, None), None, 1.0)
+    return N * per_matrix(astype_like(scale, N))
 
 
 def squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str = "frobenius") -> int:
@@ -450,7 +482,7 @@ def _squarings_needed(N: Any, max_norm: float, max_squarings: int, norm: str) ->
     For a stack of matrices (``N.ndim > 2``) the result is a list of
     counts, one per matrix, read on the host in one synchronisation.
     """
-    values = _generator_norm(N, norm)
+    values = _wide_generator_norm(N, norm)
     if N.ndim > 2:
         return [_squarings_for(value, max_norm, max_squarings) for value in values.reshape(-1).tolist()]
     return _squarings_for(float(values), max_norm, max_squarings)

@@ -214,6 +214,41 @@ def test_spectral_norm_of_zero():
     assert float(spectral_norm_estimate(np.zeros((4, 4)))) == 0.0
 
 
+def test_float16_norms_of_small_generator(rng):
+    # ||N^T N v||^2 is about 3e-9 here, below float16's smallest subnormal
+    # (6e-8), where the float16 iteration divided 0 by 0.
+    A = rng.standard_normal((10, 10)) * 1e-3
+    N = (A - A.T).astype(np.float16)
+    exact = np.linalg.norm(N.astype(np.float64), 2)
+    estimate = spectral_norm_estimate(N)
+    assert estimate.dtype == np.float16
+    # float16 rounds the result by up to 2^-11 relative; 1% also covers the
+    # convergence of 10 power steps on a random skew matrix of this size.
+    assert float(estimate) == pytest.approx(exact, rel=1e-2)
+    assert float(spectral_norm_estimate(np.zeros((4, 4), np.float16))) == 0.0
+    np.testing.assert_array_equal(cap_generator_norm(N, 0.5, "spectral"), N)
+
+
+def test_float16_cap_of_saturated_generator(rng):
+    # At d = 1 with a zero curvature diagonal every gap is 0, so every entry
+    # saturates and sum(N * N) is about 0.17 n^2, beyond float16's 65504 at
+    # n = 640. Summed in float16 the norm was inf and the cap zeroed N.
+    n = 640
+    Q = random_symmetric(rng, n).astype(np.float16)
+    np.fill_diagonal(Q, 0.0)
+    N = rotation_generator(np.ones(n, np.float16), Q, 0.1)
+    exact = np.linalg.norm(N.astype(np.float64))
+    assert exact > np.finfo(np.float16).max ** 0.5
+    # Rounding the norm to float16 costs up to 2^-11 relative; 1e-3 covers it.
+    assert float(generator_norm(N)) == pytest.approx(exact, rel=1e-3)
+    np.testing.assert_array_equal(cap_generator_norm(N, 1000.0), N)
+    capped = cap_generator_norm(N, exact / 2)
+    # float16 rounds each product by up to 2^-11 relative, and entries below
+    # its normal range (6.1e-5) to a multiple of 6e-8.
+    subnormal = float(np.finfo(np.float16).smallest_subnormal)
+    np.testing.assert_allclose(capped.astype(np.float64), N.astype(np.float64) / 2, rtol=1e-3, atol=subnormal)
+
+
 def test_generator_norms(rng):
     A = rng.standard_normal((12, 12))
     N = A - A.T
