@@ -242,8 +242,10 @@ def validate_positive(name: str, value: Any, fix: str) -> float:
     Strings and bools are rejected, see :func:`validate_real`.
     """
     number = validate_real(name, value, fix)
-    if not (number > 0 and not math.isnan(number)) or (math.isinf(number) and name == "sigma0"):
+    if name == "sigma0" and not (number > 0 and math.isfinite(number)):
         raise ValueError(f"{name} must be positive and finite, got {value!r}; {fix}")
+    if not number > 0:
+        raise ValueError(f"{name} must be positive (infinity means no limit), got {value!r}; {fix}")
     return number
 
 

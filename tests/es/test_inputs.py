@@ -64,6 +64,15 @@ def test_bad_options(option, value):
         SpectralES(np.zeros(3), 1.0, **{option: value})
 
 
+@pytest.mark.parametrize("option", ["max_evals", "max_iter", "tol_condition", "tol_up_sigma"])
+def test_limit_options_accept_infinity(option):
+    es = SpectralES(np.zeros(3), 1.0, **{option: np.inf})
+    assert es.options[option] == np.inf
+    # The error for a negative limit allows infinity instead of demanding a finite value.
+    with pytest.raises(ValueError, match=rf"{option} must be positive \(infinity means no limit\), got -1;"):
+        SpectralES(np.zeros(3), 1.0, **{option: -1})
+
+
 NUMERIC_OPTIONS = ("max_evals", "max_iter", "f_target", "tol_f", "tol_x", "tol_condition", "tol_flat", "tol_stagnation")
 
 
