@@ -221,7 +221,13 @@ def _generator_entries(gap: Any, c: Any, xp: Any) -> Any:
     ``denominator == 0`` is False for NaN, so a NaN gap or coupling gives
     NaN (and an infinite coupling ``inf / inf = NaN``) instead of the zero
     of "no rotation".
+
+    A float16 or bfloat16 ``gap`` or ``c`` is widened to float32 first. In
+    float16 ``g^2 + c^2`` is subnormal below about 6e-5 and rounds to a few
+    bits, so ``|u|`` exceeded its bound 1 (an entry of 0.468 for couplings
+    near 1e-3 and a zero gap).
     """
+    gap, c = at_least_float32(gap), at_least_float32(c)
     denominator = xp.sqrt(gap * gap + c * c)
     denominator += xp.abs(gap)
     denominator += denominator == 0

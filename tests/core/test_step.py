@@ -77,6 +77,20 @@ def test_generator_is_skew_and_bounded(rng):
     assert np.max(np.abs(N)) <= MAX_GENERATOR_ENTRY * (1 + 4 * EPS64)
 
 
+def test_float16_generator_keeps_entry_bound(rng):
+    # Equal eigenvalues (a zero gap) and small couplings: in float16 the
+    # squares of couplings near 1e-3 are subnormal, and their rounding had
+    # pushed entries to 0.468. Computed in float32, each entry is rounded
+    # once to float16, a relative error of at most 2^-11.
+    n = 200
+    Q = rng.standard_normal((n, n)).astype(np.float16)
+    Q = Q + Q.T
+    np.fill_diagonal(Q, 0)
+    N = rotation_generator(np.ones(n, np.float16), Q, 0.1)
+    assert N.dtype == np.float16
+    assert np.max(np.abs(N)) <= MAX_GENERATOR_ENTRY * (1 + 2.0**-11)
+
+
 def test_generator_first_order_formula(rng):
     d, _, H = random_problem(rng)
     beta = 1e-7
