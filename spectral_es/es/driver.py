@@ -27,7 +27,7 @@ from spectral_es.es.history import CSVLog, check_new_log, csv_header
 from spectral_es.es.options import validate_x0
 from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.result import format_stop, target_of
-from spectral_es.es.strategy import ESResult, SpectralES
+from spectral_es.es.strategy import ESResult, SpectralES, print_progress
 
 __all__ = [
     "FINAL_STOPS",
@@ -492,13 +492,15 @@ class ProgressTable:
         """Print the line of the latest iteration if it is due, or if the run has stopped."""
         if self.every <= 0 or (es.nit % self.every and not es.stop()):
             return
-        if self.lines % 20 == 0:
-            columns = ("iter", 7), ("evals", 8), ("f best", 12), ("f median", 12), ("sigma", 10), ("axis ratio", 10)
-            print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'time s':>8}")
-        self.lines += 1
         row = es.history.row(-1)
-        print(
-            f"{es.nit:>7} {int(row['evaluations']):>8} {row['f_best']:>12.5e} {row['f_median']:>12.5e} "
-            f"{row['sigma']:>10.3e} {math.sqrt(row['condition']):>10.3e} {row['time']:>8.2f}",
-            flush=True,
+        print_progress(
+            self.lines,
+            es.nit,
+            int(row["evaluations"]),
+            row["f_best"],
+            row["f_median"],
+            row["sigma"],
+            row["condition"],
+            row["time"],
         )
+        self.lines += 1

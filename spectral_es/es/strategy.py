@@ -582,17 +582,12 @@ class SpectralES:
         """
         if self.nit % max(1, every) and not self._stop:
             return
-        if self._disp_lines % 20 == 0:
-            columns = ("iter", 7), ("evals", 8), ("f best", 12), ("f median", 12), ("sigma", 10), ("axis ratio", 10)
-            print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'time s':>8}")
-        self._disp_lines += 1
         median = float(np.median(self._last_f)) if self.nit else math.nan
-        print(
-            f"{self.nit:>7} {self.nfev:>8} {self.fbest:>12.5e} {median:>12.5e} "
-            f"{self.sigma:>10.3e} {math.sqrt(self.condition_number):>10.3e} "
-            f"{time.perf_counter() - self._start_time:>8.2f}",
-            flush=True,
+        seconds = time.perf_counter() - self._start_time
+        print_progress(
+            self._disp_lines, self.nit, self.nfev, self.fbest, median, self.sigma, self.condition_number, seconds
         )
+        self._disp_lines += 1
 
     # ------------------------------------------------------------------ internals
 
@@ -688,6 +683,25 @@ class SpectralES:
             )
             return
         self.mean, self.sigma, self.d, self.B, self.p_sigma, self.p_c = mean, sigma, d, B, p_sigma, p_c
+
+
+def print_progress(
+    line: int, nit: int, nfev: int, f_best: float, f_median: float, sigma: float, condition: float, seconds: float
+) -> None:
+    """Print one progress line of a run, after the column header when ``line`` is a multiple of 20.
+
+    ``line`` counts the lines printed so far, so the header also comes
+    first. The axis ratio column is the square root of ``condition``, the
+    condition number of the covariance.
+    """
+    if line % 20 == 0:
+        columns = ("iter", 7), ("evals", 8), ("f best", 12), ("f median", 12), ("sigma", 10), ("axis ratio", 10)
+        print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'time s':>8}")
+    print(
+        f"{nit:>7} {nfev:>8} {f_best:>12.5e} {f_median:>12.5e} "
+        f"{sigma:>10.3e} {math.sqrt(condition):>10.3e} {seconds:>8.2f}",
+        flush=True,
+    )
 
 
 def _tie_averaged(weights: np.ndarray, sorted_f: np.ndarray) -> np.ndarray:
