@@ -308,11 +308,11 @@ class SpectralKron(torch.optim.Optimizer):
     Args:
         params: Parameters or parameter groups; every option below may be set
             per group.
-        lr: Learning rate, >= 0.
+        lr: Learning rate, finite and >= 0.
         betas: ``(beta1, beta2)``: momentum and Adam second-moment decay, each
             in [0, 1).
-        eps: Damping of ``S^{1/p}`` (and of Adam's ``sqrt(v)``), >= 0.
-        weight_decay: Decoupled weight decay, >= 0, multiplied by ``lr``.
+        eps: Damping of ``S^{1/p}`` (and of Adam's ``sqrt(v)``), finite and >= 0.
+        weight_decay: Decoupled weight decay, finite and >= 0, multiplied by ``lr``.
             Default 0.0, whereas ``torch.optim.AdamW`` defaults to 0.01, so
             pass ``weight_decay=0.01`` when replacing a bare ``AdamW(params)``
             to keep its decay.
@@ -337,13 +337,15 @@ class SpectralKron(torch.optim.Optimizer):
             exact when the squared gradients have rank one, and on the
             digits convnet both grafts gave test losses within 5% of each
             other at the same learning rate.
-        graft_rms: Target RMS of the step for ``graft="rms"``, > 0. The
-            default 0.2 is the RMS that AdamW steps typically settle at.
+        graft_rms: Target RMS of the step for ``graft="rms"``, finite and
+            > 0. The default 0.2 is the RMS that AdamW steps typically settle
+            at.
         max_update_rms: Cap on the RMS of each parameter's step (before
             ``lr``), or ``None``: preconditioned-gradient clipping.
         damping: Added to each factor's curvature diagonal, in units of its
-            eigenvalues (geometric mean 1), >= 0. A direction the gradient
-            never reaches settles near ``damping`` instead of decaying to 0.
+            eigenvalues (geometric mean 1), finite and >= 0. A direction the
+            gradient never reaches settles near ``damping`` instead of
+            decaying to 0.
         state_dtype: ``None`` (the parameter's dtype), ``torch.float32``,
             ``torch.bfloat16``, ``torch.float16`` or ``torch.float64`` (or
             their names and torch's aliases such as ``"half"``): dtype of the
@@ -914,18 +916,21 @@ def _check_group(group: dict[str, Any], where: str = "") -> None:
     else:
         raise ValueError(f"invalid betas {betas!r}{where}: expected two numbers in [0, 1), e.g. (0.9, 0.999)")
     checks = [
-        ("lr", lambda lr: _is_number(lr) and lr >= 0, "a number >= 0"),
-        ("eps", lambda eps: _is_number(eps) and eps >= 0, "a number >= 0"),
-        ("weight_decay", lambda decay: _is_number(decay) and decay >= 0, "a number >= 0"),
+        # Infinity is invalid here: an infinite lr, weight_decay or graft_rms makes the
+        # weights inf or NaN at the first step, and an infinite eps zeroes every step.
+        # An infinite damping would otherwise raise only in the first refresh, inside step().
+        ("lr", lambda lr: _is_number(lr) and 0 <= lr < math.inf, "a finite number >= 0"),
+        ("eps", lambda eps: _is_number(eps) and 0 <= eps < math.inf, "a finite number >= 0"),
+        ("weight_decay", lambda decay: _is_number(decay) and 0 <= decay < math.inf, "a finite number >= 0"),
         ("root", lambda root: _is_number(root) and 0 < root < math.inf, "a finite number > 0 (1, 2, 4, ...)"),
         ("precond_lr", lambda rate: _is_number(rate) and 0 < rate <= 1, "a number in (0, 1]"),
         ("precondition_frequency", lambda period: _is_int(period, 1), "an integer >= 1"),
         ("max_precond_dim", lambda size: _is_int(size, 1), "an integer >= 1"),
         ("max_side_ratio", lambda ratio: ratio is None or (_is_number(ratio) and ratio >= 1), "None or a number >= 1"),
         ("graft", lambda graft: graft in _GRAFTS, f"one of {_GRAFTS}"),
-        ("graft_rms", lambda rms: _is_number(rms) and rms > 0, "a number > 0"),
+        ("graft_rms", lambda rms: _is_number(rms) and 0 < rms < math.inf, "a finite number > 0"),
         ("max_update_rms", lambda cap: cap is None or (_is_number(cap) and cap > 0), "None or a number > 0"),
-        ("damping", lambda damping: _is_number(damping) and damping >= 0, "a number >= 0"),
+        ("damping", lambda damping: _is_number(damping) and 0 <= damping < math.inf, "a finite number >= 0"),
         ("cayley", lambda cayley: cayley in _CAYLEY_METHODS, f"one of {_CAYLEY_METHODS}"),
         (
             "max_generator_norm",

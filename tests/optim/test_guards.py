@@ -217,7 +217,20 @@ def test_state_dtype_accepts_torch_aliases(alias, dtype):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("root", float("inf")), ("max_side_ratio", 0.5), ("max_side_ratio", "16"), ("maximize", 1)],
+    [
+        ("root", float("inf")),
+        ("max_side_ratio", 0.5),
+        ("max_side_ratio", "16"),
+        ("maximize", 1),
+        # Infinite values, which would make the weights inf or NaN, zero every
+        # step, or raise only inside step().
+        ("lr", float("inf")),
+        ("lr", torch.tensor(float("inf"))),
+        ("weight_decay", float("inf")),
+        ("graft_rms", float("inf")),
+        ("eps", float("inf")),
+        ("damping", float("inf")),
+    ],
 )
 def test_more_invalid_options(option, value):
     with pytest.raises(ValueError, match=f"invalid {option}"):

@@ -493,7 +493,7 @@ def test_invalid_option_edited_names_group():
         for param in group["params"]:
             param.grad = torch.ones_like(param)
     optimizer.param_groups[1]["lr"] = -1.0
-    with pytest.raises(ValueError, match=r"invalid lr -1.0 in param group 1: expected a number >= 0"):
+    with pytest.raises(ValueError, match=r"invalid lr -1.0 in param group 1: expected a finite number >= 0"):
         optimizer.step()
 
 
