@@ -351,7 +351,10 @@ class SpectralKron(torch.optim.Optimizer):
             their names and torch's aliases such as ``"half"``): dtype of the
             momentum and the eigenbases. The eigenvalues, ``alpha`` and the
             graft's second moments are float32, or float64 with a float64
-            state.
+            state. A ``state_dtype`` set in ``param_groups`` after the state
+            exists raises at the next step, until
+            ``optimizer.load_state_dict(optimizer.state_dict())`` casts the
+            state to it.
         cayley: ``"auto"``, ``"exact"`` or ``"truncated"``.
         max_generator_norm: Cap in (0, 1) on the Cayley generator's norm (the
             one ``generator_norm`` names), or ``None``: for the truncated map
@@ -502,6 +505,8 @@ class SpectralKron(torch.optim.Optimizer):
                 state = self.state[param]
                 if not state:
                     state.update(self._init_state(param, group))
+                else:
+                    _check_state_dtype(group, state, name)
                 work.append((group, param, state, name))
 
         refreshes: list[_Refresh] = []
@@ -1069,6 +1074,28 @@ def _rotation_options(group: dict[str, Any], state_dtype: torch.dtype) -> dict[s
         "cap_norm": norm,
         "max_squarings": squarings,
     }
+
+
+def _check_state_dtype(group: dict[str, Any], state: dict[str, Any], name: str) -> None:
+    """Raise ``ValueError`` if the group's ``state_dtype`` differs from that of the existing ``state``.
+
+    The state is created in the group's dtype, and a ``state_dtype`` edited
+    in ``param_groups`` afterwards would otherwise take effect only when a
+    ``state_dict`` is loaded, so a resumed run would differ from an
+    uninterrupted one. With ``state_dtype=None`` the state keeps the dtype
+    that the parameter had when the state was created, as in ``torch.optim``.
+    """
+    if group["state_dtype"] is None:
+        return
+    expected = _STATE_DTYPES[group["state_dtype"]]
+    actual = state["exp_avg"].dtype
+    if actual == expected:
+        return
+    raise ValueError(
+        f"invalid state_dtype {group['state_dtype']!r} for {name}: its state is in "
+        f"{str(actual).removeprefix('torch.')}; set state_dtype back, or cast the state by calling "
+        "optimizer.load_state_dict(optimizer.state_dict()) after changing it"
+    )
 
 
 def _check_graft_state(group: dict[str, Any], state: dict[str, Any], name: str) -> None:

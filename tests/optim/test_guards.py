@@ -373,3 +373,32 @@ def test_gradient_warning_through_grad_scaler_points_at_caller():
     with pytest.warns(PreconditionerWarning) as record:
         scaler.step(optimizer)
     assert record[0].filename == __file__
+
+
+def test_edited_state_dtype_raises_until_cast():
+    # The state was created in float32. Without the check the step would keep
+    # float32 silently, and only a later load_state_dict would cast it, so a
+    # resumed run would differ from an uninterrupted one.
+    model, optimizer = trained()
+    weights = [param.detach().clone() for param in model.parameters()]
+    optimizer.param_groups[0]["state_dtype"] = "bfloat16"
+    with pytest.raises(ValueError, match="invalid state_dtype 'bfloat16' for parameter 0 of group 0"):
+        train_steps(model, optimizer, 1, first_step=3)
+    for param, weight in zip(model.parameters(), weights, strict=True):
+        assert torch.equal(param, weight)
+
+    # Loading the optimizer's own state dict casts the state to the new dtype.
+    optimizer.load_state_dict(optimizer.state_dict())
+    train_steps(model, optimizer, 1, first_step=3)
+    for param in model.parameters():
+        assert optimizer.state[param]["exp_avg"].dtype == torch.bfloat16
+
+
+def test_state_dtype_none_follows_creation():
+    # With state_dtype=None the state keeps the parameter's dtype at creation,
+    # as torch.optim's does, so editing the group to None is accepted.
+    model, optimizer = trained()
+    optimizer.param_groups[0]["state_dtype"] = None
+    train_steps(model, optimizer, 1, first_step=3)
+    for param in model.parameters():
+        assert optimizer.state[param]["exp_avg"].dtype == torch.float32
