@@ -69,6 +69,46 @@ def test_round_trip_is_exact(param_dtype, state_dtype):
     assert_identical(state_tensors(resumed_optimizer), state_tensors(optimizer))
 
 
+def warmup_cosine(optimizer):
+    """Linear warm-up over 3 steps, then cosine decay over 7: learning rates that change every step."""
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / 3)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=7)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[3])
+
+
+def test_resume_with_scheduler_is_exact():
+    # The scheduler is created before both state dicts are loaded, the order
+    # that torch's schedulers need, and the run resumes in the warm-up.
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), lr=1e-2)
+    scheduler = warmup_cosine(optimizer)
+    for step in range(2):
+        train_steps(model, optimizer, 1, first_step=step)
+        scheduler.step()
+    saved = serialise(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    )
+    for step in range(2, 8):
+        train_steps(model, optimizer, 1, first_step=step)
+        scheduler.step()
+
+    checkpoint = deserialise(saved)
+    resumed = make_model(1)
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_optimizer = SpectralKron(resumed.parameters(), lr=1e-2)
+    resumed_scheduler = warmup_cosine(resumed_optimizer)
+    resumed_optimizer.load_state_dict(checkpoint["optimizer"])
+    resumed_scheduler.load_state_dict(checkpoint["scheduler"])
+    for step in range(2, 8):
+        train_steps(resumed, resumed_optimizer, 1, first_step=step)
+        resumed_scheduler.step()
+
+    assert resumed_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert_identical(state_tensors(resumed_optimizer), state_tensors(optimizer))
+
+
 def test_loaded_state_is_a_copy():
     model = make_model(0)
     optimizer = SpectralKron(model.parameters())
