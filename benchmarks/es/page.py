@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from benchmarks.es.harness import MULTIMODAL, UNIMODAL
@@ -107,6 +108,38 @@ def multimodal_table(cells: Groups) -> str:
     return markdown_table(["function", "n", *methods, *(f"{ours} / {theirs}" for ours, theirs in pairs)], rows)
 
 
+# The methods of the average runtime table, in the order of its columns.
+RUNTIME_METHODS = ("spectral", "pycma", "xnes", "spectral-ipop", "pycma-ipop")
+
+
+def _runtime(cell) -> str:
+    art = cell.average_runtime
+    return "-" if math.isinf(art) else f"{art:.0f}"
+
+
+def runtime_table(cells: Groups) -> str:
+    """Return the average runtimes of single runs and restarts on the multimodal functions."""
+    methods = _methods_present(cells, RUNTIME_METHODS, MULTIMODAL)
+    compare = "spectral" in methods and "xnes" in methods
+    rows = []
+    for function in MULTIMODAL:
+        for n in _dims_of(cells, function):
+            row = [function, n] + [
+                _runtime(cells[(m, function, n)]) if (m, function, n) in cells else "" for m in methods
+            ]
+            if compare:
+                row.append(_runtime_ratio(cells, "spectral", "xnes", function, n))
+            rows.append(row)
+    return markdown_table(["function", "n", *methods, *(["spectral / xnes"] if compare else [])], rows)
+
+
+def _runtime_ratio(cells: Groups, method: str, reference: str, function: str, n: int) -> str:
+    a, b = cells.get((method, function, n)), cells.get((reference, function, n))
+    if a is None or b is None or math.isinf(a.average_runtime) or math.isinf(b.average_runtime):
+        return "-"
+    return f"{a.average_runtime / b.average_runtime:.2g}"
+
+
 def options_table(cells: Groups) -> str:
     """Return each SpectralES variant's median as a ratio to the defaults (unimodal)."""
     variants = (
@@ -169,6 +202,15 @@ def target_checks(cells: Groups, timing_rows: Sequence[TimingRow]) -> list[tuple
     ):
         compared, worse = _compare_with_xnes(cells, method, functions)
         checks.append((f"{goal} (successes, then median)", _verdict(compared, worse)))
+
+    compared = [key for key in cells if key[0] == "spectral" and key[1] in MULTIMODAL and ("xnes",) + key[1:] in cells]
+    worse = [
+        f"{key[1]} n={key[2]}: {_runtime(cells[key])} vs {_runtime(cells[('xnes',) + key[1:]])}"
+        for key in compared
+        if cells[key].average_runtime > cells[("xnes",) + key[1:]].average_runtime
+    ]
+    goal = "spectral never worse than xNES, multimodal functions (average runtime)"
+    checks.append((goal, _verdict(compared, worse)))
 
     measured = [
         f
@@ -274,6 +316,16 @@ def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header:
     parts += _section("## Targets", markdown_table(["goal", "verdict"], checks))
     parts += _section("## Unimodal functions: evaluations to target", unimodal_table(cells))
     parts += _section("## Multimodal functions: evaluations to target", multimodal_table(cells))
+    parts += _section(
+        "## Multimodal functions: average runtime",
+        "COCO's average runtime (aRT): the evaluations of all runs, each to its target or to "
+        "its end, divided by the number of successful runs, or `-` when none succeeded. It is the "
+        "expected cost of reaching the target by running a method again from new starts until one "
+        "run succeeds. A single run of `spectral` or `pycma` stops early when it stalls in a local "
+        "minimum, and xNES, whose step size shrinks slowly, spends much of its budget before it "
+        "succeeds or fails, so aRT weighs success rate against cost per run.",
+        runtime_table(cells),
+    )
     parts += _section(
         "## Effect of the SpectralES options (unimodal)",
         "Each cell: median evaluations, and in brackets its ratio to the defaults (`spectral`). "

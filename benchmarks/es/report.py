@@ -49,6 +49,20 @@ class Cell:
         self.median = float(np.median(solved)) if solved else math.nan
 
     @property
+    def average_runtime(self) -> float:
+        """Return COCO's average runtime: the evaluations of all runs over the successes (inf if none).
+
+        A successful run counts its evaluations to target, a failed one all
+        its evaluations, up to its own stop or the budget. This is the
+        expected cost of reaching the target by restarting the method
+        independently until one run succeeds (Hansen et al. 2016, "COCO:
+        Performance Assessment").
+        """
+        if self.successes == 0:
+            return math.inf
+        return sum(record.evals for record in self.records) / self.successes
+
+    @property
     def all_solved(self) -> bool:
         """Whether every run reached the target."""
         return self.runs > 0 and self.successes == self.runs

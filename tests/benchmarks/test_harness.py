@@ -212,12 +212,13 @@ def test_target_checks_report_each_miss():
         + records("xnes", "rastrigin", 500, successes=4)
     )
     verdicts = dict(page.target_checks(cells, timing_rows=[]))
-    unimodal, xnes, multimodal_xnes, ipop_xnes, multimodal, timing = verdicts.values()
+    unimodal, xnes, multimodal_xnes, ipop_xnes, runtime_xnes, multimodal, timing = verdicts.values()
     assert unimodal == "not met: sphere n=10: 1.60 (only 1 of 8 cases run)"
     assert xnes == "not met: sphere n=10: 1600 vs 1500"
     assert multimodal_xnes == "not measured"  # no single spectral run on rastrigin
     # More successes than xNES outweigh a larger median.
     assert ipop_xnes == "met"
+    assert runtime_xnes == "not measured"
     assert multimodal == "not met: rastrigin n=10: 9/10 solved (only 1 of 5 cases run)"
     assert timing == "not measured"
 
@@ -234,6 +235,35 @@ def test_xnes_comparison_breaks_ties_by_median():
     assert dict(page.target_checks(fewer, timing_rows=[]))[goal] == "not met: griewank n=10: 100 (5/10) vs 800 (6/10)"
     faster = report.group(records("spectral", 700, 6) + records("xnes", 800, 6))
     assert dict(page.target_checks(faster, timing_rows=[]))[goal] == "met"
+
+
+def test_average_runtime_counts_failed_runs():
+    base = dataclasses.replace(_RECORD, method="spectral", function="griewank", n=10)
+    runs = [(True, 100), (False, 300), (True, 200)]
+    cell = report.Cell([dataclasses.replace(base, success=success, evals=evals) for success, evals in runs])
+    # All 600 evaluations, over the 2 successes.
+    assert cell.average_runtime == 300
+    unsolved = report.Cell([dataclasses.replace(base, success=False, evals=evals) for evals in (10, 20)])
+    assert unsolved.average_runtime == np.inf
+
+
+def test_runtime_check_weighs_successes_by_cost():
+    def records(method, successes, solved_evals, failed_evals):
+        base = dataclasses.replace(_RECORD, method=method, function="schaffer", n=10)
+        return [
+            dataclasses.replace(base, success=k < successes, evals=solved_evals if k < successes else failed_evals)
+            for k in range(10)
+        ]
+
+    goal = "spectral never worse than xNES, multimodal functions (average runtime)"
+    # Fewer successes, but cheap failures: 3 x 1000 + 7 x 2000 = 17000 over 3,
+    # against 4 x 20000 + 6 x 10^6 = 6080000 over 4.
+    cheap = report.group(records("spectral", 3, 1000, 2000) + records("xnes", 4, 20000, 10**6))
+    assert dict(page.target_checks(cheap, timing_rows=[]))[goal] == "met"
+    unsolved = report.group(records("spectral", 0, 0, 2000) + records("xnes", 4, 20000, 10**6))
+    assert dict(page.target_checks(unsolved, timing_rows=[]))[goal] == "not met: schaffer n=10: - vs 1520000"
+    table = page.runtime_table(cheap)
+    assert "| schaffer | 10 | 5667 | 1520000 | 0.0037 |" in table
 
 
 def test_merge_prefers_later_file(tmp_path):
