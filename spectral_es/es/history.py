@@ -100,6 +100,24 @@ class History:
     def __len__(self) -> int:
         return self._size
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The buffers hold max_rows rows from the start (up to 32 MiB), so pickle
+        # and copy.deepcopy take only the filled rows. The B**2 cache is rebuilt
+        # on the next record.
+        state = self.__dict__.copy()
+        state["_scalars"] = self._scalars[: self._size].copy()
+        state["_vectors"] = self._vectors[:, : self._size].copy()
+        state["_squared_basis"] = None
+        state["_squared_basis_of"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._scalars = np.empty((self.max_rows, len(SCALAR_COLUMNS)))
+        self._vectors = np.empty((len(VECTOR_COLUMNS), self.max_rows, self.n))
+        self._scalars[: self._size] = state["_scalars"]
+        self._vectors[:, : self._size] = state["_vectors"]
+
     def __getitem__(self, name: str) -> np.ndarray:
         """Return a copy of a column: shape (rows,) for a scalar, (rows, n) for a vector.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import struct
 import subprocess
 import sys
@@ -147,3 +148,37 @@ def test_import_does_not_load_matplotlib():
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"
+
+
+def test_history_pickles_filled_rows_only():
+    # At n = 100 the buffers take 32 MiB before any row is filled.
+    es = SpectralES(np.ones(100), 1.0, seed=4)
+    for _ in range(5):
+        X = es.ask()
+        es.tell(X, ellipsoid(X))
+    filled_bytes = es.history["time"].nbytes * len(SCALAR_COLUMNS) + 3 * es.history["mean"].nbytes
+    data = pickle.dumps(es.history)
+    # 64 KiB covers the attribute names, the stop dict and pickle's framing.
+    assert len(data) < filled_bytes + 2**16
+    clone = pickle.loads(data)
+    for name in es.history.columns:
+        np.testing.assert_array_equal(clone[name], es.history[name], err_msg=name)
+
+
+def test_history_records_after_unpickling():
+    es = SpectralES(np.ones(3), 1.0, seed=1)
+    es.history = History(3, max_rows=8)
+    for _ in range(11):
+        X = es.ask()
+        es.tell(X, ellipsoid(X))
+    clone = pickle.loads(pickle.dumps(es))
+    for strategy in (es, clone):
+        for _ in range(40):
+            X = strategy.ask()
+            strategy.tell(X, ellipsoid(X))
+    # Thinning continues from the restored stride and rows, so only the
+    # wall-clock columns can differ.
+    assert clone.history.stride == es.history.stride
+    for name in es.history.columns:
+        if name not in ("time", "iteration_time"):
+            np.testing.assert_array_equal(clone.history[name], es.history[name], err_msg=name)
