@@ -30,6 +30,7 @@ import reprlib
 import time
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -305,8 +306,9 @@ class SpectralES:
 
         Args:
             X: The array returned by the last :meth:`ask`, unchanged.
-            f: Objective values of its rows, shape (popsize,). NaN and
-                infinity are allowed and rank as worst.
+            f: Objective values of its rows, shape (popsize,), or an
+                iterator over them such as ``map(fun, X)``. NaN and infinity
+                are allowed and rank as worst.
 
         Raises:
             ValueError: if there was no ``ask`` since the last ``tell``, if
@@ -607,6 +609,10 @@ class SpectralES:
                 "tell() got solutions that differ from those of the last ask(); "
                 "pass the array returned by ask() unchanged and in the same order"
             )
+        if isinstance(f, Iterator):
+            # map(fun, X), a generator or Executor.map(fun, X) yields the values once.
+            # An exception raised while collecting them leaves the population pending.
+            f = list(f)
         values = numeric_values(f)
         if values is None:
             raise ValueError(

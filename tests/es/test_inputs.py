@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -401,3 +402,36 @@ def test_minimize_seed_differs_from_strategy_seed():
     es.tell(X, [sphere(x) for x in X])
     np.testing.assert_array_equal(first[0], again[0])
     assert not np.array_equal(first[0], es.result.xbest)
+
+
+def test_tell_accepts_iterators_of_values():
+    # map(f, X), generators and Executor.map(f, X) yield the values once,
+    # and tell must use them as it uses a list.
+    reference = SpectralES(np.zeros(4), 1.0, seed=0)
+    es = SpectralES(np.zeros(4), 1.0, seed=0)
+    with ThreadPoolExecutor(2) as executor:
+        sources = [
+            lambda X: map(sphere, X),
+            lambda X: (sphere(x) for x in X),
+            lambda X: executor.map(sphere, X),
+        ]
+        for make_values in sources:
+            X = es.ask()
+            expected_X = reference.ask()
+            es.tell(X, make_values(X))
+            reference.tell(expected_X, sphere(expected_X))
+            np.testing.assert_array_equal(es.mean, reference.mean)
+    assert es.nit == 3
+
+
+def test_failing_iterator_keeps_population_pending(asked):
+    es, X = asked
+
+    def values_then_failure():
+        yield 1.0
+        raise RuntimeError("simulation crashed")
+
+    with pytest.raises(RuntimeError, match="simulation crashed"):
+        es.tell(X, values_then_failure())
+    es.tell(X, sphere(X))
+    assert es.nit == 1
