@@ -46,6 +46,8 @@ DEFAULT_START = 3.0
 BOX_SIGMA_FRACTION = 0.3
 # Iterations between progress lines without --every.
 DEFAULT_EVERY = 10
+# Iterations between checkpoints without --checkpoint-every.
+DEFAULT_CHECKPOINT_EVERY = 10
 
 
 def load_function(spec: str) -> Callable:
@@ -281,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output.add_argument("--checkpoint", metavar="FILE", help="save the complete state to FILE (.npz) as the run goes")
     output.add_argument(
-        "--checkpoint-every", type=int, default=10, metavar="K", help="iterations between checkpoints (default 10)"
+        "--checkpoint-every",
+        type=int,
+        metavar="K",
+        help=f"iterations between checkpoints of --checkpoint or --resume (default {DEFAULT_CHECKPOINT_EVERY})",
     )
     output.add_argument(
         "--resume",
@@ -317,6 +322,7 @@ def run_minimize(args: argparse.Namespace) -> int:
     every = DEFAULT_EVERY if args.every is None else args.every
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}; use --quiet for no progress lines")
+    checkpoint_every = checked_checkpoint_every(args)
     if args.resume:
         plan = read_plan(args.resume)
         if plan.get("x0_function") is not None:
@@ -334,7 +340,7 @@ def run_minimize(args: argparse.Namespace) -> int:
         function = load_function(args.function)
         saved_evaluations = None
         settings = new_run_settings(args)
-        check_run_settings(settings, args.checkpoint_every)
+        check_run_settings(settings)
         noisy = bool(args.noise)
         banner = describe_run(args.function, settings)
     check_outputs(args)
@@ -346,7 +352,7 @@ def run_minimize(args: argparse.Namespace) -> int:
         "disp": False if args.quiet else every,
         "log": args.log,
         "checkpoint": args.checkpoint,
-        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_every": checkpoint_every,
     }
     status = StatusLine() if args.status else None
     io_options["callback"] = status
@@ -563,7 +569,21 @@ def default_sigma0(bounds: Bounds | None) -> float:
     return float(BOX_SIGMA_FRACTION * finite.min()) if finite.size else 1.0
 
 
-def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
+def checked_checkpoint_every(args: argparse.Namespace) -> int:
+    """Return the iterations between checkpoints, or raise ValueError if --checkpoint-every is < 1 or saves nothing."""
+    if args.checkpoint_every is None:
+        return DEFAULT_CHECKPOINT_EVERY
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be an integer >= 1, got {args.checkpoint_every}")
+    if args.checkpoint is None and not args.resume:
+        raise ValueError(
+            f"--checkpoint-every {args.checkpoint_every} sets how often the run is saved, but nothing is saved "
+            "without --checkpoint FILE; give --checkpoint FILE too"
+        )
+    return int(args.checkpoint_every)
+
+
+def check_run_settings(settings: dict[str, Any]) -> None:
     """Raise ValueError, in the command line's option names, for settings that ``minimize`` rejects.
 
     Runs before the first line of output. A strategy built from the settings
@@ -573,7 +593,6 @@ def check_run_settings(settings: dict[str, Any], checkpoint_every: int) -> None:
         ("--seed", settings["seed"], 0),
         ("--popsize", settings["popsize"], 2),
         ("--restarts", settings["restarts"], 0),
-        ("--checkpoint-every", checkpoint_every, 1),
         ("--noise-max-evaluations", settings.get("noise_max_evaluations"), 1),
     ]
     for flag, value, minimum in counts:

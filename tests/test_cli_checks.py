@@ -341,6 +341,25 @@ def test_bad_setting_named_by_flag_before_output(arguments, message, capsys, use
     assert user_module.calls == 0
 
 
+def test_checkpoint_every_needs_checkpoint(capsys, user_module):
+    argv = ["minimize", "cli_checks_objective:counted", "--dim", "5", "--checkpoint-every", "5"]
+    code, err = exit_code_and_stderr(argv, capsys)
+    assert code == 2
+    assert "nothing is saved without --checkpoint FILE; give --checkpoint FILE too" in err
+    assert user_module.calls == 0
+
+
+def test_resume_checks_checkpoint_every_by_flag(tmp_path, capsys):
+    # The check runs before the file is read, so any existing file will do.
+    (tmp_path / "run.npz").touch()
+    code, err = exit_code_and_stderr(
+        ["minimize", "--resume", str(tmp_path / "run.npz"), "--checkpoint-every", "0"], capsys
+    )
+    assert code == 2
+    assert "--checkpoint-every must be an integer >= 1, got 0" in err
+    assert "resuming" not in capsys.readouterr().out
+
+
 def test_resume_of_missing_file(tmp_path, capsys):
     missing = tmp_path / "missing.npz"
     code, err = exit_code_and_stderr(["minimize", "--resume", str(missing)], capsys)
