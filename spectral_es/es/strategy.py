@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from spectral_es._warnings import outside_stacklevel
 from spectral_es.core import bjorck_orthogonalize, eigenvalue_step, rotate, rotation_generator, squarings_needed
 from spectral_es.core.step import cap_frobenius_norm
 from spectral_es.es import checkpoint as checkpoints
@@ -639,7 +640,7 @@ class SpectralES:
                 f"{count} objective value(s) in iteration {self.nit} are NaN or infinite; they rank as worst. "
                 "Further occurrences are counted in result.n_nonfinite without a warning.",
                 NonFiniteObjectiveWarning,
-                stacklevel=3,
+                stacklevel=outside_stacklevel(),
             )
 
     def _record_history(self, sorted_f: np.ndarray) -> None:
@@ -685,7 +686,7 @@ class SpectralES:
                 f"the update in iteration {self.nit} produced a non-finite or non-positive state; "
                 "the run stops and keeps the last valid distribution",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=outside_stacklevel(),
             )
             return
         self.mean, self.sigma, self.d, self.B, self.p_sigma, self.p_c = mean, sigma, d, B, p_sigma, p_c

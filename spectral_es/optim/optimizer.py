@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-import sys
 import warnings
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -14,6 +13,7 @@ from typing import Any, NamedTuple, cast, overload
 import torch
 
 from spectral_es._keywords import hint_unknown_keywords
+from spectral_es._warnings import outside_stacklevel
 from spectral_es.optim.functional import (
     adam_update,
     adam_update_foreach,
@@ -51,7 +51,11 @@ _LATER_OPTIONS = {
     "maximize": False,
     "distributed_refresh": False,
 }
-# Modules whose frames a warning skips to reach the user's code (see _outside_stacklevel).
+# Modules whose frames a warning skips to reach the user's code. A new group
+# arrives through SpectralKron.__init__ and torch.optim.Optimizer.__init__ or
+# through a direct add_param_group call, and step runs inside the wrappers of
+# torch.no_grad and of torch.optim's step hooks, and perhaps inside
+# torch.amp.GradScaler.step.
 _INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "torch.amp")
 # Weights of at most this many entries that share a group, matrix shape,
 # state layout, dtypes and device take their update as one stack, and their
@@ -977,24 +981,7 @@ def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], whe
         if advice is None:
             continue
         message = f"SpectralKron ignores the key {key!r}{where}, which is not one of its options; {advice}"
-        warnings.warn(message, stacklevel=_outside_stacklevel())
-
-
-def _outside_stacklevel() -> int:
-    """Return the ``stacklevel`` that points ``warnings.warn`` at the user's code, for its caller.
-
-    Frames of spectral_es, torch.optim, torch's ``no_grad`` decorator and
-    torch.amp are skipped. A new group arrives through
-    ``SpectralKron.__init__`` and ``torch.optim.Optimizer.__init__`` or
-    through a direct ``add_param_group`` call, and ``step`` runs inside the
-    wrappers of ``torch.no_grad`` and of torch.optim's step hooks, and
-    perhaps inside ``torch.amp.GradScaler.step``. A fixed level would point
-    into one of them.
-    """
-    level, frame = 2, sys._getframe(2)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_INNER_MODULES):
-        level, frame = level + 1, frame.f_back
-    return level
+        warnings.warn(message, stacklevel=outside_stacklevel(_INNER_MODULES))
 
 
 def _check_kron_route(group: dict[str, Any], where: str) -> None:
@@ -1208,5 +1195,5 @@ def _warn(name: str, param: torch.Tensor, problem: str, action: str) -> None:
     warnings.warn(
         f"SpectralKron: the gradient of {name} (shape {tuple(param.shape)}) {problem}; {action}",
         PreconditionerWarning,
-        stacklevel=_outside_stacklevel(),
+        stacklevel=outside_stacklevel(_INNER_MODULES),
     )

@@ -43,6 +43,24 @@ def test_nonfinite_values_rank_worst_and_warn_once():
     assert es.fbest < sphere(np.full(5, 2.0))
 
 
+def nan_at_origin_side(X):
+    f = sphere(X)
+    f[X[:, 0] < 0] = np.nan
+    return f
+
+
+def test_nonfinite_warning_points_at_caller():
+    # The warning names the line that called tell or minimize, not a line of the package.
+    es = SpectralES(np.zeros(3), 1.0, seed=1)
+    with pytest.warns(NonFiniteObjectiveWarning) as record:
+        X = es.ask()
+        es.tell(X, nan_at_origin_side(X))
+    assert record[0].filename == __file__
+    with pytest.warns(NonFiniteObjectiveWarning) as record:
+        minimize(nan_at_origin_side, np.zeros(3), 1.0, vectorized=True, seed=1, max_evals=50)
+    assert record[0].filename == __file__
+
+
 def test_all_nan_generation_keeps_state():
     es = run(SpectralES(np.ones(4), 1.0, seed=0), sphere, 5)
     before = state_of(es)
