@@ -274,6 +274,13 @@ class SpectralES:
         self._disp_lines = 0
         self.history = History(n)
 
+    def __repr__(self) -> str:
+        stop = f", stop={self._stop}" if self._stop else ""
+        return (
+            f"SpectralES(n={self.n}, popsize={self.popsize}, nit={self.nit}, nfev={self.nfev}, "
+            f"sigma={self.sigma:.3g}, fbest={self.fbest:.6g}{stop})"
+        )
+
     # ------------------------------------------------------------------ ask/tell
 
     @property

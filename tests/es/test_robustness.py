@@ -61,6 +61,18 @@ def test_nonfinite_warning_points_at_caller():
     assert record[0].filename == __file__
 
 
+def test_repr_shows_progress_and_stop():
+    es = SpectralES(np.ones(3), 0.5, seed=1, max_iter=3)
+    assert repr(es) == "SpectralES(n=3, popsize=7, nit=0, nfev=0, sigma=0.5, fbest=inf)"
+    while not es.stop():
+        X = es.ask()
+        es.tell(X, sphere(X))
+    text = repr(es)
+    assert text.startswith("SpectralES(n=3, popsize=7, nit=3, nfev=21, ")
+    assert f"fbest={es.fbest:.6g}" in text
+    assert text.endswith(", stop={'max_iter': 3})")
+
+
 def test_all_nan_generation_keeps_state():
     es = run(SpectralES(np.ones(4), 1.0, seed=0), sphere, 5)
     before = state_of(es)
