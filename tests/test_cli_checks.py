@@ -501,6 +501,7 @@ def captured_minimize_arguments(argv, monkeypatch):
     return received
 
 
+@pytest.mark.filterwarnings("ignore:sigma0=.* exceeds the width of the bounds:UserWarning")
 def test_default_sigma0_scales_with_box(monkeypatch, capsys):
     # 0.3 times the narrowest finite width here is 0.003; a fixed 1 stalled
     # in such boxes. Without a finite width the default stays 1.

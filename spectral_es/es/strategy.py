@@ -127,7 +127,9 @@ class SpectralES:
             :func:`~spectral_es.es.bounds.parse_bounds`. Every sample is
             mapped into the box by the smooth periodic map of
             :class:`~spectral_es.es.bounds.BoxBounds`, so :meth:`ask`
-            returns only feasible points; ``x0`` must lie inside.
+            returns only feasible points; ``x0`` must lie inside. A
+            ``sigma0`` wider than the box in some variable warns, as in
+            pycma: about 0.3 times the width suits most boxes.
         integer_variables: Indices (ints from 0 to n - 1) of the variables
             that take whole numbers, or a boolean mask of length n.
             :meth:`ask` rounds them. Their standard deviation is kept at or
@@ -236,6 +238,8 @@ class SpectralES:
         # get a per-coordinate scaling that keeps their deviation up.
         self.domain = Domain(n, bounds, integer_variables)
         start = self.domain.start(x0)
+        if self.domain.box is not None:
+            _warn_wide_sigma0(sigma0, self.domain.box.upper - self.domain.box.lower)
         self.integer_min_std = integer_min_std(n, self.domain.integer.size, self.params.mueff)
         self._scaling = np.ones(n) if self.domain.integer.size else None
 
@@ -697,6 +701,26 @@ class SpectralES:
             )
             return
         self.mean, self.sigma, self.d, self.B, self.p_sigma, self.p_c = mean, sigma, d, B, p_sigma, p_c
+
+
+def _warn_wide_sigma0(sigma0: float, widths: np.ndarray) -> None:
+    """Warn when ``sigma0`` exceeds the width of the box in some variable, as pycma does.
+
+    The periodic map then folds samples across the whole interval, so they
+    carry no information about the step, and the run tends to stall before
+    the step size has shrunk to the box.
+    """
+    wide = np.flatnonzero(sigma0 > widths)
+    if wide.size:
+        narrowest = float(np.min(widths[wide]))
+        warnings.warn(
+            f"sigma0={sigma0:g} exceeds the width of the bounds in {wide.size} variable(s) (narrowest width "
+            f"{narrowest:g}, variable {int(wide[np.argmin(widths[wide])])}), so samples spread over the whole box "
+            f"and the run may stall; pass sigma0 of about 0.3 times the width, e.g. {0.3 * narrowest:g}, and rescale "
+            "the variables if their widths differ much",
+            UserWarning,
+            stacklevel=outside_stacklevel(),
+        )
 
 
 def print_progress(

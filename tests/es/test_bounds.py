@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,18 @@ def test_bounds_must_be_a_pair():
         SpectralES(np.zeros(3), 0.1, bounds=(-1, 0, 1))
 
 
+def test_sigma0_wider_than_box_warns():
+    # As pycma does: samples then fold across the whole interval of that variable.
+    with pytest.warns(
+        UserWarning, match=r"sigma0=2 exceeds the width of the bounds in 1 variable\(s\) \(narrowest width 1,"
+    ):
+        SpectralES(np.full(3, 0.5), 2.0, bounds=([0, -np.inf, 0], [1, np.inf, 10]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SpectralES(np.full(3, 0.5), 1.0, bounds=([0, -np.inf, 0], [1, np.inf, 10]))
+
+
+@pytest.mark.filterwarnings("ignore:sigma0=.* exceeds the width of the bounds:UserWarning")
 def test_every_asked_point_is_feasible_and_told_back():
     x0 = np.clip(np.full(6, 0.5), LOWER, UPPER)
     es = SpectralES(x0, 2.0, seed=1, bounds=(LOWER, UPPER), max_iter=200)
@@ -85,6 +99,7 @@ def test_every_asked_point_is_feasible_and_told_back():
     assert np.all((es.result.mean >= LOWER) & (es.result.mean <= UPPER))
 
 
+@pytest.mark.filterwarnings("ignore:sigma0=.* exceeds the width of the bounds:UserWarning")
 @pytest.mark.parametrize("seed", range(3))
 def test_boundary_optimum_reached(seed):
     # The unconstrained optimum c lies outside the box in four coordinates,
@@ -130,6 +145,7 @@ def test_integer_variables_are_whole_numbers():
     assert np.array_equal(es.result.mean[:2], np.round(es.result.mean[:2]))
 
 
+@pytest.mark.filterwarnings("ignore:sigma0=.* exceeds the width of the bounds:UserWarning")
 def test_integer_rounding_respects_fractional_bounds():
     # Whole numbers in [0.2, 2.7] are 1 and 2: rounding must not give 0 or 3.
     es = SpectralES([1.0, 0.0], 5.0, seed=2, integer_variables=[0], bounds=([0.2, -1], [2.7, 1]))
