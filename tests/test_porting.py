@@ -230,12 +230,25 @@ def test_disp_row(capsys):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("CMA_elitist", True), ("tolfunhist", 1e-12), ("tolfacupx", 1e3), ("eval_initial_x", True)],
+    [("CMA_elitist", True), ("tolfunhist", 1e-12), ("tolfacupx", 1e3), ("eval_initial_x", True), ("CMA_stds", [1, 2])],
 )
 def test_options_without_equivalent(option, value):
     assert option in cma.CMAOptions() or option in cma.fmin2.__code__.co_varnames
     with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'"):
         minimize(sphere, X0, 0.5, **{option: value})
+
+
+def test_counters_and_ask_rows():
+    es, theirs = SpectralES(X0, 0.5, seed=1), cma.CMAEvolutionStrategy(X0, 0.5, {"seed": 1, "verbose": -9})
+    for _ in range(3):
+        X = es.ask()
+        es.tell(X, sphere(X))
+        solutions = theirs.ask()
+        theirs.tell(solutions, [float(sphere(x)) for x in solutions])
+    assert (es.nit, es.nfev) == (theirs.countiter, theirs.countevals)
+    assert len(theirs.ask(2)) == 2
+    with pytest.raises(TypeError):
+        es.ask(2)
 
 
 def test_diagonal_is_true_or_false():
