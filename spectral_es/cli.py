@@ -158,9 +158,14 @@ def parse_indices(text: str | None) -> list[int]:
     if text is None:
         return []
     try:
-        return [int(part) for part in text.split(",")]
+        indices = [int(part) for part in text.split(",")]
     except ValueError as error:
         raise ValueError(f"--integer must be comma-separated indices such as 0,3,4, got {text!r}") from error
+    # The library's message for a repeated index also suggests a boolean mask, which the command line cannot take.
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise ValueError(f"--integer {text} lists the index {repeated[0]} more than once; list each index once")
+    return indices
 
 
 # Options whose value may start with '-', with an example. argparse reads

@@ -515,6 +515,15 @@ def test_default_sigma0_scales_with_box(monkeypatch, capsys):
     assert given["sigma0"] == 0.5
 
 
+def test_repeated_integer_index_rejected(capsys):
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--integer", "2,0,2"], capsys)
+
+    assert code == 2
+    assert "--integer 2,0,2 lists the index 2 more than once; list each index once" in err
+    # A boolean mask is a library option that the command line has no way to pass.
+    assert "mask" not in err
+
+
 def test_noise_evaluations_need_noise(capsys):
     code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "2", "--noise-max-evaluations", "5"], capsys)
 
