@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run saved in FILE; run settings come from FILE, and the continued run saves into FILE "
         "unless --checkpoint names another file",
     )
+    output.add_argument(
+        "--changed-function",
+        action="store_true",
+        help="with --resume: continue the saved run with FUNCTION although FILE names another objective, "
+        "e.g. a corrected copy (the values before and after the change then share one run)",
+    )
 
     run.set_defaults(command_parser=run)
     commands.add_parser(
@@ -335,7 +341,7 @@ def run_minimize(args: argparse.Namespace) -> int:
                 f"{args.resume} draws each run's start with the function {plan['x0_function']}, which the command "
                 f"line cannot pass; continue it in Python: spectral_es.resume(fun, {args.resume!r}, x0=that function)"
             )
-        function = resumed_function(args.function, plan["function"], args.resume)
+        function = resumed_function(args.function, plan["function"], args.resume, changed=args.changed_function)
         saved_evaluations = evaluations_in(args.resume)
         noisy = bool(plan["options"].get("noise_handling"))
         banner = f"resuming {objective_name(function)} from {args.resume}"
@@ -372,7 +378,14 @@ def run_minimize(args: argparse.Namespace) -> int:
     try:
         with open_executor(args.workers, args.dask) as executor:
             if args.resume:
-                result = resume(function, args.resume, executor=executor, max_evals=args.max_evals, **io_options)
+                result = resume(
+                    function,
+                    args.resume,
+                    executor=executor,
+                    max_evals=args.max_evals,
+                    check_function=not args.changed_function,
+                    **io_options,
+                )
             else:
                 result = minimize(function, executor=executor, **io_options, **settings)
     except EvaluationError as error:
@@ -414,12 +427,16 @@ def evaluations_in(path: str) -> int:
     return progress["nfev"] + int(tree["state"]["nfev"])
 
 
-def resumed_function(spec: str | None, stored: str, path: str) -> Callable:
+def resumed_function(spec: str | None, stored: str, path: str, *, changed: bool = False) -> Callable:
     """Return the objective of a resumed run: ``spec`` if it is the ``stored`` one, the stored one if omitted.
 
+    With ``changed`` (``--changed-function``), ``spec`` may name another
+    function, such as a corrected copy of the stored one.
+
     Raises:
-        ValueError: if ``spec`` names another function, whose values would
-            mix with the stored run's and overwrite its checkpoint.
+        ValueError: if ``spec`` names another function without ``changed``:
+            its values would mix with the stored run's and overwrite its
+            checkpoint.
     """
     if spec is None:
         try:
@@ -430,11 +447,12 @@ def resumed_function(spec: str | None, stored: str, path: str) -> Callable:
                 "give FUNCTION as module:function"
             ) from error
     function = load_function(spec)
-    if objective_name(function) != stored:
+    if objective_name(function) != stored and not changed:
         raise ValueError(
             f"{path} was written for the objective {stored}, not {objective_name(function)} (from {spec!r}); "
             f"omit FUNCTION to resume with the stored one, or pass {stored}. "
-            f"To minimize {spec} instead, start a new run without --resume"
+            f"To continue this run with {spec}, add --changed-function; "
+            f"to minimize {spec} from scratch, start a new run without --resume"
         )
     return function
 
@@ -785,6 +803,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot and not Path(args.plot).suffix:
         args.plot += ".png"  # what matplotlib writes for a name without a suffix
     try:
+        if args.changed_function and (not args.resume or args.function is None):
+            raise ValueError(
+                "--changed-function continues a saved run with another objective; give --resume FILE and FUNCTION too"
+            )
         if args.resume:
             if not Path(args.resume).is_file():
                 raise FileNotFoundError(f"checkpoint {args.resume!r} not found; check the path")

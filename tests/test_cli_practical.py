@@ -29,6 +29,11 @@ def objective(x):
     return float(((x - 1.5) ** 2).sum())
 
 
+def corrected(x):
+    """The same values as objective, without the crash."""
+    return float(((x - 1.5) ** 2).sum())
+
+
 def noisy(x):
     return float((x**2).sum() + 1e-2 * noise.standard_normal())
 '''
@@ -93,6 +98,32 @@ def test_failed_run_resumes_to_the_same_result(tmp_path, capsys, user_module):
     assert main([*resume, "--log", str(tmp_path / "run.csv")]) == 0
     assert summary(capsys.readouterr().out) == reference
     assert csv_rows_without_clock(tmp_path / "run.csv") == csv_rows_without_clock(tmp_path / "ref.csv")
+
+
+def test_resume_with_changed_function(tmp_path, capsys, user_module):
+    common = ["--dim", "3", "--seed", "4", "--quiet", "--max-evals", "3000"]
+    assert main(["minimize", "cli_user_objective:objective", *common]) == 0
+    reference = summary(capsys.readouterr().out)
+    user_module.calls, user_module.fail_at = 0, 250
+    checkpoint = str(tmp_path / "state.npz")
+    assert main(["minimize", "cli_user_objective:objective", *common, "--checkpoint", checkpoint]) == 1
+    capsys.readouterr()
+
+    resume = ["minimize", "cli_user_objective:corrected", "--resume", checkpoint, "--quiet"]
+    with pytest.raises(SystemExit):
+        main(resume)
+    error = capsys.readouterr().err
+    assert "To continue this run with cli_user_objective:corrected, add --changed-function" in error
+    # corrected gives objective's values, so the continued run ends where the uninterrupted one did.
+    assert main([*resume, "--changed-function"]) == 0
+    assert summary(capsys.readouterr().out) == reference
+
+
+@pytest.mark.parametrize("argv", [["sphere", "--dim", "3"], ["--resume", "state.npz"]])
+def test_changed_function_needs_resume_and_function(argv, capsys):
+    with pytest.raises(SystemExit):
+        main(["minimize", *argv, "--changed-function"])
+    assert "give --resume FILE and FUNCTION too" in capsys.readouterr().err
 
 
 def test_resume_rejects_run_settings(tmp_path, capsys):
