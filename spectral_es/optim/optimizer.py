@@ -291,7 +291,7 @@ class SpectralKron(torch.optim.Optimizer):
     ``step``) every rank computes the same update and keeps the same state.
     By default no extra communication is needed, and every rank does all
     the factor work. With ``distributed_refresh=True`` and an initialised
-    default process group (``torch.distributed``), each scheduled refresh
+    process group (``torch.distributed``), each scheduled refresh
     runs on one rank only, chosen so that the ranks share the refresh work
     of the step about evenly, and that rank broadcasts the new ``d``, ``B``
     and ``alpha``. The ranks then still hold bitwise the same state as
@@ -301,8 +301,10 @@ class SpectralKron(torch.optim.Optimizer):
     parameter and call ``step`` with the same gradients, as
     ``DistributedDataParallel`` ensures. Where ranks hold different
     parameters (``ZeroRedundancyOptimizer``, FSDP, tensor parallelism) a
-    check at each step raises ``RuntimeError`` instead. The option uses the
-    default process group, whose backend must handle the parameters'
+    check at each step raises ``RuntimeError`` instead. The ranks that
+    share the refreshes are those of ``process_group``: the default group,
+    or under hybrid parallelism the data-parallel group that was given to
+    ``DistributedDataParallel``. Its backend must handle the parameters'
     device (gloo for CPU, NCCL for CUDA, or ``"cpu:gloo,cuda:nccl"`` for
     both). Without a process group the option changes nothing.
 
@@ -378,6 +380,11 @@ class SpectralKron(torch.optim.Optimizer):
             ``maximize`` of ``torch.optim.AdamW`` does.
         distributed_refresh: Under ``torch.distributed``, refresh each
             weight's factors on one rank and broadcast them (see above).
+        process_group: The ``torch.distributed`` group whose ranks share the
+            refreshes under ``distributed_refresh``, or ``None`` for the
+            default group. It applies to the whole optimizer, not per
+            param group. ``state_dict`` and pickling do not save it, so pass
+            it again to the optimizer that loads a checkpoint.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -414,6 +421,7 @@ class SpectralKron(torch.optim.Optimizer):
         route: str = "auto",
         maximize: bool = False,
         distributed_refresh: bool = False,
+        process_group: Any = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -440,6 +448,7 @@ class SpectralKron(torch.optim.Optimizer):
             "distributed_refresh": distributed_refresh,
         }
         super().__init__(params, defaults)
+        self.process_group = _checked_process_group(process_group)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group after checking its options (see the class docstring).
@@ -462,6 +471,8 @@ class SpectralKron(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        # torch.optim pickles only defaults, state and param_groups, and a process group cannot be pickled.
+        self.__dict__.setdefault("process_group", None)
         for group in self.param_groups:
             group["state_dtype"] = _dtype_name(group["state_dtype"])
             # Saved before the option existed: take its default, as torch.optim does for new options.
@@ -566,7 +577,8 @@ class SpectralKron(torch.optim.Optimizer):
         # first computes what refreshing each weight inside its update would.
         # Under maximize each loop negates a gradient only when it uses it,
         # so the step keeps one negated gradient alive at a time.
-        _refresh_factors(refreshes, check_plan=any(group["distributed_refresh"] for group in self.param_groups))
+        check_plan = any(group["distributed_refresh"] for group in self.param_groups)
+        _refresh_factors(refreshes, check_plan=check_plan, process_group=self.process_group)
         for stack in _stacks(updates, _update_key):
             group = stack[0][0]
             if len(stack) == 1:
@@ -649,43 +661,71 @@ class _Refresh(NamedTuple):
     rotation: dict[str, Any]  # the Cayley-map options of kron_refresh
 
 
-def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool) -> None:
+def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool, process_group: Any = None) -> None:
     """Run the scheduled refreshes: all on this rank, or under ``distributed_refresh`` each on its owner rank.
 
-    Every rank must pass the same list in the same order, so that the
-    broadcasts that follow pair up across ranks. With ``check_plan`` (some
-    group has ``distributed_refresh``) one small collective first checks
-    that, and raises ``RuntimeError`` on every rank where the ranks differ.
+    Every rank of ``process_group`` (``None``: the default group) must pass
+    the same list in the same order, so that the broadcasts that follow pair
+    up across ranks. With ``check_plan`` (some group has
+    ``distributed_refresh``) one small collective first checks that, and
+    raises ``RuntimeError`` on every rank where the ranks differ.
     """
-    rank, stacks, stack_owners = _refresh_plan(refreshes)
+    rank, world_size = _group_rank(process_group)
+    stacks, stack_owners = _refresh_plan(refreshes, world_size)
     refreshes = [refresh for stack in stacks for refresh in stack]
     owners = [owner for stack, owner in zip(stacks, stack_owners, strict=True) for _ in stack]
-    if check_plan:
-        _check_same_plan(refreshes, owners)
+    if check_plan and world_size > 1:
+        _check_same_plan(refreshes, owners, process_group)
     for stack, owner in zip(stacks, stack_owners, strict=True):
         if owner is None or owner == rank:
             _run_refreshes(stack)
-    _broadcast_refreshed(refreshes, owners, rank)
+    _broadcast_refreshed(refreshes, owners, rank, process_group)
 
 
-def _refresh_plan(refreshes: list[_Refresh]) -> tuple[int, list[list[_Refresh]], list[int | None]]:
-    """Return this process's rank, the refreshes split into stacks, and the rank that runs each stack.
+def _checked_process_group(process_group: Any) -> Any:
+    """Return ``process_group`` if it is ``None`` or a ``torch.distributed`` group; raise ``ValueError`` otherwise."""
+    if process_group is None:
+        return None
+    if torch.distributed.is_available() and isinstance(process_group, torch.distributed.ProcessGroup):
+        return process_group
+    raise ValueError(
+        f"invalid process_group {process_group!r}: expected None (the default group) or a group made by "
+        "torch.distributed.new_group, such as the one given to DistributedDataParallel"
+    )
+
+
+def _group_rank(process_group: Any) -> tuple[int, int]:
+    """Return this process's rank in ``process_group`` and the group's size; ``(0, 1)`` without torch.distributed.
+
+    Raises:
+        RuntimeError: if this process is not a member of ``process_group``.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 0, 1
+    rank = torch.distributed.get_rank(process_group)
+    if rank < 0:
+        raise RuntimeError(
+            f"SpectralKron: global rank {torch.distributed.get_rank()} is not a member of process_group; "
+            "pass the group of the ranks that step these parameters together, or None"
+        )
+    return rank, torch.distributed.get_world_size(process_group)
+
+
+def _refresh_plan(refreshes: list[_Refresh], world_size: int) -> tuple[list[list[_Refresh]], list[int | None]]:
+    """Return the refreshes split into stacks, and the rank of ``world_size`` ranks that runs each stack.
 
     Under ``distributed_refresh`` a stack is cut into one part per rank
     (fewer if it is shorter), so that many small weights of one shape
     still spread over the ranks.
     """
     stacks = _stacks(refreshes, _refresh_key)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    world_size = torch.distributed.get_world_size() if distributed else 1
     if world_size > 1:
         parts: list[list[_Refresh]] = []
         for stack in stacks:
             count = min(world_size, len(stack)) if stack[0].group["distributed_refresh"] else 1
             parts.extend(stack[len(stack) * part // count : len(stack) * (part + 1) // count] for part in range(count))
         stacks = parts
-    rank, owners = _refresh_owners(stacks)
-    return rank, stacks, owners
+    return stacks, _refresh_owners(stacks, world_size)
 
 
 def _run_refreshes(stack: list[_Refresh]) -> None:
@@ -771,7 +811,7 @@ def _refresh_key(refresh: _Refresh) -> tuple | None:
     return None if key is None else (*key, refresh.sides, refresh.initialize, refresh.orthogonalize)
 
 
-def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None]) -> None:
+def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None], process_group: Any = None) -> None:
     """Raise ``RuntimeError`` on every rank unless all ranks scheduled the same distributed refreshes.
 
     Under ``DistributedDataParallel`` every rank has every parameter and
@@ -781,18 +821,15 @@ def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None]) -> Non
     parameter's. One all-reduce of the plan's size and checksum, and of
     their negatives, gives each rank the largest and smallest of both.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    if torch.distributed.get_world_size() == 1:
-        return
     plan = [
         (position, *matrix_shape(refresh.param), refresh.sides, sorted(refresh.state))
         for position, (refresh, owner) in enumerate(zip(refreshes, owners, strict=True))
         if owner is not None
     ]
     checksum = zlib.crc32(repr(plan).encode())
-    summary = torch.tensor([len(plan), checksum, -len(plan), -checksum], dtype=torch.int64, device=_collective_device())
-    torch.distributed.all_reduce(summary, op=torch.distributed.ReduceOp.MAX)
+    device = _collective_device(process_group)
+    summary = torch.tensor([len(plan), checksum, -len(plan), -checksum], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(summary, op=torch.distributed.ReduceOp.MAX, group=process_group)
     if summary[0] != -summary[2] or summary[1] != -summary[3]:
         raise RuntimeError(
             "SpectralKron: the ranks scheduled different factor refreshes, so distributed_refresh cannot split them; "
@@ -801,14 +838,16 @@ def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None]) -> Non
         )
 
 
-def _collective_device() -> torch.device:
-    """Return the device of a tensor that the default process group can reduce: CUDA for NCCL, else the CPU."""
-    if torch.distributed.get_backend() == "nccl":
+def _collective_device(process_group: Any = None) -> torch.device:
+    """Return the device of a tensor that ``process_group`` can reduce: CUDA for NCCL, else the CPU."""
+    if torch.distributed.get_backend(process_group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
-def _broadcast_refreshed(refreshes: list[_Refresh], owners: list[int | None], rank: int) -> None:
+def _broadcast_refreshed(
+    refreshes: list[_Refresh], owners: list[int | None], rank: int, process_group: Any = None
+) -> None:
     """Send the factors each owner refreshed to the other ranks, one broadcast per owner, dtype and device.
 
     A collective per tensor would cost its fixed latency once per ``d``,
@@ -836,7 +875,7 @@ def _broadcast_refreshed(refreshes: list[_Refresh], owners: list[int | None], ra
             flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
         else:
             flat = torch.empty(sum(tensor.numel() for tensor in tensors), dtype=dtype, device=device)
-        torch.distributed.broadcast(flat, src=owner)
+        torch.distributed.broadcast(flat, group=process_group, group_src=owner)
         if owner != rank:
             for tensor, part in zip(tensors, flat.split([tensor.numel() for tensor in tensors]), strict=True):
                 tensor.copy_(part.view_as(tensor))
@@ -848,8 +887,8 @@ def _signed_gradient(param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor
     return -grad if group["maximize"] else grad
 
 
-def _refresh_owners(stacks: list[list[_Refresh]]) -> tuple[int, list[int | None]]:
-    """Return this process's rank and the rank that runs each stack of refreshes (``None``: every rank runs it).
+def _refresh_owners(stacks: list[list[_Refresh]], world_size: int) -> list[int | None]:
+    """Return the rank of ``world_size`` ranks that runs each stack of refreshes (``None``: every rank runs it).
 
     Stacks of groups with ``distributed_refresh`` go to ranks greedily:
     the most expensive first, each to the rank with the least work so far.
@@ -863,11 +902,9 @@ def _refresh_owners(stacks: list[list[_Refresh]]) -> tuple[int, list[int | None]
     shapes and the schedule, which every rank shares, so all ranks agree on
     the owners.
     """
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    world_size = torch.distributed.get_world_size() if distributed else 1
     owners: list[int | None] = [None] * len(stacks)
     if world_size == 1:
-        return 0, owners
+        return owners
 
     costs = {}
     for position, stack in enumerate(stacks):
@@ -886,7 +923,7 @@ def _refresh_owners(stacks: list[list[_Refresh]]) -> tuple[int, list[int | None]
         owner = min(range(world_size), key=lambda rank: (loads[rank], rank))
         owners[position] = owner
         loads[owner] += costs[position]
-    return torch.distributed.get_rank(), owners
+    return owners
 
 
 def _check_saved_groups(state_dict: dict[str, Any], defaults: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gc
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,10 +148,7 @@ def test_split_refresh_matches_replicated(tmp_path):
         assert all(count > 0 for count in counts)
 
 
-def test_refresh_owners_balance_work(monkeypatch):
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+def test_refresh_owners_balance_work():
     weights = [torch.nn.Parameter(torch.randn(n, n)) for n in (64, 8, 32, 8)]
     optimizer = SpectralKron([{"params": weights[:3], "distributed_refresh": True}, {"params": weights[3:]}])
     refreshes = [
@@ -159,19 +157,15 @@ def test_refresh_owners_balance_work(monkeypatch):
         for param in group["params"]
     ]
 
-    rank, owners = optimizer_module._refresh_owners([[refresh] for refresh in refreshes])
+    owners = optimizer_module._refresh_owners([[refresh] for refresh in refreshes], world_size=2)
 
     # The 64 x 64 refresh outweighs the others together, so it gets a rank of
     # its own. The last weight's group has no distributed_refresh, so every
     # rank runs that refresh.
-    assert rank == 1
     assert owners == [0, 1, 1, None]
 
 
-def test_refresh_owners_spread_diagonal_factors(monkeypatch):
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+def test_refresh_owners_spread_diagonal_factors():
     # Both sides are longer than max_precond_dim, so each weight keeps only diagonal factors.
     weights = [torch.nn.Parameter(torch.randn(12, 12)) for _ in range(4)]
     for weight in weights:
@@ -183,7 +177,7 @@ def test_refresh_owners_spread_diagonal_factors(monkeypatch):
         for param in weights
     ]
 
-    _, stacks, owners = optimizer_module._refresh_plan(refreshes)
+    stacks, owners = optimizer_module._refresh_plan(refreshes, world_size=2)
 
     # The four weights share a shape, so they form one stack, cut into one
     # part per rank.
@@ -191,6 +185,53 @@ def test_refresh_owners_spread_diagonal_factors(monkeypatch):
     positions = {id(refresh.param): position for position, refresh in enumerate(refreshes)}
     assert [[positions[id(refresh.param)] for refresh in stack] for stack in stacks] == [[0, 1], [2, 3]]
     assert owners == [0, 1]
+
+
+def train_in_subgroup(rank: int, world_size: int, folder: str) -> None:
+    """Ranks 0 and 1 train under DDP in a group of their own, with split and replicated refreshes; rank 2 waits."""
+
+    def work() -> None:
+        pair = torch.distributed.new_group([0, 1])  # every rank must take part in making a group
+        if rank == 2:
+            return
+        batches = [batch(100 * rank + step) for step in range(STEPS)]
+        results = {}
+        for mode, options in (("split", {"distributed_refresh": True}), ("replicated", {})):
+            model = make_model(0)
+            ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=pair)
+            optimizer = SpectralKron(ddp.parameters(), lr=1e-2, precondition_frequency=2, process_group=pair, **options)
+            for x, y in batches:
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(ddp(x), y).backward()
+                optimizer.step()
+            results[mode] = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+        torch.save(results, Path(folder) / f"{rank}.pt")
+
+    run_in_group(rank, world_size, folder, work)
+
+
+def test_split_refresh_in_process_group(tmp_path):
+    # Three ranks, of which two form the group: with the default group, a
+    # refresh could go to rank 2, which never steps, and the pair would wait
+    # for its broadcast until the timeout.
+    torch.multiprocessing.spawn(train_in_subgroup, args=(3, str(tmp_path)), nprocs=3, join=True)
+    ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
+    reference = ranks[0]["replicated"]
+    for rank, results in enumerate(ranks):
+        for name, value in reference["model"].items():
+            assert torch.equal(results["split"]["model"][name], value), f"rank {rank}: {name}"
+        for index, state in reference["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(results["split"]["optimizer"]["state"][index][key], value), f"rank {rank}: {key}"
+
+
+def test_process_group_is_checked():
+    weight = torch.nn.Parameter(torch.randn(3, 2))
+    with pytest.raises(ValueError, match="invalid process_group 'world': expected None"):
+        SpectralKron([weight], distributed_refresh=True, process_group="world")
+    # A pickled optimizer has no group to restore, so it uses the default one.
+    optimizer = pickle.loads(pickle.dumps(SpectralKron([weight])))
+    assert optimizer.process_group is None
 
 
 @pytest.mark.parametrize("value", [1, "yes", None])
