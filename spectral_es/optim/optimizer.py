@@ -72,12 +72,16 @@ _STACK_MAX_ELEMENTS = 128 * 128
 # Keywords of AdamW, SOAP (pytorch-optimizer 4.1), Shampoo (pytorch-optimizer's
 # ScalableShampoo and Distributed Shampoo) and torch.optim.Muon for an option
 # that has another name here: {their keyword: the keyword here}.
+# docs/optimizer.md lists both tables, and tests/optim/test_porting.py checks them.
 PEER_OPTION_NAMES = {
     "epsilon": "eps",
+    "max_precondition_dim": "max_precond_dim",
     "max_preconditioner_dim": "max_precond_dim",
     "preconditioner_dtype": "state_dtype",
+    "preconditioning_compute_steps": "precondition_frequency",
     "grafting_type": "graft",
     "grafting_config": "graft",
+    "graft_type": "graft",
 }
 # Their keywords with no counterpart of the same meaning, and what to pass instead.
 PEER_OPTION_HINTS = {
@@ -94,6 +98,16 @@ PEER_OPTION_HINTS = {
     "precondition_1d": "1-D parameters take AdamW steps (route='auto'); there is no 1-D factor",
     "merge_dims": "a conv kernel (out, in, kh, kw) is always viewed as (out, in * kh * kw)",
     "normalize_grads": "grafting (graft='adafactor', the default) sets the step's norm instead",
+    "normalize_gradient": "grafting (graft='adafactor', the default) sets the step's norm instead",
+    "correct_bias": "the momentum and the graft's second moments are always bias-corrected, as in AdamW",
+    "data_format": "a conv kernel is viewed as (out, in * kh * kw) whatever its memory format, channels_last included",
+    "statistics_compute_steps": "each factor's curvature moves at its refreshes, every precondition_frequency steps",
+    "inverse_exponent_override": "root sets p in S^(-1/p), any number > 0 (default 2)",
+    "block_size": (
+        "SpectralKron does not block: a side longer than max_precond_dim, or max_side_ratio times the other "
+        "side, gets a diagonal factor"
+    ),
+    "matrix_eps": "damping adds to each factor's curvature diagonal, in units of its eigenvalues",
     "adjust_lr_fn": "grafting (graft='adafactor', the default) makes an AdamW learning rate a sensible start",
     "ns_steps": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
     "ns_coefficients": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
