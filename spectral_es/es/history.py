@@ -115,8 +115,9 @@ class History:
         self.__dict__.update(state)
         self._scalars = np.empty((self.max_rows, len(SCALAR_COLUMNS)))
         self._vectors = np.empty((len(VECTOR_COLUMNS), self.max_rows, self.n))
-        self._scalars[: self._size] = state["_scalars"]
-        self._vectors[:, : self._size] = state["_vectors"]
+        # Pickles written before History had __getstate__ contain whole buffers, so copy only the filled rows.
+        self._scalars[: self._size] = state["_scalars"][: self._size]
+        self._vectors[:, : self._size] = state["_vectors"][:, : self._size]
 
     def __getitem__(self, name: str) -> np.ndarray:
         """Return a copy of a column: shape (rows,) for a scalar, (rows, n) for a vector.

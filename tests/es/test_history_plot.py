@@ -182,3 +182,18 @@ def test_history_records_after_unpickling():
     for name in es.history.columns:
         if name not in ("time", "iteration_time"):
             np.testing.assert_array_equal(clone.history[name], es.history[name], err_msg=name)
+
+
+def test_history_loads_pickle_of_full_buffers(monkeypatch):
+    es = SpectralES(np.ones(3), 1.0, seed=2)
+    for _ in range(5):
+        X = es.ask()
+        es.tell(X, ellipsoid(X))
+    # Versions before History.__getstate__ pickled the whole buffers, max_rows rows each.
+    with monkeypatch.context() as patch:
+        patch.delattr(History, "__getstate__")
+        data = pickle.dumps(es.history)
+    clone = pickle.loads(data)
+    assert len(clone) == len(es.history)
+    for name in es.history.columns:
+        np.testing.assert_array_equal(clone[name], es.history[name], err_msg=name)
