@@ -702,6 +702,12 @@ def _checked_process_group(process_group: Any) -> Any:
         return None
     if torch.distributed.is_available() and isinstance(process_group, torch.distributed.ProcessGroup):
         return process_group
+    outside = torch.distributed.GroupMember.NON_GROUP_MEMBER if torch.distributed.is_available() else None
+    if outside is not None and isinstance(process_group, int) and process_group == outside:
+        raise ValueError(
+            f"invalid process_group GroupMember.NON_GROUP_MEMBER ({process_group}), which torch.distributed.new_group "
+            "returns on the ranks outside the new group; give each rank's optimizer a group that contains that rank"
+        )
     raise ValueError(
         f"invalid process_group {process_group!r}: expected None (the default group) or a group made by "
         "torch.distributed.new_group, such as the one given to DistributedDataParallel"

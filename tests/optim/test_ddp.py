@@ -320,3 +320,11 @@ def test_split_refresh_of_stacks_matches_replicated(tmp_path):
     # Every stacked weight was refreshed on exactly one rank: 5 weights per step.
     assert reference["refreshed"] == 5 * STEPS
     assert [results["split"]["refreshed"] for results in ranks] == [3 * STEPS, 2 * STEPS]
+
+
+def test_process_group_of_other_ranks_is_named():
+    # torch.distributed.new_group returns this sentinel on a rank outside the new group.
+    weight = torch.nn.Parameter(torch.randn(3, 2))
+    outside = torch.distributed.GroupMember.NON_GROUP_MEMBER
+    with pytest.raises(ValueError, match="NON_GROUP_MEMBER .* returns on the ranks outside the new group"):
+        SpectralKron([weight], distributed_refresh=True, process_group=outside)
