@@ -25,6 +25,7 @@ Read :meth:`SpectralES.tell` first: it is the algorithm.
 
 from __future__ import annotations
 
+import itertools
 import math
 import reprlib
 import time
@@ -624,7 +625,8 @@ class SpectralES:
         if isinstance(f, Iterator):
             # map(fun, X), a generator or Executor.map(fun, X) yields the values once.
             # An exception raised while collecting them leaves the population pending.
-            f = list(f)
+            # One value more than popsize shows a longer (or endless) iterator in the shape check.
+            f = list(itertools.islice(f, self.params.lam + 1))
         values = numeric_values(f)
         if values is None:
             raise ValueError(

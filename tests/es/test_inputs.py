@@ -424,6 +424,24 @@ def test_tell_accepts_iterators_of_values():
     assert es.nit == 3
 
 
+def test_endless_iterator_raises_shape_error(asked):
+    es, X = asked
+    reads = []
+
+    def endless_values():
+        # Stands in for itertools.repeat(1.0), with a stop so that a tell
+        # that reads on fails here instead of filling the memory.
+        while len(reads) < 1000:
+            reads.append(1.0)
+            yield 1.0
+        raise AssertionError("tell read 1000 values from an iterator")
+
+    with pytest.raises(ValueError, match=rf"shape \({len(X) + 1},\), expected \({len(X)},\)"):
+        es.tell(X, endless_values())
+    # One value past popsize shows that the iterator is too long.
+    assert len(reads) == len(X) + 1
+
+
 def test_failing_iterator_keeps_population_pending(asked):
     es, X = asked
 
