@@ -11,6 +11,7 @@ import pytest
 
 from spectral_es import SpectralES
 from spectral_es.cli import main
+from spectral_es.es.minimize import read_plan
 
 USER_MODULE = '''
 import numpy as np
@@ -117,6 +118,21 @@ def test_resume_with_changed_function(tmp_path, capsys, user_module):
     # corrected gives objective's values, so the continued run ends where the uninterrupted one did.
     assert main([*resume, "--changed-function"]) == 0
     assert summary(capsys.readouterr().out) == reference
+
+
+def test_changed_function_is_stored(tmp_path, capsys, user_module):
+    checkpoint = str(tmp_path / "state.npz")
+    first = ["minimize", "cli_user_objective:objective", "--dim", "3", "--seed", "4", "--quiet", "--max-evals", "100"]
+    assert main([*first, "--checkpoint", checkpoint]) == 0
+    changed = ["minimize", "cli_user_objective:corrected", "--resume", checkpoint, "--changed-function", "--quiet"]
+    assert main([*changed, "--max-evals", "200"]) == 0
+    capsys.readouterr()
+
+    # The continued run evaluates corrected, so its checkpoint names corrected.
+    assert read_plan(checkpoint)["function"] == "cli_user_objective:corrected"
+    # A resume without FUNCTION imports that stored name.
+    assert main(["minimize", "--resume", checkpoint, "--quiet", "--max-evals", "300"]) == 0
+    assert "resuming cli_user_objective:corrected" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["sphere", "--dim", "3"], ["--resume", "state.npz"]])

@@ -308,7 +308,8 @@ def resume(
     The checkpoint stores the objective's ``module:qualified name``
     (:func:`objective_name`). Resuming with a function of another name is
     an error unless ``check_function=False``, for an objective that was
-    fixed, renamed or wrapped since.
+    fixed, renamed or wrapped since. The continued run's checkpoints then
+    store the new name (and that of a new ``x0`` function).
 
     ``max_evals`` replaces the stored budget of all runs together. A run
     that stopped because it spent the old budget then goes on, as if it had
@@ -361,6 +362,11 @@ def resume(
             f"{os.fspath(path)} draws each run's start with {plan['x0_function']}, not {objective_name(x0)}; "
             "pass that function as x0, or check_function=False to continue with another one"
         )
+    # With check_function=False the continued run's checkpoints name the functions it now uses,
+    # so that a later resume, or the command line without FUNCTION, does not go back to the old ones.
+    plan["function"] = objective_name(fun)
+    if x0 is not None:
+        plan["x0_function"] = objective_name(x0)
     if vectorized is not None:
         plan["vectorized"] = bool(vectorized)  # also for the checkpoints of the continued run
     if max_evals is not None:
