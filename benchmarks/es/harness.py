@@ -193,7 +193,8 @@ def thin_trace(trace: Sequence[tuple[int, float]], drop: float = 0.01) -> list[t
     kept = [trace[0]]
     for point in trace[1:-1]:
         last = kept[-1][1]
-        if point[1] <= last - drop * abs(last):
+        # After an infinite or NaN value, any finite one is a fall.
+        if not math.isfinite(last) or point[1] <= last - drop * abs(last):
             kept.append(point)
     kept.append(trace[-1])
     return kept

@@ -323,7 +323,8 @@ def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header:
         "expected cost of reaching the target by running a method again from new starts until one "
         "run succeeds. A single run of `spectral` or `pycma` stops early when it stalls in a local "
         "minimum, and xNES, whose step size shrinks slowly, spends much of its budget before it "
-        "succeeds or fails, so aRT weighs success rate against cost per run.",
+        "succeeds or fails, so aRT weighs success rate against cost per run. In the target row, a "
+        "cell where neither method succeeds counts as a tie.",
         runtime_table(cells),
     )
     parts += _section(

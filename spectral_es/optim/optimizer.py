@@ -397,8 +397,9 @@ class SpectralKron(torch.optim.Optimizer):
         process_group: The ``torch.distributed`` group whose ranks share the
             refreshes under ``distributed_refresh``, or ``None`` for the
             default group. It applies to the whole optimizer, not per
-            param group. ``state_dict`` and pickling do not save it, so pass
-            it again to the optimizer that loads a checkpoint.
+            param group. ``state_dict``, pickling and ``copy.deepcopy`` do
+            not keep it (a copy uses the default group), so pass it again to
+            the optimizer that loads a checkpoint.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -717,18 +718,12 @@ def _checked_process_group(process_group: Any) -> Any:
 def _group_rank(process_group: Any) -> tuple[int, int]:
     """Return this process's rank in ``process_group`` and the group's size; ``(0, 1)`` without torch.distributed.
 
-    Raises:
-        RuntimeError: if this process is not a member of ``process_group``.
+    A rank outside a group never holds it: ``torch.distributed.new_group``
+    gives such a rank a sentinel, which the constructor rejects.
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return 0, 1
-    rank = torch.distributed.get_rank(process_group)
-    if rank < 0:
-        raise RuntimeError(
-            f"SpectralKron: global rank {torch.distributed.get_rank()} is not a member of process_group; "
-            "pass the group of the ranks that step these parameters together, or None"
-        )
-    return rank, torch.distributed.get_world_size(process_group)
+    return torch.distributed.get_rank(process_group), torch.distributed.get_world_size(process_group)
 
 
 def _refresh_plan(refreshes: list[_Refresh], world_size: int) -> tuple[list[list[_Refresh]], list[int | None]]:

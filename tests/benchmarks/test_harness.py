@@ -185,6 +185,11 @@ def test_thin_trace_keeps_one_percent_falls():
     assert np.all((thin >= full) & (thin - full <= 0.01 * thin))
 
 
+def test_thin_trace_after_infinite_start():
+    trace = [(1, np.inf), (2, 5.0), (3, 4.999), (4, 1.0), (5, 0.5)]
+    assert thin_trace(trace) == [(1, np.inf), (2, 5.0), (4, 1.0), (5, 0.5)]
+
+
 def test_saved_traces_are_thinned(tmp_path):
     trace = [(k, 1.0 / k) for k in range(1, 2001)]
     record = dataclasses.replace(_RECORD, trace=trace)
