@@ -21,6 +21,7 @@ import re
 import select
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -78,6 +79,23 @@ def load_function(spec: str) -> Callable:
             f"{type(function).__name__}); name the function to minimize"
         )
     return function
+
+
+@contextlib.contextmanager
+def command_line_warnings(prog: str) -> Iterator[None]:
+    """Print warnings as ``PROG: warning: message`` with command-line option names, while the command runs.
+
+    Python's own format would name the console script's line and the
+    library's argument names (``sigma0`` for ``--sigma0``). The filters
+    still apply, so ``-W ignore`` and ``PYTHONWARNINGS`` work as usual.
+    """
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"{prog}: warning: {with_option_names(str(message))}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager
@@ -811,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not Path(args.resume).is_file():
                 raise FileNotFoundError(f"checkpoint {args.resume!r} not found; check the path")
             check_resume_arguments(args)
-        with current_directory_importable():
+        with current_directory_importable(), command_line_warnings(args.command_parser.prog):
             return run_minimize(args)
     except (ValueError, FileNotFoundError) as error:
         # One line that names the option, with argparse's status 2, as the

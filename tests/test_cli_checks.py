@@ -515,6 +515,15 @@ def test_default_sigma0_scales_with_box(monkeypatch, capsys):
     assert given["sigma0"] == 0.5
 
 
+def test_warnings_use_option_names(capsys):
+    argv = ["minimize", "sphere", "--dim", "2", "--lower", "0", "--upper", "1", "--sigma0", "5", "--max-evals", "20"]
+    assert main([*argv, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    # One line in the command's own terms, not Python's "file:line: UserWarning" with a source line.
+    assert err.startswith("spectral-es minimize: warning: --sigma0=5 exceeds the width of the bounds")
+    assert "UserWarning" not in err
+
+
 def test_repeated_integer_index_rejected(capsys):
     code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--integer", "2,0,2"], capsys)
 
@@ -606,13 +615,14 @@ def test_no_finite_value_exits_nonzero(tmp_path, capsys, monkeypatch):
     (tmp_path / "nan_objective.py").write_text("def f(x):\n    return float('nan')\n")
     monkeypatch.chdir(tmp_path)
     try:
-        with pytest.warns(RuntimeWarning):
-            code = main(["minimize", "nan_objective:f", "--dim", "2", "--seed", "1", "--quiet"])
+        code = main(["minimize", "nan_objective:f", "--dim", "2", "--seed", "1", "--quiet"])
     finally:
         sys.modules.pop("nan_objective", None)
 
     assert code == 1
-    assert "no finite value" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "spectral-es minimize: warning: 6 objective value(s) in iteration 1 are NaN or infinite" in err
+    assert "no finite value" in err
 
 
 def test_noise_without_budget_noted(monkeypatch, capsys):
