@@ -92,6 +92,15 @@ MODES = {
 }
 
 
+def assert_same_run(run: dict, reference: dict, label: str) -> None:
+    """Assert that the saved model and optimizer state of ``run`` equal those of ``reference``, bit for bit."""
+    for name, value in reference["model"].items():
+        assert torch.equal(run["model"][name], value), f"{label}: {name}"
+    for index, state in reference["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(run["optimizer"]["state"][index][key], value), f"{label}: state {index}/{key}"
+
+
 def train_ddp(model: torch.nn.Module, batches: list, **options) -> dict:
     """Train ``model`` under DistributedDataParallel on ``batches``; return its and the optimizer's state."""
     ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -135,12 +144,7 @@ def test_split_refresh_matches_replicated(tmp_path):
     for split, replicated in (("split", "replicated"), ("split bf16", "replicated bf16")):
         reference = ranks[0][replicated]
         for rank, results in enumerate(ranks):
-            for name, value in reference["model"].items():
-                assert torch.equal(results[split]["model"][name], value), f"{split}, rank {rank}: {name}"
-            for index, state in reference["optimizer"]["state"].items():
-                for key, value in state.items():
-                    saved = results[split]["optimizer"]["state"][index][key]
-                    assert torch.equal(saved, value), f"{split}, rank {rank}: state {index}/{key}"
+            assert_same_run(results[split], reference, f"{split}, rank {rank}")
 
         # Every refresh ran on exactly one rank, and each rank ran some.
         counts = [results[split]["refreshes"] for results in ranks]
@@ -216,13 +220,8 @@ def test_split_refresh_in_process_group(tmp_path):
     # for its broadcast until the timeout.
     torch.multiprocessing.spawn(train_in_subgroup, args=(3, str(tmp_path)), nprocs=3, join=True)
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
-    reference = ranks[0]["replicated"]
     for rank, results in enumerate(ranks):
-        for name, value in reference["model"].items():
-            assert torch.equal(results["split"]["model"][name], value), f"rank {rank}: {name}"
-        for index, state in reference["optimizer"]["state"].items():
-            for key, value in state.items():
-                assert torch.equal(results["split"]["optimizer"]["state"][index][key], value), f"rank {rank}: {key}"
+        assert_same_run(results["split"], ranks[0]["replicated"], f"rank {rank}")
 
 
 def test_process_group_is_checked():
@@ -310,12 +309,7 @@ def test_split_refresh_of_stacks_matches_replicated(tmp_path):
 
     reference = ranks[0]["replicated"]
     for rank, results in enumerate(ranks):
-        for name, value in reference["model"].items():
-            assert torch.equal(results["split"]["model"][name], value), f"rank {rank}: {name}"
-        for index, state in reference["optimizer"]["state"].items():
-            for key, value in state.items():
-                saved = results["split"]["optimizer"]["state"][index][key]
-                assert torch.equal(saved, value), f"rank {rank}: state {index}/{key}"
+        assert_same_run(results["split"], reference, f"rank {rank}")
 
     # Every stacked weight was refreshed on exactly one rank: 5 weights per step.
     assert reference["refreshed"] == 5 * STEPS
