@@ -255,7 +255,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     """Parse the command line and return it with the effective :class:`Config`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--quick", action="store_true", help="3 seeds, n = 2, 10, 40; a few minutes")
+    mode.add_argument(
+        "--quick", action="store_true", help="3 seeds, n = 2, 10, 40 (multimodal functions: 2, 10); a few minutes"
+    )
     mode.add_argument("--full", action="store_true", help="10 seeds, n = 2, 10, 40, 100; hours")
     mode.add_argument(
         "--from-json",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate every figure and per-experiment page of the paper reproductions.
-# Run from anywhere; each script takes 10 s to 3 min on 2 cores (about 6 min
+# Run from anywhere; each script takes 10 s to 3 min on 2 cores (4 to 6 min
 # in all) and writes figures/<name>.png and results/<name>.md here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

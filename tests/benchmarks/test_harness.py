@@ -343,6 +343,13 @@ def test_page_leaves_out_unmeasured_sections():
     assert "## Unimodal functions" not in text
     assert "## Effect of the SpectralES options" not in text
     assert "## Check of the harness" not in text
+    # spectral-ipop and pycma-ipop are in the average runtime table.
+    assert "## Multimodal functions: average runtime" in text
+
+    bipop = [dataclasses.replace(record, method=record.method.replace("ipop", "bipop")) for record in records[:4]]
+    text = page.render_page(compare.QUICK, report.group(bipop), [], header, methods.DESCRIPTIONS)
+    # None of its methods is: the section is left out, not drawn without method columns.
+    assert "## Multimodal functions: average runtime" not in text
 
 
 def test_eager_dimension_matches_strategy():
