@@ -842,7 +842,7 @@ def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None], proces
         if owner is not None
     ]
     checksum = zlib.crc32(repr(plan).encode())
-    device = _collective_device(process_group)
+    device = _collective_device(process_group, [refresh.param.device for refresh in refreshes])
     summary = torch.tensor([len(plan), checksum, -len(plan), -checksum], dtype=torch.int64, device=device)
     torch.distributed.all_reduce(summary, op=torch.distributed.ReduceOp.MAX, group=process_group)
     if summary[0] != -summary[2] or summary[1] != -summary[3]:
@@ -853,11 +853,21 @@ def _check_same_plan(refreshes: list[_Refresh], owners: list[int | None], proces
         )
 
 
-def _collective_device(process_group: Any = None) -> torch.device:
-    """Return the device of a tensor that ``process_group`` can reduce: CUDA for NCCL, else the CPU."""
-    if torch.distributed.get_backend(process_group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def _collective_device(process_group: Any, devices: Sequence[torch.device]) -> torch.device:
+    """Return the device of a tensor that ``process_group`` can reduce: for NCCL a GPU of this rank, else the CPU.
+
+    NCCL needs each rank's tensor on that rank's own GPU. The first CUDA
+    device among ``devices`` (those of the parameters) is one even where
+    ``torch.cuda.set_device`` was never called, as with
+    ``DistributedDataParallel(model, device_ids=[local_rank])`` alone, and
+    the current device is the fallback for a rank with no CUDA parameter.
+    """
+    if torch.distributed.get_backend(process_group) != "nccl":
+        return torch.device("cpu")
+    for device in devices:
+        if device.type == "cuda":
+            return device
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def _broadcast_refreshed(

@@ -224,6 +224,17 @@ def test_split_refresh_in_process_group(tmp_path):
         assert_same_run(results["split"], ranks[0]["replicated"], f"rank {rank}")
 
 
+def test_nccl_check_uses_a_parameter_gpu(monkeypatch):
+    # NCCL needs the tensor on this rank's own GPU, which the parameters are on
+    # even where torch.cuda.set_device was never called (no GPU is needed to
+    # name a device).
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "nccl")
+    devices = [torch.device("cpu"), torch.device("cuda", 3), torch.device("cuda", 0)]
+    assert optimizer_module._collective_device(None, devices) == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "gloo")
+    assert optimizer_module._collective_device(None, devices) == torch.device("cpu")
+
+
 def test_process_group_is_checked():
     weight = torch.nn.Parameter(torch.randn(3, 2))
     with pytest.raises(ValueError, match="invalid process_group 'world': expected None"):
