@@ -507,9 +507,26 @@ class SpectralKron(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        refreshes, updates, adam_updates = _plan_step(self._collect_work())
+        # The refreshes read only the gradients and the factors, and the
+        # updates read the factors only after them, so running all refreshes
+        # first computes what refreshing each weight inside its update would.
+        # Under maximize each loop negates a gradient only when it uses it,
+        # so the step keeps one negated gradient alive at a time.
+        check_plan = any(group["distributed_refresh"] for group in self.param_groups)
+        _refresh_factors(refreshes, check_plan=check_plan, process_group=self.process_group)
+        _run_updates(updates, adam_updates)
+        return loss
+
+    def _collect_work(self) -> list[tuple[dict[str, Any], torch.Tensor, dict[str, Any], str]]:
+        """Return ``(group, param, state, name)`` for each parameter that steps now, after checking it.
+
+        Groups are checked again, since options may have been edited since
+        construction (as schedulers edit ``lr``). A parameter's state is
+        created at its first step.
+        """
         work = []
         for group_index, group in enumerate(self.param_groups):
-            # Options may have been edited since construction (as schedulers edit lr).
             _check_group(group, f" in param group {group_index}")
             for index, param in enumerate(group["params"]):
                 if param.grad is None or param.numel() == 0:
@@ -518,102 +535,14 @@ class SpectralKron(torch.optim.Optimizer):
                     _release_stack(self.state.get(param, {}))
                     continue
                 name = f"parameter {index} of group {group_index}"
-                if param.grad.is_sparse:
-                    raise ValueError(
-                        f"{name} has a sparse gradient, which SpectralKron does not support; "
-                        "use torch.optim.SparseAdam for it (nn.Embedding(sparse=True) gives sparse gradients)"
-                    )
-                if param.is_meta:
-                    raise ValueError(f"{name} is on the meta device and has no values; materialize the model first")
-                if torch.is_complex(param):
-                    # torch.view_as_real(param) is not a leaf, so it cannot be passed as a parameter instead.
-                    raise ValueError(
-                        f"{name} is complex ({param.dtype}, shape {tuple(param.shape)}), which SpectralKron does not "
-                        "support; store it as a real parameter with a last dimension of 2 and call "
-                        "torch.view_as_complex on it in forward, or optimise it with torch.optim.AdamW"
-                    )
+                _check_steppable(param, name)
                 state = self.state[param]
                 if not state:
                     state.update(self._init_state(param, group))
                 else:
                     _check_state_dtype(group, state, name)
                 work.append((group, param, state, name))
-
-        refreshes: list[_Refresh] = []
-        updates = []
-        adam_updates = []
-        for (group, param, state, name), (finite, bounded, nonzero, initialized) in zip(
-            work, _gradient_flags(work), strict=True
-        ):
-            # A non-finite L1 norm is rare: only then are the entries checked, to name the cause.
-            if not finite and not bool(torch.isfinite(param.grad).all()):
-                _warn(name, param, "has NaN or infinite entries", "skipped its update and kept its state")
-                _release_stack(state)
-                continue
-            if not bounded:
-                # Rare, so the norm is computed again for the message only.
-                wide = _wide_dtype(state)
-                l1 = torch.linalg.vector_norm(param.grad, ord=1, dtype=torch.float64).item()
-                _warn(
-                    name,
-                    param,
-                    f"has an L1 norm of {l1:.2g}, at or above {_max_gradient_l1(wide):.2g}, so its squares can "
-                    f"overflow {str(wide).removeprefix('torch.')}",
-                    "skipped its update and kept its state; clip the gradients (torch.nn.utils.clip_grad_norm_) "
-                    "to step on such gradients",
-                )
-                _release_stack(state)
-                continue
-            if "d_C" not in state:
-                adam_updates.append((group, param, state))
-                continue
-            _check_graft_state(group, state, name)
-            refresh, orthogonalize = _schedule(state, group)
-            if not nonzero and not initialized:
-                # No preconditioner and no momentum yet: the step is the weight decay alone.
-                _warn(name, param, "is all zeros", "applied only the weight decay (no preconditioner exists yet)")
-                param.mul_(1 - group["lr"] * group["weight_decay"])
-                continue
-            if not nonzero:
-                if refresh:
-                    _warn(name, param, "is all zeros", "skipped the preconditioner refresh and kept the previous one")
-                refresh = ""
-            if not initialized:
-                refresh = "CK"
-            if refresh:
-                # Every rank computes the Cayley options, so an invalid one raises
-                # everywhere and never leaves other ranks waiting in a broadcast.
-                rotation = _rotation_options(group, state["exp_avg"].dtype)
-                refreshes.append(_Refresh(group, param, state, refresh, not initialized, orthogonalize, rotation))
-            updates.append((group, param, state))
-
-        # The refreshes read only the gradients and the factors, and the
-        # updates read the factors only after them, so running all refreshes
-        # first computes what refreshing each weight inside its update would.
-        # Under maximize each loop negates a gradient only when it uses it,
-        # so the step keeps one negated gradient alive at a time.
-        check_plan = any(group["distributed_refresh"] for group in self.param_groups)
-        _refresh_factors(refreshes, check_plan=check_plan, process_group=self.process_group)
-        for stack in _stacks(updates, _update_key):
-            group = stack[0][0]
-            if len(stack) == 1:
-                _, param, state = stack[0]
-                _release_stack(state)
-                grad = _signed_gradient(param, group)
-                kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
-            else:
-                params = [param for _, param, _ in stack]
-                grads = [_signed_gradient(param, group) for param in params]
-                kron_update_stack(params, grads, [state for _, _, state in stack], group)
-        for stack in _stacks(adam_updates, _adam_key):
-            group = stack[0][0]
-            params = [param for _, param, _ in stack]
-            grads = [_signed_gradient(param, group) for param in params]
-            if len(stack) == 1:
-                adam_update(params[0], grads[0], stack[0][2], group)
-            else:
-                adam_update_foreach(params, grads, [state for _, _, state in stack], group)
-        return loss
+        return work
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, in the saved state dtypes.
@@ -664,6 +593,25 @@ class SpectralKron(torch.optim.Optimizer):
         return init_kron_state(param, state_dtype, group["max_precond_dim"], group["graft"], group["max_side_ratio"])
 
 
+def _check_steppable(param: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` for a parameter that SpectralKron cannot step: sparse gradient, meta or complex."""
+    grad = cast(torch.Tensor, param.grad)
+    if grad.is_sparse:
+        raise ValueError(
+            f"{name} has a sparse gradient, which SpectralKron does not support; "
+            "use torch.optim.SparseAdam for it (nn.Embedding(sparse=True) gives sparse gradients)"
+        )
+    if param.is_meta:
+        raise ValueError(f"{name} is on the meta device and has no values; materialize the model first")
+    if torch.is_complex(param):
+        # torch.view_as_real(param) is not a leaf, so it cannot be passed as a parameter instead.
+        raise ValueError(
+            f"{name} is complex ({param.dtype}, shape {tuple(param.shape)}), which SpectralKron does not "
+            "support; store it as a real parameter with a last dimension of 2 and call "
+            "torch.view_as_complex on it in forward, or optimise it with torch.optim.AdamW"
+        )
+
+
 class _Refresh(NamedTuple):
     """A factor refresh that a step schedules for one weight on the Kronecker path."""
 
@@ -674,6 +622,86 @@ class _Refresh(NamedTuple):
     initialize: bool  # whether alpha = mean(G^2) is set first (the first usable gradient)
     orthogonalize: bool
     rotation: dict[str, Any]  # the Cayley-map options of kron_refresh
+
+
+def _plan_step(work: list[tuple]) -> tuple[list[_Refresh], list[tuple], list[tuple]]:
+    """Return the refreshes, Kronecker updates and Adam updates of the parameters in ``work``.
+
+    Parameters with an unusable gradient are left out with a warning (see
+    the gradient guard in :class:`SpectralKron`), and so is a zero gradient
+    before the first refresh, which takes only the weight decay here.
+    """
+    refreshes: list[_Refresh] = []
+    updates = []
+    adam_updates = []
+    for (group, param, state, name), (finite, bounded, nonzero, initialized) in zip(
+        work, _gradient_flags(work), strict=True
+    ):
+        # A non-finite L1 norm is rare: only then are the entries checked, to name the cause.
+        if not finite and not bool(torch.isfinite(param.grad).all()):
+            _warn(name, param, "has NaN or infinite entries", "skipped its update and kept its state")
+            _release_stack(state)
+            continue
+        if not bounded:
+            # Rare, so the norm is computed again for the message only.
+            wide = _wide_dtype(state)
+            l1 = torch.linalg.vector_norm(param.grad, ord=1, dtype=torch.float64).item()
+            _warn(
+                name,
+                param,
+                f"has an L1 norm of {l1:.2g}, at or above {_max_gradient_l1(wide):.2g}, so its squares can "
+                f"overflow {str(wide).removeprefix('torch.')}",
+                "skipped its update and kept its state; clip the gradients (torch.nn.utils.clip_grad_norm_) "
+                "to step on such gradients",
+            )
+            _release_stack(state)
+            continue
+        if "d_C" not in state:
+            adam_updates.append((group, param, state))
+            continue
+        _check_graft_state(group, state, name)
+        refresh, orthogonalize = _schedule(state, group)
+        if not nonzero and not initialized:
+            # No preconditioner and no momentum yet: the step is the weight decay alone.
+            _warn(name, param, "is all zeros", "applied only the weight decay (no preconditioner exists yet)")
+            param.mul_(1 - group["lr"] * group["weight_decay"])
+            continue
+        if not nonzero:
+            if refresh:
+                _warn(name, param, "is all zeros", "skipped the preconditioner refresh and kept the previous one")
+            refresh = ""
+        if not initialized:
+            refresh = "CK"
+        if refresh:
+            # Every rank computes the Cayley options, so an invalid one raises
+            # everywhere and never leaves other ranks waiting in a broadcast.
+            rotation = _rotation_options(group, state["exp_avg"].dtype)
+            refreshes.append(_Refresh(group, param, state, refresh, not initialized, orthogonalize, rotation))
+        updates.append((group, param, state))
+    return refreshes, updates, adam_updates
+
+
+def _run_updates(updates: list[tuple], adam_updates: list[tuple]) -> None:
+    """Step the parameters: Kronecker updates one by one or as stacks, Adam updates with ``_foreach`` operations."""
+    for stack in _stacks(updates, _update_key):
+        group = stack[0][0]
+        if len(stack) == 1:
+            _, param, state = stack[0]
+            _release_stack(state)
+            grad = _signed_gradient(param, group)
+            kron_update(param, grad, state, group, refresh="", initialize=False, rotation={}, orthogonalize=False)
+        else:
+            params = [param for _, param, _ in stack]
+            grads = [_signed_gradient(param, group) for param in params]
+            kron_update_stack(params, grads, [state for _, _, state in stack], group)
+    for stack in _stacks(adam_updates, _adam_key):
+        group = stack[0][0]
+        params = [param for _, param, _ in stack]
+        grads = [_signed_gradient(param, group) for param in params]
+        if len(stack) == 1:
+            adam_update(params[0], grads[0], stack[0][2], group)
+        else:
+            adam_update_foreach(params, grads, [state for _, _, state in stack], group)
 
 
 def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool, process_group: Any = None) -> None:
