@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
 import math
-import numbers
 import warnings
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -14,6 +12,21 @@ import torch
 
 from spectral_es._keywords import hint_unknown_keywords
 from spectral_es._warnings import outside_stacklevel
+from spectral_es.optim._options import (
+    LATER_OPTIONS,
+    cayley_method,
+    check_graft_state,
+    check_group,
+    check_kron_route,
+    check_saved_groups,
+    check_state_dtype,
+    checked_process_group,
+    dtype_name,
+    peer_option_advice,
+    peer_option_hint,
+    resolve_state_dtype,
+    rotation_options,
+)
 from spectral_es.optim.functional import (
     adam_update,
     adam_update_foreach,
@@ -29,28 +42,8 @@ from spectral_es.optim.functional import (
 
 __all__ = ["PreconditionerWarning", "SpectralKron"]
 
-_ROUTES = ("auto", "kron", "adam")
-_GRAFTS = ("adam", "adafactor", "rms", "none")
-_CAYLEY_METHODS = ("auto", "exact", "truncated")
-_GENERATOR_NORMS = ("auto", "frobenius", "spectral")
-_STATE_DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-# dtypes with a dense linear solver (LU) on CPU and CUDA, needed by the exact Cayley map.
-_SOLVER_DTYPES = (torch.float32, torch.float64)
 # State entries kept in float32 (float64 for a float64 state) whatever the state dtype.
 _FLOAT32_KEYS = ("d_C", "d_K", "alpha", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col")
-# Options added after the first release, with the defaults that older state dicts get.
-_LATER_OPTIONS = {
-    "max_cayley_squarings": None,
-    "generator_norm": "auto",
-    "max_side_ratio": 16.0,
-    "maximize": False,
-    "distributed_refresh": False,
-}
 # Modules whose frames a warning skips to reach the user's code. A new group
 # arrives through SpectralKron.__init__ and torch.optim.Optimizer.__init__ or
 # through a direct add_param_group call, and step runs inside the wrappers of
@@ -67,79 +60,6 @@ _INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "tor
 # 4 of 512 x 512, so larger weights are stepped alone
 # (benchmarks/optimizer/small_models.py).
 _STACK_MAX_ELEMENTS = 128 * 128
-
-
-# Keywords of AdamW, SOAP (pytorch-optimizer 4.1), Shampoo (pytorch-optimizer's
-# ScalableShampoo and Distributed Shampoo) and torch.optim.Muon for an option
-# that has another name here: {their keyword: the keyword here}.
-# docs/optimizer.md lists both tables, and tests/optim/test_porting.py checks them.
-PEER_OPTION_NAMES = {
-    "epsilon": "eps",
-    "max_precondition_dim": "max_precond_dim",
-    "max_preconditioner_dim": "max_precond_dim",
-    "preconditioner_dtype": "state_dtype",
-    "preconditioning_compute_steps": "precondition_frequency",
-    "grafting_type": "graft",
-    "grafting_config": "graft",
-    "graft_type": "graft",
-}
-# Their keywords with no counterpart of the same meaning, and what to pass instead.
-PEER_OPTION_HINTS = {
-    "momentum": "the momentum decay is betas[0], as in AdamW, e.g. betas=(0.9, 0.999)",
-    "beta1": "pass betas=(beta1, beta2)",
-    "beta2": "pass betas=(beta1, beta2)",
-    "nesterov": "SpectralKron has no Nesterov momentum; its momentum decay is betas[0]",
-    "shampoo_beta": (
-        "SOAP's 'shampoo_beta' decays its curvature every step, and a factor here refreshes every "
-        "precondition_frequency steps: precond_lr = precondition_frequency * (1 - shampoo_beta) averages over "
-        "as many steps"
-    ),
-    "start_preconditioning_step": "SpectralKron preconditions from the first step; there is no warm-up option",
-    "precondition_1d": "1-D parameters take AdamW steps (route='auto'); there is no 1-D factor",
-    "merge_dims": "a conv kernel (out, in, kh, kw) is always viewed as (out, in * kh * kw)",
-    "normalize_grads": "grafting (graft='adafactor', the default) sets the step's norm instead",
-    "normalize_gradient": "grafting (graft='adafactor', the default) sets the step's norm instead",
-    "correct_bias": "the momentum and the graft's second moments are always bias-corrected, as in AdamW",
-    "data_format": "a conv kernel is viewed as (out, in * kh * kw) whatever its memory format, channels_last included",
-    "statistics_compute_steps": "each factor's curvature moves at its refreshes, every precondition_frequency steps",
-    "inverse_exponent_override": "root sets p in S^(-1/p), any number > 0 (default 2)",
-    "block_size": (
-        "SpectralKron does not block: a side longer than max_precond_dim, or max_side_ratio times the other "
-        "side, gets a diagonal factor"
-    ),
-    "matrix_eps": "damping adds to each factor's curvature diagonal, in units of its eigenvalues",
-    "adjust_lr_fn": "grafting (graft='adafactor', the default) makes an AdamW learning rate a sensible start",
-    "ns_steps": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
-    "ns_coefficients": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
-    "amsgrad": "SpectralKron has no AMSGrad variant",
-    "decoupled_weight_decay": "weight_decay is always decoupled, as in AdamW",
-    "weight_decouple": "weight_decay is always decoupled, as in AdamW",
-    "foreach": "SpectralKron has one implementation, so drop the option",
-    "fused": "SpectralKron has one implementation, so drop the option",
-    "capturable": "SpectralKron's step reads the step count on the host and cannot be captured in a CUDA graph",
-    "differentiable": "SpectralKron's step runs under torch.no_grad() and cannot be differentiated through",
-}
-
-
-def _peer_option_advice(name: str, accepted: Iterable[str], cutoff: float) -> str | None:
-    """Return the fix for a keyword that is not an option: a peer's advice, a rename or a close match, else None.
-
-    ``cutoff`` is the least :func:`difflib.get_close_matches` similarity of a close match.
-    """
-    if name in PEER_OPTION_HINTS:
-        return PEER_OPTION_HINTS[name]
-    if name in PEER_OPTION_NAMES:
-        return f"did you mean {PEER_OPTION_NAMES[name]!r}?"
-    close = difflib.get_close_matches(name, accepted, n=1, cutoff=cutoff)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _peer_option_hint(name: str, accepted: Sequence[str]) -> str:
-    """Return the hint for the unknown keyword ``name`` in the form that :func:`hint_unknown_keywords` expects."""
-    advice = _peer_option_advice(name, accepted, cutoff=0.6)
-    if advice is None:
-        return ""
-    return f"{advice} " if advice.endswith("?") else f"{advice}; "
 
 
 class PreconditionerWarning(UserWarning):
@@ -409,7 +329,7 @@ class SpectralKron(torch.optim.Optimizer):
         >>> optimizer.step()
     """
 
-    @hint_unknown_keywords(_peer_option_hint)
+    @hint_unknown_keywords(peer_option_hint)
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -463,7 +383,7 @@ class SpectralKron(torch.optim.Optimizer):
             "distributed_refresh": distributed_refresh,
         }
         super().__init__(params, defaults)
-        self.process_group = _checked_process_group(process_group)
+        self.process_group = checked_process_group(process_group)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group after checking its options (see the class docstring).
@@ -474,12 +394,12 @@ class SpectralKron(torch.optim.Optimizer):
         where = f" in param group {len(self.param_groups)}"
         if isinstance(param_group, dict):
             options = {key: value for key, value in param_group.items() if key != "params"}
-            _check_group({**self.defaults, **options}, where)
+            check_group({**self.defaults, **options}, where)
             _warn_unknown_options(options, self.defaults, where)
         super().add_param_group(param_group)
         try:
-            _check_group(self.param_groups[-1], where)
-            _check_kron_route(self.param_groups[-1], where)
+            check_group(self.param_groups[-1], where)
+            check_kron_route(self.param_groups[-1], where)
         except ValueError:
             self.param_groups.pop()
             raise
@@ -489,9 +409,9 @@ class SpectralKron(torch.optim.Optimizer):
         # torch.optim pickles only defaults, state and param_groups, and a process group cannot be pickled.
         self.__dict__.setdefault("process_group", None)
         for group in self.param_groups:
-            group["state_dtype"] = _dtype_name(group["state_dtype"])
+            group["state_dtype"] = dtype_name(group["state_dtype"])
             # Saved before the option existed: take its default, as torch.optim does for new options.
-            for name, default in _LATER_OPTIONS.items():
+            for name, default in LATER_OPTIONS.items():
                 group.setdefault(name, default)
 
     # These overloads copy those of torch.optim.Optimizer.step, which returns a loss only when given a closure.
@@ -527,7 +447,7 @@ class SpectralKron(torch.optim.Optimizer):
         """
         work = []
         for group_index, group in enumerate(self.param_groups):
-            _check_group(group, f" in param group {group_index}")
+            check_group(group, f" in param group {group_index}")
             for index, param in enumerate(group["params"]):
                 if param.grad is None or param.numel() == 0:
                     # A weight that misses steps (frozen, or unused in the forward
@@ -540,7 +460,7 @@ class SpectralKron(torch.optim.Optimizer):
                 if not state:
                     state.update(self._init_state(param, group))
                 else:
-                    _check_state_dtype(group, state, name)
+                    check_state_dtype(group, state, name)
                 work.append((group, param, state, name))
         return work
 
@@ -560,7 +480,7 @@ class SpectralKron(torch.optim.Optimizer):
                 has an invalid option, or has a state whose shape differs
                 from its parameter's. The optimizer is then unchanged.
         """
-        _check_saved_groups(state_dict, self.defaults)
+        check_saved_groups(state_dict, self.defaults)
         saved_state = state_dict["state"]
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         previous = self.state, self.param_groups
@@ -571,7 +491,7 @@ class SpectralKron(torch.optim.Optimizer):
                 if saved_id in saved_state:
                     _check_saved_shape(saved_state[saved_id], param, saved_id)
                     self.state[param] = {
-                        key: _cast_state(key, value, param, _state_dtype(group, param))
+                        key: _cast_state(key, value, param, resolve_state_dtype(group, param))
                         for key, value in saved_state[saved_id].items()
                     }
         except Exception:
@@ -581,7 +501,7 @@ class SpectralKron(torch.optim.Optimizer):
 
     def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """Route ``param`` and return its initial state."""
-        state_dtype = _state_dtype(group, param)
+        state_dtype = resolve_state_dtype(group, param)
         if group["route"] == "adam" or (group["route"] == "auto" and param.ndim < 2):
             return init_adam_state(param, state_dtype)
         if param.ndim < 2:
@@ -589,7 +509,7 @@ class SpectralKron(torch.optim.Optimizer):
                 f"route='kron' needs parameters with at least 2 dimensions, got shape {tuple(param.shape)}; "
                 "put 0-D and 1-D parameters in a group with route='auto' or 'adam'"
             )
-        _cayley_method(group, state_dtype)
+        cayley_method(group, state_dtype)
         return init_kron_state(param, state_dtype, group["max_precond_dim"], group["graft"], group["max_side_ratio"])
 
 
@@ -659,7 +579,7 @@ def _plan_step(work: list[tuple]) -> tuple[list[_Refresh], list[tuple], list[tup
         if "d_C" not in state:
             adam_updates.append((group, param, state))
             continue
-        _check_graft_state(group, state, name)
+        check_graft_state(group, state, name)
         refresh, orthogonalize = _schedule(state, group)
         if not nonzero and not initialized:
             # No preconditioner and no momentum yet: the step is the weight decay alone.
@@ -675,7 +595,7 @@ def _plan_step(work: list[tuple]) -> tuple[list[_Refresh], list[tuple], list[tup
         if refresh:
             # Every rank computes the Cayley options, so an invalid one raises
             # everywhere and never leaves other ranks waiting in a broadcast.
-            rotation = _rotation_options(group, state["exp_avg"].dtype)
+            rotation = rotation_options(group, state["exp_avg"].dtype)
             refreshes.append(_Refresh(group, param, state, refresh, not initialized, orthogonalize, rotation))
         updates.append((group, param, state))
     return refreshes, updates, adam_updates
@@ -723,24 +643,6 @@ def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool, process_gro
         if owner is None or owner == rank:
             _run_refreshes(stack)
     _broadcast_refreshed(refreshes, owners, rank, process_group)
-
-
-def _checked_process_group(process_group: Any) -> Any:
-    """Return ``process_group`` if it is ``None`` or a ``torch.distributed`` group; raise ``ValueError`` otherwise."""
-    if process_group is None:
-        return None
-    if torch.distributed.is_available() and isinstance(process_group, torch.distributed.ProcessGroup):
-        return process_group
-    outside = torch.distributed.GroupMember.NON_GROUP_MEMBER if torch.distributed.is_available() else None
-    if outside is not None and isinstance(process_group, int) and process_group == outside:
-        raise ValueError(
-            f"invalid process_group GroupMember.NON_GROUP_MEMBER ({process_group}), which torch.distributed.new_group "
-            "returns on the ranks outside the new group; give each rank's optimizer a group that contains that rank"
-        )
-    raise ValueError(
-        f"invalid process_group {process_group!r}: expected None (the default group) or a group made by "
-        "torch.distributed.new_group, such as the one given to DistributedDataParallel"
-    )
 
 
 def _group_rank(process_group: Any) -> tuple[int, int]:
@@ -979,23 +881,6 @@ def _refresh_owners(stacks: list[list[_Refresh]], world_size: int) -> list[int |
     return owners
 
 
-def _check_saved_groups(state_dict: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """Raise ``ValueError`` unless every saved group has valid ``SpectralKron`` options (those of ``defaults``)."""
-    required = [name for name in defaults if name not in _LATER_OPTIONS]
-    for index, saved in enumerate(state_dict.get("param_groups", [])):
-        missing = [name for name in required if name not in saved]
-        if missing:
-            raise ValueError(
-                f"state_dict was not saved by SpectralKron: its group {index} has no option {missing[0]!r}; "
-                "load it into the kind of optimizer that saved it"
-            )
-        options = {**_LATER_OPTIONS, **{key: value for key, value in saved.items() if key != "params"}}
-        try:
-            _check_group(options)
-        except ValueError as error:
-            raise ValueError(f"state_dict has an invalid option in group {index}: {error}") from None
-
-
 def _check_saved_shape(saved: dict[str, Any], param: torch.Tensor, saved_id: Any) -> None:
     """Raise ``ValueError`` if a saved momentum does not have its parameter's shape."""
     momentum = saved.get("exp_avg")
@@ -1004,56 +889,6 @@ def _check_saved_shape(saved: dict[str, Any], param: torch.Tensor, saved_id: Any
             f"state_dict's state {saved_id!r} has shape {tuple(momentum.shape)}, but its parameter has shape "
             f"{tuple(param.shape)}; load a state_dict saved for this model"
         )
-
-
-def _check_group(group: dict[str, Any], where: str = "") -> None:
-    """Raise ``ValueError`` for an invalid option of a parameter group; ``where`` names the group in the message."""
-    group["state_dtype"] = _dtype_name(group["state_dtype"], where)
-    betas = group["betas"]
-    if isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas):
-        group["betas"] = tuple(betas)
-    else:
-        raise ValueError(f"invalid betas {betas!r}{where}: expected two numbers in [0, 1), e.g. (0.9, 0.999)")
-    checks = [
-        # Infinity is invalid here: an infinite lr, weight_decay or graft_rms makes the
-        # weights inf or NaN at the first step, and an infinite eps zeroes every step.
-        # An infinite damping would otherwise raise only in the first refresh, inside step().
-        ("lr", lambda lr: _is_number(lr) and 0 <= lr < math.inf, "a finite number >= 0"),
-        ("eps", lambda eps: _is_number(eps) and 0 <= eps < math.inf, "a finite number >= 0"),
-        ("weight_decay", lambda decay: _is_number(decay) and 0 <= decay < math.inf, "a finite number >= 0"),
-        ("root", lambda root: _is_number(root) and 0 < root < math.inf, "a finite number > 0 (1, 2, 4, ...)"),
-        ("precond_lr", lambda rate: _is_number(rate) and 0 < rate <= 1, "a number in (0, 1]"),
-        ("precondition_frequency", lambda period: _is_int(period, 1), "an integer >= 1"),
-        ("max_precond_dim", lambda size: _is_int(size, 1), "an integer >= 1"),
-        ("max_side_ratio", lambda ratio: ratio is None or (_is_number(ratio) and ratio >= 1), "None or a number >= 1"),
-        ("graft", lambda graft: graft in _GRAFTS, f"one of {_GRAFTS}"),
-        ("graft_rms", lambda rms: _is_number(rms) and 0 < rms < math.inf, "a finite number > 0"),
-        ("max_update_rms", lambda cap: cap is None or (_is_number(cap) and cap > 0), "None or a number > 0"),
-        ("damping", lambda damping: _is_number(damping) and 0 <= damping < math.inf, "a finite number >= 0"),
-        ("cayley", lambda cayley: cayley in _CAYLEY_METHODS, f"one of {_CAYLEY_METHODS}"),
-        (
-            "max_generator_norm",
-            lambda cap: cap is None or (_is_number(cap) and 0 < cap < 1),
-            "None or a number in (0, 1), such as 0.5 for the spectral norm or 0.25 for the Frobenius norm: one "
-            "truncated map's orthogonality defect grows like cap^8",
-        ),
-        ("generator_norm", lambda norm: norm in _GENERATOR_NORMS, f"one of {_GENERATOR_NORMS}"),
-        (
-            "max_cayley_squarings",
-            lambda squarings: squarings is None or _is_int(squarings, 0),
-            "None or an integer >= 0",
-        ),
-        ("orthogonalize_every", lambda every: _is_int(every, 0), "an integer >= 0 (0: never)"),
-        ("route", lambda route: route in _ROUTES, f"one of {_ROUTES}"),
-        ("maximize", lambda maximize: isinstance(maximize, bool), "True or False"),
-        ("distributed_refresh", lambda split: isinstance(split, bool), "True or False"),
-    ]
-    for name, is_valid, expected in checks:
-        if not is_valid(group[name]):
-            raise ValueError(f"invalid {name} {group[name]!r}{where}: expected {expected}")
-    if group["state_dtype"] is not None:
-        # A fixed state dtype decides the Cayley map now; otherwise each parameter's dtype does.
-        _cayley_method(group, _STATE_DTYPES[group["state_dtype"]])
 
 
 def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
@@ -1067,133 +902,11 @@ def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], whe
     for key in options.keys() - defaults.keys():
         # A cutoff of 0.8 still catches weight_decy (0.96) and lrr (0.8). It lets
         # users' own keys pass, such as no_decay (0.6 to weight_decay) or scale (0.73 to cayley).
-        advice = _peer_option_advice(key, defaults, cutoff=0.8)
+        advice = peer_option_advice(key, defaults, cutoff=0.8)
         if advice is None:
             continue
         message = f"SpectralKron ignores the key {key!r}{where}, which is not one of its options; {advice}"
         warnings.warn(message, stacklevel=outside_stacklevel(_INNER_MODULES))
-
-
-def _check_kron_route(group: dict[str, Any], where: str) -> None:
-    """Raise ``ValueError`` if a group with ``route="kron"`` has a parameter with fewer than 2 dimensions."""
-    if group["route"] != "kron":
-        return
-    for index, param in enumerate(group["params"]):
-        if param.ndim < 2:
-            raise ValueError(
-                f"route='kron' needs parameters with at least 2 dimensions, but parameter {index}{where} has shape "
-                f"{tuple(param.shape)}; put 0-D and 1-D parameters in a group with route='auto' or 'adam'"
-            )
-
-
-def _is_number(value: Any) -> bool:
-    """Return whether ``value`` is a real number (a 0-d tensor included, a bool not)."""
-    if torch.is_tensor(value):
-        return value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _dtype_name(dtype: torch.dtype | str | None, where: str = "") -> str | None:
-    """Return the name under which a state dtype is stored in a group (or None); ``where`` names the group."""
-    if dtype is None:
-        return None
-    given = dtype
-    if isinstance(dtype, str) and isinstance(getattr(torch, dtype.removeprefix("torch."), None), torch.dtype):
-        dtype = getattr(torch, dtype.removeprefix("torch."))  # an alias such as "half" or "float"
-    name = str(dtype).removeprefix("torch.")
-    if name not in _STATE_DTYPES:
-        raise ValueError(f"invalid state_dtype {given!r}{where}: expected None or one of {tuple(_STATE_DTYPES)}")
-    return name
-
-
-def _state_dtype(group: dict[str, Any], param: torch.Tensor) -> torch.dtype:
-    """Return the dtype of ``param``'s momentum and eigenbases."""
-    if group["state_dtype"] is None:
-        if param.dtype not in _STATE_DTYPES.values():
-            raise ValueError(f"cannot keep optimizer state in {param.dtype}; pass state_dtype=torch.float32")
-        return param.dtype
-    return _STATE_DTYPES[group["state_dtype"]]
-
-
-def _cayley_method(group: dict[str, Any], state_dtype: torch.dtype) -> str:
-    """Return "exact" or "truncated" for ``state_dtype``, or raise for an impossible choice."""
-    if group["cayley"] == "auto":
-        return "exact" if state_dtype in _SOLVER_DTYPES else "truncated"
-    if group["cayley"] == "exact" and state_dtype not in _SOLVER_DTYPES:
-        raise ValueError(
-            f"cayley='exact' needs a dense solver, which torch lacks for {state_dtype}; "
-            "use cayley='truncated' or 'auto', or state_dtype=torch.float32"
-        )
-    return group["cayley"]
-
-
-def _rotation_options(group: dict[str, Any], state_dtype: torch.dtype) -> dict[str, Any]:
-    """Return the Cayley-map options of :func:`spectral_es.core.kron.kron_factor_step` for ``state_dtype``."""
-    method = _cayley_method(group, state_dtype)
-    low_precision = state_dtype not in _SOLVER_DTYPES
-    norm = group["generator_norm"]
-    if norm == "auto":
-        norm = "spectral" if method == "truncated" and low_precision else "frobenius"
-    cap = group["max_generator_norm"]
-    if cap is None and method == "truncated":
-        cap = 0.5 if norm == "spectral" else 0.25
-    squarings = group["max_cayley_squarings"]
-    if squarings is None:
-        squarings = 0 if low_precision else 4
-    return {
-        "method": method,
-        "order": 8,
-        "max_generator_norm": cap,
-        "cap_norm": norm,
-        "max_squarings": squarings,
-    }
-
-
-def _check_state_dtype(group: dict[str, Any], state: dict[str, Any], name: str) -> None:
-    """Raise ``ValueError`` if the group's ``state_dtype`` differs from that of the existing ``state``.
-
-    The state is created in the group's dtype, and a ``state_dtype`` edited
-    in ``param_groups`` afterwards would otherwise take effect only when a
-    ``state_dict`` is loaded, so a resumed run would differ from an
-    uninterrupted one. With ``state_dtype=None`` the state keeps the dtype
-    that the parameter had when the state was created, as in ``torch.optim``.
-    """
-    if group["state_dtype"] is None:
-        return
-    expected = _STATE_DTYPES[group["state_dtype"]]
-    actual = state["exp_avg"].dtype
-    if actual == expected:
-        return
-    raise ValueError(
-        f"invalid state_dtype {group['state_dtype']!r} for {name}: its state is in "
-        f"{str(actual).removeprefix('torch.')}; set state_dtype back, or cast the state by calling "
-        "optimizer.load_state_dict(optimizer.state_dict()) after changing it"
-    )
-
-
-def _check_graft_state(group: dict[str, Any], state: dict[str, Any], name: str) -> None:
-    """Raise ``ValueError`` if the group's graft needs a second moment that ``state`` lacks.
-
-    The moments are created with the state, so a graft changed in
-    ``param_groups`` after the first step may find none.
-    """
-    needed = {"adam": "exp_avg_sq", "adafactor": "exp_avg_sq_row"}.get(group["graft"])
-    if needed is None or needed in state:
-        return
-    if "exp_avg_sq" in state:
-        created_with = "'adam'"
-    elif "exp_avg_sq_row" in state:
-        created_with = "'adafactor'"
-    else:
-        created_with = "'rms' or 'none'"
-    raise ValueError(
-        f"invalid graft {group['graft']!r} for {name}: its state was created with graft={created_with} "
-        f"and has no {group['graft']} second moment; set the graft back or create a new optimizer"
-    )
 
 
 def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, bool]:
