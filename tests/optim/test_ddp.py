@@ -251,18 +251,22 @@ def test_distributed_refresh_needs_bool(value):
 
 
 def train_different_weights(rank: int, world_size: int, folder: str) -> None:
-    """Step an optimizer over rank-dependent weights, as ZeroRedundancyOptimizer shards them; save the error."""
+    """Step rank-dependent weights, as ZeroRedundancyOptimizer shards them, with and without distributed_refresh.
+
+    Save the error, or "no error", of each run.
+    """
 
     def work() -> None:
-        weight = torch.nn.Parameter(torch.randn(4 + rank, 3))
-        optimizer = SpectralKron([weight], distributed_refresh=True)
-        weight.grad = torch.ones_like(weight)
-        try:
-            optimizer.step()
-            message = "no error"
-        except RuntimeError as error:
-            message = str(error)
-        Path(folder, f"{rank}.txt").write_text(message)
+        for split in (False, True):
+            weight = torch.nn.Parameter(torch.randn(4 + rank, 3))
+            optimizer = SpectralKron([weight], distributed_refresh=split)
+            weight.grad = torch.ones_like(weight)
+            try:
+                optimizer.step()
+                message = "no error"
+            except RuntimeError as error:
+                message = str(error)
+            Path(folder, f"{rank}-{split}.txt").write_text(message)
 
     run_in_group(rank, world_size, folder, work)
 
@@ -270,7 +274,9 @@ def train_different_weights(rank: int, world_size: int, folder: str) -> None:
 def test_split_refresh_rejects_different_plans(tmp_path):
     torch.multiprocessing.spawn(train_different_weights, args=(2, str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
-        message = (tmp_path / f"{rank}.txt").read_text()
+        # Without distributed_refresh each rank steps its own weights, and nothing is checked.
+        assert (tmp_path / f"{rank}-False.txt").read_text() == "no error", f"rank {rank}"
+        message = (tmp_path / f"{rank}-True.txt").read_text()
         assert "the ranks scheduled different factor refreshes" in message, f"rank {rank}: {message}"
 
 

@@ -96,4 +96,34 @@ def test_differing_defaults_are_as_stated():
     assert inspect.signature(torch.optim.AdamW.__init__).parameters["weight_decay"].default == 0.01
     assert defaults["precondition_frequency"].default == 2
     optimizers = pytest.importorskip("pytorch_optimizer")
-    assert inspect.signature(optimizers.SOAP.__init__).parameters["precondition_frequency"].default == 10
+    soap = inspect.signature(optimizers.SOAP.__init__).parameters
+    assert soap["precondition_frequency"].default == 10
+    assert soap["lr"].default == 3e-3
+    assert soap["betas"].default == (0.95, 0.95)
+    assert soap["weight_decay"].default == 0.01
+    assert defaults["lr"].default == 1e-3
+    assert defaults["betas"].default == (0.9, 0.999)
+
+
+def test_kernel_layout_keeps_step():
+    # The data_format row. SOAP's data_format="channels_last" means a kernel
+    # stored as (out, kh, kw, in). Such a kernel, or one in channels_last memory,
+    # takes the same steps as (out, in, kh, kw): the (out, rest) view only
+    # permutes the columns, and every factor and the graft permute with them.
+    torch.manual_seed(0)
+    kernel = torch.randn(8, 4, 3, 3)
+    grads = [torch.randn_like(kernel) for _ in range(6)]
+    plain = torch.nn.Parameter(kernel.clone())
+    memory = torch.nn.Parameter(kernel.clone().to(memory_format=torch.channels_last))
+    ordered = torch.nn.Parameter(kernel.permute(0, 2, 3, 1).contiguous())
+    optimizers = [SpectralKron([param], lr=1e-2) for param in (plain, memory, ordered)]
+    for grad in grads:
+        plain.grad = grad.clone()
+        memory.grad = grad.clone().to(memory_format=torch.channels_last)
+        ordered.grad = grad.permute(0, 2, 3, 1).contiguous()
+        for optimizer in optimizers:
+            optimizer.step()
+    assert torch.equal(memory.detach(), plain.detach())
+    # Summing the same products in another order changes float32 rounding only:
+    # after 6 steps of lr 1e-2 the weights differed by 2.4e-7, so 1e-5 is loose.
+    torch.testing.assert_close(ordered.detach().permute(0, 3, 1, 2), plain.detach(), rtol=0, atol=1e-5)
