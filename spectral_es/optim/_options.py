@@ -45,7 +45,6 @@ LATER_OPTIONS = {
 # that has another name here: {their keyword: the keyword here}.
 # docs/optimizer.md lists both tables, and tests/optim/test_porting.py checks them.
 PEER_OPTION_NAMES = {
-    "epsilon": "eps",
     "max_precondition_dim": "max_precond_dim",
     "max_preconditioner_dim": "max_precond_dim",
     "preconditioner_dtype": "state_dtype",
@@ -57,6 +56,10 @@ PEER_OPTION_NAMES = {
 
 # Their keywords with no counterpart of the same meaning, and what to pass instead.
 PEER_OPTION_HINTS = {
+    "epsilon": (
+        "Distributed Shampoo's epsilon regularises each factor before its root, which damping does here in units of "
+        "the factor's eigenvalues (default 1e-4); eps is Adam's epsilon, added to the root"
+    ),
     "momentum": "the momentum decay is betas[0], as in AdamW, e.g. betas=(0.9, 0.999)",
     "beta1": "pass betas=(beta1, beta2)",
     "beta2": "pass betas=(beta1, beta2)",
