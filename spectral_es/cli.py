@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         "its own",
     )
     run.add_argument(
+        "--max-iter",
+        type=int,
+        help="stop each run after this many iterations (default 100 + 150 (n + 3)^2 / sqrt(popsize)); the limit "
+        "that ends a noisy run without --max-evals",
+    )
+    run.add_argument(
         "--f-target",
         type=float,
         help="stop when f reaches this value (default 1e-10 for the built-in functions, whose minimum is 0; "
@@ -334,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that define a run; a resumed run takes them from its checkpoint.
 RUN_OPTIONS = {
     "dim": "--dim", "x0": "--x0", "sigma0": "--sigma0", "seed": "--seed", "popsize": "--popsize",
-    "max_evals": "--max-evals", "f_target": "--f-target", "restarts": "--restarts", "bipop": "--bipop",
-    "diagonal": "--diagonal", "preset": "--preset", "lower": "--lower", "upper": "--upper", "integer": "--integer",
-    "noise": "--noise", "noise_max_evaluations": "--noise-max-evaluations",
+    "max_evals": "--max-evals", "max_iter": "--max-iter", "f_target": "--f-target", "restarts": "--restarts",
+    "bipop": "--bipop", "diagonal": "--diagonal", "preset": "--preset", "lower": "--lower", "upper": "--upper",
+    "integer": "--integer", "noise": "--noise", "noise_max_evaluations": "--noise-max-evaluations",
 }  # fmt: skip
 # The store_true options among them; every other one is given when it is not None.
 RUN_FLAGS = frozenset({"bipop", "diagonal", "noise"})
@@ -386,10 +392,10 @@ def run_minimize(args: argparse.Namespace) -> int:
     status = StatusLine() if args.status else None
     io_options["callback"] = status
     print(banner, flush=True)
-    if noisy and not args.resume and args.max_evals is None:
+    if noisy and not args.resume and args.max_evals is None and args.max_iter is None:
         print(
             "note: a noisy run has no f-based stops, so without --max-evals it can run for very long (up to the "
-            "iteration limit); give --max-evals N to bound it",
+            "iteration limit); give --max-evals N or --max-iter N to bound it",
             file=sys.stderr,
         )
     start = time.perf_counter()
@@ -541,6 +547,7 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed": seed,
         "popsize": args.popsize,
         "max_evals": args.max_evals,
+        "max_iter": args.max_iter,
         "f_target": args.f_target,
         "restarts": args.restarts or 0,
         "bipop": bool(args.bipop),
@@ -633,6 +640,7 @@ def check_run_settings(settings: dict[str, Any]) -> None:
     counts = [
         ("--seed", settings["seed"], 0),
         ("--popsize", settings["popsize"], 2),
+        ("--max-iter", settings["max_iter"], 1),
         ("--restarts", settings["restarts"], 0),
         ("--noise-max-evaluations", settings.get("noise_max_evaluations"), 1),
     ]

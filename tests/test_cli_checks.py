@@ -631,6 +631,27 @@ def test_noise_without_budget_noted(monkeypatch, capsys):
 
     captured_minimize_arguments(["minimize", "sphere", "--dim", "2", "--noise", "--max-evals", "100"], monkeypatch)
     assert "give --max-evals N" not in capsys.readouterr().err
+    captured_minimize_arguments(["minimize", "sphere", "--dim", "2", "--noise", "--max-iter", "50"], monkeypatch)
+    assert "give --max-evals N" not in capsys.readouterr().err
+
+
+def test_max_iter_limits_each_run(monkeypatch, capsys):
+    given = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--max-iter", "7"], monkeypatch)
+    default = captured_minimize_arguments(["minimize", "sphere", "--dim", "3"], monkeypatch)
+    assert given["max_iter"] == 7
+    # None leaves SpectralES's default, which grows with n.
+    assert default["max_iter"] is None
+
+
+def test_max_iter_ends_each_run(capsys):
+    argv = ["minimize", "sphere", "--dim", "3", "--max-iter", "7", "--restarts", "1", "--seed", "1", "--quiet"]
+    assert main(argv) == 0
+    output = capsys.readouterr().out
+    assert re.search(r"^iterations\s+14$", output, re.M)
+
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--max-iter", "0"], capsys)
+    assert code == 2
+    assert "--max-iter must be an integer >= 1, got 0" in err
 
 
 def test_resume_of_drawn_starts_points_to_python(tmp_path, capsys):
