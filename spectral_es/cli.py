@@ -158,6 +158,14 @@ def parse_numbers(option: str, text: str) -> np.ndarray:
         raise ValueError(f"{option} must be a number or comma-separated numbers, got {text!r}") from error
 
 
+def parse_stds(text: str | None) -> float | np.ndarray | None:
+    """Return the factors of ``--stds``: one number for every coordinate, or the array of a comma list."""
+    if text is None:
+        return None
+    values = parse_numbers("--stds", text)
+    return float(values[0]) if values.size == 1 else values
+
+
 def parse_bounds(lower: str | None, upper: str | None, n: int) -> Bounds | None:
     """Return the bounds of ``--lower`` and ``--upper``; a missing side is unbounded."""
     if lower is None and upper is None:
@@ -236,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"initial step size, the same in every coordinate (default {BOX_SIGMA_FRACTION} times the narrowest "
         "width of the box of --lower and --upper where that is finite, else 1)",
+    )
+    run.add_argument(
+        "--stds",
+        help="factors of --sigma0 per coordinate: one number or a comma list, so that coordinate i starts with "
+        "deviation sigma0 * stds[i] (pycma's CMA_stds); for variables whose ranges differ by orders of magnitude",
     )
     run.add_argument("--seed", type=int, help="random seed (default: fresh entropy, printed)")
     run.add_argument("--popsize", type=int, help="samples per iteration (default 4 + floor(3 ln n))")
@@ -339,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options that define a run; a resumed run takes them from its checkpoint.
 RUN_OPTIONS = {
-    "dim": "--dim", "x0": "--x0", "sigma0": "--sigma0", "seed": "--seed", "popsize": "--popsize",
+    "dim": "--dim", "x0": "--x0", "sigma0": "--sigma0", "stds": "--stds", "seed": "--seed", "popsize": "--popsize",
     "max_evals": "--max-evals", "max_iter": "--max-iter", "f_target": "--f-target", "restarts": "--restarts",
     "bipop": "--bipop", "diagonal": "--diagonal", "preset": "--preset", "lower": "--lower", "upper": "--upper",
     "integer": "--integer", "noise": "--noise", "noise_max_evaluations": "--noise-max-evaluations",
@@ -544,6 +557,7 @@ def new_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "x0": x0,
         "sigma0": default_sigma0(bounds) if args.sigma0 is None else args.sigma0,
+        "stds": parse_stds(args.stds),
         "seed": seed,
         "popsize": args.popsize,
         "max_evals": args.max_evals,
@@ -598,8 +612,15 @@ def describe_run(function: str, settings: dict[str, Any]) -> str:
     start = f"{x0[0]:g} in every coordinate" if np.all(x0 == x0[0]) else np.array2string(x0, precision=4, threshold=6)
     popsize = settings["popsize"] or default_popsize(x0.size)
     target = "none" if settings["f_target"] is None else f"f <= {settings['f_target']:g}"
+    stds = settings.get("stds")
+    if stds is None:
+        scaled = ""
+    elif np.ndim(stds) == 0:
+        scaled = f" times stds {stds:g}"
+    else:
+        scaled = f" times stds {np.array2string(np.asarray(stds), precision=4, threshold=6)}"
     return (
-        f"minimizing {function} in {x0.size} dimensions from x0 = {start}, sigma0 {settings['sigma0']:g}, "
+        f"minimizing {function} in {x0.size} dimensions from x0 = {start}, sigma0 {settings['sigma0']:g}{scaled}, "
         f"popsize {popsize}, target {target}, seed {settings['seed']}"
     )
 

@@ -643,6 +643,19 @@ def test_max_iter_limits_each_run(monkeypatch, capsys):
     assert default["max_iter"] is None
 
 
+def test_stds_reach_minimize(monkeypatch, capsys):
+    listed = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--stds", "1,10,0.1"], monkeypatch)
+    single = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--stds", "2"], monkeypatch)
+    assert listed["stds"].tolist() == [1.0, 10.0, 0.1]
+    # One number stands for every coordinate, as with --lower and --upper.
+    assert single["stds"] == 2.0
+    assert "sigma0 1 times stds 2, popsize" in capsys.readouterr().out
+
+    code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--stds", "1,10"], capsys)
+    assert code == 2
+    assert "--stds has shape (2,), but --x0 has 3 entries" in err
+
+
 def test_max_iter_ends_each_run(capsys):
     argv = ["minimize", "sphere", "--dim", "3", "--max-iter", "7", "--restarts", "1", "--seed", "1", "--quiet"]
     assert main(argv) == 0

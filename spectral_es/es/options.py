@@ -44,6 +44,7 @@ FOREIGN_OPTION_NAMES = {
     "tolstagnation": ("tol_stagnation", "pycma's"),
     "CMA_diagonal": ("diagonal", "pycma's"),
     "CMA_active": ("active", "pycma's"),
+    "CMA_stds": ("stds", "pycma's"),
     "noise_handler": ("noise_handling", "pycma's"),
     "verb_disp": ("disp", "pycma's"),
     "iterations": ("max_iter", "pycma's"),
@@ -205,6 +206,27 @@ def validate_x0(x0: Any) -> np.ndarray:
             f"x0 must be finite, got non-finite entries at indices {np.flatnonzero(~np.isfinite(x0)).tolist()}"
         )
     return x0
+
+
+def validate_stds(stds: Any, n: int) -> np.ndarray | None:
+    """Return ``stds`` as a float array of shape (n,) (a copy), or None; raise ValueError saying what is wrong.
+
+    A single number applies to every coordinate. Each entry must be finite
+    and > 0.
+    """
+    if stds is None:
+        return None
+    fix = f"pass {n} positive numbers, one factor per variable, or one number for all"
+    values = numeric_values(stds)
+    if values is None or isinstance(stds, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"stds must be numbers, got {reprlib.repr(stds)}; {fix}")
+    if values.ndim > 1 or (values.ndim == 1 and values.size != n):
+        raise ValueError(f"stds has shape {values.shape}, but x0 has {n} entries; {fix}")
+    values = np.broadcast_to(values, (n,)).astype(float)
+    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+    if bad.size:
+        raise ValueError(f"stds must be finite and > 0, got stds[{int(bad[0])}] = {float(values[bad[0]])!r}; {fix}")
+    return values
 
 
 def validate_real(name: str, value: Any, fix: str) -> float:

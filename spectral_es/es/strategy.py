@@ -51,6 +51,7 @@ from spectral_es.es.options import (
     validate_integer,
     validate_positive,
     validate_seed,
+    validate_stds,
     validate_x0,
     whole_number_as_int,
 )
@@ -122,6 +123,12 @@ class SpectralES:
             moves every iteration). Default
             ``floor(1 / (10 n (c1 + c_mu))) + 1``, the iterations pycma waits
             between eigendecompositions: 1 up to n = 87, 8 at n = 1000.
+        stds: Factors of the initial standard deviations, shape (n,) or one
+            number, each > 0, as pycma's ``CMA_stds``: coordinate ``i``
+            starts with deviation ``sigma0 * stds[i]``. They scale the
+            coordinates for the whole run, and the covariance is learned in
+            the scaled coordinates, so give them for variables whose ranges
+            differ by orders of magnitude. Default: all ones.
         bounds: ``(lower, upper)``, each a scalar or shape (n,), or an
             object with ``lb`` and ``ub`` such as ``scipy.optimize.Bounds``.
             Infinite and ``None`` entries leave a side open, see
@@ -182,6 +189,7 @@ class SpectralES:
         tol_stagnation: int | None = None,
         cayley: str = "exact",
         rotation_interval: int | None = None,
+        stds: Any = None,
         bounds: Any = None,
         integer_variables: Any = None,
         noise_handling: bool = False,
@@ -190,6 +198,7 @@ class SpectralES:
         x0 = validate_x0(x0)
         sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
         n = x0.size
+        stds = validate_stds(stds, n)
         if popsize is None:
             popsize = default_popsize(n)
         popsize = validate_integer("popsize", popsize, 2, f"omit it for the default {default_popsize(n)}")
@@ -235,14 +244,18 @@ class SpectralES:
             self.options.update(tol_f=0.0, tol_flat=math.inf, tol_stagnation=math.inf)
             self.noise = UncertaintyHandler(n, popsize, noise_max_evaluations)
 
-        # Domain: the mean starts at the preimage of x0; integer variables
-        # get a per-coordinate scaling that keeps their deviation up.
+        # Domain: the mean starts at the preimage of x0. The coordinates are
+        # scaled by stds, and integer variables get a larger scaling where
+        # that keeps their deviation up.
         self.domain = Domain(n, bounds, integer_variables)
         start = self.domain.start(x0)
         if self.domain.box is not None:
-            _warn_wide_sigma0(sigma0, self.domain.box.upper - self.domain.box.lower)
+            _warn_wide_sigma0(sigma0, stds, self.domain.box.upper - self.domain.box.lower)
         self.integer_min_std = integer_min_std(n, self.domain.integer.size, self.params.mueff)
-        self._scaling = np.ones(n) if self.domain.integer.size else None
+        if stds is not None:
+            self._scaling: np.ndarray | None = stds
+        else:
+            self._scaling = np.ones(n) if self.domain.integer.size else None
 
         # Random state: a private Generator, never numpy's global one.
         sequence = validate_seed(seed)
@@ -497,8 +510,9 @@ class SpectralES:
     def coordinate_std(self) -> np.ndarray:
         """Standard deviations ``sigma * s * sqrt(diag(B diag(1/d) B^T))``, shape (n,).
 
-        ``s`` is the per-coordinate scaling of the integer variables (all
-        ones without them). With bounds these are deviations of the
+        ``s`` is the per-coordinate scaling: ``stds``, raised for integer
+        variables whose deviation would fall below :attr:`integer_min_std`
+        (all ones without either). With bounds these are deviations of the
         unbounded samples, before the map into the box.
         """
         if self.B is None:
@@ -510,7 +524,7 @@ class SpectralES:
     def covariance(self) -> np.ndarray:
         """Dense covariance ``sigma^2 diag(s) B diag(1/d) B^T diag(s)``, shape (n, n); O(n^3).
 
-        ``s`` is the scaling of the integer variables (all ones without them).
+        ``s`` is the coordinate scaling of :meth:`coordinate_std` (all ones without ``stds`` or integers).
         """
         if self.B is None:
             C = np.diag(self.sigma**2 / self.d)
@@ -705,24 +719,32 @@ class SpectralES:
         self.mean, self.sigma, self.d, self.B, self.p_sigma, self.p_c = mean, sigma, d, B, p_sigma, p_c
 
 
-def _warn_wide_sigma0(sigma0: float, widths: np.ndarray) -> None:
-    """Warn when ``sigma0`` exceeds the width of the box in some variable, as pycma does.
+def _warn_wide_sigma0(sigma0: float, stds: np.ndarray | None, widths: np.ndarray) -> None:
+    """Warn when the initial deviation ``sigma0`` (times ``stds``) exceeds the box's width somewhere, as pycma does.
 
     The periodic map then folds samples across the whole interval, so they
     carry no information about the step, and the run tends to stall before
     the step size has shrunk to the box.
     """
-    wide = np.flatnonzero(sigma0 > widths)
-    if wide.size:
-        narrowest = float(np.min(widths[wide]))
-        warnings.warn(
+    initial = sigma0 * (np.ones_like(widths) if stds is None else stds)
+    wide = np.flatnonzero(initial > widths)
+    if not wide.size:
+        return
+    i = int(wide[np.argmin(widths[wide])])
+    if stds is None:
+        message = (
             f"sigma0={sigma0:g} exceeds the width of the bounds in {wide.size} variable(s) (narrowest width "
-            f"{narrowest:g}, variable {int(wide[np.argmin(widths[wide])])}), so samples spread over the whole box "
-            f"and the run may stall; pass sigma0 of about 0.3 times the width, e.g. {0.3 * narrowest:g}, and rescale "
-            "the variables if their widths differ much",
-            UserWarning,
-            stacklevel=outside_stacklevel(),
+            f"{widths[i]:g}, variable {i}), so samples spread over the whole box and the run may stall; pass sigma0 "
+            f"of about 0.3 times the width, e.g. {0.3 * widths[i]:g}, and rescale the variables if their widths "
+            "differ much"
         )
+    else:
+        message = (
+            f"sigma0 * stds exceeds the width of the bounds in {wide.size} variable(s) (variable {i}: "
+            f"{initial[i]:g} against a width of {widths[i]:g}), so samples spread over the whole box and the run "
+            "may stall; pass stds of about 0.3 times each width divided by sigma0"
+        )
+    warnings.warn(message, UserWarning, stacklevel=outside_stacklevel())
 
 
 def print_progress(

@@ -28,6 +28,7 @@ VARIANTS = {
     "passive": {"active": False},
     "bounds and integers": {"bounds": (-2.0, [2.0] * 9 + [np.inf]), "integer_variables": [0, 4]},
     "noise handling": {"noise_handling": True},
+    "stds": {"stds": np.geomspace(0.1, 10.0, 10)},
 }
 
 
