@@ -212,13 +212,15 @@ def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:
     _check_format(state_dict)
     _check_shapes(state_dict, "the state dictionary", _DICTIONARY_FIX)
     config, state = state_dict["config"], state_dict["state"]
+    # The box is left out because load_state_dict restores the domain. With
+    # it, the constructor would compare the current sigma, without the saved
+    # stds scaling, against the box and warn about a sigma0 nobody passed.
     es = cls(
-        np.asarray(state["xbest"], dtype=float),  # feasible, so a valid start; the mean is restored below
+        np.asarray(state["xbest"], dtype=float),  # a valid start; the mean is restored below
         float(state["sigma"]),
         popsize=int(config["params"]["lam"]),
         diagonal=bool(config["diagonal"]),
         preset=config["preset"],
-        bounds=_bounds(config["domain"]),
         integer_variables=config["domain"]["integer_variables"],
         noise_handling=config["noise_max_evaluations"] is not None,
         noise_max_evaluations=config["noise_max_evaluations"] or 20,

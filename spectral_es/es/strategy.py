@@ -103,7 +103,8 @@ class SpectralES:
             the best values of the recent ``10 + 30 n / popsize`` generations
             all lie within this range. Default 1e-11.
         tol_x: Stop when every coordinate standard deviation
-            ``sigma * sqrt(diag(S^{-1}))`` is below this. Default 1e-11.
+            (:meth:`coordinate_std`, which includes ``stds``) is below this.
+            Default 1e-11.
         tol_condition: Stop when the condition number ``max(d) / min(d)`` of
             the shape exceeds this. Default 1e14.
         tol_up_sigma: Stop when ``sigma`` has grown more than this times

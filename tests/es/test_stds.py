@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from spectral_es import SpectralES, minimize
+from spectral_es import SpectralES, minimize, resume
 from spectral_es.functions import sphere
 
 SCALES = np.array([1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
@@ -85,3 +85,33 @@ def test_stds_wider_than_box_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SpectralES(np.full(2, 0.5), 1.0, stds=[0.3, 30.0], bounds=bounds)
+
+
+def test_load_in_narrow_box_does_not_warn(tmp_path):
+    # sigma0 = 1 is far wider than the box, but sigma0 * stds = 1e-3 is not,
+    # so neither the new strategy nor the loaded one should warn.
+    bounds = ([0.0, 0.0], [0.01, 0.01])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        es = SpectralES(np.full(2, 0.005), 1.0, stds=[1e-3, 1e-3], bounds=bounds, seed=1)
+        X = es.ask()
+        es.tell(X, sphere(X))
+        es.save(tmp_path / "es.npz")
+        loaded = SpectralES.load(tmp_path / "es.npz")
+        copied = SpectralES.from_state_dict(es.state_dict())
+    # The loaded strategies keep the box: they sample what the original samples.
+    expected = es.ask()
+    assert np.array_equal(loaded.ask(), expected)
+    assert np.array_equal(copied.ask(), expected)
+    assert np.all((expected >= 0.0) & (expected <= 0.01))
+
+
+def test_resume_in_narrow_box_does_not_warn(tmp_path):
+    path = tmp_path / "run.npz"
+    options = {"stds": [1e-3, 1e-3], "bounds": ([0.0, 0.0], [0.01, 0.01]), "seed": 1, "disp": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        minimize(sphere, np.full(2, 0.005), 1.0, max_evals=30, checkpoint=path, **options)
+        result = resume(sphere, path, max_evals=60, disp=0)
+    # The resumed run went on to its new budget from the loaded strategy.
+    assert "max_evals" in result.stop
