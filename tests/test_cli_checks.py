@@ -653,7 +653,7 @@ def test_stds_reach_minimize(monkeypatch, capsys):
 
     code, err = exit_code_and_stderr(["minimize", "sphere", "--dim", "3", "--stds", "1,10"], capsys)
     assert code == 2
-    assert "--stds has shape (2,), but --x0 has 3 entries" in err
+    assert "--stds has shape (2,), but the problem has 3 variables" in err
 
 
 def test_max_iter_ends_each_run(capsys):

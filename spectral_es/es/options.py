@@ -218,10 +218,10 @@ def validate_stds(stds: Any, n: int) -> np.ndarray | None:
         return None
     fix = f"pass {n} positive numbers, one factor per variable, or one number for all"
     values = numeric_values(stds)
-    if values is None or isinstance(stds, (str, bytes, bool, np.bool_)):
+    if values is None or isinstance(stds, (str, bytes, bool, np.bool_)) or np.asarray(stds).dtype == bool:
         raise ValueError(f"stds must be numbers, got {reprlib.repr(stds)}; {fix}")
     if values.ndim > 1 or (values.ndim == 1 and values.size != n):
-        raise ValueError(f"stds has shape {values.shape}, but x0 has {n} entries; {fix}")
+        raise ValueError(f"stds has shape {values.shape}, but the problem has {n} variables; {fix}")
     values = np.broadcast_to(values, (n,)).astype(float)
     bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
     if bad.size:

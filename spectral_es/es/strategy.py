@@ -129,7 +129,9 @@ class SpectralES:
             starts with deviation ``sigma0 * stds[i]``. They scale the
             coordinates for the whole run, and the covariance is learned in
             the scaled coordinates, so give them for variables whose ranges
-            differ by orders of magnitude. Default: all ones.
+            differ by orders of magnitude. As in pycma, the eigenvalues,
+            the axis ratio and ``tol_condition`` describe the shape in
+            those coordinates. Default: all ones.
         bounds: ``(lower, upper)``, each a scalar or shape (n,), or an
             object with ``lb`` and ``ub`` such as ``scipy.optimize.Bounds``.
             Infinite and ``None`` entries leave a side open, see

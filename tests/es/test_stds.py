@@ -63,11 +63,12 @@ def test_restarts_and_checkpoint_keep_stds(tmp_path):
 @pytest.mark.parametrize(
     ("stds", "message"),
     [
-        ([1.0, 2.0], r"stds has shape \(2,\), but x0 has 3 entries"),
+        ([1.0, 2.0], r"stds has shape \(2,\), but the problem has 3 variables"),
         ([1.0, -2.0, 1.0], r"stds must be finite and > 0, got stds\[1\] = -2.0"),
         ([1.0, np.nan, 1.0], r"stds must be finite and > 0, got stds\[1\] = nan"),
         (0.0, r"stds must be finite and > 0, got stds\[0\] = 0.0"),
         ("1", "stds must be numbers, got '1'"),
+        (np.ones(3, dtype=bool), "stds must be numbers, got array"),
         (np.ones((3, 1)), r"stds has shape \(3, 1\)"),
     ],
 )
