@@ -214,7 +214,7 @@ def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:
     config, state = state_dict["config"], state_dict["state"]
     # The box is left out because load_state_dict restores the domain. With
     # it, the constructor would compare the current sigma, without the saved
-    # stds scaling, against the box and warn about a sigma0 nobody passed.
+    # stds scaling, against the box and warn about a sigma0 the user never passed.
     es = cls(
         np.asarray(state["xbest"], dtype=float),  # a valid start; the mean is restored below
         float(state["sigma"]),
