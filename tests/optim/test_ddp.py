@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -112,29 +113,41 @@ def train_ddp(model: torch.nn.Module, batches: list, **options) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
 
 
+@contextlib.contextmanager
+def counted(name: str, count: Callable[..., int]) -> Iterator[dict[str, int]]:
+    """Wrap the optimizer module's function ``name`` so that each call adds ``count(*args)`` to ``tally["total"]``.
+
+    The optimizer looks the function up in its module at each call, so the
+    wrapper sees every call of this process until the context exits.
+    """
+    original = getattr(optimizer_module, name)
+    tally = {"total": 0}
+
+    def wrapper(*args, **kwargs):
+        tally["total"] += count(*args)
+        return original(*args, **kwargs)
+
+    setattr(optimizer_module, name, wrapper)
+    try:
+        yield tally
+    finally:
+        setattr(optimizer_module, name, original)
+
+
 def train_modes(rank: int, world_size: int, folder: str) -> None:
     """Train one model per mode of MODES on this rank's batches; save states and refresh counts."""
-    refresh = optimizer_module.kron_refresh
-    calls = {"count": 0}
-
-    def counted_refresh(*args, **kwargs):
-        calls["count"] += 1
-        return refresh(*args, **kwargs)
 
     def work() -> None:
         results = {}
         for mode, options in MODES.items():
-            calls["count"] = 0
+            calls["total"] = 0
             batches = [batch(100 * rank + step) for step in range(STEPS)]
             results[mode] = train_ddp(make_model(0), batches, precondition_frequency=2, **options)
-            results[mode]["refreshes"] = calls["count"]
+            results[mode]["refreshes"] = calls["total"]
         torch.save(results, Path(folder) / f"{rank}.pt")
 
-    optimizer_module.kron_refresh = counted_refresh
-    try:
+    with counted("kron_refresh", lambda *args: 1) as calls:
         run_in_group(rank, world_size, folder, work)
-    finally:
-        optimizer_module.kron_refresh = refresh
 
 
 def test_split_refresh_matches_replicated(tmp_path):
@@ -289,31 +302,23 @@ def make_stacked_model() -> torch.nn.Module:
 
 def train_stacked_modes(rank: int, world_size: int, folder: str) -> None:
     """Train the stacked model replicated and split; save states and the weights each rank refreshed."""
-    refresh_stack = optimizer_module.kron_refresh_stack
-    counts = {"weights": 0}
-
-    def counted_refresh_stack(states, *args, **kwargs):
-        counts["weights"] += len(states)
-        return refresh_stack(states, *args, **kwargs)
 
     def work() -> None:
         results = {}
         for mode, options in (("replicated", {}), ("split", {"distributed_refresh": True})):
-            counts["weights"] = 0
+            refreshed["total"] = 0
             generator = torch.Generator().manual_seed(100 * rank)
             batches = [
                 (torch.randn(16, 8, generator=generator), torch.randint(3, (16,), generator=generator))
                 for _ in range(STEPS)
             ]
             results[mode] = train_ddp(make_stacked_model(), batches, precondition_frequency=1, **options)
-            results[mode]["refreshed"] = counts["weights"]
+            results[mode]["refreshed"] = refreshed["total"]
         torch.save(results, Path(folder) / f"{rank}.pt")
 
-    optimizer_module.kron_refresh_stack = counted_refresh_stack
-    try:
+    # Each call refreshes a stack of weights, one state per weight.
+    with counted("kron_refresh_stack", lambda states, *args: len(states)) as refreshed:
         run_in_group(rank, world_size, folder, work)
-    finally:
-        optimizer_module.kron_refresh_stack = refresh_stack
 
 
 def test_split_refresh_of_stacks_matches_replicated(tmp_path):

@@ -40,6 +40,17 @@ def make_problems(shape, count, seed=0):
     return weights, problems
 
 
+def stepped_stack(shape, count, steps):
+    """Return ``count`` weights of ``shape``, their problems and a SpectralKron that stepped them ``steps`` times."""
+    weights, problems = make_problems(shape, count)
+    params = [torch.nn.Parameter(weight) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    for _ in range(steps):
+        least_squares_gradients(params, problems)
+        optimizer.step()
+    return params, problems, optimizer
+
+
 def factor(state, side):
     """S_side = B diag(d) B^T in float64 (B = I for a diagonal side)."""
     d = state[f"d_{side}"].double()
@@ -173,12 +184,7 @@ def test_bias_correction_rows_match_division(dtype):
 def test_stacked_states_become_views_of_one_stack():
     # After the first stacked step each state tensor is a row of one stack,
     # so later steps update the stack in place without copying it.
-    weights, problems = make_problems((8, 5), 3)
-    params = [torch.nn.Parameter(weight) for weight in weights]
-    optimizer = SpectralKron(params, lr=0.01)
-    for _ in range(3):
-        least_squares_gradients(params, problems)
-        optimizer.step()
+    params, problems, optimizer = stepped_stack((8, 5), 3, steps=3)
     states = [optimizer.state[param] for param in params]
     for key in ("exp_avg", "B_C", "B_K", "d_C", "alpha"):
         base = states[0][key]._base
@@ -244,12 +250,7 @@ def test_skipped_weight_releases_its_stack(missed_by):
     # state's memory and the size of every saved state_dict.
     # 64 x 64 weights make the state (about 400 kB) large against the
     # pickling overhead of a saved state_dict (about 15 kB).
-    weights, problems = make_problems((64, 64), 8)
-    params = [torch.nn.Parameter(weight) for weight in weights]
-    optimizer = SpectralKron(params, lr=0.01)
-    for _ in range(2):
-        least_squares_gradients(params, problems)
-        optimizer.step()
+    params, problems, optimizer = stepped_stack((64, 64), 8, steps=2)
     assert state_storage_bytes(optimizer) == state_bytes(optimizer)
 
     skipped = params[0]
@@ -280,12 +281,7 @@ def test_skipped_weight_releases_copied_stack():
     # shared storages whose rows have no _base. A weight frozen afterwards
     # must still not keep such a storage alive: with 8 weights it held 7/8
     # of the state again.
-    weights, problems = make_problems((64, 64), 8)
-    params = [torch.nn.Parameter(weight) for weight in weights]
-    optimizer = SpectralKron(params, lr=0.01)
-    for _ in range(2):
-        least_squares_gradients(params, problems)
-        optimizer.step()
+    params, problems, optimizer = stepped_stack((64, 64), 8, steps=2)
     optimizer = copy.deepcopy(optimizer)
     params = optimizer.param_groups[0]["params"]
     assert optimizer.state[params[0]]["exp_avg"]._base is None
