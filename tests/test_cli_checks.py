@@ -636,9 +636,9 @@ def test_noise_without_budget_noted(monkeypatch, capsys):
 
 
 def test_max_iter_limits_each_run(monkeypatch, capsys):
-    given = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--max-iter", "7"], monkeypatch)
+    limited = captured_minimize_arguments(["minimize", "sphere", "--dim", "3", "--max-iter", "7"], monkeypatch)
     default = captured_minimize_arguments(["minimize", "sphere", "--dim", "3"], monkeypatch)
-    assert given["max_iter"] == 7
+    assert limited["max_iter"] == 7
     # None leaves SpectralES's default, which grows with n.
     assert default["max_iter"] is None
 

@@ -190,14 +190,14 @@ def thin_trace(trace: Sequence[tuple[int, float]], drop: float = 0.01) -> list[t
     """
     if len(trace) <= 2:
         return list(trace)
-    kept = [trace[0]]
+    thinned = [trace[0]]
     for point in trace[1:-1]:
-        last = kept[-1][1]
+        last = thinned[-1][1]
         # After an infinite or NaN value, any finite one is a fall.
         if not math.isfinite(last) or point[1] <= last - drop * abs(last):
-            kept.append(point)
-    kept.append(trace[-1])
-    return kept
+            thinned.append(point)
+    thinned.append(trace[-1])
+    return thinned
 
 
 def _caused_by_budget(error: BaseException | None) -> bool:

@@ -138,9 +138,10 @@ class SpectralES:
             :func:`~spectral_es.es.bounds.parse_bounds`. Every sample is
             mapped into the box by the smooth periodic map of
             :class:`~spectral_es.es.bounds.BoxBounds`, so :meth:`ask`
-            returns only feasible points; ``x0`` must lie inside. A
-            ``sigma0`` wider than the box in some variable warns, as in
-            pycma: about 0.3 times the width suits most boxes.
+            returns only feasible points; ``x0`` must lie inside. An initial
+            deviation (``sigma0`` times ``stds``) wider than the box in some
+            variable warns, as in pycma: about 0.3 times the width suits most
+            boxes.
         integer_variables: Indices (ints from 0 to n - 1) of the variables
             that take whole numbers, or a boolean mask of length n.
             :meth:`ask` rounds them. Their standard deviation is kept at or
@@ -255,10 +256,9 @@ class SpectralES:
         if self.domain.box is not None:
             _warn_wide_sigma0(sigma0, stds, self.domain.box.upper - self.domain.box.lower)
         self.integer_min_std = integer_min_std(n, self.domain.integer.size, self.params.mueff)
-        if stds is not None:
-            self._scaling: np.ndarray | None = stds
-        else:
-            self._scaling = np.ones(n) if self.domain.integer.size else None
+        if stds is None and self.domain.integer.size:
+            stds = np.ones(n)
+        self._scaling = stds
 
         # Random state: a private Generator, never numpy's global one.
         sequence = validate_seed(seed)
@@ -640,9 +640,8 @@ class SpectralES:
                 "pass the array returned by ask() unchanged and in the same order"
             )
         if isinstance(f, Iterator):
-            # map(fun, X), a generator or Executor.map(fun, X) yields the values once.
-            # An exception raised while collecting them leaves the population pending.
-            # One value more than popsize shows a longer (or endless) iterator in the shape check.
+            # An iterator (map, Executor.map) is read once, and one value past popsize lets the shape
+            # check reject a longer or endless one. An exception while reading leaves the population pending.
             f = list(itertools.islice(f, self.params.lam + 1))
         values = numeric_values(f)
         if values is None:
@@ -738,8 +737,7 @@ def _warn_wide_sigma0(sigma0: float, stds: np.ndarray | None, widths: np.ndarray
         message = (
             f"sigma0={sigma0:g} exceeds the width of the bounds in {wide.size} variable(s) (narrowest width "
             f"{widths[i]:g}, variable {i}), so samples spread over the whole box and the run may stall; pass sigma0 "
-            f"of about 0.3 times the width, e.g. {0.3 * widths[i]:g}, and rescale the variables if their widths "
-            "differ much"
+            f"of about 0.3 times the width, e.g. {0.3 * widths[i]:g}, or give stds where the widths differ much"
         )
     else:
         message = (

@@ -229,12 +229,12 @@ def dtype_name(dtype: torch.dtype | str | None, where: str = "") -> str | None:
     """Return the name under which a state dtype is stored in a group (or None); ``where`` names the group."""
     if dtype is None:
         return None
-    given = dtype
+    requested = dtype
     if isinstance(dtype, str) and isinstance(getattr(torch, dtype.removeprefix("torch."), None), torch.dtype):
         dtype = getattr(torch, dtype.removeprefix("torch."))  # an alias such as "half" or "float"
     name = str(dtype).removeprefix("torch.")
     if name not in STATE_DTYPES:
-        raise ValueError(f"invalid state_dtype {given!r}{where}: expected None or one of {tuple(STATE_DTYPES)}")
+        raise ValueError(f"invalid state_dtype {requested!r}{where}: expected None or one of {tuple(STATE_DTYPES)}")
     return name
 
 

@@ -648,7 +648,7 @@ def _refresh_factors(refreshes: list[_Refresh], *, check_plan: bool, process_gro
 def _group_rank(process_group: Any) -> tuple[int, int]:
     """Return this process's rank in ``process_group`` and the group's size; ``(0, 1)`` without torch.distributed.
 
-    A rank outside a group never holds it: ``torch.distributed.new_group``
+    A rank outside a group never has it: ``torch.distributed.new_group``
     gives such a rank a sentinel, which the constructor rejects.
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -792,6 +792,7 @@ def _collective_device(process_group: Any, devices: Sequence[torch.device]) -> t
     ``DistributedDataParallel(model, device_ids=[local_rank])`` alone, and
     the current device is the fallback for a rank with no CUDA parameter.
     """
+    # NOTE: the NCCL branch has run only in a unit test without GPUs, never with NCCL itself.
     if torch.distributed.get_backend(process_group) != "nccl":
         return torch.device("cpu")
     for device in devices:

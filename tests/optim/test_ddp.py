@@ -118,7 +118,7 @@ def counted(name: str, count: Callable[..., int]) -> Iterator[dict[str, int]]:
     """Wrap the optimizer module's function ``name`` so that each call adds ``count(*args)`` to ``tally["total"]``.
 
     The optimizer looks the function up in its module at each call, so the
-    wrapper sees every call of this process until the context exits.
+    wrapper intercepts every call of this process until the context exits.
     """
     original = getattr(optimizer_module, name)
     tally = {"total": 0}
