@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from spectral_es.optim.functional import full_sides, matrix_shape
+
 ROUTES = ("auto", "kron", "adam")
 GRAFTS = ("adam", "adafactor", "rms", "none")
 CAYLEY_METHODS = ("auto", "exact", "truncated")
@@ -279,6 +281,43 @@ def rotation_options(group: dict[str, Any], state_dtype: torch.dtype) -> dict[st
         "cap_norm": norm,
         "max_squarings": squarings,
     }
+
+
+def uses_kron(group: dict[str, Any], param: torch.Tensor) -> bool:
+    """Return whether the group's ``route`` sends ``param`` to the Kronecker path (else the Adam path)."""
+    return group["route"] == "kron" or (group["route"] == "auto" and param.ndim >= 2)
+
+
+def check_routing(group: dict[str, Any], state: dict[str, Any], param: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if the group's routing options no longer give ``param`` the layout of its ``state``.
+
+    ``route``, ``max_precond_dim`` and ``max_side_ratio`` decide the path
+    and the full or diagonal factors when the state is created. Edited in
+    ``param_groups`` afterwards they would be ignored, without a word, for
+    the rest of the run and after every reload of the state.
+    """
+    if uses_kron(group, param):
+        wanted = full_sides(*matrix_shape(param), group["max_precond_dim"], group["max_side_ratio"])
+    else:
+        wanted = None
+    actual = ("B_C" in state, "B_K" in state) if "d_C" in state else None
+    if wanted == actual:
+        return
+    raise ValueError(
+        f"invalid routing for {name} of shape {tuple(param.shape)}: route={group['route']!r}, max_precond_dim="
+        f"{group['max_precond_dim']} and max_side_ratio={group['max_side_ratio']} give it {_layout(wanted)}, but "
+        f"its state was created for {_layout(actual)}; routing is fixed when the state is created, so set these "
+        "options back, or delete the parameter's state (del optimizer.state[param]) to start it again"
+    )
+
+
+def _layout(full: tuple[bool, bool] | None) -> str:
+    """Describe a state layout: the Adam path (``None``) or which Kronecker factors are full."""
+    if full is None:
+        return "the Adam path"
+    kinds = ["full" if side else "diagonal" for side in full]
+    factors = f"{kinds[0]} factors" if kinds[0] == kinds[1] else f"a {kinds[0]} row and a {kinds[1]} column factor"
+    return f"the Kronecker path with {factors}"
 
 
 def check_state_dtype(group: dict[str, Any], state: dict[str, Any], name: str) -> None:

@@ -49,6 +49,7 @@ from spectral_es.core.kron import (
 __all__ = [
     "adam_update",
     "adam_update_foreach",
+    "full_sides",
     "init_adam_state",
     "init_kron_state",
     "kron_initialize_scale",
@@ -91,6 +92,17 @@ def matrix_shape(param: torch.Tensor) -> tuple[int, int]:
     return n, param.numel() // max(n, 1)
 
 
+def full_sides(n: int, m: int, max_precond_dim: int, max_side_ratio: float | None) -> tuple[bool, bool]:
+    """Return whether the row side (n) and the column side (m) of a weight get full factors.
+
+    A side gets a diagonal factor when it is longer than ``max_precond_dim``
+    or more than ``max_side_ratio`` times as long as the other side
+    (``None``: no limit on the ratio).
+    """
+    ratio = math.inf if max_side_ratio is None else max_side_ratio
+    return (n <= max_precond_dim and n <= ratio * m, m <= max_precond_dim and m <= ratio * n)
+
+
 def init_kron_state(
     param: torch.Tensor,
     state_dtype: torch.dtype,
@@ -126,10 +138,10 @@ def init_kron_state(
         "d_K": torch.ones(m, **wide),
         "alpha": torch.zeros((), **wide),
     }
-    ratio = math.inf if max_side_ratio is None else max_side_ratio
-    if n <= max_precond_dim and n <= ratio * m:
+    full_C, full_K = full_sides(n, m, max_precond_dim, max_side_ratio)
+    if full_C:
         state["B_C"] = torch.eye(n, dtype=state_dtype, device=param.device)
-    if m <= max_precond_dim and m <= ratio * n:
+    if full_K:
         state["B_K"] = torch.eye(m, dtype=state_dtype, device=param.device)
     if graft == "adam":
         state["exp_avg_sq"] = torch.zeros(param.shape, **wide)

@@ -18,6 +18,7 @@ from spectral_es.optim._options import (
     check_graft_state,
     check_group,
     check_kron_route,
+    check_routing,
     check_saved_groups,
     check_state_dtype,
     checked_process_group,
@@ -26,6 +27,7 @@ from spectral_es.optim._options import (
     peer_option_hint,
     resolve_state_dtype,
     rotation_options,
+    uses_kron,
 )
 from spectral_es.optim.functional import (
     adam_update,
@@ -110,6 +112,11 @@ class SpectralKron(torch.optim.Optimizer):
       0.6 ms in two measurements on one thread of an AMD EPYC CPU; AdamW:
       0.1 ms).
     * Parameters with no elements are skipped.
+
+    ``route``, ``max_precond_dim`` and ``max_side_ratio`` edited in
+    ``param_groups`` after a parameter's state exists raise at the next
+    step if they would change its path or factors; deleting its state
+    (``del optimizer.state[param]``) starts it again under the new routing.
 
     Stacks: weights of at most 128 x 128 entries that share a group, a
     matrix shape, a state layout, dtypes and a device take their step
@@ -461,6 +468,7 @@ class SpectralKron(torch.optim.Optimizer):
                     state.update(self._init_state(param, group))
                 else:
                     check_state_dtype(group, state, name)
+                    check_routing(group, state, param, name)
                 work.append((group, param, state, name))
         return work
 
@@ -502,7 +510,7 @@ class SpectralKron(torch.optim.Optimizer):
     def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """Route ``param`` and return its initial state."""
         state_dtype = resolve_state_dtype(group, param)
-        if group["route"] == "adam" or (group["route"] == "auto" and param.ndim < 2):
+        if not uses_kron(group, param):
             return init_adam_state(param, state_dtype)
         if param.ndim < 2:
             raise ValueError(

@@ -402,3 +402,39 @@ def test_state_dtype_none_follows_creation():
     train_steps(model, optimizer, 1, first_step=3)
     for param in model.parameters():
         assert optimizer.state[param]["exp_avg"].dtype == torch.float32
+
+
+def test_edited_routing_raises_until_set_back():
+    # Routing is decided when the state is created. Without the check an
+    # edited max_precond_dim or route was ignored for the rest of the run.
+    model, optimizer = trained()
+    weights = [param.detach().clone() for param in model.parameters()]
+    group = optimizer.param_groups[0]
+    group["max_precond_dim"] = 8  # both weights (4 x 9 and 6 x 64) would get a diagonal column factor
+    with pytest.raises(ValueError, match=r"invalid routing for parameter 0 of group 0 of shape \(4, 1, 3, 3\)"):
+        train_steps(model, optimizer, 1, first_step=3)
+    group["max_precond_dim"] = 2048
+    group["route"] = "adam"
+    with pytest.raises(ValueError, match="give it the Adam path, but its state was created for the Kronecker path"):
+        train_steps(model, optimizer, 1, first_step=3)
+    for param, weight in zip(model.parameters(), weights, strict=True):
+        assert torch.equal(param, weight)
+
+    # An edit that leaves every layout as it is passes.
+    group["route"] = "auto"
+    group["max_precond_dim"] = 64
+    train_steps(model, optimizer, 1, first_step=3)
+
+
+def test_deleted_state_takes_the_new_routing():
+    model, optimizer = trained()
+    linear = model[3].weight  # 6 x 64; the conv kernel (4 x 9) keeps full factors at max_precond_dim 32
+    optimizer.param_groups[0]["max_precond_dim"] = 32
+    del optimizer.state[linear]
+    train_steps(model, optimizer, 2, first_step=3)
+    state = optimizer.state[linear]
+    assert "B_C" in state
+    assert "B_K" not in state
+    assert state["step"].item() == 2
+    assert optimizer.state[model[0].weight]["step"].item() == 5
+    assert all(torch.isfinite(param).all() for param in model.parameters())
