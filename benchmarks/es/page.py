@@ -186,6 +186,13 @@ def _within(cells: Groups, method: str, reference: str, function: str, n: int) -
     return None
 
 
+# Rows of target_checks that ask more than the benchmark's goals, shown in a section of their own.
+BEYOND_GOALS = (
+    "spectral never worse than xNES, multimodal functions (successes, then median)",
+    "spectral never worse than xNES, multimodal functions (average runtime)",
+)
+
+
 def target_checks(cells: Groups, timing_rows: Sequence[TimingRow]) -> list[tuple[str, str]]:
     """Return ``(goal, verdict)`` pairs; the verdict is "met", "not met: ..." or "not measured"."""
     checks = []
@@ -302,6 +309,8 @@ def _section(title: str, *body: str) -> list[str]:
 def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header: Mapping, descriptions: Mapping) -> str:
     """Return the whole markdown page; sections without measured cells are left out."""
     checks = [(goal, verdict) for goal, verdict in target_checks(cells, timing_rows) if verdict != "not measured"]
+    single_runs = [(goal, verdict) for goal, verdict in checks if goal in BEYOND_GOALS]
+    checks = [(goal, verdict) for goal, verdict in checks if goal not in BEYOND_GOALS]
     xnes = " and xNES" if any(key[0] == "xnes" for key in cells) else ""
     parts = [f"# SpectralES against pycma's CMA-ES{xnes}", *provenance(header)]
     parts += [
@@ -316,6 +325,14 @@ def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header:
         "\n".join(f"- `{name}`: {text}" for name, text in descriptions.items() if any(k[0] == name for k in cells)),
     ]
     parts += _section("## Targets", markdown_table(["goal", "verdict"], checks))
+    parts += _section(
+        "## Beyond the targets: single runs against xNES on multimodal functions",
+        "The targets take the multimodal functions with restarts. These rows ask more: that one "
+        "default run, without restarts, is never worse than xNES. A single run of `spectral` or "
+        "`pycma` stops in a local minimum where xNES, whose step size shrinks slowly, keeps exploring, "
+        "at several times pycma's cost on the unimodal functions.",
+        markdown_table(["check", "verdict"], single_runs),
+    )
     parts += _section("## Unimodal functions: evaluations to target", unimodal_table(cells))
     parts += _section("## Multimodal functions: evaluations to target", multimodal_table(cells))
     parts += _section(
@@ -325,7 +342,7 @@ def render_page(config, cells: Groups, timing_rows: Sequence[TimingRow], header:
         "expected cost of reaching the target by running a method again from new starts until one "
         "run succeeds. A single run of `spectral` or `pycma` stops early when it stalls in a local "
         "minimum, and xNES, whose step size shrinks slowly, spends much of its budget before it "
-        "succeeds or fails, so aRT weighs success rate against cost per run. In the target row, a "
+        "succeeds or fails, so aRT weighs success rate against cost per run. In the check on aRT above, a "
         "cell where neither method succeeds counts as a tie.",
         runtime_table(cells),
     )

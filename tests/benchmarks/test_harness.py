@@ -343,6 +343,7 @@ def test_page_leaves_out_unmeasured_sections():
     assert "## Unimodal functions" not in text
     assert "## Effect of the SpectralES options" not in text
     assert "## Check of the harness" not in text
+    assert "## Beyond the targets" not in text  # no single spectral run
     # spectral-ipop and pycma-ipop are in the average runtime table.
     assert "## Multimodal functions: average runtime" in text
 
@@ -350,6 +351,26 @@ def test_page_leaves_out_unmeasured_sections():
     text = page.render_page(compare.QUICK, report.group(bipop), [], header, methods.DESCRIPTIONS)
     # None of its methods is: the section is left out, not drawn without method columns.
     assert "## Multimodal functions: average runtime" not in text
+
+
+def test_page_single_run_xnes_checks_in_own_section():
+    # The targets take the multimodal functions with restarts; single runs
+    # against xNES are a stricter check, so their misses are not listed as targets.
+    base = dataclasses.replace(_RECORD, function="griewank", n=10)
+    records = [
+        dataclasses.replace(base, method=method, seed=seed, success=method == "xnes")
+        for method in ("spectral", "xnes", "spectral-ipop")
+        for seed in (1, 2)
+    ]
+    header = compare.describe_run("run", 60.0)
+    text = page.render_page(compare.QUICK, report.group(records), [], header, methods.DESCRIPTIONS)
+
+    targets, beyond = text.split("## Targets", 1)[1].split("## Beyond the targets", 1)
+    beyond = beyond.split("\n## ", 1)[0]
+    assert "spectral-ipop never worse than xNES without restarts (successes, then median) | not met" in targets
+    assert "multimodal functions (successes, then median) | not met: griewank n=10" in beyond
+    assert "multimodal functions (average runtime) | not met: griewank n=10" in beyond
+    assert "spectral never worse than xNES, multimodal" not in targets
 
 
 def test_eager_dimension_matches_strategy():
