@@ -238,6 +238,35 @@ def test_disp_row(capsys):
     assert len(lines) == 4
 
 
+def test_disp_zero_prints_nothing(capsys):
+    # A port of pycma's verb_disp=0 calls es.disp(0), which prints nothing
+    # in pycma, as disp=0 does in minimize. The run stops on max_iter, so
+    # the last call also covers the final line that stopped runs print.
+    theirs = cma.CMAEvolutionStrategy(X0, 0.5, {"seed": 1, "verbose": -9, "verb_disp": 0})
+    es = SpectralES(X0, 0.5, seed=0, max_iter=3)
+    while not es.stop():
+        X = es.ask()
+        es.tell(X, sphere(X))
+        es.disp(0)
+        es.disp(False)
+        solutions = theirs.ask()
+        theirs.tell(solutions, [float(sphere(x)) for x in solutions])
+        theirs.disp(0)
+    assert capsys.readouterr().out == ""
+
+
+def test_disp_true_prints_every_ten(capsys):
+    es = SpectralES(X0, 0.5, seed=0)
+    for _ in range(20):
+        X = es.ask()
+        es.tell(X, sphere(X))
+        es.disp(True)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["iter", "10", "20"]
+    with pytest.raises(ValueError, match="disp must be True, False or an integer >= 0"):
+        es.disp(-1)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("CMA_elitist", True), ("tolfunhist", 1e-12), ("tolfacupx", 1e3), ("eval_initial_x", True)],

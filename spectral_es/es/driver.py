@@ -24,7 +24,7 @@ from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Bounds
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
 from spectral_es.es.history import CSVLog, check_new_log, csv_header
-from spectral_es.es.options import validate_x0
+from spectral_es.es.options import display_interval, validate_x0
 from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.result import format_stop, target_of
 from spectral_es.es.strategy import ESResult, SpectralES, print_progress
@@ -85,17 +85,6 @@ def step(es: SpectralES, fun: Callable, args: Any = (), vectorized: bool = False
 def as_args(args: Any) -> tuple:
     """Return ``args`` as a tuple; a single non-tuple value becomes ``(args,)``, as in scipy.optimize."""
     return args if isinstance(args, tuple) else (args,)
-
-
-def display_interval(disp: Any) -> int:
-    """Return the iterations between progress lines for ``disp`` (``True``: 10, ``False`` or 0: none)."""
-    if isinstance(disp, (bool, np.bool_)):
-        return 10 if disp else 0
-    if not isinstance(disp, (int, np.integer)) or disp < 0:
-        raise ValueError(
-            f"disp must be True, False or an integer >= 0 (iterations between progress lines), got {disp!r}"
-        )
-    return int(disp)
 
 
 def draw_start(x0: Callable, seed: int, run: int, n: int | None = None) -> np.ndarray:

@@ -15,6 +15,7 @@ from spectral_es._keywords import hint_unknown_keywords
 
 __all__ = [
     "FOREIGN_OPTION_NAMES",
+    "display_interval",
     "hint_misused_options",
     "numeric_values",
     "stop_options",
@@ -69,6 +70,17 @@ R = TypeVar("R")
 # Options that count evaluations or iterations; whole-number values are kept
 # as ints, so stop messages read max_evals=30000, not 30000.0.
 _COUNT_OPTIONS = ("max_evals", "max_iter", "tol_flat", "tol_stagnation")
+
+
+def display_interval(disp: Any) -> int:
+    """Return the iterations between progress lines for ``disp`` (``True``: 10, ``False`` or 0: none)."""
+    if isinstance(disp, (bool, np.bool_)):
+        return 10 if disp else 0
+    if not isinstance(disp, (int, np.integer)) or disp < 0:
+        raise ValueError(
+            f"disp must be True, False or an integer >= 0 (iterations between progress lines), got {disp!r}"
+        )
+    return int(disp)
 
 
 def stop_options(

@@ -44,6 +44,7 @@ from spectral_es.es.bounds import Domain, integer_min_std
 from spectral_es.es.history import History
 from spectral_es.es.noise import UncertaintyHandler
 from spectral_es.es.options import (
+    display_interval,
     hint_misused_options,
     numeric_values,
     stop_options,
@@ -606,13 +607,20 @@ class SpectralES:
 
     # ------------------------------------------------------------------ display
 
-    def disp(self, every: int = 1) -> None:
+    def disp(self, every: bool | int = 1) -> None:
         """Print one progress line if the iteration count is a multiple of ``every``.
 
-        A header is printed before the first line and every 20 lines. The
-        final iteration is always printed once the run has stopped.
+        ``every`` takes the values of the ``disp`` argument of
+        :func:`spectral_es.minimize`: ``True`` means 10, and ``False`` or 0
+        print nothing, as pycma's ``es.disp(0)`` does. A header is printed
+        before the first line and every 20 lines. The final iteration is
+        always printed once the run has stopped, unless ``every`` is 0.
+
+        Raises:
+            ValueError: if ``every`` is negative or not an integer.
         """
-        if self.nit % max(1, every) and not self._stop:
+        interval = display_interval(every)
+        if interval == 0 or (self.nit % interval and not self._stop):
             return
         median = float(np.median(self._last_f)) if self.nit else math.nan
         seconds = time.perf_counter() - self._start_time
