@@ -90,34 +90,43 @@ def stop_options(
     max_evals: float | None,
     max_iter: float | None,
     f_target: float | None,
-    tol_f: float,
+    tol_f: float | None,
     tol_x: float,
     tol_condition: float,
     tol_up_sigma: float,
-    tol_flat: float,
+    tol_flat: float | None,
     tol_stagnation: float | None,
+    noisy: bool = False,
 ) -> dict[str, float]:
     """Return the thresholds of the stop criteria, defaults filled in and checked.
 
     ``None`` means no limit for ``max_evals`` and ``f_target``, and pycma's
     defaults for ``max_iter`` (``100 + 150 (n + 3)^2 / sqrt(popsize)``) and
     ``tol_stagnation`` (``100 + 100 n^1.5 / popsize``), both rounded down to
-    whole iterations. Every value must be a real number (not a string or a
-    bool). ``f_target`` may be any number but NaN, which no objective value
-    reaches; ``-inf`` is accepted and means no target, as ``None`` does.
+    whole iterations. ``tol_f`` and ``tol_flat`` default to 1e-11 and 3.
+    With ``noisy``, a ``None`` for ``tol_f``, ``tol_flat`` or
+    ``tol_stagnation`` switches that criterion off instead, because noise
+    triggers it, and a given value is kept. Every value must be a real
+    number (not a string or a bool). ``f_target`` may be any number but
+    NaN, which no objective value reaches; ``-inf`` is accepted and means
+    no target, as ``None`` does.
 
     Raises:
         ValueError: naming the option, its value and the fix.
     """
+    if noisy:
+        tol_f = 0.0 if tol_f is None else tol_f
+        tol_flat = math.inf if tol_flat is None else tol_flat
+        tol_stagnation = math.inf if tol_stagnation is None else tol_stagnation
     options = {
         "max_evals": math.inf if max_evals is None else max_evals,
         "max_iter": int(100 + 150 * (n + 3) ** 2 / math.sqrt(popsize)) if max_iter is None else max_iter,
         "f_target": -math.inf if f_target is None else f_target,
-        "tol_f": tol_f,
+        "tol_f": 1e-11 if tol_f is None else tol_f,
         "tol_x": tol_x,
         "tol_condition": tol_condition,
         "tol_up_sigma": tol_up_sigma,
-        "tol_flat": tol_flat,
+        "tol_flat": 3 if tol_flat is None else tol_flat,
         "tol_stagnation": int(100 + 100 * n**1.5 / popsize) if tol_stagnation is None else tol_stagnation,
     }
     for name in ("max_evals", "max_iter", "tol_condition", "tol_up_sigma", "tol_flat", "tol_stagnation"):

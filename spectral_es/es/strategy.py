@@ -102,7 +102,8 @@ class SpectralES:
             is rejected; ``-inf``, like the default ``None``, never stops.
         tol_f: Stop when the objective values of the last generation and
             the best values of the recent ``10 + 30 n / popsize`` generations
-            all lie within this range. Default 1e-11.
+            all lie within this range. Default 1e-11, and off with
+            ``noise_handling``.
         tol_x: Stop when every coordinate standard deviation
             (:meth:`coordinate_std`, which includes ``stds``) is below this.
             Default 1e-11.
@@ -114,11 +115,13 @@ class SpectralES:
             is diverging, as on a function without a lower bound. Default
             1e20.
         tol_flat: Stop after this many consecutive iterations in which all
-            ``popsize`` objective values are equal. Default 3.
+            ``popsize`` objective values are equal. Default 3, and off with
+            ``noise_handling``.
         tol_stagnation: Stop when, after this many iterations, the medians of
             the recent best and median objective values no longer improve on
             those this many iterations earlier. Default
-            ``100 + 100 n^1.5 / popsize``, as in pycma.
+            ``100 + 100 n^1.5 / popsize``, as in pycma, and off with
+            ``noise_handling``.
         cayley: ``"exact"`` or ``"truncated"`` Cayley map for the rotation.
         rotation_interval: Rotate ``B`` every this many iterations, applying
             the off-diagonal curvature gathered since the last rotation (``d``
@@ -149,8 +152,8 @@ class SpectralES:
             above :attr:`integer_min_std`, so the search keeps trying
             neighbouring values, and ``tol_x`` looks at the other variables.
         noise_handling: For noisy objectives: switch off ``tol_f``,
-            ``tol_flat`` and ``tol_stagnation``, which noise triggers, and
-            attach an :class:`~spectral_es.es.noise.UncertaintyHandler` as
+            ``tol_flat`` and ``tol_stagnation``, which noise triggers, unless
+            they are given, and attach an :class:`~spectral_es.es.noise.UncertaintyHandler` as
             :attr:`noise`, which :func:`spectral_es.minimize` uses to
             re-evaluate points and average repeated evaluations.
         noise_max_evaluations: With ``noise_handling``, the most evaluations
@@ -186,11 +189,11 @@ class SpectralES:
         max_evals: float | None = None,
         max_iter: float | None = None,
         f_target: float | None = None,
-        tol_f: float = 1e-11,
+        tol_f: float | None = None,
         tol_x: float = 1e-11,
         tol_condition: float = 1e14,
         tol_up_sigma: float = 1e20,
-        tol_flat: int = 3,
+        tol_flat: int | None = None,
         tol_stagnation: int | None = None,
         cayley: str = "exact",
         rotation_interval: int | None = None,
@@ -241,13 +244,9 @@ class SpectralES:
             tol_up_sigma=tol_up_sigma,
             tol_flat=tol_flat,
             tol_stagnation=tol_stagnation,
+            noisy=noise_handling,
         )
-
-        # Noisy objectives: criteria on f values would fire on the noise.
-        self.noise = None
-        if noise_handling:
-            self.options.update(tol_f=0.0, tol_flat=math.inf, tol_stagnation=math.inf)
-            self.noise = UncertaintyHandler(n, popsize, noise_max_evaluations)
+        self.noise = UncertaintyHandler(n, popsize, noise_max_evaluations) if noise_handling else None
 
         # Domain: the mean starts at the preimage of x0. The coordinates are
         # scaled by stds, and integer variables get a larger scaling where

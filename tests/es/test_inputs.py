@@ -93,7 +93,7 @@ NON_NUMBERS = [
     (option, value, described)
     for option in NUMERIC_OPTIONS
     for value, described in [("1e-3", "the string '1e-3'"), (True, "the bool True"), ([1.0, 2.0], r"\[1.0, 2.0\]")]
-] + [(option, None, "None") for option in ("tol_f", "tol_x", "tol_condition", "tol_flat")]
+] + [(option, None, "None") for option in ("tol_x", "tol_condition")]
 
 
 def assert_rejected_before_evaluation(message, **options):
