@@ -277,6 +277,32 @@ def test_options_without_equivalent(option, value):
         minimize(sphere, X0, 0.5, **{option: value})
 
 
+# pycma options whose closest spectral_es name by spelling is a wrong fix
+# (fixed_variables and integer_variables), or that pycma scripts pass by
+# habit, with part of the hint that their TypeError gives instead.
+PYCMA_OPTION_HINTS = [
+    ("fixed_variables", {0: 1.0}, "pycma's 'fixed_variables' has no counterpart here: optimise the free variables"),
+    ("scaling_of_variables", [1.0, 10.0, 0.1], "did you mean 'stds', the name of pycma's 'scaling_of_variables'"),
+    ("minstd", 0.1, "pycma's 'minstd' has no counterpart here"),
+    ("maxstd", 1.0, "pycma's 'maxstd' has no counterpart here"),
+    ("verbose", -9, "pycma's 'verbose' has no counterpart here: nothing is printed unless disp is given"),
+    ("verb_log", 0, "in place of pycma's 'verb_log', pass log='run.csv' to minimize"),
+    ("verb_filenameprefix", "outcmaes/", "in place of pycma's 'verb_filenameprefix', pass log='run.csv'"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "hint"), PYCMA_OPTION_HINTS)
+def test_pycma_option_hints(option, value, hint):
+    assert option in cma.CMAOptions()
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'; ") as strategy_error:
+        SpectralES(X0, 0.5, **{option: value})
+    assert hint in str(strategy_error.value)
+    assert "integer_variables'?" not in str(strategy_error.value)
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'; ") as minimize_error:
+        minimize(sphere, X0, 0.5, **{option: value})
+    assert hint in str(minimize_error.value)
+
+
 def test_counters_and_ask_rows():
     es, theirs = SpectralES(X0, 0.5, seed=1), cma.CMAEvolutionStrategy(X0, 0.5, {"seed": 1, "verbose": -9})
     for _ in range(3):

@@ -46,6 +46,7 @@ FOREIGN_OPTION_NAMES = {
     "CMA_diagonal": ("diagonal", "pycma's"),
     "CMA_active": ("active", "pycma's"),
     "CMA_stds": ("stds", "pycma's"),
+    "scaling_of_variables": ("stds", "pycma's"),
     "noise_handler": ("noise_handling", "pycma's"),
     "verb_disp": ("disp", "pycma's"),
     "iterations": ("max_iter", "pycma's"),
@@ -57,6 +58,24 @@ FOREIGN_ARGUMENT_HINTS = {
         "in place of pycma's 'parallel_objective', pass the function of the whole population with vectorized=True"
     ),
     "tol": "scipy's 'tol' has no single counterpart here: tol_f bounds the change of f and tol_x the step size",
+    "fixed_variables": (
+        "pycma's 'fixed_variables' has no counterpart here: optimise the free variables only, with an objective "
+        "that inserts the fixed values before it evaluates"
+    ),
+    "minstd": (
+        "pycma's 'minstd' has no counterpart here; for integer variables, integer_variables keeps their "
+        "standard deviation at or above es.integer_min_std"
+    ),
+    "maxstd": "pycma's 'maxstd' has no counterpart here; bounds=(lower, upper) keeps every sample inside the box",
+    "verbose": "pycma's 'verbose' has no counterpart here: nothing is printed unless disp is given, so drop it",
+    "verb_log": (
+        "in place of pycma's 'verb_log', pass log='run.csv' to minimize, or write es.history.write_csv(path) "
+        "in an ask/tell loop"
+    ),
+    "verb_filenameprefix": (
+        "in place of pycma's 'verb_filenameprefix', pass log='run.csv' to minimize, or write "
+        "es.history.write_csv(path) in an ask/tell loop"
+    ),
 }
 # Arguments of a run (minimize and optimize) rather than options of the strategy.
 _RUN_ARGUMENTS = ("args", "vectorized", "executor", "callback", "disp")
