@@ -36,6 +36,7 @@ from spectral_es.es.checkpoint import check_distinct, check_writable, read_state
 from spectral_es.es.driver import stored_run
 from spectral_es.es.history import check_new_log
 from spectral_es.es.minimize import check_new_checkpoint, objective_name, read_plan
+from spectral_es.es.options import default_max_iter
 from spectral_es.es.parameters import default_popsize
 from spectral_es.functions import FUNCTIONS
 
@@ -411,6 +412,15 @@ def run_minimize(args: argparse.Namespace) -> int:
             "iteration limit); give --max-evals N or --max-iter N to bound it",
             file=sys.stderr,
         )
+    if noisy and not args.resume and settings["restarts"] and args.max_iter is None:
+        n = settings["x0"].size
+        limit = default_max_iter(n, settings["popsize"] or default_popsize(n))
+        print(
+            f"note: a noisy run has no f-based stops, so each run lasts up to the iteration limit ({limit} for the "
+            "first run) unless its steps shrink below tol_x, and --restarts may never start a second run within "
+            "the budget; give --max-iter N for shorter runs",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     try:
         with open_executor(args.workers, args.dask) as executor:
@@ -769,7 +779,7 @@ def print_result(result: ESResult, elapsed: float, noisy: bool = False, resumed:
         print(
             f"\nbest f      {result.fbest:.6e}\n"
             f"best x      {result.xbest}\n"
-            f"mean        {result.mean}\n"
+            f"{'last mean' if result.restarts else 'mean':<12}{result.mean}\n"
             f"evaluations {result.nfev}\n"
             f"iterations  {result.nit}\n"
             f"stopped by  {result.message}\n"
@@ -779,6 +789,11 @@ def print_result(result: ESResult, elapsed: float, noisy: bool = False, resumed:
         print(
             "noise       best f and best x are the luckiest noisy draw; use the mean as the estimate "
             "(evaluate it again if you need its value)"
+            + (
+                "; after restarts it is the last run's, which may have been cut short by the budget"
+                if result.restarts
+                else ""
+            )
         )
     if result.restarts:
         columns = ("run", 4), ("regime", 8), ("popsize", 8), ("sigma0", 10), ("f best", 12), ("evals", 8), ("total", 8)

@@ -799,3 +799,19 @@ def test_resume_of_finished_run_says_so(tmp_path, capsys):
     capsys.readouterr()
     assert main(["minimize", "--resume", str(tmp_path / "short.npz"), "--quiet", "--max-evals", "60"]) == 0
     assert "already finished" not in capsys.readouterr().err
+
+
+def test_noise_with_restarts_notes_iteration_limit(capsys, user_module):
+    # A noisy run has no f-based stops; without this note a user saw one run
+    # spend the whole budget and --restarts do nothing.
+    argv = ["minimize", "cli_checks_objective:noisy", "--dim", "3", "--seed", "1", "--quiet", "--noise"]
+    assert main([*argv, "--restarts", "2", "--max-evals", "300"]) == 0
+    captured = capsys.readouterr()
+    # 100 + 150 (3 + 3)^2 / sqrt(7) for the default popsize 4 + floor(3 ln 3) = 7.
+    assert "iteration limit (2141 for the first run)" in captured.err
+    assert "give --max-iter N for shorter runs" in captured.err
+    assert "last mean" in captured.out
+    assert "after restarts it is the last run's" in captured.out
+
+    assert main([*argv, "--restarts", "2", "--max-evals", "300", "--max-iter", "20"]) == 0
+    assert "iteration limit" not in capsys.readouterr().err

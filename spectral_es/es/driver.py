@@ -343,7 +343,9 @@ class RestartDriver:
         progress, result = self.progress, self._run_result(es)
         last = _ends_minimization(self.plan, progress, result.stop, progress["nfev"] + result.nfev)
         summary = {"run": progress["run"], **progress["current"], "popsize": es.popsize}
-        summary.update(fbest=result.fbest, nfev=result.nfev, nit=result.nit, stop=result.stop)
+        summary.update(
+            fbest=result.fbest, mean=result.mean.tolist(), nfev=result.nfev, nit=result.nit, stop=result.stop
+        )
         progress["summaries"].append(summary)
         if progress["best_x"] is None or result.fbest < progress["best_f"]:
             progress["best_x"], progress["best_f"] = result.xbest, result.fbest

@@ -184,8 +184,10 @@ def minimize(
         ESResult: The best solution over all runs; ``stop`` contains the last
         run's reasons, ``restarts`` one summary per run when
         ``restarts > 0`` (``run``, ``regime``, ``sigma0``, ``popsize``,
-        ``fbest``, ``nfev``, ``nit``, ``stop``), and ``history`` the rows
-        of all runs.
+        ``fbest``, ``mean``, ``nfev``, ``nit``, ``stop``), and ``history``
+        the rows of all runs. ``mean`` is the last run's; each summary has
+        the final mean of its run, as a list of floats, so that summaries
+        stay plain data that compare with ``==``.
 
     Raises:
         TypeError: if ``fun`` is not callable, ``callback`` is neither

@@ -14,6 +14,7 @@ import numpy as np
 from spectral_es._keywords import hint_unknown_keywords
 
 __all__ = [
+    "default_max_iter",
     "FOREIGN_OPTION_NAMES",
     "display_interval",
     "hint_misused_options",
@@ -102,6 +103,11 @@ def display_interval(disp: Any) -> int:
     return int(disp)
 
 
+def default_max_iter(n: int, popsize: int) -> int:
+    """Return pycma's default iteration limit of a run, ``100 + 150 (n + 3)^2 / sqrt(popsize)`` rounded down."""
+    return int(100 + 150 * (n + 3) ** 2 / math.sqrt(popsize))
+
+
 def stop_options(
     n: int,
     popsize: int,
@@ -139,7 +145,7 @@ def stop_options(
         tol_stagnation = math.inf if tol_stagnation is None else tol_stagnation
     options = {
         "max_evals": math.inf if max_evals is None else max_evals,
-        "max_iter": int(100 + 150 * (n + 3) ** 2 / math.sqrt(popsize)) if max_iter is None else max_iter,
+        "max_iter": default_max_iter(n, popsize) if max_iter is None else max_iter,
         "f_target": -math.inf if f_target is None else f_target,
         "tol_f": 1e-11 if tol_f is None else tol_f,
         "tol_x": tol_x,

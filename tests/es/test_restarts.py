@@ -270,3 +270,16 @@ def test_invalid_drawn_start_named(draws, message):
     queue = list(draws)
     with pytest.raises(ValueError, match=message):
         random_start_run(lambda rng: queue.pop(0), bipop=False, tol_x=1e-1)
+
+
+def test_each_summary_holds_its_run_final_mean():
+    # Each IPOP run of rastrigin ends converged in a local minimum, so the
+    # value at its final mean equals its best value up to the stopping
+    # tolerances (tol_f = tol_x = 1e-11; 1e-6 leaves room for both), and
+    # runs that end in different minima have different values.
+    result = minimize(rastrigin, np.full(4, 3.0), 2.0, restarts=2, seed=2, max_evals=20_000)
+    assert len(result.restarts) == 3
+    assert len({round(run["fbest"], 6) for run in result.restarts}) > 1
+    for run in result.restarts:
+        assert abs(rastrigin(np.array(run["mean"])) - run["fbest"]) < 1e-6
+    assert result.restarts[-1]["mean"] == result.mean.tolist()
