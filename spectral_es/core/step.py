@@ -36,10 +36,11 @@ NOTE: where many entries of ``d`` are equal, as at an isotropic start
 ``S = c I``, no single rotation can carry the off-diagonal curvature. The
 exact new eigenvectors inside the degenerate block are eigenvectors of that
 block of ``H``, and only an eigensolver finds them. There the step keeps the
-diagonal of ``H`` and only part of its off-diagonal (at n = 100 and
-``S = I``, one step changes ``S`` by about 2.5% of the default update's
-change, against 1.3% without any rotation), and the scheme lags the default
-update for the first steps until ``d`` spreads out. A start with distinct
+diagonal of ``H`` and only part of its off-diagonal. From ``S = I`` with a
+symmetric Gaussian ``H``, the error of one step is 97.5% of the default
+update's change at n = 60, against 98.7% without any rotation, and at
+n = 100 the rotation no longer helps (99.2% against 98.9%). The scheme lags
+the default update for the first steps until ``d`` spreads out. A start with distinct
 eigenvalues avoids the lag.
 """
 
