@@ -146,22 +146,31 @@ def train(config: str, seed: int, data: tuple, args: argparse.Namespace) -> dict
     return {"losses": losses, "elapsed": elapsed, "test_loss": test_loss, "defect": max(defects, default=np.nan)}
 
 
-def time_rotations(n: int, repeats: int) -> dict[str, float]:
-    """Return the median seconds of one ``B <- B Cayley(N)`` per configuration, at size n x n.
+def rotation_inputs(n: int, generator_norm: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Return an orthogonal ``B`` and a skew ``N`` with Frobenius norm ``generator_norm``, per configuration.
 
-    The configurations are timed in turn, ``repeats`` rounds, so that a load
-    change on a shared machine affects them alike. ``N`` is skew with
-    Frobenius norm 0.25, the cap used in training.
+    Every configuration gets the same matrices, cast to its state dtype.
     """
     generator = torch.Generator().manual_seed(0)
     basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator))
     lower = torch.tril(torch.randn(n, n, generator=generator), -1)
-    generator_matrix = (lower - lower.T) * (0.25 / torch.linalg.norm(lower - lower.T))
+    skew = lower - lower.T
+    generator_matrix = skew * (generator_norm / torch.linalg.norm(skew))
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-    inputs = {
+    return {
         config: (basis.to(dtypes[options["state_dtype"]]), generator_matrix.to(dtypes[options["state_dtype"]]))
         for config, options in CONFIGS.items()
     }
+
+
+def time_rotations(n: int, repeats: int, generator_norm: float) -> dict[str, float]:
+    """Return the median seconds of one ``B <- B Cayley(N)`` per configuration, at size n x n.
+
+    The configurations are timed in turn, ``repeats`` rounds, so that a load
+    change on a shared machine affects them alike. ``N`` has the Frobenius
+    norm ``generator_norm``, the cap used in training.
+    """
+    inputs = rotation_inputs(n, generator_norm)
     samples = {config: [] for config in CONFIGS}
     for _ in range(repeats):
         for config, (B, N) in inputs.items():
@@ -293,7 +302,7 @@ def main() -> None:
         for config in CONFIGS:
             runs[config].append(train(config, seed, data, args))
     plot(runs, args)
-    timings = {n: time_rotations(n, args.repeats) for n in sorted(set(args.rotation_sizes))}
+    timings = {n: time_rotations(n, args.repeats, args.max_generator_norm) for n in sorted(set(args.rotation_sizes))}
     body = (
         f"MLP {INPUTS}-{args.width}-{args.width}-{CLASSES} on {args.points} synthetic points, batch {BATCH}, "
         f"{args.steps} steps, SpectralKron defaults except lr = {args.lr}, max_generator_norm = "
