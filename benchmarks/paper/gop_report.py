@@ -98,7 +98,11 @@ def plot(
 
 
 def summarise(steps: np.ndarray, results: dict, labels: dict[str, str]) -> str:
-    """Return markdown tables of the median relative Frobenius errors at steps 10, 100, ... and the last."""
+    """Return markdown tables of the median relative Frobenius errors at a few checkpoints.
+
+    The rows are the checkpoints nearest to steps 10, 100, 1000, ... and the
+    last step, so with log-spaced checkpoints a row can read 94 or 1032.
+    """
     targets = [10**k for k in range(1, int(np.log10(steps[-1])) + 1)] + [int(steps[-1])]
     picks = sorted({int(np.argmin(np.abs(steps - target))) for target in targets})
     body = ""

@@ -18,8 +18,9 @@ functions of its appendix B. Methods, all with the default population
 
 Per seed all methods start from the same random ``x0`` (uniform in the box
 ``[-box, box]^n``) with the same ``sigma0``. Reported: the best objective
-value found against evaluations (median over seeds), and the median final
-best value.
+value found against evaluations (median over seeds), the median final best
+value with the number of runs that reached ``--f-target``, and the median
+evaluations those runs needed.
 
 Run from the repository root:
 
