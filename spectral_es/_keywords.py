@@ -1,8 +1,10 @@
-"""Errors for keyword arguments that another library's users pass by habit.
+"""Errors for keyword arguments and attributes that another library's users type by habit.
 
-pycma, scipy.optimize and torch.optim optimizers name many options
-differently from this package. Python's own ``TypeError`` for an unknown
-keyword gives no hint, so the public entry points are wrapped to add one.
+pycma, scipy.optimize and torch.optim optimizers name many options and
+attributes differently from this package. Python's own ``TypeError`` for an
+unknown keyword and ``AttributeError`` for an unknown attribute give no
+hint, so the public entry points are wrapped to add one, and the classes
+whose attributes have other names elsewhere raise :func:`missing_attribute`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import ParamSpec, TypeVar
 
-__all__ = ["hint_unknown_keywords"]
+__all__ = ["hint_unknown_keywords", "missing_attribute"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -76,3 +78,16 @@ def hint_unknown_keywords(
         return wrapper
 
     return decorate
+
+
+def missing_attribute(obj: object, name: str, foreign: Mapping[str, str]) -> AttributeError:
+    """Return the ``AttributeError`` for a missing ``obj.name``, with ``foreign[name]`` as the fix if present.
+
+    ``foreign`` maps other libraries' attribute names to advice such as
+    ``"pycma's countiter is nit here"``. The error keeps ``name`` and
+    ``obj``, from which Python suggests similar names for other typos.
+    """
+    message = f"{type(obj).__name__!r} object has no attribute {name!r}"
+    if name in foreign:
+        message += f"; {foreign[name]}"
+    return AttributeError(message, name=name, obj=obj)

@@ -320,3 +320,39 @@ def test_diagonal_is_true_or_false():
     with pytest.raises(ValueError, match="diagonal must be True or False, got 5"):
         SpectralES(X0, 0.5, diagonal=5)  # pycma's CMA_diagonal=5: the first 5 iterations
     assert not hasattr(SpectralES(X0, 0.5).result, "evals_best")
+
+
+@pytest.mark.parametrize(
+    ("owner", "theirs", "fix"),
+    [
+        ("strategy", "countiter", lambda es, result: es.nit),
+        ("strategy", "countevals", lambda es, result: es.nfev),
+        ("strategy", "opts", lambda es, result: es.options),
+        ("strategy", "C", lambda es, result: es.covariance() / es.sigma**2),
+        ("result", "evaluations", lambda es, result: result.nfev),
+        ("result", "iterations", lambda es, result: result.nit),
+        ("result", "xfavorite", lambda es, result: result.mean),
+        ("result", "stds", lambda es, result: es.coordinate_std()),
+    ],
+)
+def test_pycma_attribute_names_point_at_ours(owner, theirs, fix):
+    pycma_es = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1})
+    pycma_es.optimize(sphere, iterations=3)
+    assert hasattr(pycma_es if owner == "strategy" else pycma_es.result, theirs)
+
+    es = SpectralES(X0, 0.5, seed=1, max_iter=3).optimize(sphere)
+    result = es.result
+    with pytest.raises(AttributeError, match=f"has no attribute '{theirs}'; pycma's {theirs} "):
+        getattr(es if owner == "strategy" else result, theirs)
+    assert np.size(fix(es, result)) > 0  # the advised attribute exists
+
+
+def test_unknown_attribute_keeps_python_suggestions():
+    # The error keeps name and obj, from which Python suggests a close name.
+    es = SpectralES(X0, 0.5, seed=1)
+    with pytest.raises(AttributeError) as error:
+        es.nfevs  # noqa: B018
+    assert str(error.value) == "'SpectralES' object has no attribute 'nfevs'"
+    assert (error.value.name, error.value.obj) == ("nfevs", es)
+    with pytest.raises(AttributeError, match="scipy's status: success says"):
+        es.result.status  # noqa: B018

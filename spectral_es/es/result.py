@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spectral_es._keywords import missing_attribute
+
 if TYPE_CHECKING:
     from spectral_es.es.history import History
 
@@ -16,6 +18,16 @@ __all__ = ["ESResult", "NonFiniteObjectiveWarning", "format_stop", "target_of"]
 
 class NonFiniteObjectiveWarning(RuntimeWarning):
     """Warning for NaN or infinite objective values, which rank as worst."""
+
+
+# pycma's and scipy's names of result attributes that have other names here, with the fix.
+_FOREIGN_ATTRIBUTES = {
+    "evaluations": "pycma's evaluations is nfev here",
+    "iterations": "pycma's iterations is nit here",
+    "xfavorite": "pycma's xfavorite is mean here",
+    "stds": "pycma's stds are the strategy's es.coordinate_std(), or result.history['std'][-1]",
+    "status": "scipy's status: success says whether the run reached its target, stop and message say why it ended",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +84,11 @@ class ESResult:
     restarts: tuple[dict[str, Any], ...] = field(default=())
     history: History | None = field(default=None, repr=False)
     f_target: float | None = None
+
+    if not TYPE_CHECKING:  # a __getattr__ that type checkers see would let them accept any attribute
+
+        def __getattr__(self, name: str) -> Any:
+            raise missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
 
     @property
     def x(self) -> np.ndarray:

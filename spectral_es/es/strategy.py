@@ -32,10 +32,11 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from spectral_es._keywords import missing_attribute
 from spectral_es._warnings import outside_stacklevel
 from spectral_es.core import bjorck_orthogonalize, eigenvalue_step, rotate, rotation_generator, squarings_needed
 from spectral_es.core.step import cap_frobenius_norm
@@ -69,6 +70,16 @@ __all__ = ["ESResult", "NonFiniteObjectiveWarning", "SpectralES"]
 # only cuts generators longer than 0.25 * 2^4 = 4.
 TRUNCATED_GENERATOR_NORM = 0.25
 TRUNCATED_MAX_SQUARINGS = 4
+
+
+# pycma's names of attributes that have other names here, with the fix.
+_FOREIGN_ATTRIBUTES = {
+    "countiter": "pycma's countiter is nit here",
+    "countevals": "pycma's countevals is nfev here",
+    "opts": "pycma's opts are options here (the stopping thresholds); the other settings are attributes",
+    "sm": "pycma's sampler holds C; es.covariance() is the covariance here",
+    "C": "pycma's C is es.covariance() / es.sigma**2 here: covariance() includes sigma^2",
+}
 
 
 class SpectralES:
@@ -294,6 +305,11 @@ class SpectralES:
         self._warned_nonfinite = False
         self._disp_lines = 0
         self.history = History(n)
+
+    if not TYPE_CHECKING:  # a __getattr__ that type checkers see would let them accept any attribute
+
+        def __getattr__(self, name: str) -> Any:
+            raise missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
 
     def __repr__(self) -> str:
         stop = f", stop={self._stop}" if self._stop else ""
