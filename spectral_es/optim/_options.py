@@ -88,7 +88,7 @@ PEER_OPTION_HINTS = {
     "adjust_lr_fn": "grafting (graft='adafactor', the default) makes an AdamW learning rate a sensible start",
     "ns_steps": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
     "ns_coefficients": "SpectralKron has no Newton-Schulz iteration; it keeps Kronecker factors instead",
-    "amsgrad": "SpectralKron has no AMSGrad variant",
+    "amsgrad": "SpectralKron has no AMSGrad variant, so drop the option",
     "decoupled_weight_decay": "weight_decay is always decoupled, as in AdamW",
     "weight_decouple": "weight_decay is always decoupled, as in AdamW",
     "foreach": "SpectralKron has one implementation, so drop the option",

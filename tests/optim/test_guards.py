@@ -9,7 +9,7 @@ import pytest
 
 from spectral_es.optim import PreconditionerWarning, SpectralKron
 from spectral_es.optim import optimizer as optimizer_module
-from tests.optim.conftest import make_model, torch, train_steps
+from tests.optim.conftest import batch, make_model, torch, train_steps
 
 
 def trained(steps=3):
@@ -438,3 +438,18 @@ def test_deleted_state_takes_the_new_routing():
     assert state["step"].item() == 2
     assert optimizer.state[model[0].weight]["step"].item() == 5
     assert all(torch.isfinite(param).all() for param in model.parameters())
+
+
+def test_messages_name_parameters_given_by_name():
+    # torch keeps the names of named_parameters() in each group's param_names.
+    model = make_model()
+    optimizer = SpectralKron(model.named_parameters(), precondition_frequency=1)
+    train_steps(model, optimizer, 1)
+    x, y = batch(0)
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    model[3].weight.grad.zero_()
+    with pytest.warns(
+        PreconditionerWarning, match=r"the gradient of parameter '3\.weight' of group 0 \(shape \(6, 64\)\)"
+    ):
+        optimizer.step()
