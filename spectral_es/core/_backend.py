@@ -24,7 +24,7 @@ __all__ = [
     "astype_like",
     "at_least_float32",
     "eye_like",
-    "has_short_range",
+    "is_narrow",
     "is_torch",
     "namespace",
     "per_matrix",
@@ -93,12 +93,13 @@ def astype_like(x: Any, like: Any) -> Any:
     return x.astype(like.dtype, copy=False)
 
 
-def has_short_range(x: Any) -> bool:
-    """Return whether the dtype of ``x`` overflows far below float32 does (float16: above 65504)."""
-    if is_torch(x):
-        torch = sys.modules["torch"]
-        return torch.finfo(x.dtype).max < torch.finfo(torch.float32).max
-    return bool(np.finfo(x.dtype).max < np.finfo(np.float32).max)
+def is_narrow(x: Any) -> bool:
+    """Return whether the dtype of ``x`` is narrower than float32: float16 or bfloat16.
+
+    float16 also overflows far below float32 (above 65504). bfloat16 has
+    float32's exponent range but only 8 significant bits.
+    """
+    return bool(x.dtype.itemsize < 4)
 
 
 def at_least_float32(x: Any) -> Any:

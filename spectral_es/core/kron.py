@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
 
-from spectral_es.core._backend import astype_like, has_short_range, is_torch, namespace, per_matrix, per_vector
+from spectral_es.core._backend import astype_like, is_narrow, is_torch, namespace, per_matrix, per_vector
 from spectral_es.core._checks import (
     check_arrays,
     check_integer,
@@ -473,12 +473,14 @@ def kron_precondition(
     Returns:
         The preconditioned matrix, shape (n, m), dtype and device of ``V``.
 
-    In float16, whose largest number is 65504, ``V`` enters the products
-    divided by ``alpha^{1/p}`` and the division by the eigenvalue roots
-    runs in the dtype of ``d``: ``alpha`` follows the gradient's scale, so
-    both the products of the unscaled ``V`` and ``(alpha d_C,i d_K,j)^{1/p}``
-    can overflow there. Other dtypes take the shorter way, which costs two
-    passes over ``V`` fewer.
+    In float16 and bfloat16, ``V`` enters the products divided by
+    ``alpha^{1/p}``, and the division by the eigenvalue roots runs in the
+    dtype of ``d``, rounded once to that of ``V``. ``alpha`` follows the
+    gradient's scale, so in float16, whose largest number is 65504, both the
+    products of the unscaled ``V`` and ``(alpha d_C,i d_K,j)^{1/p}`` could
+    overflow. bfloat16 has float32's range and would not; it takes the same
+    way, whose two extra passes over ``V`` cost little next to the four
+    products. float32 and wider take the shorter way.
     """
     caller = "kron_precondition"
     n, m = _check_bases(caller, B_C, V, B_K, d_C=d_C, d_K=d_K)
@@ -501,7 +503,7 @@ def _kron_precondition(
     Also takes stacks: ``V`` (k, n, m) with ``d_C`` (k, n), ``B_C``
     (k, n, n), ``d_K`` (k, m), ``B_K`` (k, m, m) and ``alpha`` (k,).
     """
-    if has_short_range(V):
+    if is_narrow(V):
         scale = per_matrix(alpha ** (-1 / p))
         relative_root = (d_C ** (1 / p))[..., :, None] * (d_K ** (1 / p))[..., None, :] + eps * scale
         rotated = _kron_rotate(B_C, V * namespace(V).asarray(scale, dtype=V.dtype), B_K)

@@ -32,7 +32,7 @@ from typing import Any, TypedDict, cast
 
 import torch
 
-from spectral_es.core._backend import has_short_range, per_matrix, per_vector
+from spectral_es.core._backend import is_narrow, per_matrix, per_vector
 from spectral_es.core._checks import check_vector
 from spectral_es.core.cayley import _bjorck_orthogonalize
 from spectral_es.core.kron import (
@@ -265,15 +265,17 @@ def _graft_and_clip(
     a factored second moment (see :func:`_adam_direction`).
     ``"rms"`` gives ``D`` the RMS ``graft_rms``, and ``"none"`` keeps it.
     ``max_update_rms`` then caps the RMS of the result. The scale factors
-    stay tensors, so nothing synchronises with the host. A float16
-    direction is rescaled in float32, where the ratio of two norms cannot
-    overflow as it can in float16, and returned in float32. ``D`` must be
+    stay tensors, so nothing synchronises with the host. A float16 or
+    bfloat16 direction is rescaled in float32 and returned in float32:
+    there the ratio of two norms cannot overflow as it can in float16, and
+    the rescaled step is rounded once, when it is added to the weight, not
+    once for the scale and once for the product. ``D`` must be
     a temporary: it is rescaled in place, which saves a pass over memory
     per step. ``D``, ``M_hat`` and the second moments are (n, m) matrices,
     or stacks (k, n, m) whose matrices are rescaled one by one.
     """
     wide = torch.promote_types(D.dtype, torch.float32)
-    if has_short_range(D):
+    if is_narrow(D):
         D = D.to(wide)
     size = D.shape[-2] * D.shape[-1]
     if group["graft"] in ("adam", "adafactor"):

@@ -10,7 +10,7 @@ from spectral_es.core import (
     orthogonality_defect,
     spectral_step,
 )
-from spectral_es.core._backend import namespace
+from spectral_es.core._backend import is_narrow, namespace
 from spectral_es.core.step import spectral_norm_estimate
 from tests.conftest import random_orthogonal, random_symmetric, requires_cuda, requires_torch, torch
 
@@ -93,3 +93,12 @@ def test_cuda_spectral_norm_stays_on_device(rng):
     # The start vector is computed on the device from the same formula, so
     # float64 on the GPU matches numpy up to rounding.
     assert float(estimate) == pytest.approx(float(spectral_norm_estimate(N)), rel=1e-12)
+
+
+def test_narrow_dtypes_are_those_below_float32():
+    # bfloat16's largest number, 3.39e38, sits just below float32's 3.40e38,
+    # so a test on the largest numbers would also count it; the width decides.
+    assert [is_narrow(np.zeros(1, dtype)) for dtype in (np.float16, np.float32, np.float64)] == [True, False, False]
+    if torch is not None:
+        dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        assert [is_narrow(torch.zeros(1, dtype=dtype)) for dtype in dtypes] == [True, True, False, False]
