@@ -33,11 +33,14 @@ STATE_DTYPES = {
 # dtypes with a dense linear solver (LU) on CPU and CUDA, needed by the exact Cayley map.
 SOLVER_DTYPES = (torch.float32, torch.float64)
 
-# Options added after the first release, with the defaults that older state dicts get.
+# Options added after the first release, with the values that older state dicts get.
+# max_side_ratio gets None rather than the constructor's 16, because the states in
+# such a dict were created without a limit on the side ratio, and check_routing
+# would raise for each weight to which 16 gives another layout.
 LATER_OPTIONS = {
     "max_cayley_squarings": None,
     "generator_norm": "auto",
-    "max_side_ratio": 16.0,
+    "max_side_ratio": None,
     "maximize": False,
     "distributed_refresh": False,
 }

@@ -417,7 +417,7 @@ class SpectralKron(torch.optim.Optimizer):
         self.__dict__.setdefault("process_group", None)
         for group in self.param_groups:
             group["state_dtype"] = dtype_name(group["state_dtype"])
-            # Saved before the option existed: take its default, as torch.optim does for new options.
+            # Saved before the option existed: take its value in LATER_OPTIONS, as torch.optim takes new defaults.
             for name, default in LATER_OPTIONS.items():
                 group.setdefault(name, default)
 

@@ -88,8 +88,32 @@ def test_old_state_dict_gets_new_defaults():
     fresh = SpectralKron(model.parameters(), max_side_ratio=2.0, generator_norm="spectral", maximize=True)
     fresh.load_state_dict(state_dict)
     group = fresh.param_groups[0]
-    assert (group["max_cayley_squarings"], group["generator_norm"], group["max_side_ratio"]) == (None, "auto", 16.0)
+    # max_side_ratio is None, no limit, as when the saved states were created.
+    assert (group["max_cayley_squarings"], group["generator_norm"], group["max_side_ratio"]) == (None, "auto", None)
     assert group["maximize"] is False
+
+
+def test_old_state_dict_keeps_layout():
+    # Before max_side_ratio existed, a 2 x 64 weight got full factors on both
+    # sides. The default ratio 16 would give it a diagonal column factor, so
+    # taking 16 for the old state made the first step raise in check_routing.
+    model = torch.nn.Linear(64, 2)
+    optimizer = SpectralKron(model.parameters(), precondition_frequency=1, max_side_ratio=None)
+    for seed in range(2):
+        optimizer.zero_grad()
+        inputs = torch.randn(8, 64, generator=torch.Generator().manual_seed(seed))
+        model(inputs).square().mean().backward()
+        optimizer.step()
+    state_dict = optimizer.state_dict()
+    del state_dict["param_groups"][0]["max_side_ratio"]
+
+    resumed = SpectralKron(model.parameters(), precondition_frequency=1)
+    resumed.load_state_dict(state_dict)
+    resumed.step()
+    state = resumed.state[model.weight]
+    assert "B_C" in state
+    assert "B_K" in state
+    assert state["step"].item() == 3
 
 
 @pytest.mark.parametrize("scale", [1e19, 1e30, 1e38])
