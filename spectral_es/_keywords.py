@@ -4,7 +4,8 @@ pycma, scipy.optimize and torch.optim optimizers name many options and
 attributes differently from this package. Python's own ``TypeError`` for an
 unknown keyword and ``AttributeError`` for an unknown attribute give no
 hint, so the public entry points are wrapped to add one, and the classes
-whose attributes have other names elsewhere raise :func:`missing_attribute`.
+whose attributes have other names elsewhere call :func:`handle_missing_attribute`
+from their ``__getattr__``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["hint_unknown_keywords", "missing_attribute"]
+__all__ = ["handle_missing_attribute", "hint_unknown_keywords", "missing_attribute"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,3 +92,18 @@ def missing_attribute(obj: object, name: str, foreign: Mapping[str, str]) -> Att
     if name in foreign:
         message += f"; {foreign[name]}"
     return AttributeError(message, name=name, obj=obj)
+
+
+def handle_missing_attribute(obj: object, name: str, foreign: Mapping[str, str]) -> Any:
+    """Run the property ``name`` of ``obj`` again, or raise :func:`missing_attribute` if there is no such property.
+
+    Meant as the body of a ``__getattr__``. Python calls ``__getattr__`` also
+    when a property's getter raises ``AttributeError``, for example on an
+    attribute that a pickle from an older version lacks. A new error would
+    then say that the property itself is missing. Running the getter again
+    raises its own error, which names the attribute that is really missing.
+    """
+    descriptor = inspect.getattr_static(type(obj), name, None)
+    if isinstance(descriptor, property):
+        return descriptor.__get__(obj, type(obj))
+    raise missing_attribute(obj, name, foreign)

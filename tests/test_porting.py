@@ -356,3 +356,20 @@ def test_unknown_attribute_keeps_python_suggestions():
     assert (error.value.name, error.value.obj) == ("nfevs", es)
     with pytest.raises(AttributeError, match="scipy's status: success says"):
         es.result.status  # noqa: B018
+
+
+def test_property_error_names_missing_attribute():
+    # Python calls __getattr__ also when a property's getter raises
+    # AttributeError. The error must name the attribute that the getter
+    # lacks (here as in a pickle from before it existed), not the property.
+    es = SpectralES(X0, 0.5, seed=1)
+    result = es.result
+    del es.domain
+    with pytest.raises(AttributeError, match="has no attribute 'domain'$") as strategy_error:
+        es.result  # noqa: B018
+    assert strategy_error.value.name == "domain"
+
+    object.__delattr__(result, "xbest")
+    with pytest.raises(AttributeError, match="has no attribute 'xbest'$") as result_error:
+        result.x  # noqa: B018
+    assert result_error.value.name == "xbest"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spectral_es._keywords import missing_attribute
+from spectral_es._keywords import handle_missing_attribute
 
 if TYPE_CHECKING:
     from spectral_es.es.history import History
@@ -88,7 +88,7 @@ class ESResult:
     if not TYPE_CHECKING:  # a __getattr__ that type checkers see would let them accept any attribute
 
         def __getattr__(self, name: str) -> Any:
-            raise missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
+            return handle_missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
 
     @property
     def x(self) -> np.ndarray:

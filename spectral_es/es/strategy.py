@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from spectral_es._keywords import missing_attribute
+from spectral_es._keywords import handle_missing_attribute
 from spectral_es._warnings import outside_stacklevel
 from spectral_es.core import bjorck_orthogonalize, eigenvalue_step, rotate, rotation_generator, squarings_needed
 from spectral_es.core.step import cap_frobenius_norm
@@ -309,7 +309,7 @@ class SpectralES:
     if not TYPE_CHECKING:  # a __getattr__ that type checkers see would let them accept any attribute
 
         def __getattr__(self, name: str) -> Any:
-            raise missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
+            return handle_missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
 
     def __repr__(self) -> str:
         stop = f", stop={self._stop}" if self._stop else ""
