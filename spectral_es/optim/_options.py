@@ -299,6 +299,12 @@ def check_routing(group: dict[str, Any], state: dict[str, Any], param: torch.Ten
     ``param_groups`` afterwards they would be ignored, without a word, for
     the rest of the run and after every reload of the state.
     """
+    if group["route"] == "kron" and param.ndim < 2:
+        # Deleting the state would not help, because route='kron' creates none for a 0-D or 1-D parameter.
+        raise ValueError(
+            f"route='kron' needs parameters with at least 2 dimensions, but {name} has shape {tuple(param.shape)}; "
+            "set its group's route back to 'auto' or 'adam', or move 0-D and 1-D parameters to a group of their own"
+        )
     if uses_kron(group, param):
         wanted = full_sides(*matrix_shape(param), group["max_precond_dim"], group["max_side_ratio"])
     else:

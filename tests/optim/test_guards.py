@@ -450,6 +450,16 @@ def test_edited_routing_raises_until_set_back():
     train_steps(model, optimizer, 1, first_step=3)
 
 
+def test_edited_kron_route_names_vector():
+    # A bias has no matrix view, so route='kron' cannot apply to it. Without
+    # this check the message offered it "the Kronecker path with full factors".
+    model, optimizer = trained()
+    optimizer.param_groups[0]["route"] = "kron"
+    message = r"route='kron' needs parameters with at least 2 dimensions, but parameter 1 of group 0 has shape \(4,\)"
+    with pytest.raises(ValueError, match=message):
+        train_steps(model, optimizer, 1, first_step=3)
+
+
 def test_deleted_state_takes_the_new_routing():
     model, optimizer = trained()
     linear = model[3].weight  # 6 x 64; the conv kernel (4 x 9) keeps full factors at max_precond_dim 32
