@@ -263,7 +263,7 @@ def test_disp_true_prints_every_ten(capsys):
         es.disp(True)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["iter", "10", "20"]
-    with pytest.raises(ValueError, match="disp must be True, False or an integer >= 0"):
+    with pytest.raises(ValueError, match="every must be True, False or an integer >= 0"):
         es.disp(-1)
 
 

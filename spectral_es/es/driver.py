@@ -161,7 +161,8 @@ def stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str
 
     Entries that older checkpoints lack get their meaning at the time:
     no BIPOP, IPOP runs after the first one (in the progress and in each
-    run summary), ``vectorized`` unknown.
+    run summary), ``vectorized`` unknown, and no final mean (``None``) in
+    the summaries of runs that ended before the mean was kept.
     """
     if "minimize" not in extra:
         raise ValueError(f"{os.fspath(path)} was saved by SpectralES.save, not minimize; run it with optimize()")
@@ -176,6 +177,7 @@ def stored_run(extra: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str
     for summary in progress["summaries"]:
         summary.setdefault("regime", "default" if summary["run"] == 0 else "large")
         summary.setdefault("sigma0", plan["sigma0"])
+        summary.setdefault("mean", None)
     return plan, progress
 
 

@@ -187,7 +187,8 @@ def minimize(
         ``fbest``, ``mean``, ``nfev``, ``nit``, ``stop``), and ``history``
         the rows of all runs. ``mean`` is the last run's; each summary has
         the final mean of its run, as a list of floats, so that summaries
-        stay plain data that compare with ``==``.
+        stay plain data that compare with ``==`` (``None`` for runs that a
+        checkpoint stored without it).
 
     Raises:
         TypeError: if ``fun`` is not callable, ``callback`` is neither

@@ -92,13 +92,16 @@ R = TypeVar("R")
 _COUNT_OPTIONS = ("max_evals", "max_iter", "tol_flat", "tol_stagnation")
 
 
-def display_interval(disp: Any) -> int:
-    """Return the iterations between progress lines for ``disp`` (``True``: 10, ``False`` or 0: none)."""
+def display_interval(disp: Any, name: str = "disp") -> int:
+    """Return the iterations between progress lines for ``disp`` (``True``: 10, ``False`` or 0: none).
+
+    ``name`` is the caller's name for the argument in the error message.
+    """
     if isinstance(disp, (bool, np.bool_)):
         return 10 if disp else 0
     if not isinstance(disp, (int, np.integer)) or disp < 0:
         raise ValueError(
-            f"disp must be True, False or an integer >= 0 (iterations between progress lines), got {disp!r}"
+            f"{name} must be True, False or an integer >= 0 (iterations between progress lines), got {disp!r}"
         )
     return int(disp)
 

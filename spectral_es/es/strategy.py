@@ -78,7 +78,10 @@ _FOREIGN_ATTRIBUTES = {
     "countevals": "pycma's countevals is nfev here",
     "opts": "pycma's opts are options here (the stopping thresholds); the other settings are attributes",
     "sm": "pycma's sampler holds C; es.covariance() is the covariance here",
-    "C": "pycma's C is es.covariance() / es.sigma**2 here: covariance() includes sigma^2",
+    "C": (
+        "pycma's C is es.covariance() / es.sigma**2 here: covariance() includes sigma^2, and the stds scaling, "
+        "which pycma's C leaves out"
+    ),
 }
 
 
@@ -634,7 +637,7 @@ class SpectralES:
         Raises:
             ValueError: if ``every`` is negative or not an integer.
         """
-        interval = display_interval(every)
+        interval = display_interval(every, "every")
         if interval == 0 or (self.nit % interval and not self._stop):
             return
         median = float(np.median(self._last_f)) if self.nit else math.nan

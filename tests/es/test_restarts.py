@@ -283,3 +283,21 @@ def test_each_summary_holds_its_run_final_mean():
     for run in result.restarts:
         assert abs(rastrigin(np.array(run["mean"])) - run["fbest"]) < 1e-6
     assert result.restarts[-1]["mean"] == result.mean.tolist()
+
+
+def test_resume_of_summaries_without_mean(tmp_path):
+    # A checkpoint written before the summaries kept each run's final mean:
+    # its finished runs get None, and the runs after the resume their means.
+    settings = {"seed": 4, "restarts": 2, "tol_x": 1e-3}
+    reference = minimize(sphere, np.ones(4), 1.0, **settings)
+    calls = reference.restarts[0]["nfev"] + 45
+    with pytest.raises(EvaluationError, match="worker lost"):
+        minimize(crash_after(calls, sphere), np.ones(4), 1.0, checkpoint=tmp_path / "a.npz", **settings)
+    es, extra = checkpoints.load(SpectralES, tmp_path / "a.npz")
+    for run in extra["minimize"]["progress"]["summaries"]:
+        del run["mean"]
+    checkpoints.save(es, tmp_path / "a.npz", extra=extra)
+
+    resumed = resume(sphere, tmp_path / "a.npz", check_function=False)
+    assert resumed.restarts[0]["mean"] is None
+    assert [run["mean"] for run in resumed.restarts[1:]] == [run["mean"] for run in reference.restarts[1:]]
