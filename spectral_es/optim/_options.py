@@ -211,10 +211,12 @@ def check_kron_route(group: dict[str, Any], where: str) -> None:
     """Raise ``ValueError`` if a group with ``route="kron"`` has a parameter with fewer than 2 dimensions."""
     if group["route"] != "kron":
         return
+    names = group.get("param_names")
     for index, param in enumerate(group["params"]):
         if param.ndim < 2:
+            label = repr(names[index]) if names is not None and index < len(names) else index
             raise ValueError(
-                f"route='kron' needs parameters with at least 2 dimensions, but parameter {index}{where} has shape "
+                f"route='kron' needs parameters with at least 2 dimensions, but parameter {label}{where} has shape "
                 f"{tuple(param.shape)}; put 0-D and 1-D parameters in a group with route='auto' or 'adam'"
             )
 

@@ -487,3 +487,9 @@ def test_messages_name_parameters_given_by_name():
         PreconditionerWarning, match=r"the gradient of parameter '3\.weight' of group 0 \(shape \(6, 64\)\)"
     ):
         optimizer.step()
+
+
+def test_kron_route_error_names_parameter_given_by_name():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"but parameter '0\.bias' in param group 0 has shape \(4,\)"):
+        SpectralKron(model.named_parameters(), route="kron")
