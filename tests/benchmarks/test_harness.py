@@ -371,6 +371,20 @@ def test_page_single_run_xnes_checks_in_own_section():
     assert "multimodal functions (successes, then median) | not met: griewank n=10" in beyond
     assert "multimodal functions (average runtime) | not met: griewank n=10" in beyond
     assert "spectral never worse than xNES, multimodal" not in targets
+    assert "at several times pycma's evaluations" in beyond  # no unimodal cells of both
+
+    unimodal = [
+        dataclasses.replace(_RECORD, method=method, function=function, n=10, evals=evals, seed=seed, success=True)
+        for method, function, evals in [
+            ("xnes", "sphere", 1500),
+            ("pycma", "sphere", 1000),
+            ("xnes", "ellipsoid", 9000),
+        ]
+        + [("pycma", "ellipsoid", 300)]
+        for seed in (1, 2)
+    ]
+    text = page.render_page(compare.QUICK, report.group(records + unimodal), [], header, methods.DESCRIPTIONS)
+    assert "at 1.5 to 30 times pycma's evaluations on the unimodal functions" in text
 
 
 def test_eager_dimension_matches_strategy():
