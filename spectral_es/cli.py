@@ -870,12 +870,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--changed-function continues a saved run with another objective; give --resume FILE and FUNCTION too"
             )
         if args.resume:
+            if Path(args.resume).is_dir():
+                raise IsADirectoryError(
+                    f"checkpoint {args.resume!r} is a folder; give the file that --checkpoint wrote"
+                )
             if not Path(args.resume).is_file():
                 raise FileNotFoundError(f"checkpoint {args.resume!r} not found; check the path")
             check_resume_arguments(args)
         with current_directory_importable(), command_line_warnings(args.command_parser.prog):
             return run_minimize(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, IsADirectoryError) as error:
         # One line that names the option, with argparse's status 2, as the
         # parser's own errors give.
         args.command_parser.exit(2, f"{args.command_parser.prog}: error: {error}\n")

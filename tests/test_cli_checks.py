@@ -371,6 +371,11 @@ def test_resume_of_missing_file(tmp_path, capsys):
     assert code == 2
     assert f"checkpoint '{missing}' not found; check the path" in err
 
+    # A folder exists, so "not found" would mislead.
+    code, err = exit_code_and_stderr(["minimize", "--resume", str(tmp_path)], capsys)
+    assert code == 2
+    assert f"checkpoint '{tmp_path}' is a folder; give the file that --checkpoint wrote" in err
+
 
 @pytest.mark.parametrize(
     ("outputs", "message"),
