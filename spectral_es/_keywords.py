@@ -24,7 +24,7 @@ R = TypeVar("R")
 def hint_unknown_keywords(
     hint: Callable[[str, Sequence[str]], str],
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Return a decorator that names the fix when a call has an unknown keyword or a positional options dict.
+    """Return a decorator that names the fix for a call with an unknown keyword, an options dict or extra positionals.
 
     An unknown keyword argument raises ``TypeError`` with
     ``hint(name, accepted)`` (a string ending in ``"; "``, or ``""``)
@@ -32,7 +32,10 @@ def hint_unknown_keywords(
     positionally, after the positional parameters
     (``SpectralES(x0, sigma0, opts)``) or in the place of an optional one
     (``SpectralKron(params, opts)``), gets the advice to pass ``**opts``.
-    Other calls that do not fit the signature raise Python's own
+    More positional arguments than positional parameters (AdamW's sixth,
+    ``amsgrad``, say) get a ``TypeError`` that lists the positional
+    parameters and says to pass the rest by keyword. Other calls that do
+    not fit the signature raise Python's own
     ``TypeError``. The wrapper keeps the function's signature for
     ``inspect``, ``help()``, IDEs and type checkers, which a ``**kwargs``
     catch-all in the signature would not.
@@ -50,11 +53,24 @@ def hint_unknown_keywords(
         is_method = bool(positional) and positional[0].name == "self"
         example = ", ".join(name for name in required if name != "self")
 
+        takes_any_positional = any(p.kind == p.VAR_POSITIONAL for p in parameters)
+        positional_names = [p.name for p in positional if p.name != "self"]
+
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             # A subclass's errors carry its own name, found from self at call time.
             caller = f"{type(args[0]).__name__}.{function.__name__}" if is_method and args else function.__qualname__
             caller = caller.removesuffix(".__init__")
+            if (
+                len(args) > len(positional)
+                and not takes_any_positional
+                and not any(isinstance(value, Mapping) for value in args)
+            ):
+                given = len(args) - (1 if is_method else 0)
+                raise TypeError(
+                    f"{caller}() takes at most {len(positional_names)} positional arguments "
+                    f"({', '.join(positional_names)}) but {given} were given; pass the others by keyword (name=value)"
+                )
             # An options dict in a slot that takes no dict: one past the
             # positional parameters, or an optional one such as lr.
             for index, value in enumerate(args):

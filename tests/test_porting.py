@@ -373,3 +373,11 @@ def test_property_error_names_missing_attribute():
     with pytest.raises(AttributeError, match="has no attribute 'xbest'$") as result_error:
         result.x  # noqa: B018
     assert result_error.value.name == "xbest"
+
+
+def test_extra_positional_argument_lists_positional_parameters():
+    # pycma users may pass popsize after sigma0; a bare TypeError would not say what to do.
+    with pytest.raises(TypeError, match=r"SpectralES\(\) takes at most 2 positional arguments \(x0, sigma0\) but 3"):
+        SpectralES(X0, 0.5, 10)
+    with pytest.raises(TypeError, match=r"pass the others by keyword \(name=value\)"):
+        minimize(sphere, X0, 0.5, 10)

@@ -527,6 +527,14 @@ def test_options_dict_in_lr_slot():
         SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], {"lr": 0.1})
 
 
+def test_adamw_positional_amsgrad_named():
+    # AdamW(params, lr, betas, eps, weight_decay, amsgrad): the sixth has no place here.
+    params = [torch.nn.Parameter(torch.randn(3, 2))]
+    message = r"takes at most 5 positional arguments \(params, lr, betas, eps, weight_decay\) but 6 were given"
+    with pytest.raises(TypeError, match=message):
+        SpectralKron(params, 1e-3, (0.9, 0.999), 1e-8, 0.01, False)
+
+
 def test_subclass_named_in_keyword_error():
     class TunedKron(SpectralKron):
         pass
