@@ -67,8 +67,9 @@ def hint_unknown_keywords(
                 and not any(isinstance(value, Mapping) for value in args)
             ):
                 given = len(args) - (1 if is_method else 0)
+                count = f"{len(positional_names)} positional argument{'' if len(positional_names) == 1 else 's'}"
                 raise TypeError(
-                    f"{caller}() takes at most {len(positional_names)} positional arguments "
+                    f"{caller}() takes at most {count} "
                     f"({', '.join(positional_names)}) but {given} were given; pass the others by keyword (name=value)"
                 )
             # An options dict in a slot that takes no dict: one past the
