@@ -153,20 +153,31 @@ def test_bipop_resume_matches_uninterrupted_run(tmp_path, capsys):
     assert resumed.nfev == reference.nfev
 
 
-def test_resume_of_a_checkpoint_written_before_bipop(tmp_path):
-    # Such a checkpoint lacks the plan's "bipop", the progress's "current"
-    # run and the summaries' regime and sigma0. Its IPOP run must go on unchanged.
+def older_checkpoint(path, edit):
+    """Return an IPOP run on the sphere, and its checkpoint in its second run edited as an older version wrote it.
+
+    ``edit(extra)`` removes from the checkpoint's ``extra`` what that version lacked.
+    """
     settings = {"seed": 4, "restarts": 2, "tol_x": 1e-3}
     reference = minimize(sphere, np.ones(4), 1.0, **settings)
     calls = reference.restarts[0]["nfev"] + 45
     with pytest.raises(EvaluationError, match="worker lost"):
-        minimize(crash_after(calls, sphere), np.ones(4), 1.0, checkpoint=tmp_path / "a.npz", **settings)
-    es, extra = checkpoints.load(SpectralES, tmp_path / "a.npz")
-    del extra["minimize"]["plan"]["bipop"], extra["minimize"]["progress"]["current"]
-    for run in extra["minimize"]["progress"]["summaries"]:
-        del run["regime"], run["sigma0"]
-    checkpoints.save(es, tmp_path / "a.npz", extra=extra)
+        minimize(crash_after(calls, sphere), np.ones(4), 1.0, checkpoint=path, **settings)
+    es, extra = checkpoints.load(SpectralES, path)
+    edit(extra)
+    checkpoints.save(es, path, extra=extra)
+    return reference
 
+
+def test_resume_of_a_checkpoint_written_before_bipop(tmp_path):
+    # Such a checkpoint lacks the plan's "bipop", the progress's "current"
+    # run and the summaries' regime and sigma0. Its IPOP run must go on unchanged.
+    def edit(extra):
+        del extra["minimize"]["plan"]["bipop"], extra["minimize"]["progress"]["current"]
+        for run in extra["minimize"]["progress"]["summaries"]:
+            del run["regime"], run["sigma0"]
+
+    reference = older_checkpoint(tmp_path / "a.npz", edit)
     resumed = resume(sphere, tmp_path / "a.npz", check_function=False)
     assert resumed.nfev == reference.nfev
     assert resumed.fbest == reference.fbest
@@ -288,16 +299,11 @@ def test_each_summary_holds_its_run_final_mean():
 def test_resume_of_summaries_without_mean(tmp_path):
     # A checkpoint written before the summaries kept each run's final mean:
     # its finished runs get None, and the runs after the resume their means.
-    settings = {"seed": 4, "restarts": 2, "tol_x": 1e-3}
-    reference = minimize(sphere, np.ones(4), 1.0, **settings)
-    calls = reference.restarts[0]["nfev"] + 45
-    with pytest.raises(EvaluationError, match="worker lost"):
-        minimize(crash_after(calls, sphere), np.ones(4), 1.0, checkpoint=tmp_path / "a.npz", **settings)
-    es, extra = checkpoints.load(SpectralES, tmp_path / "a.npz")
-    for run in extra["minimize"]["progress"]["summaries"]:
-        del run["mean"]
-    checkpoints.save(es, tmp_path / "a.npz", extra=extra)
+    def edit(extra):
+        for run in extra["minimize"]["progress"]["summaries"]:
+            del run["mean"]
 
+    reference = older_checkpoint(tmp_path / "a.npz", edit)
     resumed = resume(sphere, tmp_path / "a.npz", check_function=False)
     assert resumed.restarts[0]["mean"] is None
     assert [run["mean"] for run in resumed.restarts[1:]] == [run["mean"] for run in reference.restarts[1:]]
