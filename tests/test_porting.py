@@ -381,3 +381,17 @@ def test_extra_positional_argument_lists_positional_parameters():
         SpectralES(X0, 0.5, 10)
     with pytest.raises(TypeError, match=r"pass the others by keyword \(name=value\)"):
         minimize(sphere, X0, 0.5, 10)
+
+
+def test_covariance_hint_holds_only_unscaled():
+    # pycma 4.5.0 keeps CMA_stds out of C (in sigma_vec), while covariance()
+    # includes them, so covariance() / sigma**2 is pycma's C only without stds.
+    stds = [1.0, 10.0, 100.0]
+    theirs = cma.CMAEvolutionStrategy(X0, 0.5, {"CMA_stds": stds, "verbose": -9, "seed": 1})
+    es = SpectralES(X0, 0.5, stds=stds, seed=1)
+    # pycma's fresh C has diagonal entries within 1e-4 of one, so 1e-3 separates it from stds**2.
+    np.testing.assert_allclose(np.diag(theirs.C), np.ones(3), rtol=1e-3)
+    np.testing.assert_allclose(np.diag(es.covariance() / es.sigma**2), np.square(stds), rtol=1e-12)
+
+    with pytest.raises(AttributeError, match="unless stds or integer variables scale the coordinates"):
+        es.C  # noqa: B018

@@ -79,8 +79,8 @@ _FOREIGN_ATTRIBUTES = {
     "opts": "pycma's opts are options here (the stopping thresholds); the other settings are attributes",
     "sm": "pycma's sampler holds C; es.covariance() is the covariance here",
     "C": (
-        "pycma's C is es.covariance() / es.sigma**2 here: covariance() includes sigma^2, and the stds scaling, "
-        "which pycma's C leaves out"
+        "pycma's C is es.covariance() / es.sigma**2 here unless stds or integer variables scale the coordinates, "
+        "because covariance() includes sigma^2 and that scaling, which pycma keeps out of C (in sigma_vec)"
     ),
 }
 
