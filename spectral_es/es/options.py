@@ -349,10 +349,12 @@ def unknown_option_hint(name: str, accepted: Collection[str]) -> str:
 
 
 def hint_misused_options(function: Callable[P, R]) -> Callable[P, R]:
-    """Wrap ``function`` so that two pycma and scipy habits raise a TypeError that names the fix.
+    """Wrap ``function`` so that three pycma and scipy habits raise a TypeError that names the fix.
 
     An options dict passed positionally (``SpectralES(x0, sigma0, opts)``)
-    gets the advice to pass ``**opts``, and an unknown keyword argument gets
+    gets the advice to pass ``**opts``. An option passed positionally
+    (``SpectralES(x0, sigma0, 10)``) gets the list of positional parameters
+    and the advice to pass it by keyword. An unknown keyword argument gets
     :func:`unknown_option_hint`. Other calls that do not fit the signature
     raise Python's own TypeError. The wrapper keeps ``function``'s
     signature for ``inspect``, ``help()``, IDEs and type checkers, which a
