@@ -342,13 +342,15 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a checkpoint: not an ``.npz`` archive
-            (a CSV log, a truncated file), an archive with pickled objects or
-            without the JSON document.
+        ValueError: if ``path`` is not a checkpoint: a folder, not an
+            ``.npz`` archive (a CSV log, a truncated file), an archive with
+            pickled objects or without the JSON document.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; check the path")
+    if path.is_dir():
+        raise _not_a_checkpoint(path, "a folder, not a file")
     if not path.is_file() or not zipfile.is_zipfile(path):
         raise _not_a_checkpoint(path, "not an .npz archive, or a truncated one")
 

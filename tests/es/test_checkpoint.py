@@ -272,6 +272,13 @@ def test_non_checkpoint_files_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint .*missing.npz' not found"):
         resume(ellipsoid, tmp_path / "missing.npz")
 
+    # A folder exists, so "not found" would mislead, and it is not truncated either.
+    message = re.escape(f"{tmp_path} is not a spectral_es checkpoint (a folder, not a file)")
+    with pytest.raises(ValueError, match=message):
+        resume(ellipsoid, tmp_path)
+    with pytest.raises(ValueError, match=message):
+        SpectralES.load(tmp_path)
+
 
 def test_resume_with_other_function_rejected(tmp_path):
     path = tmp_path / "run.npz"
