@@ -34,7 +34,7 @@ def hint_unknown_keywords(
     (``SpectralKron(params, opts)``), gets the advice to pass ``**opts``.
     More positional arguments than positional parameters (AdamW's sixth,
     ``amsgrad``, say) get a ``TypeError`` that lists the positional
-    parameters and says to pass the rest by keyword. Other calls that do
+    parameters and advises passing the rest by keyword. Other calls that do
     not fit the signature raise Python's own
     ``TypeError``. The wrapper keeps the function's signature for
     ``inspect``, ``help()``, IDEs and type checkers, which a ``**kwargs``
@@ -66,11 +66,11 @@ def hint_unknown_keywords(
                 and not takes_any_positional
                 and not any(isinstance(value, Mapping) for value in args)
             ):
-                given = len(args) - (1 if is_method else 0)
+                passed = len(args) - (1 if is_method else 0)
                 count = f"{len(positional_names)} positional argument{'' if len(positional_names) == 1 else 's'}"
                 raise TypeError(
                     f"{caller}() takes at most {count} "
-                    f"({', '.join(positional_names)}) but {given} were given; pass the others by keyword (name=value)"
+                    f"({', '.join(positional_names)}) but {passed} were given; pass the others by keyword (name=value)"
                 )
             # An options dict in a slot that takes no dict: one past the
             # positional parameters, or an optional one such as lr.
@@ -117,7 +117,7 @@ def handle_missing_attribute(obj: object, name: str, foreign: Mapping[str, str])
     Meant as the body of a ``__getattr__``. Python calls ``__getattr__`` also
     when a property's getter raises ``AttributeError``, for example on an
     attribute that a pickle from an older version lacks. A new error would
-    then say that the property itself is missing. Running the getter again
+    then report the property itself as missing. Running the getter again
     raises its own error, which names the attribute that is really missing.
     """
     descriptor = inspect.getattr_static(type(obj), name, None)

@@ -806,9 +806,9 @@ def test_resume_of_finished_run_says_so(tmp_path, capsys):
     assert "already finished" not in capsys.readouterr().err
 
 
-def test_noise_with_restarts_notes_iteration_limit(capsys, user_module):
-    # A noisy run has no f-based stops; without this note a user saw one run
-    # spend the whole budget and --restarts do nothing.
+def test_noisy_restarts_note_iteration_limit(capsys, user_module):
+    # A noisy run has no f-based stops. Without this note a user saw one run
+    # spend the whole budget while --restarts did nothing.
     argv = ["minimize", "cli_checks_objective:noisy", "--dim", "3", "--seed", "1", "--quiet", "--noise"]
     assert main([*argv, "--restarts", "2", "--max-evals", "300"]) == 0
     captured = capsys.readouterr()

@@ -239,9 +239,8 @@ def test_disp_row(capsys):
 
 
 def test_disp_zero_prints_nothing(capsys):
-    # A port of pycma's verb_disp=0 calls es.disp(0), which prints nothing
-    # in pycma, as disp=0 does in minimize. The run stops on max_iter, so
-    # the last call also covers the final line that stopped runs print.
+    # pycma's es.disp(0) prints nothing, as disp=0 does in minimize. The run stops on
+    # max_iter, so the last call also covers the final line of a stopped run.
     theirs = cma.CMAEvolutionStrategy(X0, 0.5, {"seed": 1, "verbose": -9, "verb_disp": 0})
     es = SpectralES(X0, 0.5, seed=0, max_iter=3)
     while not es.stop():
@@ -359,9 +358,8 @@ def test_unknown_attribute_keeps_python_suggestions():
 
 
 def test_property_error_names_missing_attribute():
-    # Python calls __getattr__ also when a property's getter raises
-    # AttributeError. The error must name the attribute that the getter
-    # lacks (here as in a pickle from before it existed), not the property.
+    # Python calls __getattr__ also when a property's getter raises AttributeError, so the
+    # error must name the attribute that the getter lacks (as an old pickle may), not the property.
     es = SpectralES(X0, 0.5, seed=1)
     result = es.result
     del es.domain
@@ -375,8 +373,8 @@ def test_property_error_names_missing_attribute():
     assert result_error.value.name == "xbest"
 
 
-def test_extra_positional_argument_lists_positional_parameters():
-    # pycma users may pass popsize after sigma0; a bare TypeError would not say what to do.
+def test_extra_positional_lists_parameters():
+    # pycma users may pass popsize after sigma0, and Python's own TypeError names no fix.
     with pytest.raises(TypeError, match=r"SpectralES\(\) takes at most 2 positional arguments \(x0, sigma0\) but 3"):
         SpectralES(X0, 0.5, 10)
     with pytest.raises(TypeError, match=r"pass the others by keyword \(name=value\)"):
@@ -390,6 +388,7 @@ def test_covariance_hint_holds_only_unscaled():
     theirs = cma.CMAEvolutionStrategy(X0, 0.5, {"CMA_stds": stds, "verbose": -9, "seed": 1})
     es = SpectralES(X0, 0.5, stds=stds, seed=1)
     # pycma's fresh C has diagonal entries within 1e-4 of one, so 1e-3 separates it from stds**2.
+    # covariance() multiplies by stds exactly, so only rounding (1e-12) separates it from stds**2.
     np.testing.assert_allclose(np.diag(theirs.C), np.ones(3), rtol=1e-3)
     np.testing.assert_allclose(np.diag(es.covariance() / es.sigma**2), np.square(stds), rtol=1e-12)
 

@@ -47,7 +47,7 @@ def imported_modules(folder: Path) -> set[str]:
 
 
 def test_bench_extra_row_covers_paper_scripts():
-    # The bench row offers its extra for the paper reproductions, so it has to
+    # The README offers the bench extra for the paper reproductions, so its row must
     # name every other extra whose modules a script in benchmarks/paper imports.
     purpose = read_extras_table()["bench"]
     modules = imported_modules(ROOT / "benchmarks" / "paper")

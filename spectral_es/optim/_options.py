@@ -308,15 +308,15 @@ def check_routing(group: dict[str, Any], state: dict[str, Any], param: torch.Ten
             "set its group's route back to 'auto' or 'adam', or move 0-D and 1-D parameters to a group of their own"
         )
     if uses_kron(group, param):
-        wanted = full_sides(*matrix_shape(param), group["max_precond_dim"], group["max_side_ratio"])
+        expected = full_sides(*matrix_shape(param), group["max_precond_dim"], group["max_side_ratio"])
     else:
-        wanted = None
+        expected = None
     actual = ("B_C" in state, "B_K" in state) if "d_C" in state else None
-    if wanted == actual:
+    if expected == actual:
         return
     raise ValueError(
         f"invalid routing for {name} of shape {tuple(param.shape)}: route={group['route']!r}, max_precond_dim="
-        f"{group['max_precond_dim']} and max_side_ratio={group['max_side_ratio']} give it {_layout(wanted)}, but "
+        f"{group['max_precond_dim']} and max_side_ratio={group['max_side_ratio']} give it {_layout(expected)}, but "
         f"its state was created for {_layout(actual)}; routing is fixed when the state is created, so set these "
         "options back, or delete the parameter's state (del optimizer.state[param]) to start it again"
     )

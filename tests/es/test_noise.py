@@ -65,22 +65,20 @@ def test_noise_free_function_keeps_one_evaluation():
     assert "tol_x" in result.stop  # convergence still ends the run
 
 
-def test_noise_keeps_given_f_based_options():
+def test_noise_keeps_passed_f_options():
     default = SpectralES(np.full(5, 3.0), 1.0, noise_handling=True)
     assert default.options["tol_f"] == 0
     assert default.options["tol_flat"] == np.inf
     assert default.options["tol_stagnation"] == np.inf
-    given = SpectralES(np.full(5, 3.0), 1.0, noise_handling=True, tol_f=1e-3, tol_flat=5, tol_stagnation=200)
-    assert given.options["tol_f"] == 1e-3
-    assert given.options["tol_flat"] == 5
-    assert given.options["tol_stagnation"] == 200
+    passed = SpectralES(np.full(5, 3.0), 1.0, noise_handling=True, tol_f=1e-3, tol_flat=5, tol_stagnation=200)
+    assert passed.options["tol_f"] == 1e-3
+    assert passed.options["tol_flat"] == 5
+    assert passed.options["tol_stagnation"] == 200
 
 
-def test_noise_restarts_on_given_stagnation():
-    # Without a given tol_stagnation, the first run of each seed below
-    # spends the whole budget, so no restart happens. A given one ends the
-    # run once the averaged medians stop improving at the noise floor,
-    # after 93 to 140 iterations for seeds 0 to 2.
+def test_noise_restarts_on_passed_stagnation():
+    # Without tol_stagnation the first run of each seed spends the whole budget. With it,
+    # each first run ends at the noise floor after 93 to 140 iterations, so restarts follow.
     x0 = np.full(4, 3.0)
     for seed in range(3):
         result = minimize(

@@ -94,9 +94,8 @@ def test_old_state_dict_gets_new_defaults():
 
 
 def test_old_state_dict_keeps_layout():
-    # Before max_side_ratio existed, a 2 x 64 weight got full factors on both
-    # sides. The default ratio 16 would give it a diagonal column factor, so
-    # taking 16 for the old state made the first step raise in check_routing.
+    # Before max_side_ratio existed, a 2 x 64 weight got full factors on both sides.
+    # The default 16 gives it a diagonal column factor, so the first step raised.
     model = torch.nn.Linear(64, 2)
     optimizer = SpectralKron(model.parameters(), precondition_frequency=1, max_side_ratio=None)
     for seed in range(2):
@@ -474,7 +473,7 @@ def test_deleted_state_takes_the_new_routing():
     assert all(torch.isfinite(param).all() for param in model.parameters())
 
 
-def test_messages_name_parameters_given_by_name():
+def test_messages_use_parameter_names():
     # torch keeps the names of named_parameters() in each group's param_names.
     model = make_model()
     optimizer = SpectralKron(model.named_parameters(), precondition_frequency=1)
@@ -489,7 +488,7 @@ def test_messages_name_parameters_given_by_name():
         optimizer.step()
 
 
-def test_kron_route_error_names_parameter_given_by_name():
+def test_kron_route_error_uses_name():
     model = make_model()
     with pytest.raises(ValueError, match=r"but parameter '0\.bias' in param group 0 has shape \(4,\)"):
         SpectralKron(model.named_parameters(), route="kron")
