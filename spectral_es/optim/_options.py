@@ -211,14 +211,21 @@ def check_kron_route(group: dict[str, Any], where: str) -> None:
     """Raise ``ValueError`` if a group with ``route="kron"`` has a parameter with fewer than 2 dimensions."""
     if group["route"] != "kron":
         return
-    names = group.get("param_names")
     for index, param in enumerate(group["params"]):
         if param.ndim < 2:
-            label = repr(names[index]) if names is not None and index < len(names) else index
             raise ValueError(
-                f"route='kron' needs parameters with at least 2 dimensions, but parameter {label}{where} has shape "
+                f"route='kron' needs parameters with at least 2 dimensions, but parameter "
+                f"{parameter_label(group, index)}{where} has shape "
                 f"{tuple(param.shape)}; put 0-D and 1-D parameters in a group with route='auto' or 'adam'"
             )
+
+
+def parameter_label(group: dict[str, Any], index: int) -> str:
+    """Return how messages name parameter ``index`` of ``group``: its name from ``named_parameters()``, or the index."""
+    names = group.get("param_names")
+    if names is not None and index < len(names):
+        return repr(names[index])
+    return str(index)
 
 
 def is_number(value: Any) -> bool:

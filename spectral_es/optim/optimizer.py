@@ -23,6 +23,7 @@ from spectral_es.optim._options import (
     check_state_dtype,
     checked_process_group,
     dtype_name,
+    parameter_label,
     peer_option_advice,
     peer_option_hint,
     resolve_state_dtype,
@@ -461,7 +462,7 @@ class SpectralKron(torch.optim.Optimizer):
                     # pass) would otherwise keep its whole former stack in memory.
                     _release_stack(self.state.get(param, {}))
                     continue
-                name = _parameter_name(group, index, group_index)
+                name = f"parameter {parameter_label(group, index)} of group {group_index}"
                 _check_steppable(param, name)
                 state = self.state[param]
                 if not state:
@@ -519,14 +520,6 @@ class SpectralKron(torch.optim.Optimizer):
             )
         cayley_method(group, state_dtype)
         return init_kron_state(param, state_dtype, group["max_precond_dim"], group["graft"], group["max_side_ratio"])
-
-
-def _parameter_name(group: dict[str, Any], index: int, group_index: int) -> str:
-    """Return how messages name a parameter: by its name when the optimizer got ``named_parameters()``."""
-    names = group.get("param_names")
-    if names is not None and index < len(names):
-        return f"parameter {names[index]!r} of group {group_index}"
-    return f"parameter {index} of group {group_index}"
 
 
 def _check_steppable(param: torch.Tensor, name: str) -> None:
