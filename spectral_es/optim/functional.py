@@ -307,7 +307,7 @@ def _adam_direction(M_hat: torch.Tensor, state: dict, group: Mapping[str, Any], 
     rank one, and it keeps O(n + m) numbers where Adam keeps n m. Every
     pass over the (n, m) matrix writes into one temporary.
     """
-    bias_correction = _bias_correction(group["betas"][1], t, M_hat, 2)
+    bias_correction = _bias_correction(_betas(group)[1], t, M_hat, 2)
     if group["graft"] == "adam":
         denominator = (state["exp_avg_sq"] / bias_correction).sqrt_()
     else:
@@ -334,7 +334,7 @@ def _matrix_state(state: dict, shape: tuple[int, ...]) -> dict:
 
 def _update_moments(state: dict, G: torch.Tensor, group: Mapping[str, Any]) -> None:
     """Move the momentum and the second moments of ``state`` towards the gradient ``G`` (n, m) or (k, n, m)."""
-    beta1, beta2 = group["betas"]
+    beta1, beta2 = _betas(group)
     exp_avg = state["exp_avg"]
     exp_avg.lerp_(G.to(exp_avg.dtype), 1 - beta1)
     if "exp_avg_sq" in state:
@@ -344,6 +344,18 @@ def _update_moments(state: dict, G: torch.Tensor, group: Mapping[str, Any]) -> N
         square = G.to(state["exp_avg_sq_row"].dtype).square()
         state["exp_avg_sq_row"].lerp_(square.mean(dim=-1), 1 - beta2)
         state["exp_avg_sq_col"].lerp_(square.mean(dim=-2), 1 - beta2)
+
+
+def _betas(group: Mapping[str, Any]) -> tuple[float, float]:
+    """Return the group's ``betas`` as Python floats.
+
+    ``torch.optim.AdamW`` (torch 2.13) accepts 0-d tensors as betas, and a
+    NumPy scalar may arrive too. :func:`_adam_direction` tells a single
+    weight's bias correction (a number) from a stack's (a tensor) by type,
+    so each beta must be a float.
+    """
+    beta1, beta2 = group["betas"]
+    return float(beta1), float(beta2)
 
 
 def _bias_correction(beta: float, t: float | list[float], like: torch.Tensor, dims: int) -> float | torch.Tensor:
@@ -369,7 +381,7 @@ def _direction(state: dict, group: Mapping[str, Any], t: float | list[float]) ->
     For a stacked state ``t`` may list each weight's step count.
     """
     exp_avg = state["exp_avg"]
-    M_hat = (exp_avg / _bias_correction(group["betas"][0], t, exp_avg, 2)).to(exp_avg.dtype)
+    M_hat = (exp_avg / _bias_correction(_betas(group)[0], t, exp_avg, 2)).to(exp_avg.dtype)
     D = _kron_precondition(
         state["d_C"],
         state.get("B_C"),
@@ -609,7 +621,7 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, state: dict, group: Map
     to it; the root ``p`` does not apply here. ``max_update_rms`` caps the
     step's RMS as on the Kronecker path.
     """
-    beta1, beta2 = group["betas"]
+    beta1, beta2 = _betas(group)
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
     state["step"] += 1
     t = state["step"].item()
@@ -643,7 +655,7 @@ def adam_update_foreach(
     by a number as a multiplication by its reciprocal, they may differ by
     one rounding.
     """
-    beta1, beta2 = group["betas"]
+    beta1, beta2 = _betas(group)
     exp_avgs = [state["exp_avg"] for state in states]
     exp_avg_sqs = [state["exp_avg_sq"] for state in states]
     torch._foreach_add_([state["step"] for state in states], 1)

@@ -590,6 +590,31 @@ def test_tensor_learning_rate_accepted():
     assert torch.all(W < 1)
 
 
+@pytest.mark.parametrize(
+    "betas",
+    [(torch.tensor(0.9), torch.tensor(0.999)), (np.float32(0.9), np.float32(0.999))],
+    ids=["tensor", "numpy-float32"],
+)
+def test_betas_as_scalars_match_floats(betas):
+    # torch.optim.AdamW accepts 0-d tensors as betas, and np.float32 is not a
+    # Python float. Both must give the steps of the floats they hold, bitwise,
+    # on every path: three weights of which two share a stack, and the biases.
+    def train(betas):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Linear(6, 6), torch.nn.Linear(6, 6))
+        optimizer = SpectralKron(model.parameters(), lr=1e-2, betas=betas)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.randn(8, 4, generator=generator)).square().mean().backward()
+            optimizer.step()
+        return list(model.parameters())
+
+    expected = train(tuple(float(beta) for beta in betas))
+    for param, reference in zip(train(betas), expected, strict=True):
+        assert torch.equal(param, reference)
+
+
 def test_sparse_gradient_raises():
     W = torch.nn.Parameter(torch.randn(4, 3))
     optimizer = SpectralKron([W])
