@@ -484,29 +484,54 @@ class SpectralKron(torch.optim.Optimizer):
         the saved tensors are cast again from the originals (a bfloat16
         state round-trips exactly), onto each parameter's device.
 
+        Hooks behave as with ``torch.optim``: the checks and the casts apply
+        to the state dict that the ``register_load_state_dict_pre_hook``
+        hooks return, and ``register_load_state_dict_post_hook`` hooks see
+        the cast state.
+
         Raises:
             ValueError: if ``state_dict`` was not saved by ``SpectralKron``,
                 has an invalid option, or has a state whose shape differs
                 from its parameter's. The optimizer is then unchanged.
         """
-        check_saved_groups(state_dict, self.defaults)
-        saved_state = state_dict["state"]
-        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        hooked: dict[str, Any] = {}
+
+        def check_saved(optimizer: torch.optim.Optimizer, loaded: dict[str, Any]) -> None:
+            check_saved_groups(loaded, self.defaults)
+            hooked["state_dict"] = loaded
+
+        def cast_saved(optimizer: torch.optim.Optimizer) -> None:
+            self._cast_loaded_state(hooked["state_dict"])
+
+        # Registered during this call, the check runs after every pre-hook
+        # registered before it, and the prepended cast before every post-hook.
+        handles = [
+            self.register_load_state_dict_pre_hook(check_saved),
+            self.register_load_state_dict_post_hook(cast_saved, prepend=True),
+        ]
         previous = self.state, self.param_groups
         try:
             super().load_state_dict(state_dict)
-            owners = [(param, group) for group in self.param_groups for param in group["params"]]
-            for saved_id, (param, group) in zip(saved_ids, owners, strict=True):
-                if saved_id in saved_state:
-                    _check_saved_shape(saved_state[saved_id], param, saved_id)
-                    self.state[param] = {
-                        key: _cast_state(key, value, param, resolve_state_dtype(group, param))
-                        for key, value in saved_state[saved_id].items()
-                    }
         except Exception:
             # torch.optim builds new state and groups, so the old ones are intact.
             self.state, self.param_groups = previous
             raise
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _cast_loaded_state(self, state_dict: dict[str, Any]) -> None:
+        """Replace the state that ``torch.optim`` loaded with the saved tensors, cast to the state dtypes."""
+        saved_state = state_dict["state"]
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        owners = [(param, group) for group in self.param_groups for param in group["params"]]
+        for saved_id, (param, group) in zip(saved_ids, owners, strict=True):
+            if saved_id in saved_state:
+                _check_saved_shape(saved_state[saved_id], param, saved_id)
+                self.state[param] = {
+                    key: _cast_state(key, value, param, resolve_state_dtype(group, param))
+                    for key, value in saved_state[saved_id].items()
+                }
 
     def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """Route ``param`` and return its initial state."""

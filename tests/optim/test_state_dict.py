@@ -123,6 +123,52 @@ def test_loaded_state_is_a_copy():
             assert torch.equal(value, kept[index][key]), key
 
 
+def test_load_pre_hook_result_is_loaded():
+    # As with torch.optim, the dict that a pre-hook returns is the one checked
+    # and loaded: here the hook restores an option that the saved dict lacks
+    # and clears the momentum.
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), state_dtype=torch.bfloat16)
+    train_steps(model, optimizer, 3)
+    saved = deserialise(serialise(optimizer.state_dict()))
+    for group in saved["param_groups"]:
+        del group["eps"]
+
+    def migrate(optimizer, state_dict):
+        state_dict = {**state_dict, "param_groups": [{**group, "eps": 1e-6} for group in state_dict["param_groups"]]}
+        for state in state_dict["state"].values():
+            state["exp_avg"] = torch.zeros_like(state["exp_avg"])
+        return state_dict
+
+    resumed = SpectralKron(make_model(0).parameters())
+    resumed.register_load_state_dict_pre_hook(migrate)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["eps"] == 1e-6
+    for state in resumed.state.values():
+        assert state["exp_avg"].dtype == torch.bfloat16
+        assert not state["exp_avg"].any()
+
+
+def test_load_post_hook_edits_are_kept():
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), state_dtype=torch.bfloat16)
+    train_steps(model, optimizer, 3)
+    seen_dtypes = []
+
+    def clear_momentum(optimizer):
+        for state in optimizer.state.values():
+            seen_dtypes.append(state["exp_avg"].dtype)
+            state["exp_avg"] = torch.zeros_like(state["exp_avg"])
+
+    resumed = SpectralKron(make_model(0).parameters())
+    resumed.register_load_state_dict_post_hook(clear_momentum)
+    resumed.load_state_dict(deserialise(serialise(optimizer.state_dict())))
+    # The hook ran on the state in its saved dtype, and its edit stays.
+    assert seen_dtypes == [torch.bfloat16] * 4
+    for state in resumed.state.values():
+        assert not state["exp_avg"].any()
+
+
 def test_resume_before_some_parameters_had_gradients():
     def run(split: int | None):
         torch.manual_seed(0)
