@@ -160,16 +160,22 @@ def check_saved_groups(state_dict: dict[str, Any], defaults: dict[str, Any]) -> 
 def check_group(group: dict[str, Any], where: str = "") -> None:
     """Raise ``ValueError`` for an invalid option of a parameter group; ``where`` names the group in the message."""
     group["state_dtype"] = dtype_name(group["state_dtype"], where)
+    group["lr"] = _one_element_as_scalar(group["lr"])
     betas = group["betas"]
-    if isinstance(betas, (tuple, list)) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas):
-        group["betas"] = tuple(betas)
+    if isinstance(betas, (tuple, list)) and len(betas) == 2:
+        betas = tuple(_one_element_as_scalar(beta) for beta in betas)
+    if isinstance(betas, tuple) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas):
+        group["betas"] = betas
     else:
-        raise ValueError(f"invalid betas {betas!r}{where}: expected two numbers in [0, 1), e.g. (0.9, 0.999)")
+        raise ValueError(
+            f"invalid betas {group['betas']!r}{where}: expected two numbers in [0, 1) (floats or one-element "
+            "tensors), e.g. (0.9, 0.999)"
+        )
     checks = [
         # Infinity is invalid here: an infinite lr, weight_decay or graft_rms makes the
         # weights inf or NaN at the first step, and an infinite eps zeroes every step.
         # An infinite damping would otherwise raise only in the first refresh, inside step().
-        ("lr", lambda lr: is_number(lr) and 0 <= lr < math.inf, "a finite number >= 0"),
+        ("lr", lambda lr: is_number(lr) and 0 <= lr < math.inf, "a finite number >= 0 or a one-element tensor"),
         ("eps", lambda eps: is_number(eps) and 0 <= eps < math.inf, "a finite number >= 0"),
         ("weight_decay", lambda decay: is_number(decay) and 0 <= decay < math.inf, "a finite number >= 0"),
         ("root", lambda root: is_number(root) and 0 < root < math.inf, "a finite number > 0 (1, 2, 4, ...)"),
@@ -226,6 +232,18 @@ def parameter_label(group: dict[str, Any], index: int) -> str:
     if names is not None and index < len(names):
         return repr(names[index])
     return str(index)
+
+
+def _one_element_as_scalar(value: Any) -> Any:
+    """Return a one-element tensor of any shape as a 0-d view of it, and any other value unchanged.
+
+    ``torch.optim.AdamW`` (torch 2.13) accepts such tensors as ``lr`` and
+    as betas. The view shares the tensor's storage, so an in-place edit of
+    either (a scheduler's ``fill_``, say) changes both.
+    """
+    if torch.is_tensor(value) and value.ndim > 0 and value.numel() == 1:
+        return value.view(())
+    return value
 
 
 def is_number(value: Any) -> bool:

@@ -256,9 +256,10 @@ class SpectralKron(torch.optim.Optimizer):
     Args:
         params: Parameters or parameter groups; every option below may be set
             per group.
-        lr: Learning rate, finite and >= 0.
+        lr: Learning rate, finite and >= 0: a float or, as in
+            ``torch.optim.AdamW``, a one-element tensor.
         betas: ``(beta1, beta2)``: momentum and Adam second-moment decay, each
-            in [0, 1).
+            in [0, 1) and a float or a one-element tensor.
         eps: Damping of ``S^{1/p}`` (and of Adam's ``sqrt(v)``), finite and >= 0.
         weight_decay: Decoupled weight decay, finite and >= 0, multiplied by ``lr``.
             Default 0.0, whereas ``torch.optim.AdamW`` defaults to 0.01, so

@@ -615,6 +615,45 @@ def test_betas_as_scalars_match_floats(betas):
         assert torch.equal(param, reference)
 
 
+def test_one_element_tensor_options_accepted():
+    # torch.optim.AdamW accepts one-element tensors of any shape as lr and
+    # betas. They must give the steps of the floats they hold, bitwise.
+    def train(lr, betas):
+        W = single_weight((6, 4), dtype=torch.float32)
+        bias = torch.nn.Parameter(torch.zeros(6))
+        optimizer = SpectralKron([W, bias], lr=lr, betas=betas)
+        for seed in range(3):
+            set_gradient(W, seed)
+            set_gradient(bias, seed + 10)
+            optimizer.step()
+        return W, bias
+
+    lr, betas = torch.tensor([0.01]), (torch.tensor([0.9]), torch.tensor([[0.999]]))
+    floats = train(float(lr), tuple(float(beta) for beta in betas))
+    for param, reference in zip(train(lr, betas), floats, strict=True):
+        assert torch.equal(param, reference)
+
+
+def test_one_element_lr_edited_in_place():
+    # The group keeps a view of the caller's tensor, so setting it to 0 in
+    # place stops the steps, as it does with torch.optim.AdamW.
+    lr = torch.tensor([0.01])
+    W = single_weight((6, 4), dtype=torch.float32)
+    optimizer = SpectralKron([W], lr=lr)
+    set_gradient(W, 0)
+    optimizer.step()
+    lr.fill_(0.0)
+    before = W.detach().clone()
+    set_gradient(W, 1)
+    optimizer.step()
+    assert torch.equal(W, before)
+
+
+def test_two_element_lr_rejected():
+    with pytest.raises(ValueError, match=r"invalid lr tensor\(\[0.0010, 0.0020\]\).*one-element tensor"):
+        SpectralKron([torch.nn.Parameter(torch.randn(4, 3))], lr=torch.tensor([1e-3, 2e-3]))
+
+
 def test_sparse_gradient_raises():
     W = torch.nn.Parameter(torch.randn(4, 3))
     optimizer = SpectralKron([W])
