@@ -226,6 +226,22 @@ def check_kron_route(group: dict[str, Any], where: str) -> None:
             )
 
 
+def check_distinct_params(group: dict[str, Any], where: str) -> None:
+    """Raise ``ValueError`` if a parameter appears twice in ``group``.
+
+    ``torch.optim`` only warns, and ``AdamW`` then steps such a parameter
+    twice. Here both entries would be stepped from one shared state, which
+    matches neither one step nor two, so the group is rejected.
+    """
+    seen: set[int] = set()
+    for index, param in enumerate(group["params"]):
+        if id(param) in seen:
+            raise ValueError(
+                f"parameter {parameter_label(group, index)}{where} appears twice in the group; list each parameter once"
+            )
+        seen.add(id(param))
+
+
 def parameter_label(group: dict[str, Any], index: int) -> str:
     """Return how messages name parameter ``index`` of ``group``: its name from ``named_parameters()``, or the index."""
     names = group.get("param_names")

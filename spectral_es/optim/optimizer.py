@@ -15,6 +15,7 @@ from spectral_es._warnings import outside_stacklevel
 from spectral_es.optim._options import (
     LATER_OPTIONS,
     cayley_method,
+    check_distinct_params,
     check_graft_state,
     check_group,
     check_kron_route,
@@ -398,7 +399,8 @@ class SpectralKron(torch.optim.Optimizer):
         """Add a parameter group after checking its options (see the class docstring).
 
         Raises:
-            ValueError: for an invalid option; the optimizer is then unchanged.
+            ValueError: for an invalid option or a parameter listed twice;
+                the optimizer is then unchanged.
         """
         where = f" in param group {len(self.param_groups)}"
         if isinstance(param_group, dict):
@@ -408,6 +410,7 @@ class SpectralKron(torch.optim.Optimizer):
         super().add_param_group(param_group)
         try:
             check_group(self.param_groups[-1], where)
+            check_distinct_params(self.param_groups[-1], where)
             check_kron_route(self.param_groups[-1], where)
         except ValueError:
             self.param_groups.pop()

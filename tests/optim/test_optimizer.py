@@ -485,6 +485,21 @@ def test_invalid_option_in_group_raises():
         SpectralKron([{"params": [torch.nn.Parameter(torch.randn(3, 2))], "precond_lr": -1.0}])
 
 
+def test_parameter_listed_twice_rejected():
+    # torch.optim only warns, and AdamW steps the parameter twice; here both
+    # entries would share one state, so the group is rejected and not added.
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    weight = model[0].weight
+    optimizer = SpectralKron([model[0].bias])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's own warning about duplicates
+        with pytest.raises(ValueError, match=r"parameter 1 in param group 1 appears twice in the group; list each"):
+            optimizer.add_param_group({"params": [weight, weight]})
+        with pytest.raises(ValueError, match=r"parameter '0.weight' in param group 0 appears twice"):
+            SpectralKron([("0.weight", weight), ("0.weight", weight)])
+    assert len(optimizer.param_groups) == 1
+
+
 def test_invalid_option_edited_names_group():
     optimizer = SpectralKron(
         [{"params": [torch.nn.Parameter(torch.randn(3, 2))]}, {"params": [torch.nn.Parameter(torch.randn(2, 2))]}]
