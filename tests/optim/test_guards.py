@@ -299,13 +299,18 @@ def test_float16_refresh_matches_float32_at_large_scale():
         state["alpha"].copy_(G.square().mean())
         kron_refresh(state, G.to(dtype), sides="CK", beta=0.1, rotation=rotation, damping=1e-4, orthogonalize=False)
         states[dtype] = state
-    # float16 rounds the gradient and the products to about 2^-11 relative.
-    # The eigenvalues move by exp(0.1 (q / d - 1)), which damps that error
-    # tenfold, so they agree far closer than 1%.
+    # float16 rounds the gradient and the products to about 2^-11 = 4.9e-4
+    # relative. The eigenvalues move by exp(0.1 (q / d - 1)), which damps
+    # that error tenfold, so 1e-3 is a wide margin (torch 2.13 on CPU: 8e-5).
+    # They move by 7-9%, so a refresh that skipped them would fail.
     for key in ("d_C", "d_K", "alpha"):
-        torch.testing.assert_close(states[torch.float16][key], states[torch.float32][key], rtol=1e-2, atol=0)
+        torch.testing.assert_close(states[torch.float16][key], states[torch.float32][key], rtol=1e-3, atol=0)
+    # The truncated map is a few products of 12 or 16 terms, each rounding
+    # entries of the basis by about sqrt(16) * 4.9e-4 = 2e-3 (torch 2.13 on
+    # CPU: 8e-4). The refresh turns the bases from I by up to 0.3 per entry,
+    # so a float16 refresh that skipped the rotation would fail too.
     for key in ("B_C", "B_K"):
-        assert torch.isfinite(states[torch.float16][key]).all(), key
+        torch.testing.assert_close(states[torch.float16][key].float(), states[torch.float32][key], rtol=0, atol=5e-3)
 
 
 def test_float16_graft_rescales_in_float32():
