@@ -295,6 +295,16 @@ def test_bfloat16_bases_with_float32_eigenvalues(rng):
     )
     assert [x.dtype for x in new] == [torch.float32, torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
     assert torch.all(torch.isfinite(new[1].float()))
+    # The same step in float64 from the same gradient. bfloat16 rounds to
+    # 2^-8 relative, and products of 16 terms to about sqrt(16) * 2^-8 =
+    # 0.016 (torch 2.13 on CPU: 3e-3). The step moves d by up to 27% and
+    # the bases by up to 0.11 per entry, so a step that skipped either fails.
+    expected = kron_step(
+        d_C, B_C, d_K, B_K, alpha, G.double().numpy(), 0.05, method="truncated", max_generator_norm=0.25
+    )
+    for name, got, want in zip(("d_C", "B_C", "d_K", "B_K", "alpha"), new, expected, strict=True):
+        tolerance = {"rtol": 0.0, "atol": 0.02} if name.startswith("B") else {"rtol": 0.02, "atol": 0.0}
+        np.testing.assert_allclose(got.double().numpy(), want, **tolerance, err_msg=name)
     # bfloat16 keeps 8 significant bits: a rounded orthogonal 16 x 16 matrix
     # has a defect near sqrt(16 * 16) * 2^-9 ~ 0.03; the step adds far less.
     assert orthogonality_defect(new[1].float()) < 0.1
