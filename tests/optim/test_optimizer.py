@@ -140,9 +140,16 @@ def test_bfloat16_run_stays_finite_and_orthogonal():
     # has a defect of about 0.013 at n = 24 or 32 (measured in the loop). The
     # truncated Cayley steps with a Björck step every 10 refreshes stay near
     # 0.02; without the Björck steps the defect passes 1 within 300 steps.
+    generator = torch.Generator().manual_seed(0)
     for side, n in (("C", 24), ("K", 32)):
-        floor = orthogonality_defect(torch.linalg.qr(torch.randn(n, n))[0].to(torch.bfloat16).float())
+        floor = orthogonality_defect(
+            torch.linalg.qr(torch.randn(n, n, generator=generator))[0].to(torch.bfloat16).float()
+        )
         assert orthogonality_defect(state[f"B_{side}"].float()) < 3 * floor
+        # A basis that never rotated would pass the check above with a defect
+        # of 0. With torch 2.13 on CPU these turn to ||B - I||_F = 7.0 and 7.7.
+        distance_from_identity = torch.linalg.norm(state[f"B_{side}"].float() - torch.eye(n)).item()
+        assert distance_from_identity > 3, side
 
 
 # Both dtypes take the same truncated map (norm, squarings). From d = 1 the
@@ -745,7 +752,10 @@ def test_trains_small_model():
 
 
 def _bfloat16_defects(refreshes: int) -> tuple[list[float], float]:
-    """Return the defects of B_C and B_K after ``refreshes`` refreshes of a 64 x 64 bfloat16 weight, and the floor."""
+    """Return the defects of B_C and B_K after ``refreshes`` refreshes of a 64 x 64 bfloat16 weight, and the floor.
+
+    Asserts first that both bases rotated away from I.
+    """
     generator = torch.Generator().manual_seed(0)
     n = 64
     left = torch.randn(n, n, generator=generator) * torch.logspace(0, -1, n)
@@ -756,7 +766,13 @@ def _bfloat16_defects(refreshes: int) -> tuple[list[float], float]:
         weight.grad = (left @ torch.randn(n, n, generator=generator) @ right).to(torch.bfloat16)
         optimizer.step()
     floor = orthogonality_defect(torch.linalg.qr(torch.randn(n, n, generator=generator))[0].to(torch.bfloat16).float())
-    return [orthogonality_defect(optimizer.state[weight][f"B_{side}"].float()) for side in "CK"], floor
+    bases = [optimizer.state[weight][f"B_{side}"].float() for side in "CK"]
+    # Bases that never rotated would be I, with a defect of 0 below any
+    # bound. These turn to ||B - I||_F = 11.3, as a random rotation does.
+    for side, basis in zip("CK", bases, strict=True):
+        distance_from_identity = torch.linalg.norm(basis - torch.eye(n)).item()
+        assert distance_from_identity > 5, side
+    return [orthogonality_defect(basis) for basis in bases], floor
 
 
 def test_bfloat16_bases_at_rounding_floor():
