@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from spectral_es import NonFiniteObjectiveWarning, SpectralES, minimize
-from spectral_es.functions import rosenbrock, sphere
+from spectral_es.core import orthogonality_defect
+from spectral_es.functions import rosenbrock, rotated_ellipsoid, sphere
 
 
 def run(es, function, iterations):
@@ -90,6 +91,30 @@ def test_constant_function_stops_flat():
     result = minimize(lambda x: 1.0, np.zeros(3), 1.0, seed=0)
     assert "tol_flat" in result.stop
     assert result.nit == 3
+
+
+def test_tied_values_share_mean_weight():
+    # With every value tied, each sample gets the mean of the recombination
+    # weights, 1 / popsize, so the new mean is the average of the samples
+    # (up to rounding of the sum of popsize terms), not the first mu rows.
+    es = SpectralES(np.linspace(-1, 1, 6), 0.7, seed=3)
+    X = es.ask()
+    es.tell(X, np.full(len(X), 2.0))
+    np.testing.assert_allclose(es.mean, X.mean(axis=0), rtol=0, atol=1e-14)
+
+
+def test_truncated_rotations_stay_orthogonal():
+    # Each truncated rotation leaves a defect of at most
+    # 2^(s + 1.5 - 8/2) 0.25^8 <= 4.3e-5 (s <= 4 squarings, generator norm
+    # 0.25 per squaring), and the Björck step after it maps a defect e to
+    # about (3/4) e^2 = 1.4e-9. Without that step the defect adds up.
+    es = SpectralES(np.linspace(-3, 3, 10), 1.0, seed=0, cayley="truncated", rotation_interval=1)
+    defects = []
+    for _ in range(200):
+        X = es.ask()
+        es.tell(X, rotated_ellipsoid(X))
+        defects.append(orthogonality_defect(es.B))
+    assert max(defects) < 2e-9
 
 
 def test_same_seed_is_bit_identical():
