@@ -458,7 +458,10 @@ def run_minimize(args: argparse.Namespace) -> int:
             status.close()
     print_result(result, time.perf_counter() - start, noisy, resumed=bool(args.resume))
     if result.nfev == saved_evaluations:
-        print("note: the saved run had already finished, so nothing was evaluated", file=sys.stderr)
+        note = "note: the saved run had already finished, so nothing was evaluated"
+        if "max_evals" in result.stop:
+            note += "; it stopped at its budget, so give a larger --max-evals to continue it"
+        print(note, file=sys.stderr)
     if not math.isfinite(result.fbest):
         print("\nerror: the objective returned no finite value; check it at the start point", file=sys.stderr)
         return 1

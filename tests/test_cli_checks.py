@@ -796,12 +796,17 @@ def test_resume_of_finished_run_says_so(tmp_path, capsys):
     capsys.readouterr()
 
     assert main(["minimize", "--resume", str(path), "--quiet"]) == 0
-    assert "the saved run had already finished" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the saved run had already finished" in err
+    assert "--max-evals" not in err
 
-    # A larger budget continues a run that its old budget stopped: no note then.
+    # A run that its budget stopped is told how to continue, and a larger
+    # budget continues it: no note then.
     argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--max-evals", "30"]
     assert main([*argv, "--checkpoint", str(tmp_path / "short.npz")]) == 0
     capsys.readouterr()
+    assert main(["minimize", "--resume", str(tmp_path / "short.npz"), "--quiet"]) == 0
+    assert "stopped at its budget, so give a larger --max-evals to continue it" in capsys.readouterr().err
     assert main(["minimize", "--resume", str(tmp_path / "short.npz"), "--quiet", "--max-evals", "60"]) == 0
     assert "already finished" not in capsys.readouterr().err
 

@@ -1,6 +1,6 @@
 """Compare SpectralES with pycma's CMA-ES and xNES; write a results page and figures.
 
-    python -m benchmarks.es.compare --quick    # 3 seeds, n <= 40, a few minutes
+    python -m benchmarks.es.compare --quick    # 3 seeds, n <= 40, about 5 minutes
     python -m benchmarks.es.compare --full     # 10 seeds, n up to 100 and 2000 for timing
 
 Run it from the repository root. Every method gets the same problems (see
@@ -256,7 +256,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument(
-        "--quick", action="store_true", help="3 seeds, n = 2, 10, 40 (multimodal functions: 2, 10); a few minutes"
+        "--quick", action="store_true", help="3 seeds, n = 2, 10, 40 (multimodal functions: 2, 10); about 5 minutes"
     )
     mode.add_argument("--full", action="store_true", help="10 seeds, n = 2, 10, 40, 100; hours")
     mode.add_argument(
