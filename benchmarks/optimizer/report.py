@@ -317,7 +317,9 @@ def plot_step_time(record: dict) -> None:
         axis.plot(names, [row["worst"] / adamw for row in usable], "v", color="tab:red", label="worst")
         axis.set_yscale("log")
         axis.set_title(title, fontsize=9)
-        axis.tick_params(axis="x", rotation=60, labelsize=7)
+        # Labels end at their bars, so long ones do not run under the next label.
+        axis.tick_params(axis="x", labelsize=7)
+        plt.setp(axis.get_xticklabels(), rotation=60, ha="right", rotation_mode="anchor")
     axes[0][0].set_ylabel("step time / AdamW median")
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
