@@ -18,6 +18,8 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
     python -m benchmarks.optimizer.digits --full --seeds 10 --models convnet \
         --optimizers SOAP SpectralKron "SpectralKron truncated" "SpectralKron Frobenius cap" \
         "SpectralKron adam graft" --record digits_seed_check   # the seed check on RESULTS.md
+    python -m benchmarks.optimizer.digits --full --dtypes float32 \
+        --optimizers SOAP "SpectralKron bf16 state, T=10" --record digits_fast_check
 
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.
@@ -252,7 +254,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--record",
         default="digits",
-        help="name of the JSON record (default digits); report.py shows digits_seed_check in its own section",
+        help=(
+            "name of the JSON record (default digits); report.py shows digits_seed_check and "
+            "digits_fast_check in sections of their own"
+        ),
     )
     parser.add_argument("--out", type=Path, help="folder for the JSON record (default results/, quick: results/quick/)")
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 
     python -m benchmarks.optimizer.report
 
-Reads ``results/step_time.json``, ``results/digits.json``,
+Reads ``results/step_time.json``, ``results/digits.json`` (with the
+checks ``digits_seed_check.json`` and ``digits_fast_check.json``),
 ``results/orthogonality.json``, ``results/distributed.json`` and
 ``results/small_models.json`` beside this file (any may be missing) and
 rewrites ``RESULTS.md`` and ``figures/``. Each of the five scripts calls
@@ -27,6 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 FIGURES = HERE / "figures"
+# The variant of the digits record "digits_fast_check": the float32 configuration with the cheapest step.
+FAST_VARIANT = "SpectralKron bf16 state, T=10"
 
 
 def save(record: dict, folder: Path, name: str) -> None:
@@ -327,12 +330,16 @@ def plot_step_time(record: dict) -> None:
     plt.close(figure)
 
 
-def targets_section(step_time: dict | None, digits: dict | None, seed_check: dict | None = None) -> list[str]:
+def targets_section(
+    step_time: dict | None, digits: dict | None, seed_check: dict | None = None, fast_check: dict | None = None
+) -> list[str]:
     """Check SpectralKron against its targets: half of SOAP's step time and state bytes,
     no slower than Muon, no refresh spikes, no NaN in bfloat16, and SOAP's convnet test loss.
 
     A seed check (the digits protocol with more seeds, for fewer cases) adds
     its rows, labelled with its seed count, under those of the main record.
+    A fast check (the protocol for :data:`FAST_VARIANT`) adds the rows of
+    that variant against the SOAP of its own record.
     """
     lines = ["## Targets", ""]
     if step_time:
@@ -366,12 +373,15 @@ def targets_section(step_time: dict | None, digits: dict | None, seed_check: dic
             "| test loss, SpectralKron / SOAP (median of seeds; <= 1 for the convnet) |",
             "| --- | --- | --- | ---: |",
         ]
-        cases = list(digits["cases"].items())
+        cases = [(case, results, "SpectralKron") for case, results in digits["cases"].items()]
         if seed_check:
             label = f"({seed_check['seeds']} seeds)"
-            cases += [(f"{case} {label}", results) for case, results in seed_check["cases"].items()]
-        for case, results in cases:
-            ours, soap = results.get("SpectralKron"), results.get("SOAP")
+            cases += [(f"{case} {label}", results, "SpectralKron") for case, results in seed_check["cases"].items()]
+        if fast_check:
+            label = f"({FAST_VARIANT.removeprefix('SpectralKron ')})"
+            cases += [(f"{case} {label}", results, FAST_VARIANT) for case, results in fast_check["cases"].items()]
+        for case, results, name in cases:
+            ours, soap = results.get(name), results.get("SOAP")
             ours_ok = bool(ours) and not any("failure" in r for r in ours["runs"])
             soap_ok = bool(soap) and not any("failure" in r for r in soap["runs"])
             ratio = ""
@@ -455,7 +465,7 @@ def write_page() -> None:
     """Rewrite ``RESULTS.md`` and ``figures/`` from the records in ``results/``."""
     FIGURES.mkdir(exist_ok=True)
     step_time, digits, orthogonality = load("step_time"), load("digits"), load("orthogonality")
-    seed_check = load("digits_seed_check")
+    seed_check, fast_check = load("digits_seed_check"), load("digits_fast_check")
     distributed, small_models = load("distributed"), load("small_models")
     lines = [
         "# SpectralKron benchmarks",
@@ -493,8 +503,8 @@ def write_page() -> None:
         "    learns from one gradient in ten;",
         "  - `bf16 state` keeps the momentum and eigenbases of float32 weights in bfloat16;",
         "  - `bf16 state, T=10` makes both changes. On float32 weights it is SpectralKron's counterpart",
-        "    of Muon's bfloat16 iteration with SOAP's refresh period. The digits runs have no such row,",
-        "    but with bfloat16 weights `T=10` is the same configuration;",
+        "    of Muon's bfloat16 iteration with SOAP's refresh period, and a digits section of its own",
+        "    trains float32 models with it (with bfloat16 weights `T=10` is the same configuration);",
         "  - `full` raises max_precond_dim to 4096, so the 4096-long side gets a full factor;",
         "  - `truncated` uses the truncated map in float32 state, with up to 4 squarings;",
         "  - `Frobenius cap` uses the truncated map with the Frobenius norm capped at 0.25 and no",
@@ -510,7 +520,7 @@ def write_page() -> None:
         "  written.",
         "",
     ]
-    lines += targets_section(step_time, digits, seed_check)
+    lines += targets_section(step_time, digits, seed_check, fast_check)
     if step_time:
         plot_step_time(step_time)
         lines += ["## Step time", "", "![step time](figures/step_time.png)", ""] + step_time_section(step_time)
@@ -530,6 +540,14 @@ def write_page() -> None:
             "",
         ] + digits_section(seed_check)
         lines += ["### Learning-rate sweep of the seed check", ""] + sweep_section(seed_check)
+    if fast_check:
+        lines += [
+            "## Digits with bfloat16 state and T=10",
+            "",
+            f"The digits protocol for float32 models with SOAP and `{FAST_VARIANT}`, the",
+            "SpectralKron configuration with the cheapest float32 step in the step-time tables.",
+            "",
+        ] + digits_section(fast_check)
     if orthogonality:
         plot_orthogonality(orthogonality)
         lines += ["## Orthogonality", "", "![orthogonality](figures/orthogonality.png)", ""]

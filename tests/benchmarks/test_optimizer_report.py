@@ -34,6 +34,19 @@ def test_seed_check_row_has_own_verdict():
     assert _row(lines, "convnet/float32 (10 seeds)").endswith("| 0.80 (yes) |")
 
 
+def test_fast_check_row_compares_variant():
+    # The fast check's rows compare its variant, not the default, with the
+    # SOAP of the same record: medians 0.03 and 0.02 give 1.50.
+    main = _digits(3, _runs(0.02, 0.02, 0.02), _runs(0.04, 0.04, 0.04))
+    fast = {
+        "seeds": 3,
+        "cases": {"convnet/float32": {report.FAST_VARIANT: _runs(0.03, 0.03, 0.03), "SOAP": _runs(0.02, 0.02, 0.02)}},
+    }
+    lines = report.targets_section(None, main, None, fast)
+    assert _row(lines, "convnet/float32").endswith("| 0.50 (yes) |")
+    assert _row(lines, "convnet/float32 (bf16 state, T=10)").endswith("| 1.50 (no) |")
+
+
 def test_failed_run_drops_the_ratio():
     ours = {"runs": [{"test_loss": 0.02}, {"test_loss": float("nan"), "failure": "loss became nan at step 3"}]}
     lines = report.targets_section(None, _digits(2, ours, _runs(0.03, 0.03)))

@@ -262,6 +262,7 @@ def test_digits_full_explicit_defaults_write_page(results, cheap_training):
     [
         ("digits", digits),
         ("digits_seed_check", digits),
+        ("digits_fast_check", digits),
         ("step_time", step_time),
         ("orthogonality", orthogonality),
         ("distributed", distributed),
