@@ -45,6 +45,11 @@ LATER_OPTIONS = {
     "distributed_refresh": False,
 }
 
+# Defaults that torch.optim adds rather than SpectralKron. Optimizer.__setstate__ (torch
+# 2.13) sets differentiable=False in them, so an optimizer that has loaded a state dict,
+# or was unpickled or deep-copied, has it while the groups that it saves do not.
+TORCH_DEFAULTS = ("differentiable",)
+
 # Keywords of AdamW, SOAP (pytorch-optimizer 4.1), Shampoo (pytorch-optimizer's
 # ScalableShampoo and Distributed Shampoo) and torch.optim.Muon for an option
 # that has another name here: {their keyword: the keyword here}.
@@ -141,8 +146,11 @@ def checked_process_group(process_group: Any) -> Any:
 
 
 def check_saved_groups(state_dict: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """Raise ``ValueError`` unless every saved group has valid ``SpectralKron`` options (those of ``defaults``)."""
-    required = [name for name in defaults if name not in LATER_OPTIONS]
+    """Raise ``ValueError`` unless every saved group has valid ``SpectralKron`` options (those of ``defaults``).
+
+    ``defaults`` may contain the ``TORCH_DEFAULTS`` that torch.optim added, which saved groups need not have.
+    """
+    required = [name for name in defaults if name not in LATER_OPTIONS and name not in TORCH_DEFAULTS]
     for index, saved in enumerate(state_dict.get("param_groups", [])):
         missing = [name for name in required if name not in saved]
         if missing:

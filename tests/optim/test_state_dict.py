@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -121,6 +122,33 @@ def test_loaded_state_is_a_copy():
     for index, state in state_dict["state"].items():
         for key, value in state.items():
             assert torch.equal(value, kept[index][key]), key
+
+
+def test_second_load_accepted():
+    # torch.optim.Optimizer.__setstate__ adds differentiable=False to the
+    # defaults of a loaded, unpickled or deep-copied optimizer, and the state
+    # dicts it saves have no such option. Loading again must still work, as
+    # optimizer.load_state_dict(optimizer.state_dict()) does to cast the state
+    # after a change of state_dtype.
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), state_dtype=torch.bfloat16)
+    train_steps(model, optimizer, 3)
+    saved = serialise(optimizer.state_dict())
+    saved_state = [(name, value.clone()) for name, value in state_tensors(optimizer)]
+
+    optimizer.load_state_dict(deserialise(saved))
+    optimizer.load_state_dict(deserialise(saved))
+    assert_identical(state_tensors(optimizer), saved_state)
+
+    copied = copy.deepcopy(optimizer)
+    copied.load_state_dict(deserialise(saved))
+    assert_identical(state_tensors(copied), saved_state)
+
+    for group in optimizer.param_groups:
+        group["state_dtype"] = "float32"
+    optimizer.load_state_dict(optimizer.state_dict())
+    for state in optimizer.state.values():
+        assert state["exp_avg"].dtype == torch.float32
 
 
 def test_load_pre_hook_result_is_loaded():
