@@ -183,7 +183,11 @@ def check_group(group: dict[str, Any], where: str = "") -> None:
         # Infinity is invalid here: an infinite lr, weight_decay or graft_rms makes the
         # weights inf or NaN at the first step, and an infinite eps zeroes every step.
         # An infinite damping would otherwise raise only in the first refresh, inside step().
-        ("lr", lambda lr: is_number(lr) and 0 <= lr < math.inf, "a finite number >= 0 or a one-element tensor"),
+        (
+            "lr",
+            lambda lr: is_number(lr) and 0 <= lr < math.inf,
+            "a finite number >= 0, as a float or a one-element tensor",
+        ),
         ("eps", lambda eps: is_number(eps) and 0 <= eps < math.inf, "a finite number >= 0"),
         ("weight_decay", lambda decay: is_number(decay) and 0 <= decay < math.inf, "a finite number >= 0"),
         ("root", lambda root: is_number(root) and 0 < root < math.inf, "a finite number > 0 (1, 2, 4, ...)"),

@@ -676,6 +676,16 @@ def test_two_element_lr_rejected():
         SpectralKron([torch.nn.Parameter(torch.randn(4, 3))], lr=torch.tensor([1e-3, 2e-3]))
 
 
+def test_negative_tensor_lr_message():
+    # The value is a one-element tensor, so the message must not suggest one as the fix.
+    expected = (
+        r"invalid lr tensor\(-0.0010\) in param group 0: "
+        r"expected a finite number >= 0, as a float or a one-element tensor"
+    )
+    with pytest.raises(ValueError, match=expected):
+        SpectralKron([torch.nn.Parameter(torch.randn(4, 3))], lr=torch.tensor([-1e-3]))
+
+
 def test_sparse_gradient_raises():
     W = torch.nn.Parameter(torch.randn(4, 3))
     optimizer = SpectralKron([W])
