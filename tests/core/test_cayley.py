@@ -37,8 +37,9 @@ def test_exact_cayley_orthogonal(rng, norm):
     bound = 10 * n * EPS64 * (1 + norm)
     assert orthogonality_defect(R) < bound
     # det(R)^2 = det(R^T R) = det(I + E) = 1 + tr(E) + O(|E|^2), so |det R - 1|
-    # is at most about the defect, plus a few n eps from the LU behind det.
-    assert np.linalg.det(R) == pytest.approx(1.0, abs=2 * bound)
+    # is about |tr(E)| / 2 <= sqrt(n) / 2 * ||E||_F, which is under 2.3 times the
+    # bound at n = 20, plus a few n eps from the LU behind det.
+    assert np.linalg.det(R) == pytest.approx(1.0, abs=3 * bound)
 
 
 def test_exact_cayley_rotation_angle():
