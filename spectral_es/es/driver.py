@@ -23,7 +23,7 @@ import numpy as np
 from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.bounds import Bounds
 from spectral_es.es.evaluation import EvaluationError, evaluate, resolve_executor
-from spectral_es.es.history import CSVLog, check_new_log, csv_header
+from spectral_es.es.history import CSVLog, check_new_log, csv_header, log_tail_digest
 from spectral_es.es.options import display_interval, validate_x0
 from spectral_es.es.restarts import is_last_run, next_run
 from spectral_es.es.result import format_stop, target_of
@@ -394,6 +394,7 @@ class RestartDriver:
         progress = {key: value for key, value in self.progress.items() if key != "history"}
         progress["history"] = None  # the strategy's own history contains all runs' rows
         progress["log_offset"] = None if self.log is None else self.log.tell()
+        progress["log_digest"] = None if self.log is None else self.log.tail_digest()
         progress["log_path"] = None if self.log is None else os.fspath(Path(self.log_path).resolve())
         checkpoints.save(es, self.checkpoint, extra={"minimize": {"plan": self.plan, "progress": progress}})
 
@@ -412,7 +413,9 @@ class RestartDriver:
             return CSVLog(path, n, append=False)
 
         # Cutting a log that another run replaced since would extend it with
-        # zero bytes or splice two runs, so check its size and header first.
+        # zero bytes or splice two runs, so check its size and header first,
+        # then the digest of the bytes before the offset. Checkpoints written
+        # before the digest was stored have none.
         with open(path, "r+b") as file:
             header = file.readline().decode("ascii", errors="replace").rstrip("\r\n")
             size = file.seek(0, os.SEEK_END)
@@ -421,6 +424,13 @@ class RestartDriver:
                     f"log {str(path)!r} changed since the checkpoint was written: it has {size} bytes and "
                     f"{'the' if header == ','.join(csv_header(n)) else 'another'} header, where the checkpoint "
                     f"expects at least {offset} bytes of a log with n = {n}; pass a new log file"
+                )
+            digest = self.progress.get("log_digest")
+            if digest is not None and log_tail_digest(file, offset) != digest:
+                raise ValueError(
+                    f"log {str(path)!r} does not contain the rows that the checkpoint saw at byte {offset}, so "
+                    "another run has replaced it since the checkpoint was written; pass a new log file, which "
+                    "receives the rows from the checkpoint on"
                 )
             file.truncate(offset)  # rows after the checkpoint are written again
         return CSVLog(path, n, append=True)
@@ -440,6 +450,7 @@ def new_progress(popsize: int | None) -> dict[str, Any]:
         "summaries": [],
         "history": None,
         "log_offset": None,
+        "log_digest": None,
         "log_path": None,
     }
 

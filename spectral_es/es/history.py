@@ -18,9 +18,10 @@ Floats are written with ``repr``, so they read back exactly.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -28,10 +29,12 @@ __all__ = [
     "COUNT_COLUMNS",
     "CSVLog",
     "History",
+    "LOG_TAIL_BYTES",
     "SCALAR_COLUMNS",
     "VECTOR_COLUMNS",
     "check_new_log",
     "csv_header",
+    "log_tail_digest",
     "read_csv",
 ]
 
@@ -58,6 +61,11 @@ _FLOAT_BUDGET = 2**22
 # Maximum length of the header line that check_new_log reads. The header
 # of n = 10**6 is about 40 MB, and a longer one counts as another kind of file.
 _MAX_HEADER_BYTES = 2**26
+
+# Bytes at the end of a log that log_tail_digest hashes: a few rows for small
+# n, part of the last row for large n. Any byte that differs there changes
+# the digest, and rereading them on each checkpoint costs little.
+LOG_TAIL_BYTES = 4096
 
 
 class History:
@@ -305,6 +313,11 @@ class CSVLog:
         """Return the current size of the file in bytes (the offset a resumed run truncates to)."""
         return self._file.tell()
 
+    def tail_digest(self) -> str:
+        """Return :func:`log_tail_digest` of the rows written so far, which a checkpoint stores."""
+        with open(self.path, "rb") as file:
+            return log_tail_digest(file, self.tell())
+
     def close(self) -> None:
         """Close the file."""
         self._file.close()
@@ -314,6 +327,21 @@ class CSVLog:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def log_tail_digest(file: BinaryIO, offset: int) -> str:
+    """Return the SHA-256 hex digest of the last :data:`LOG_TAIL_BYTES` bytes before ``offset`` in ``file``.
+
+    A checkpoint stores it with the log's size, so that a resumed run can
+    tell its own log from one that another run of the same dimension wrote
+    over it since. The last rows of two runs differ in their values or at
+    least in their time columns, unless n is so large that the window
+    covers only the vector columns of one row. ``file`` is open for binary
+    reading, and its position moves.
+    """
+    start = max(0, offset - LOG_TAIL_BYTES)
+    file.seek(start)
+    return hashlib.sha256(file.read(offset - start)).hexdigest()
 
 
 def csv_header(n: int) -> list[str]:

@@ -300,7 +300,8 @@ def resume(
     identical to the uninterrupted run. A population whose evaluation
     failed is evaluated again first. If ``log`` is the file the saved run
     logged to, it is cut back to the rows it had when the checkpoint was
-    written and then appended to. Any other file is started afresh, as in
+    written and then appended to, unless another run has replaced it since,
+    which raises ValueError. Any other file is started afresh, as in
     :func:`minimize` (an existing one must be empty or a spectral_es log),
     and contains the rows from the checkpoint on. ``checkpoint`` defaults to
     ``path``; another existing file is replaced only under the rules of

@@ -14,7 +14,7 @@ from spectral_es.es import EvaluationError, checkpoint, resume
 from spectral_es.es.history import check_new_log
 from spectral_es.es.minimize import check_new_checkpoint, read_plan
 from spectral_es.functions import ellipsoid, sphere
-from tests.es.test_checkpoint import crash_after
+from tests.es.test_checkpoint import crash_after, read_plan_progress, read_rows
 
 
 def counting(function):
@@ -203,6 +203,36 @@ def test_resume_into_replaced_log_rejected(tmp_path, dim):
         resume(objective, path, log=log, check_function=False)
     assert objective.calls == 0
     assert log.read_bytes() == replaced
+
+
+def test_resume_into_longer_replaced_log_rejected(tmp_path):
+    # Another run of the same dimension replaced the saved run's log with a
+    # longer one, so the size and the header fit. Cutting it back at the
+    # saved offset would splice that run's rows with this one's, most likely
+    # in the middle of a row.
+    path, log = tmp_path / "run.npz", tmp_path / "run.csv"
+    unfinished_checkpoint(path, max_iter=30, log=log)
+    offset = read_plan_progress(path)["log_offset"]
+    minimize(ellipsoid, np.ones(3), 1.0, seed=1, max_iter=20, log=log)
+    replaced = log.read_bytes()
+    assert len(replaced) > offset
+    objective = counting(ellipsoid)
+    with pytest.raises(ValueError, match="another run has replaced it since the checkpoint was written"):
+        resume(objective, path, log=log, check_function=False)
+    assert objective.calls == 0
+    assert log.read_bytes() == replaced
+
+
+def test_resume_of_resumed_run_continues_log(tmp_path):
+    # The checkpoints of a resumed run describe the log as the resumed run
+    # left it, so a second resume cuts back and continues the same file.
+    reference, path, log = tmp_path / "reference.csv", tmp_path / "run.npz", tmp_path / "run.csv"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=30, log=reference)
+    unfinished_checkpoint(path, max_iter=30, log=log)
+    with pytest.raises(EvaluationError, match="worker lost"):
+        resume(crash_after(60, ellipsoid), path, log=log, check_function=False, checkpoint_every=3)
+    resume(ellipsoid, path, log=log, check_function=False)
+    assert read_rows(log) == read_rows(reference)
 
 
 def test_resume_of_finished_run_keeps_other_log(tmp_path):
