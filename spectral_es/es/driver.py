@@ -405,11 +405,13 @@ class RestartDriver:
         path, n = Path(self.log_path), len(self.plan["x0"])
         if fresh:
             return CSVLog(path, n, append=False)
-        # The offset belongs to the saved run's log; another file starts afresh.
+        # The offset belongs to the saved run's log. Its path finds it, or after a
+        # move or a copy the digest of its rows. Another file starts afresh.
         offset, saved = self.progress.get("log_offset"), self.progress.get("log_path")
         if offset is None or saved is None:
             return CSVLog(path, n, append=False)
-        if not (path.exists() and Path(saved).exists() and os.path.samefile(path, saved)):
+        same = path.exists() and Path(saved).exists() and os.path.samefile(path, saved)
+        if not same and not _contains_saved_rows(path, n, offset, self.progress.get("log_digest")):
             return CSVLog(path, n, append=False)
 
         # Cutting a log that another run replaced since would extend it with
@@ -434,6 +436,25 @@ class RestartDriver:
                 )
             file.truncate(offset)  # rows after the checkpoint are written again
         return CSVLog(path, n, append=True)
+
+
+def _contains_saved_rows(path: Path, n: int, offset: int, digest: str | None) -> bool:
+    """Return whether the file at ``path`` begins with the saved run's log up to ``offset``.
+
+    A moved or copied log has the log's header, at least ``offset`` bytes,
+    and the ``digest`` of the bytes before ``offset`` that the checkpoint
+    stored. Checkpoints written before the digest was stored have none, and
+    then only the saved path identifies the log.
+    """
+    if digest is None or not path.is_file() or path.stat().st_size < offset:
+        return False
+    header = ",".join(csv_header(n)).encode("ascii")
+    with open(path, "rb") as file:
+        # A bounded read: the file may be any large file without line breaks.
+        start = file.read(len(header) + 2)
+        if not (start.startswith(header + b"\n") or start.startswith(header + b"\r\n")):
+            return False
+        return log_tail_digest(file, offset) == digest
 
 
 def new_progress(popsize: int | None) -> dict[str, Any]:

@@ -299,7 +299,8 @@ def resume(
     the progress over restarts come from the file, so the continuation is
     identical to the uninterrupted run. A population whose evaluation
     failed is evaluated again first. If ``log`` is the file the saved run
-    logged to, it is cut back to the rows it had when the checkpoint was
+    logged to, also moved or copied (the checkpoint stores a digest of its
+    last rows), it is cut back to the rows it had when the checkpoint was
     written and then appended to, unless another run has replaced it since,
     which raises ValueError. Any other file is started afresh, as in
     :func:`minimize` (an existing one must be empty or a spectral_es log),

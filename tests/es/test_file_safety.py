@@ -235,6 +235,20 @@ def test_resume_of_resumed_run_continues_log(tmp_path):
     assert read_rows(log) == read_rows(reference)
 
 
+@pytest.mark.parametrize("how", ["moved", "copied"])
+def test_resume_continues_moved_log(tmp_path, how):
+    # The checkpoint's digest of the log's last rows finds the saved run's
+    # log at a new path, so it is cut back and continued, not overwritten.
+    reference, path, log = tmp_path / "reference.csv", tmp_path / "run.npz", tmp_path / "run.csv"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=30, log=reference)
+    unfinished_checkpoint(path, max_iter=30, log=log)
+    elsewhere = tmp_path / "moved" / "run.csv"
+    elsewhere.parent.mkdir()
+    (shutil.move if how == "moved" else shutil.copy)(log, elsewhere)
+    resume(ellipsoid, path, log=elsewhere, check_function=False)
+    assert read_rows(elsewhere) == read_rows(reference)
+
+
 def test_resume_of_finished_run_keeps_other_log(tmp_path):
     path, log = tmp_path / "run.npz", tmp_path / "other.csv"
     minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=5, checkpoint=path)
