@@ -19,6 +19,7 @@ import math
 import os
 import re
 import select
+import shlex
 import sys
 import time
 import warnings
@@ -380,7 +381,13 @@ def run_minimize(args: argparse.Namespace) -> int:
                 f"line cannot pass; continue it in Python: spectral_es.resume(fun, {args.resume!r}, x0=that function)"
             )
         function = resumed_function(args.function, plan["function"], args.resume, changed=args.changed_function)
-        saved_evaluations = evaluations_in(args.resume)
+        saved_evaluations, saved_log = saved_progress(args.resume)
+        if args.log is None and saved_log is not None:
+            print(
+                f"note: the saved run logged to {saved_log}, and without --log this run writes no log; "
+                f"pass --log {shlex.quote(saved_log)} to continue that log",
+                file=sys.stderr,
+            )
         noisy = bool(plan["options"].get("noise_handling"))
         banner = f"resuming {objective_name(function)} from {args.resume}"
     else:
@@ -470,11 +477,14 @@ def run_minimize(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluations_in(path: str) -> int:
-    """Return the evaluations of all runs saved in the ``minimize`` checkpoint ``path``."""
+def saved_progress(path: str) -> tuple[int, str | None]:
+    """Return the evaluations of all runs saved in the ``minimize`` checkpoint ``path``, and its log's path.
+
+    The log's path is ``None`` when the saved run wrote no log.
+    """
     tree = read_state(path)
     _, progress = stored_run(tree["extra"], path)
-    return progress["nfev"] + int(tree["state"]["nfev"])
+    return progress["nfev"] + int(tree["state"]["nfev"]), progress.get("log_path")
 
 
 def resumed_function(spec: str | None, stored: str, path: str, *, changed: bool = False) -> Callable:

@@ -800,7 +800,7 @@ def test_resume_of_finished_run_says_so(tmp_path, capsys):
     assert "the saved run had already finished" in err
     assert "--max-evals" not in err
 
-    # A run that its budget stopped is told how to continue, and a larger
+    # A run that its budget stopped gets a note on how to continue, and a larger
     # budget continues it: no note then.
     argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--max-evals", "30"]
     assert main([*argv, "--checkpoint", str(tmp_path / "short.npz")]) == 0
@@ -809,6 +809,19 @@ def test_resume_of_finished_run_says_so(tmp_path, capsys):
     assert "stopped at its budget, so give a larger --max-evals to continue it" in capsys.readouterr().err
     assert main(["minimize", "--resume", str(tmp_path / "short.npz"), "--quiet", "--max-evals", "60"]) == 0
     assert "already finished" not in capsys.readouterr().err
+
+
+def test_resume_without_log_names_saved_log(tmp_path, capsys):
+    # Without the note a resume without --log silently wrote no log, and the
+    # checkpoint it left no longer named the saved run's log.
+    path, log = tmp_path / "run.npz", tmp_path / "run.csv"
+    argv = ["minimize", "sphere", "--dim", "2", "--seed", "1", "--quiet", "--max-evals", "30"]
+    assert main([*argv, "--checkpoint", str(path), "--log", str(log)]) == 0
+    capsys.readouterr()
+    assert main(["minimize", "--resume", str(path), "--quiet", "--max-evals", "60", "--log", str(log)]) == 0
+    assert "without --log" not in capsys.readouterr().err
+    assert main(["minimize", "--resume", str(path), "--quiet", "--max-evals", "90"]) == 0
+    assert f"pass --log {log} to continue that log" in capsys.readouterr().err
 
 
 def test_noisy_restarts_note_iteration_limit(capsys, user_module):
