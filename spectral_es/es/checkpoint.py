@@ -50,6 +50,7 @@ __all__ = [
     "same_file",
     "save",
     "state_dict",
+    "with_later_options",
     "write",
 ]
 
@@ -70,6 +71,10 @@ COVERED_ATTRIBUTES = frozenset(
 _DEQUES = ("_best_history", "_stagnation_best", "_stagnation_median")
 _OPTIONAL_ARRAYS = ("B", "_pending_curvature", "_scaling", "_z", "_X")
 _DICTIONARY_FIX = "pass the dictionary that state_dict() returned, unchanged"
+
+# Options added after the first checkpoints were written, with the value that an
+# older state gets: pycma's tolupsigma, measured from the saved sigma.
+LATER_OPTIONS = {"tol_up_sigma": 1e20}
 
 # The shapes of the saved arrays, in terms of the saved n and popsize (lam);
 # None stands for any length (the number of history rows).
@@ -168,9 +173,8 @@ def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
     es.params = Parameters(**{key: _as_saved(value) for key, value in config["params"].items()})
     es.cayley = config["cayley"]
     es.rotation_interval = int(config["rotation_interval"])
-    es.options = dict(config["options"])
-    # States saved before tol_up_sigma existed: pycma's default, measured from the saved sigma.
-    es.options.setdefault("tol_up_sigma", 1e20)
+    es.options = with_later_options(config["options"])
+    # States saved before tol_up_sigma existed have no sigma0, so the saved sigma takes its place.
     es.sigma0 = float(config.get("sigma0", state["sigma"]))
     es.seed = config["seed"]
     es.domain = Domain(es.n, _bounds(config["domain"]), config["domain"]["integer_variables"])
@@ -201,6 +205,11 @@ def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
         es.noise = UncertaintyHandler(es.n, es.popsize, int(state_dict["noise"]["max_evaluations"]))
         es.noise.load_state_dict(state_dict["noise"])
     es.history.load_state_dict(state_dict["history"])
+
+
+def with_later_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of saved ``options`` that adds each option of :data:`LATER_OPTIONS` it lacks."""
+    return {**options, **{name: value for name, value in LATER_OPTIONS.items() if name not in options}}
 
 
 def from_state_dict(cls: type, state_dict: dict[str, Any]) -> Any:

@@ -314,6 +314,15 @@ class SpectralES:
         def __getattr__(self, name: str) -> Any:
             return handle_missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickles written before tol_up_sigma existed have neither the option nor
+        # sigma0, so they get the values that load_state_dict gives such states.
+        # copy.copy passes the original's __dict__, so it is not changed here.
+        self.__dict__.update(state)
+        self.options = checkpoints.with_later_options(state["options"])
+        if "sigma0" not in state:
+            self.sigma0 = state["sigma"]
+
     def __repr__(self) -> str:
         stop = f", stop={self._stop}" if self._stop else ""
         return (

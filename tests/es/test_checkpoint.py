@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
 import re
 from fractions import Fraction
 
@@ -160,6 +161,28 @@ def test_state_before_tol_up_sigma_loads():
     X = loaded.ask()
     loaded.tell(X, ellipsoid(X))
     assert loaded.nit == es.nit + 1
+
+
+def test_pickle_before_tol_up_sigma_continues():
+    # A pickle stores the instance's __dict__, and one written before
+    # tol_up_sigma existed has neither sigma0 nor the option. Unpickling gives
+    # them the values that a checkpoint of that age gets, and the run goes on
+    # bit for bit, because tol_up_sigma only adds a stop test.
+    es = make()
+    iterate(es, 3)
+    old = object.__new__(SpectralES)  # no __setstate__, so the attributes stay as given
+    old.__dict__.update({name: value for name, value in vars(es).items() if name != "sigma0"})
+    old.options = {name: value for name, value in es.options.items() if name != "tol_up_sigma"}
+
+    loaded = pickle.loads(pickle.dumps(old))
+
+    assert loaded.options["tol_up_sigma"] == 1e20
+    assert loaded.sigma0 == es.sigma != 0.5
+    for X in iterate(es, 3):
+        assert np.array_equal(loaded.ask(), X)
+        loaded.tell(X, ellipsoid(X))
+    assert np.array_equal(loaded.mean, es.mean)
+    assert loaded.sigma == es.sigma
 
 
 def crash_after(calls, function):
