@@ -414,11 +414,13 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a SpectralES checkpoint.
+        ValueError: if ``path`` is not a SpectralES checkpoint, or one of
+            another state version.
     """
     tree = read(path)
     if not isinstance(tree, dict) or tree.get("format") != FORMAT:
         raise _not_a_checkpoint(path, f"its format entry is not {FORMAT!r}")
+    _check_version(tree, os.fspath(path))
     return tree
 
 
@@ -459,11 +461,26 @@ def _check_shapes(tree: dict[str, Any], source: str, fix: str) -> None:
 def _check_format(state_dict: Any) -> None:
     if not isinstance(state_dict, dict) or state_dict.get("format") != FORMAT:
         raise ValueError("not a SpectralES state dictionary: its 'format' entry is missing or different")
-    if state_dict.get("version") != VERSION:
-        raise ValueError(
-            f"SpectralES state version {state_dict.get('version')!r} is not supported by this version, "
-            f"which reads version {VERSION}"
-        )
+    _check_version(state_dict, "the state dictionary")
+
+
+def _check_version(tree: dict[str, Any], source: str) -> None:
+    """Raise ValueError unless ``tree`` has this module's :data:`VERSION`. ``source`` starts the message."""
+    from spectral_es import __version__  # the package imports this module first
+
+    version = tree.get("version")
+    if version == VERSION:
+        return
+    if isinstance(version, int) and version > VERSION:
+        fix = "it was saved by a newer spectral_es, so upgrade spectral_es to load it"
+    elif isinstance(version, int) and version >= 1:
+        fix = "it was saved by an older spectral_es, so load it with that version"
+    else:
+        fix = "no spectral_es writes that version, so the state is damaged"
+    raise ValueError(
+        f"{source}: SpectralES state version {version!r} is not supported by spectral_es {__version__}, "
+        f"which reads version {VERSION}; {fix}"
+    )
 
 
 def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:

@@ -138,6 +138,30 @@ def test_non_checkpoint_inputs_rejected(tmp_path):
         SpectralES.from_state_dict(state)
 
 
+def test_newer_version_file_named(tmp_path):
+    # A checkpoint of a later state version must name the file and what to do,
+    # because resume and the command line show only this message.
+    path = tmp_path / "future.npz"
+    make().save(path)
+    tree = checkpoint.read(path)
+    tree["version"] = 2
+    checkpoint.write(path, tree)
+    expected = re.escape(f"{path}: SpectralES state version 2 is not supported by spectral_es ")
+
+    with pytest.raises(ValueError, match=expected + ".*upgrade spectral_es to load it"):
+        SpectralES.load(path)
+    with pytest.raises(ValueError, match=expected):
+        checkpoint.read_extra(path)
+
+
+def test_invalid_version_called_damaged():
+    state = make().state_dict()
+    state["version"] = "1"
+
+    with pytest.raises(ValueError, match="version '1' is not supported.*so the state is damaged"):
+        SpectralES.from_state_dict(state)
+
+
 def test_load_into_different_strategy_rejected():
     state = make().state_dict()
     other = SpectralES(np.zeros(4), 0.5)

@@ -81,6 +81,23 @@ def test_new_run_replaces_finished_checkpoint(tmp_path):
     check_new_checkpoint(path)  # the new run's checkpoint is finished too
 
 
+def test_new_run_keeps_newer_version_checkpoint(tmp_path):
+    # A finished run's checkpoint of a later state version may hold data that
+    # this version cannot read, so a new run must not replace it.
+    path = tmp_path / "run.npz"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=3, max_evals=200, checkpoint=path)
+    tree = checkpoint.read(path)
+    tree["version"] = 2
+    checkpoint.write(path, tree)
+    before = path.read_bytes()
+    objective = counting(ellipsoid)
+
+    with pytest.raises(ValueError, match="is an existing file that is not a readable spectral_es checkpoint"):
+        minimize(objective, np.ones(3), 1.0, seed=3, max_evals=200, checkpoint=path)
+    assert objective.calls == 0
+    assert path.read_bytes() == before
+
+
 @pytest.mark.parametrize(("restarts", "finished"), [(0, True), (1, False)])
 def test_checkpoint_between_runs(tmp_path, restarts, finished):
     # A copy of the checkpoint taken between two runs, as a process killed
