@@ -165,6 +165,20 @@ def check_saved_groups(state_dict: dict[str, Any], defaults: dict[str, Any]) -> 
             raise ValueError(f"state_dict has an invalid option in group {index}: {error}") from None
 
 
+def check_saved_sizes(state_dict: dict[str, Any], groups: list[dict[str, Any]]) -> None:
+    """Raise ``ValueError`` unless the saved groups have as many parameters, group by group, as ``groups``.
+
+    torch.optim raises for a mismatch too, but its message gives no counts.
+    """
+    saved = [len(group.get("params", [])) for group in state_dict.get("param_groups", [])]
+    current = [len(group["params"]) for group in groups]
+    if saved != current:
+        raise ValueError(
+            f"the parameter groups of state_dict hold {saved} parameters and those of this optimizer {current}; "
+            "build the optimizer with the parameter groups of the one that saved it"
+        )
+
+
 def check_group(group: dict[str, Any], where: str = "") -> None:
     """Raise ``ValueError`` for an invalid option of a parameter group; ``where`` names the group in the message."""
     group["state_dtype"] = dtype_name(group["state_dtype"], where)

@@ -21,6 +21,7 @@ from spectral_es.optim._options import (
     check_kron_route,
     check_routing,
     check_saved_groups,
+    check_saved_sizes,
     check_state_dtype,
     checked_process_group,
     dtype_name,
@@ -502,6 +503,7 @@ class SpectralKron(torch.optim.Optimizer):
 
         def check_saved(optimizer: torch.optim.Optimizer, loaded: dict[str, Any]) -> None:
             check_saved_groups(loaded, self.defaults)
+            check_saved_sizes(loaded, self.param_groups)
             hooked["state_dict"] = loaded
 
         def cast_saved(optimizer: torch.optim.Optimizer) -> None:

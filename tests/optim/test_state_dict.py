@@ -151,6 +151,21 @@ def test_second_load_accepted():
         assert state["exp_avg"].dtype == torch.float32
 
 
+def test_load_with_other_groups_names_counts():
+    # torch.optim's own message for this mismatch gives no counts.
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters())
+    train_steps(model, optimizer, 2)
+    saved = optimizer.state_dict()
+    params = list(model.parameters())
+    regrouped = SpectralKron([{"params": params[:2]}, {"params": params[2:]}])
+    with pytest.raises(
+        ValueError, match=rf"groups of state_dict hold \[{len(params)}\] parameters and those of this optimizer \[2, "
+    ):
+        regrouped.load_state_dict(saved)
+    assert regrouped.state == {}
+
+
 def test_load_pre_hook_result_is_loaded():
     # As with torch.optim, the dict that a pre-hook returns is the one checked
     # and loaded: here the hook restores an option that the saved dict lacks
