@@ -296,6 +296,10 @@ class CSVLog:
         self.header = csv_header(n)
         new = not append or not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "w" if new else "a", newline="")
+        # tail_digest reads through this handle, not the path, because the user
+        # may move or delete the log while the run goes on. It is unbuffered,
+        # so each digest reads the bytes on disk.
+        self._reader = open(self.path, "rb", buffering=0)
         self._writer = csv.writer(self._file)
         if new:
             self._writer.writerow(self.header)
@@ -315,12 +319,12 @@ class CSVLog:
 
     def tail_digest(self) -> str:
         """Return :func:`log_tail_digest` of the rows written so far, which a checkpoint stores."""
-        with open(self.path, "rb") as file:
-            return log_tail_digest(file, self.tell())
+        return log_tail_digest(self._reader, self.tell())
 
     def close(self) -> None:
         """Close the file."""
         self._file.close()
+        self._reader.close()
 
     def __enter__(self) -> CSVLog:
         return self

@@ -260,6 +260,38 @@ def test_resume_continues_moved_log(tmp_path, how):
     assert read_rows(elsewhere) == read_rows(reference)
 
 
+def test_log_moved_during_run(tmp_path):
+    # The log's digest is read through the open file, not its path. So a log
+    # moved away while the run goes on does not make the next checkpoint
+    # raise FileNotFoundError, and resume continues it at its new path.
+    reference, path, log = tmp_path / "reference.csv", tmp_path / "run.npz", tmp_path / "run.csv"
+    minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=30, log=reference)
+    elsewhere = tmp_path / "elsewhere.csv"
+    moved_at = {}
+
+    def move_log(result):
+        if result.nit == 2:
+            moved_at["size"] = log.stat().st_size
+            os.replace(log, elsewhere)
+
+    with pytest.raises(EvaluationError, match="worker lost"):
+        minimize(
+            crash_after(60, ellipsoid),
+            np.ones(3),
+            1.0,
+            seed=0,
+            max_iter=30,
+            checkpoint=path,
+            checkpoint_every=2,
+            log=log,
+            callback=move_log,
+        )
+    assert not log.exists()
+    assert read_plan_progress(path)["log_offset"] > moved_at["size"]  # a checkpoint came after the move
+    resume(ellipsoid, path, log=elsewhere, check_function=False)
+    assert read_rows(elsewhere) == read_rows(reference)
+
+
 def test_resume_of_finished_run_keeps_other_log(tmp_path):
     path, log = tmp_path / "run.npz", tmp_path / "other.csv"
     minimize(ellipsoid, np.ones(3), 1.0, seed=0, max_iter=5, checkpoint=path)
