@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import numbers
 import os
 import reprlib
 import stat
@@ -469,11 +470,13 @@ def _check_version(tree: dict[str, Any], source: str) -> None:
     from spectral_es import __version__  # the package imports this module first
 
     version = tree.get("version")
-    if version == VERSION:
+    # Versions are whole numbers: a NumPy integer counts, a bool or a float does not.
+    number = int(version) if isinstance(version, numbers.Integral) and not isinstance(version, bool) else None
+    if number == VERSION:
         return
-    if isinstance(version, int) and version > VERSION:
+    if number is not None and number > VERSION:
         fix = "it was saved by a newer spectral_es, so upgrade spectral_es to load it"
-    elif isinstance(version, int) and version >= 1:
+    elif number is not None and number >= 1:
         fix = "it was saved by an older spectral_es, so load it with that version"
     else:
         fix = "no spectral_es writes that version, so the state is damaged"

@@ -430,9 +430,9 @@ class RestartDriver:
             digest = self.progress.get("log_digest")
             if digest is not None and log_tail_digest(file, offset) != digest:
                 raise ValueError(
-                    f"log {str(path)!r} does not contain the rows that the checkpoint saw at byte {offset}, so "
-                    "another run has replaced it since the checkpoint was written; pass a new log file, which "
-                    "receives the rows from the checkpoint on"
+                    f"log {str(path)!r} no longer contains the rows that the checkpoint saw before byte {offset}: "
+                    "another run has replaced it, or it was edited, since the checkpoint was written; pass a new "
+                    "log file, which receives the rows from the checkpoint on"
                 )
             file.truncate(offset)  # rows after the checkpoint are written again
         return CSVLog(path, n, append=True)

@@ -345,7 +345,15 @@ def log_tail_digest(file: BinaryIO, offset: int) -> str:
     """
     start = max(0, offset - LOG_TAIL_BYTES)
     file.seek(start)
-    return hashlib.sha256(file.read(offset - start)).hexdigest()
+    digest = hashlib.sha256()
+    remaining = offset - start
+    while remaining > 0:  # an unbuffered read may return fewer bytes than requested
+        chunk = file.read(remaining)
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()
 
 
 def csv_header(n: int) -> list[str]:

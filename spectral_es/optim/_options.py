@@ -174,7 +174,7 @@ def check_saved_sizes(state_dict: dict[str, Any], groups: list[dict[str, Any]]) 
     current = [len(group["params"]) for group in groups]
     if saved != current:
         raise ValueError(
-            f"the parameter groups of state_dict hold {saved} parameters and those of this optimizer {current}; "
+            f"the parameter groups of state_dict contain {saved} parameters and those of this optimizer {current}; "
             "build the optimizer with the parameter groups of the one that saved it"
         )
 

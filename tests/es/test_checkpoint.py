@@ -154,12 +154,25 @@ def test_newer_version_file_named(tmp_path):
         checkpoint.read_extra(path)
 
 
-def test_invalid_version_called_damaged():
+@pytest.mark.parametrize("version", ["1", True, 1.0, 0])
+def test_invalid_version_called_damaged(version):
+    # spectral_es writes whole numbers from 1 on: a string, a bool or a float
+    # equal to 1 is no version it wrote.
     state = make().state_dict()
-    state["version"] = "1"
+    state["version"] = version
 
-    with pytest.raises(ValueError, match="version '1' is not supported.*so the state is damaged"):
+    with pytest.raises(ValueError, match=r"is not supported.*so the state is damaged"):
         SpectralES.from_state_dict(state)
+
+
+def test_numpy_integer_version_read_as_version():
+    original = make()
+    state = original.state_dict()
+    state["version"] = np.int64(2)
+    with pytest.raises(ValueError, match="saved by a newer spectral_es, so upgrade"):
+        SpectralES.from_state_dict(state)
+    state["version"] = np.int64(1)
+    assert SpectralES.from_state_dict(state).nfev == original.nfev
 
 
 def test_load_into_different_strategy_rejected():

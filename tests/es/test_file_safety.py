@@ -217,7 +217,7 @@ def test_resume_into_file_that_is_no_log(tmp_path):
         # A longer run of the same dimension, so the size and the header fit:
         # cutting it back would splice that run's rows with this one's, most
         # likely in the middle of a row. The digest of the last rows differs.
-        (3, 20, "another run has replaced it since the checkpoint was written"),
+        (3, 20, "another run has replaced it, or it was edited, since the checkpoint was written"),
     ],
 )
 def test_resume_into_replaced_log_rejected(tmp_path, dim, max_iter, message):

@@ -160,7 +160,8 @@ def test_load_with_other_groups_names_counts():
     params = list(model.parameters())
     regrouped = SpectralKron([{"params": params[:2]}, {"params": params[2:]}])
     with pytest.raises(
-        ValueError, match=rf"groups of state_dict hold \[{len(params)}\] parameters and those of this optimizer \[2, "
+        ValueError,
+        match=rf"groups of state_dict contain \[{len(params)}\] parameters and those of this optimizer \[2, ",
     ):
         regrouped.load_state_dict(saved)
     assert regrouped.state == {}
