@@ -350,9 +350,9 @@ def _betas(group: Mapping[str, Any]) -> tuple[float, float]:
     """Return the group's ``betas`` as Python floats.
 
     ``torch.optim.AdamW`` (torch 2.13) accepts 0-d tensors as betas, and a
-    NumPy scalar may arrive too. :func:`_adam_direction` tells a single
-    weight's bias correction (a number) from a stack's (a tensor) by type,
-    so each beta must be a float.
+    NumPy scalar may arrive too. :func:`_adam_direction` distinguishes a
+    single weight's bias correction (a number) from a stack's (a tensor) by
+    type, so each beta must be a float.
     """
     beta1, beta2 = group["betas"]
     return float(beta1), float(beta2)
