@@ -467,7 +467,8 @@ def _check_format(state_dict: Any) -> None:
 
 def _check_version(tree: dict[str, Any], source: str) -> None:
     """Raise ValueError unless ``tree`` has this module's :data:`VERSION`. ``source`` starts the message."""
-    from spectral_es import __version__  # the package imports this module first
+    # Imported here, because spectral_es imports this module while it is initialised.
+    from spectral_es import __version__
 
     version = tree.get("version")
     # Versions are whole numbers: a NumPy integer counts, a bool or a float does not.

@@ -405,14 +405,17 @@ class RestartDriver:
         path, n = Path(self.log_path), len(self.plan["x0"])
         if fresh:
             return CSVLog(path, n, append=False)
-        # The offset belongs to the saved run's log. Its path finds it, or after a
-        # move or a copy the digest of its rows. Another file starts afresh.
+        # The offset belongs to the saved run's log, found by its path or, after a
+        # move or a copy, by the digest of its rows. Another file starts afresh.
         offset, saved = self.progress.get("log_offset"), self.progress.get("log_path")
+        digest = self.progress.get("log_digest")
         if offset is None or saved is None:
             return CSVLog(path, n, append=False)
-        same = path.exists() and Path(saved).exists() and os.path.samefile(path, saved)
-        if not same and not _contains_saved_rows(path, n, offset, self.progress.get("log_digest")):
-            return CSVLog(path, n, append=False)
+        if not (path.exists() and Path(saved).exists() and os.path.samefile(path, saved)):
+            if not _contains_saved_rows(path, n, offset, digest):
+                return CSVLog(path, n, append=False)
+            os.truncate(path, offset)  # rows after the checkpoint are written again
+            return CSVLog(path, n, append=True)
 
         # Cutting a log that another run replaced since would extend it with
         # zero bytes or splice two runs, so check its size and header first,
@@ -427,7 +430,6 @@ class RestartDriver:
                     f"{'the' if header == ','.join(csv_header(n)) else 'another'} header, where the checkpoint "
                     f"expects at least {offset} bytes of a log with n = {n}; pass a new log file"
                 )
-            digest = self.progress.get("log_digest")
             if digest is not None and log_tail_digest(file, offset) != digest:
                 raise ValueError(
                     f"log {str(path)!r} no longer contains the rows that the checkpoint saw before byte {offset}: "

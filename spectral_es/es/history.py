@@ -337,11 +337,12 @@ def log_tail_digest(file: BinaryIO, offset: int) -> str:
     """Return the SHA-256 hex digest of the last :data:`LOG_TAIL_BYTES` bytes before ``offset`` in ``file``.
 
     A checkpoint stores it with the log's size, so that a resumed run can
-    tell its own log from one that another run of the same dimension wrote
-    over it since. The last rows of two runs differ in their values or at
-    least in their time columns, unless n is so large that the window
-    covers only the vector columns of one row. ``file`` is open for binary
-    reading, and its position moves.
+    recognise its own log after a move or a copy, and reject one that was
+    edited or that another run of the same dimension wrote over it since.
+    The last rows of two runs differ in their values or at least in their
+    time columns, unless n is so large that the window covers only the
+    vector columns of one row. ``file`` is open for binary reading, and its
+    position moves.
     """
     start = max(0, offset - LOG_TAIL_BYTES)
     file.seek(start)

@@ -301,7 +301,7 @@ def resume(
     failed is evaluated again first. If ``log`` is the file the saved run
     logged to, also moved or copied (the checkpoint stores a digest of its
     last rows), it is cut back to the rows it had when the checkpoint was
-    written and then appended to, unless another run has replaced it since,
+    written and then appended to, unless it was replaced or edited since,
     which raises ValueError. Any other file is started afresh, as in
     :func:`minimize` (an existing one must be empty or a spectral_es log),
     and contains the rows from the checkpoint on. ``checkpoint`` defaults to

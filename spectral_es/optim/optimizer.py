@@ -496,8 +496,9 @@ class SpectralKron(torch.optim.Optimizer):
 
         Raises:
             ValueError: if ``state_dict`` was not saved by ``SpectralKron``,
-                has an invalid option, or has a state whose shape differs
-                from its parameter's. The optimizer is then unchanged.
+                has an invalid option, has groups with other numbers of
+                parameters, or has a state whose shape differs from its
+                parameter's. The optimizer is then unchanged.
         """
         hooked: dict[str, Any] = {}
 

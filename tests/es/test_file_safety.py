@@ -82,7 +82,7 @@ def test_new_run_replaces_finished_checkpoint(tmp_path):
 
 
 def test_new_run_keeps_newer_version_checkpoint(tmp_path):
-    # A finished run's checkpoint of a later state version may hold data that
+    # A finished run's checkpoint of a later state version may contain data that
     # this version cannot read, so a new run must not replace it.
     path = tmp_path / "run.npz"
     minimize(ellipsoid, np.ones(3), 1.0, seed=3, max_evals=200, checkpoint=path)

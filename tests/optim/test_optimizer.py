@@ -147,7 +147,7 @@ def test_bfloat16_run_stays_finite_and_orthogonal():
         )
         assert orthogonality_defect(state[f"B_{side}"].float()) < 3 * floor
         # A basis that never rotated would pass the check above with a defect
-        # of 0. With torch 2.13 on CPU these turn to ||B - I||_F = 7.0 and 7.7.
+        # of 0. Here ||B - I||_F is 7.0 and 7.7 (torch 2.13 on CPU).
         distance_from_identity = torch.linalg.norm(state[f"B_{side}"].float() - torch.eye(n)).item()
         assert distance_from_identity > 3, side
 
@@ -493,7 +493,7 @@ def test_invalid_option_in_group_raises():
 
 
 def test_parameter_listed_twice_rejected():
-    # torch.optim only warns, and AdamW steps the parameter twice; here both
+    # torch.optim only warns, and AdamW steps the parameter twice. Here both
     # entries would share one state, so the group is rejected and not added.
     model = torch.nn.Sequential(torch.nn.Linear(3, 2))
     weight = model[0].weight
@@ -619,7 +619,7 @@ def test_tensor_learning_rate_accepted():
 )
 def test_betas_as_scalars_match_floats(betas):
     # torch.optim.AdamW accepts 0-d tensors as betas, and np.float32 is not a
-    # Python float. Both must give the steps of the floats they hold, bitwise,
+    # Python float. Both must give the steps of the floats they contain, bitwise,
     # on every path: three weights of which two share a stack, and the biases.
     def train(betas):
         torch.manual_seed(0)
@@ -639,7 +639,7 @@ def test_betas_as_scalars_match_floats(betas):
 
 def test_one_element_tensor_options_accepted():
     # torch.optim.AdamW accepts one-element tensors of any shape as lr and
-    # betas. They must give the steps of the floats they hold, bitwise.
+    # betas. They must give the steps of the floats they contain, bitwise.
     def train(lr, betas):
         W = single_weight((6, 4), dtype=torch.float32)
         bias = torch.nn.Parameter(torch.zeros(6))
@@ -778,7 +778,7 @@ def _bfloat16_defects(refreshes: int) -> tuple[list[float], float]:
     floor = orthogonality_defect(torch.linalg.qr(torch.randn(n, n, generator=generator))[0].to(torch.bfloat16).float())
     bases = [optimizer.state[weight][f"B_{side}"].float() for side in "CK"]
     # Bases that never rotated would be I, with a defect of 0 below any
-    # bound. These turn to ||B - I||_F = 11.3, as a random rotation does.
+    # bound. Here ||B - I||_F is 11.3, as for a random rotation.
     for side, basis in zip("CK", bases, strict=True):
         distance_from_identity = torch.linalg.norm(basis - torch.eye(n)).item()
         assert distance_from_identity > 5, side
