@@ -17,6 +17,7 @@ from spectral_es.core import (
     rotate,
     skew,
 )
+from spectral_es.core.cayley import _narrow_residual
 from tests.conftest import random_orthogonal, requires_torch, torch
 
 EPS64 = np.finfo(np.float64).eps
@@ -204,6 +205,33 @@ def test_bjorck_step_squares_defect(rng):
     # With B^T B = I + D, one step gives B'^T B' - I = -(3/4) D^2 + D^3 / 4.
     assert after <= 0.75 * before**2 + 0.25 * before**3 + 100 * n * EPS64
     assert after < before / 100
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_narrow_bjorck_residual_keeps_its_own_precision(rng, dtype):
+    # A 2-byte B takes the off-diagonal of its Gram matrix from a product in
+    # its own dtype (accumulated in float32, rounded once) and the diagonal
+    # from squared column norms in float32. Every entry of B^T B - I then
+    # carries one rounding relative to itself: 2^-8 in bfloat16, 2^-11 in
+    # float16, and 2^-6 of the largest entry covers the float32 sums of 64
+    # terms. A Gram diagonal rounded near 1 would be off by up to 2^-8
+    # absolute, as much as the diagonal entries themselves (1e-3 to 1e-2).
+    n = 64
+    narrow = getattr(torch, dtype)
+    E = rng.standard_normal((n, n)) * 1e-3
+    B = torch.from_numpy(random_orthogonal(rng, n) @ (np.eye(n) + E + E.T)).to(narrow)
+    wide = B.float()
+    expected = wide.T @ wide - torch.eye(n)
+    unit = 2.0**-8 if narrow == torch.bfloat16 else 2.0**-11
+    residual = _narrow_residual(B)
+    assert residual.dtype == narrow
+    error = (residual.float() - expected).abs()
+    assert (error <= unit * expected.abs() + 2.0**-6 * unit * expected.abs().max()).all()
+
+    step = bjorck_orthogonalize(B)
+    assert step.dtype == narrow
+    assert orthogonality_defect(step) < 0.5 * orthogonality_defect(B)
 
 
 @pytest.mark.parametrize(("method", "order"), [("exact", 8), ("truncated", 8), ("truncated", 4)])
