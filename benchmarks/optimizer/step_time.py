@@ -2,13 +2,17 @@
 
 For each shape (1024 x 1024 and 4096 x 1024) and dtype (float32, bfloat16;
 parameters and optimizer state alike) every optimizer takes one untimed
-step (state creation, first decompositions) and then ``--steps`` timed steps
-on fresh random gradients, the optimizers taking their steps in turn. The median, the worst step and the mean are
-reported as ratios to AdamW's median in the same run. The mean is the cost
-amortised over whole refresh periods, because 20 steps are 2 periods of SOAP
-and Shampoo and 10 of SpectralKron. The state size is given in bytes per
-weight element. One torch
-thread, denormals flushed (they slowed some runs 4-100x).
+step (state creation, first decompositions) and then ``--steps`` rounds of
+timed steps on random gradients, the optimizers taking their rounds in
+turn. A peer takes one step per round. A SpectralKron variant takes enough
+steps per round to time its whole schedule once: ``T * orthogonalize_every``
+steps, which hold every refresh and the Björck steps that come with every
+10th (20 steps by default, 100 with ``T=10``). The median, the worst step
+and the mean are reported as ratios to AdamW's median in the same run. The
+mean is the cost amortised over whole refresh periods, because 20 steps are
+2 periods of SOAP and Shampoo, and SpectralKron's steps cover its cycle.
+The state size is given in bytes per weight element. One torch thread,
+denormals flushed (they slowed some runs 4-100x).
 
 Variants of SpectralKron (see ``peers.VARIANTS``): the default (each factor
 refreshed every 2 steps, sides longer than 2048 diagonal), ``T=10`` (every
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 import warnings
@@ -47,6 +52,7 @@ import torch
 
 from benchmarks.optimizer import report
 from benchmarks.optimizer.peers import PEERS, environment, make_optimizer, state_bytes
+from spectral_es.optim import SpectralKron
 
 HERE = Path(__file__).resolve().parent
 SHAPES = ((1024, 1024), (4096, 1024))
@@ -55,9 +61,12 @@ SHAPES = ((1024, 1024), (4096, 1024))
 def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, steps: int) -> dict[str, dict]:
     """Return step times (seconds) and state size per optimizer, each on its own copy of one weight.
 
-    The optimizers take their steps in turn (step 1 of each, then step 2 of
-    each, ...) on the same gradients, so a change of machine load during the
-    run slows them alike and the ratios within a table stay comparable.
+    The optimizers take their steps in rounds (one untimed step of each,
+    then ``steps`` rounds), so a change of machine load during the run slows
+    them alike and the ratios within a table stay comparable. In each round
+    an optimizer takes as many steps as it needs to time its whole schedule
+    cycle (see :func:`cycle_length`) over the run, and every optimizer sees the same
+    gradients in the same order.
     """
     generator = torch.Generator().manual_seed(0)
     start_weight = torch.randn(shape, generator=generator).to(dtype) * 0.02
@@ -65,23 +74,42 @@ def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, ste
     runs = {}
     for name in names:
         weight = torch.nn.Parameter(start_weight.clone())
-        runs[name] = {"weight": weight, "optimizer": make_optimizer(name, [weight], 1e-3), "times": []}
-    for gradient in gradients:
+        optimizer = make_optimizer(name, [weight], 1e-3)
+        per_round = math.ceil(cycle_length(optimizer) / steps)
+        runs[name] = {"weight": weight, "optimizer": optimizer, "per_round": per_round, "times": [], "taken": 0}
+    for round_ in range(steps + 1):
         for run in runs.values():
-            if "failure" in run:
-                continue
-            run["weight"].grad = gradient
-            try:
-                start = time.perf_counter()
-                run["optimizer"].step()
-                run["times"].append(time.perf_counter() - start)
-            except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
-                run["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
+            for _ in range(1 if round_ == 0 else run["per_round"]):
+                if "failure" in run:
+                    break
+                run["weight"].grad = gradients[run["taken"] % len(gradients)]
+                run["taken"] += 1
+                try:
+                    start = time.perf_counter()
+                    run["optimizer"].step()
+                    run["times"].append(time.perf_counter() - start)
+                except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
+                    run["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
     return {name: _summary(run) for name, run in runs.items()}
 
 
+def cycle_length(optimizer: torch.optim.Optimizer) -> int:
+    """Return the number of steps after which the optimizer's schedule repeats (1 for the peers).
+
+    SpectralKron refreshes each factor every ``T`` steps and takes a Björck
+    step at every ``orthogonalize_every``-th refresh, so its costliest step
+    comes once in ``T * orthogonalize_every`` steps: 20 by default, 100 with
+    ``T=10``. The peers' schedules (SOAP's and Shampoo's refresh every 10
+    steps) repeat within the 20 steps of a full run.
+    """
+    if not isinstance(optimizer, SpectralKron):
+        return 1
+    group = optimizer.param_groups[0]
+    return group["precondition_frequency"] * max(group["orthogonalize_every"], 1)
+
+
 def _summary(run: dict) -> dict:
-    """Median, worst and mean of the timed steps (the first, untimed step dropped)."""
+    """Median, worst and mean of the timed steps (the first, untimed step dropped), and the count."""
     if "failure" in run:
         return {"failure": run["failure"]}
     times = run["times"][1:]
@@ -89,6 +117,7 @@ def _summary(run: dict) -> dict:
         "median": statistics.median(times),
         "worst": max(times),
         "mean": statistics.fmean(times),
+        "steps": len(times),
         "bytes_per_element": state_bytes(run["optimizer"]) / run["weight"].numel(),
         "finite": bool(torch.isfinite(run["weight"]).all()),
     }

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 from benchmarks.optimizer import (  # noqa: E402  (after the skips)
@@ -179,6 +179,17 @@ def test_step_time_unmergeable_record_fails_before_timing(results, monkeypatch, 
     with pytest.raises(SystemExit):
         step_time.main(["--full", "--shapes", "1024x1024", "--dtypes", "float32"])
     assert "two earlier runs" in capsys.readouterr().err
+
+
+def test_step_time_covers_spectralkron_cycle():
+    # A refresh every 10 steps with a Björck step at every 10th refresh
+    # repeats after 100 steps, so the costliest step (both extra products)
+    # falls inside the timed steps only if 100 of them are taken. A peer
+    # takes one step per round, and the default (T = 2) repeats after 20
+    # steps: 4 per round.
+    names = ["AdamW", "SpectralKron", "SpectralKron T=10"]
+    summaries = step_time.time_steps(names, (4, 4), torch.float32, 5)
+    assert [summaries[name]["steps"] for name in names] == [5, 20, 100]
 
 
 @pytest.mark.parametrize("steps", ["0", "-1"])
