@@ -190,7 +190,9 @@ def load_state_dict(es: Any, state_dict: dict[str, Any]) -> None:
     es._flat_iterations = int(state["flat_iterations"])
     es._stop = dict(state["stop"])
     es._warned_nonfinite = bool(state["warned_nonfinite"])
-    es._disp_lines = int(state["disp_lines"])
+    # A loaded strategy prints its column header again before its next
+    # progress line, which may be the first one of a new process.
+    es._disp_lines = 0
     es._start_time = time.perf_counter() - float(state["elapsed"])
     for name in _OPTIONAL_ARRAYS:
         value = state[name.lstrip("_")]

@@ -320,6 +320,7 @@ class SpectralES:
         # copy.copy passes the original's __dict__, so it is not changed here.
         self.__dict__.update(state)
         self.options = checkpoints.with_later_options(state["options"])
+        self._disp_lines = 0  # the next progress line comes with a header
         if "sigma0" not in state:
             self.sigma0 = state["sigma"]
 
@@ -640,7 +641,8 @@ class SpectralES:
         ``every`` takes the values of the ``disp`` argument of
         :func:`spectral_es.minimize`: ``True`` means 10, and ``False`` or 0
         print nothing, as pycma's ``es.disp(0)`` does. A header is printed
-        before the first line and every 20 lines. The final iteration is
+        before the first line, every 20 lines, and before the first line
+        after :meth:`load` or unpickling. The final iteration is
         always printed once the run has stopped, unless ``every`` is 0.
 
         Raises:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import re
 import warnings
 
@@ -162,6 +163,26 @@ def test_disp_prints_header_and_lines(capsys):
     iterations = [int(line.split()[0]) for line in lines[1:]]
     assert iterations == [10, 20, 25]  # every 10th, then the final one
     assert all(re.match(r"\s*\d+\s+\d+\s+\S+e[+-]\d+", line) for line in lines[1:])
+
+
+@pytest.mark.parametrize("copy_strategy", ["save", "pickle"])
+def test_loaded_strategy_prints_header_first(tmp_path, capsys, copy_strategy):
+    es = SpectralES(np.ones(3), 1.0, seed=0)
+    for _ in range(3):
+        X = es.ask()
+        es.tell(X, [sphere(x) for x in X])
+        es.disp()
+    capsys.readouterr()
+    if copy_strategy == "save":
+        es.save(tmp_path / "es.npz")
+        loaded = SpectralES.load(tmp_path / "es.npz")
+    else:
+        loaded = pickle.loads(pickle.dumps(es))
+    loaded.disp()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:3] == ["iter", "evals", "f"]
+    assert lines[1].split()[0] == "3"
 
 
 def test_restarts_grow_population():
