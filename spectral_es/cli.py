@@ -36,7 +36,7 @@ from spectral_es.es.bounds import Bounds, BoxBounds
 from spectral_es.es.checkpoint import check_distinct, check_writable, read_state, same_file
 from spectral_es.es.driver import stored_run
 from spectral_es.es.history import check_new_log
-from spectral_es.es.minimize import check_new_checkpoint, objective_name, read_plan
+from spectral_es.es.minimize import SAVED_LOG_WARNING, check_new_checkpoint, objective_name, read_plan
 from spectral_es.es.options import default_max_iter
 from spectral_es.es.parameters import default_popsize
 from spectral_es.functions import FUNCTIONS
@@ -432,14 +432,17 @@ def run_minimize(args: argparse.Namespace) -> int:
     try:
         with open_executor(args.workers, args.dask) as executor:
             if args.resume:
-                result = resume(
-                    function,
-                    args.resume,
-                    executor=executor,
-                    max_evals=args.max_evals,
-                    check_function=not args.changed_function,
-                    **io_options,
-                )
+                with warnings.catch_warnings():
+                    # The note above gives this warning in the command line's terms.
+                    warnings.filterwarnings("ignore", message=SAVED_LOG_WARNING, category=UserWarning)
+                    result = resume(
+                        function,
+                        args.resume,
+                        executor=executor,
+                        max_evals=args.max_evals,
+                        check_function=not args.changed_function,
+                        **io_options,
+                    )
             else:
                 result = minimize(function, executor=executor, **io_options, **settings)
     except EvaluationError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -57,6 +58,10 @@ __all__ = [
 
 # The SpectralES options that minimize() passes on through **options; x0,
 # sigma0 and seed are its own arguments.
+# The start of the warning of a resume without log whose saved run wrote one.
+# The command line prints its own note instead and filters this one out.
+SAVED_LOG_WARNING = "the saved run logged to"
+
 _STRATEGY_OPTIONS = tuple(
     name for name in inspect.signature(SpectralES.__init__).parameters if name not in ("self", "x0", "sigma0", "seed")
 )
@@ -304,7 +309,9 @@ def resume(
     written and then appended to, unless it was replaced or edited since,
     which raises ValueError. Any other file is started afresh, as in
     :func:`minimize` (an existing one must be empty or a spectral_es log),
-    and contains the rows from the checkpoint on. ``checkpoint`` defaults to
+    and contains the rows from the checkpoint on. Without ``log`` the
+    continued run writes no log, and a ``UserWarning`` names the saved
+    run's log if it had one. ``checkpoint`` defaults to
     ``path``; another existing file is replaced only under the rules of
     :func:`check_new_checkpoint`. ``vectorized`` defaults to the value the
     saved run used (``False`` for checkpoints that do not store it), and
@@ -386,6 +393,13 @@ def resume(
         plan["budget"] = budget
     driver = RestartDriver(plan, progress)
     driver.configure(fun, args, executor, callback, disp, log, checkpoint, checkpoint_every, resumed=path, x0=x0)
+    if log is None and progress.get("log_path") is not None:
+        warnings.warn(
+            f"{SAVED_LOG_WARNING} {progress['log_path']}, but this run was given no log, so its rows will not be "
+            f"logged; pass log={progress['log_path']!r} to continue that log",
+            UserWarning,
+            stacklevel=2,
+        )
     return driver.run(es)
 
 

@@ -414,6 +414,18 @@ def read_plan_progress(path):
     return checkpoint.read_extra(path)["minimize"]["progress"]
 
 
+def test_resume_without_log_warns_of_saved_log(tmp_path, recwarn):
+    # Without log the continued rows are never logged, and a later resume
+    # into the saved log starts it afresh. The warning is the only sign of it.
+    path, log = tmp_path / "run.npz", tmp_path / "run.csv"
+    minimize(ellipsoid, np.ones(2), 0.5, seed=1, max_evals=30, log=log, checkpoint=path)
+    resume(ellipsoid, path, log=log, max_evals=60)
+    assert not [warning for warning in recwarn if issubclass(warning.category, UserWarning)]
+    message = f"the saved run logged to {re.escape(str(log))}, but this run was given no log"
+    with pytest.warns(UserWarning, match=message):
+        resume(ellipsoid, path, max_evals=90)
+
+
 def test_resume_into_other_log_starts_afresh(tmp_path):
     settings = {"seed": 2, "max_iter": 40}
     reference = tmp_path / "reference.csv"
