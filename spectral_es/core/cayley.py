@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from spectral_es.core._backend import (
+    add_product,
     astype_like,
     at_least_float32,
     eye_like,
@@ -163,14 +164,14 @@ def _truncated_increment(N: Any, order: int, squarings: Any) -> Any:
     P = 2 * N + power
     degree = 2
     while degree < order:
-        P = P + power + P @ power
+        P = add_product(P + power, P, power)
         degree *= 2
         if degree < order:
             power = power @ power
 
     # (I + P)^2 - I = 2P + P^2 per squaring.
     for done in range(squarings):
-        squared = 2 * P + P @ P
+        squared = add_product(2 * P, P, P)
         P = squared if counts is None else namespace(P).where(per_matrix(counts > done), squared, P)
     return P
 
@@ -228,7 +229,7 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: 
 def _rotate(B: Any, N: Any, method: str, order: int, squarings: int) -> Any:
     """Return ``B @ Cayley(N)`` as :func:`rotate` does, for inputs already checked."""
     if method == "truncated":
-        return B + B @ _truncated_increment(N, order, squarings)
+        return add_product(B, B, _truncated_increment(N, order, squarings))
     # I - N (torch) or I + N (numpy) as a copy of N with 1 added to its
     # diagonal, which saves building an identity matrix and a pass over it.
     if is_torch(B):
