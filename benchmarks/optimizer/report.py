@@ -73,13 +73,22 @@ def environment_lines(record: dict) -> list[str]:
 def step_time_section(record: dict) -> list[str]:
     """Tabulate step time per shape and dtype, with ratios to AdamW's median."""
     lines = environment_lines(record)
-    lines += [
-        f"One weight per optimizer and {record['steps']} timed steps after one untimed step; the ",
-        "optimizers take their steps in turn on the same fresh random gradients. `mean` is the total ",
-        "over the timed steps divided by their number, the cost amortised over whole refresh periods. ",
-        "Ratios are to AdamW's median in the same run.",
-        "",
-    ]
+    if any("steps" in row for row in record["rows"]):
+        rounds = [
+            f"One weight per optimizer, one untimed step, then {record['steps']} rounds of timed steps on ",
+            "the same random gradients, the optimizers taking their rounds in turn. A peer takes one step ",
+            "per round. A SpectralKron variant takes as many as it needs to time its whole schedule once, ",
+            "`T * orthogonalize_every` steps (20 by default, 100 with `T=10`), so that its worst step ",
+            "includes the refresh with a Björck step. `mean` is the total over the timed steps divided by ",
+            "their number, the cost amortised over whole refresh periods. ",
+        ]
+    else:
+        rounds = [
+            f"One weight per optimizer and {record['steps']} timed steps after one untimed step; the ",
+            "optimizers take their steps in turn on the same fresh random gradients. `mean` is the total ",
+            "over the timed steps divided by their number, the cost amortised over whole refresh periods. ",
+        ]
+    lines += [*rounds, "Ratios are to AdamW's median in the same run.", ""]
     if "kept" in record:
         kept = record["kept"]
         lines += [
