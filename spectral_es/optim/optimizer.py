@@ -192,8 +192,8 @@ class SpectralKron(torch.optim.Optimizer):
     its mean was 3.1 to 3.4 times the floor and its maximum, just before a
     step, 4.7 to 5.7 times. Without Björck steps it reached 76 to 104 times.
     At n = 2048, the default ``max_precond_dim``, 200 refreshes
-    (``--sizes 2048 --refreshes 200``) gave the same pattern: 1.00, 3.6 and
-    5.5 times the floor.
+    (``--sizes 2048 --refreshes 200``) gave the same pattern: 1.00, 3.4 and
+    5.2 times the floor.
 
     Cutting every generator to Frobenius norm 0.25 slows the eigenbases. On
     the digits convnet (``benchmarks/optimizer``, 10 seeds) that variant
