@@ -450,7 +450,7 @@ def run_minimize(args: argparse.Namespace) -> int:
         # (an invalid return value) is a ValueError too, yet a failed evaluation.
         saved = args.checkpoint or args.resume
         if saved:
-            hint = f"the state before it is saved in {saved}; fix the cause, then continue with --resume {saved}"
+            hint = f"the state before it is saved in {saved}; fix the cause, then continue with {resume_options(args)}"
         else:
             hint = "nothing was saved; rerun with --checkpoint FILE to be able to continue after a failure"
         message = in_command_line_terms(error.message, args) if isinstance(error, ValueError) else error.message
@@ -478,6 +478,18 @@ def run_minimize(args: argparse.Namespace) -> int:
     if args.plot:
         save_plot(result, args.plot, objective_name(function) if args.resume else args.function)
     return 0
+
+
+def resume_options(args: argparse.Namespace) -> str:
+    """Return the ``--resume`` options that continue this run, with ``--log`` if it wrote one.
+
+    Without ``--log`` the continued run would write no log, so the log is
+    named too.
+    """
+    options = f"--resume {shlex.quote(args.checkpoint or args.resume)}"
+    if args.log is not None:
+        options += f" --log {shlex.quote(args.log)}"
+    return options
 
 
 def saved_progress(path: str) -> tuple[int, str | None]:
@@ -901,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_parser.exit(2, f"{args.command_parser.prog}: error: {error}\n")
     except KeyboardInterrupt:
         saved = args.checkpoint or args.resume
-        print(f"\ninterrupted{f'; continue with --resume {saved}' if saved else ''}", file=sys.stderr)
+        print(f"\ninterrupted{f'; continue with {resume_options(args)}' if saved else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError as error:
         if not stdout_closed():

@@ -7,6 +7,7 @@ import importlib
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import types
@@ -51,6 +52,15 @@ def none_on_call(x):
     calls += 1
     if calls == fail_at:
         return None
+    return float(((x - 1.5) ** 2).sum())
+
+
+def interrupted_on_call(x):
+    """Shifted sphere that raises KeyboardInterrupt on call number fail_at, as Ctrl-C there would."""
+    global calls
+    calls += 1
+    if calls == fail_at:
+        raise KeyboardInterrupt
     return float(((x - 1.5) ** 2).sum())
 
 
@@ -264,6 +274,27 @@ def test_invalid_value_mid_run_resumable(tmp_path, capsys, user_module):
     assert "error: the objective must return a real number, got None (type NoneType) at x = [" in err
     assert f"continue with --resume {checkpoint}" in err
     assert main(["minimize", "--resume", checkpoint, "--quiet"]) == 0  # the call counter has passed 50
+
+
+@pytest.mark.parametrize(("objective", "status"), [("interrupted_on_call", 130), ("none_on_call", 1)])
+def test_continue_hint_names_log(objective, status, tmp_path, capsys, user_module):
+    # Without --log the continued run would write no log, so the printed
+    # command that continues the run names the log too.
+    checkpoint, log = str(tmp_path / "run.npz"), str(tmp_path / "run.csv")
+    user_module.fail_at = 50
+    argv = ["minimize", f"cli_checks_objective:{objective}", "--dim", "3", "--seed", "0", "--quiet"]
+    assert main([*argv, "--checkpoint", checkpoint, "--checkpoint-every", "2", "--log", log]) == status
+    err = capsys.readouterr().err
+    hint = re.search(r"continue with (--resume .+)$", err, re.MULTILINE)
+    assert hint is not None, err
+    assert hint.group(1) == f"--resume {checkpoint} --log {log}"
+
+    # The command as printed continues the log to the row with the stop reason,
+    # without the note about a saved log that the continued run drops.
+    assert main(["minimize", *shlex.split(hint.group(1)), "--quiet"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    header, *_, last_row = Path(log).read_text().splitlines()
+    assert last_row.split(",")[header.split(",").index("stop")] != ""
 
 
 def test_stop_reasons_print_counts_as_integers(capsys):
