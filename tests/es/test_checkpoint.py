@@ -271,6 +271,32 @@ def test_minimize_resume_matches_uninterrupted_run(tmp_path):
     assert read_rows(tmp_path / "resumed.csv") == read_rows(tmp_path / "reference.csv")
 
 
+def test_interrupt_saves_checkpoint(tmp_path):
+    # Ctrl-C during an evaluation raises KeyboardInterrupt there. The
+    # checkpoint then contains the population being evaluated, not only the
+    # last periodic save, which checkpoint_every=1000 rules out here.
+    settings = {"seed": 3, "max_evals": 600}
+    reference = minimize(rosenbrock, np.zeros(4), 0.5, **settings)
+    calls = {"count": 0}
+
+    def interrupted(x):
+        calls["count"] += 1
+        if calls["count"] == 300:
+            raise KeyboardInterrupt
+        return rosenbrock(x)
+
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        minimize(interrupted, np.zeros(4), 0.5, checkpoint=path, checkpoint_every=1000, **settings)
+    saved = SpectralES.load(path)
+    assert saved.pending is not None
+    assert saved.nfev == 299 - 299 % saved.popsize  # the complete populations before the interrupted one
+
+    resumed = resume(rosenbrock, path, check_function=False)
+    assert resumed.fbest == reference.fbest
+    assert resumed.nfev == reference.nfev
+
+
 def test_resume_of_finished_run_returns_its_result(tmp_path):
     finished = minimize(rosenbrock, np.zeros(3), 0.5, seed=1, f_target=1e-8, checkpoint=tmp_path / "done.npz")
     again = resume(rosenbrock, tmp_path / "done.npz")
