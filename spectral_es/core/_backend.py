@@ -94,8 +94,19 @@ def add_product(C: Any, A: Any, B: Any) -> Any:
     bfloat16 product (2.7 ms and 3.1 ms at n = 1024 on one thread of an
     Intel Xeon with bfloat16 matrix units), so a separate sum nearly
     doubled the cost of each such step.
+
+    The fused call needs one dtype and, for stacks, the same number of
+    matrices in ``A``, ``B`` and ``C``. Other inputs, such as a ``B`` of
+    one matrix broadcast over a stack ``A``, take the plain sum.
     """
-    if is_torch(C) and C.ndim == A.ndim == B.ndim and C.ndim in (2, 3) and C.shape[:-2] == A.shape[:-2]:
+    fusable = (
+        is_torch(C)
+        and C.ndim == A.ndim == B.ndim
+        and C.ndim in (2, 3)
+        and C.shape[:-2] == A.shape[:-2] == B.shape[:-2]
+        and C.dtype == A.dtype == B.dtype
+    )
+    if fusable:
         torch = sys.modules["torch"]
         return torch.addmm(C, A, B) if C.ndim == 2 else torch.baddbmm(C, A, B)
     return C + A @ B

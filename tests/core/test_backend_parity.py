@@ -121,6 +121,28 @@ def test_add_product_equals_sum(rng, backend, shape):
 
 
 @requires_torch
+@pytest.mark.parametrize(
+    ("shapes", "dtypes"),
+    [
+        # One matrix B broadcast over a stack A, which baddbmm rejects.
+        (((3, 8, 8), (3, 8, 8), (1, 8, 8)), ("float64",) * 3),
+        # A float32 C with bfloat16 factors, which addmm rejects.
+        (((8, 8), (8, 8), (8, 8)), ("float32", "bfloat16", "bfloat16")),
+    ],
+)
+def test_add_product_broadcasts_as_sum(rng, shapes, dtypes):
+    C, A, B = (
+        torch.from_numpy(rng.standard_normal(shape)).to(getattr(torch, dtype))
+        for shape, dtype in zip(shapes, dtypes, strict=True)
+    )
+    expected = C + A @ B
+    got = add_product(C, A, B)
+    assert got.dtype == expected.dtype
+    assert got.shape == expected.shape
+    assert torch.equal(got, expected)
+
+
+@requires_torch
 @pytest.mark.parametrize("shape", [(64, 64), (3, 32, 32)])
 def test_bfloat16_add_product_rounds_once(rng, shape):
     # The truncated Cayley map adds to bfloat16 matrices this way. The sum of
