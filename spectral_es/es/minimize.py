@@ -56,12 +56,12 @@ __all__ = [
     "step",
 ]
 
-# The SpectralES options that minimize() passes on through **options; x0,
-# sigma0 and seed are its own arguments.
 # The start of the warning of a resume without log whose saved run wrote one.
 # The command line prints its own note instead and filters this one out.
 SAVED_LOG_WARNING = "the saved run logged to"
 
+# The SpectralES options that minimize() passes on through **options; x0,
+# sigma0 and seed are its own arguments.
 _STRATEGY_OPTIONS = tuple(
     name for name in inspect.signature(SpectralES.__init__).parameters if name not in ("self", "x0", "sigma0", "seed")
 )

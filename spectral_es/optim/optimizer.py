@@ -181,9 +181,10 @@ class SpectralKron(torch.optim.Optimizer):
     too, and squarings do not apply.
 
     In bfloat16 each Björck step returns the eigenbases to the rounding
-    floor (see :func:`spectral_es.core.bjorck_orthogonalize` for how its
-    float32 residual does that), and each refresh between two steps adds
-    rounding again. ``benchmarks/optimizer/orthogonality.py`` refreshes one
+    floor, because it takes the diagonal of ``B^T B`` from float32 column
+    norms (see :func:`spectral_es.core.bjorck_orthogonalize`). Each refresh
+    between two steps adds rounding again.
+    ``benchmarks/optimizer/orthogonality.py`` refreshes one
     weight 1,000 times (``precondition_frequency=1``, other options at
     their defaults) and reports ``||B^T B - I||_F`` against the floor, the
     defect of an orthogonal matrix rounded to bfloat16. At n = 64, 256 and
