@@ -23,8 +23,8 @@ momentum and eigenbases), ``bf16 state, T=10`` (both changes) and ``full`` (a fu
 
 Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
-    python -m benchmarks.optimizer.step_time          # 10 steps, main variants: a few minutes
-    python -m benchmarks.optimizer.step_time --full   # 20 steps, every variant, for RESULTS.md
+    python -m benchmarks.optimizer.step_time          # 10 rounds, main variants: a few minutes
+    python -m benchmarks.optimizer.step_time --full   # 20 rounds, every variant, for RESULTS.md
     python -m benchmarks.optimizer.step_time --full --shapes 1024x1024   # rerun one shape
 
 A full run restricted with ``--shapes`` or ``--dtypes`` keeps the rows of
@@ -67,6 +67,10 @@ def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, ste
     an optimizer takes as many steps as it needs to time its whole schedule
     cycle (see :func:`cycle_length`) over the run, and every optimizer sees the same
     gradients in the same order.
+
+    NOTE: a SpectralKron mean covers whole cycles only where ``steps``
+    divides the cycle, as 10 and 20 do for cycles of 20 and 100 steps.
+    ``steps=30`` times 120 steps of ``T=10``, 1.2 cycles of 100 steps.
     """
     generator = torch.Generator().manual_seed(0)
     start_weight = torch.randn(shape, generator=generator).to(dtype) * 0.02
@@ -171,8 +175,13 @@ def keep_rows_not_rerun(results: dict, kept: list[dict], source: dict | None) ->
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="20 steps and every variant; writes RESULTS.md")
-    parser.add_argument("--steps", type=int, help="timed steps per optimizer, >= 1 (default 10, full: 20)")
+    parser.add_argument("--full", action="store_true", help="20 rounds and every variant; writes RESULTS.md")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="rounds of timed steps, >= 1 (default 10, full: 20). A peer takes one step per round, and a "
+        "SpectralKron variant enough to time its T * orthogonalize_every steps once",
+    )
     parser.add_argument(
         "--dtypes",
         nargs="+",
