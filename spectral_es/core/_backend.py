@@ -94,15 +94,17 @@ def add_product(C: Any, A: Any, B: Any) -> Any:
     of a 1024 x 1024 bfloat16 basis from 16 ms to 13 ms (medians of 21
     calls of ``_rotate``, one thread of an Intel Xeon with AMX, torch 2.13).
 
-    The fused call needs one dtype and, for stacks, the same number of
-    matrices in ``A``, ``B`` and ``C``. Other inputs, such as a ``B`` of
-    one matrix broadcast over a stack ``A``, take the plain sum.
+    The fused call needs one dtype, for stacks the same number of matrices
+    in ``A``, ``B`` and ``C``, and a ``C`` of the product's shape. Other
+    inputs, such as a ``B`` of one matrix broadcast over a stack ``A`` or a
+    one-row product broadcast over the rows of ``C``, take the plain sum.
     """
     fusable = (
         is_torch(C)
         and C.ndim == A.ndim == B.ndim
         and C.ndim in (2, 3)
-        and C.shape[:-2] == A.shape[:-2] == B.shape[:-2]
+        and A.shape[:-2] == B.shape[:-2]
+        and C.shape == (*A.shape[:-1], B.shape[-1])
         and C.dtype == A.dtype == B.dtype
     )
     if fusable:

@@ -128,6 +128,10 @@ def test_add_product_equals_sum(rng, backend, shape):
         (((3, 8, 8), (3, 8, 8), (1, 8, 8)), ("float64",) * 3),
         # A float32 C with bfloat16 factors, which addmm rejects.
         (((8, 8), (8, 8), (8, 8)), ("float32", "bfloat16", "bfloat16")),
+        # A one-row product broadcast over the rows of C, which addmm and
+        # baddbmm reject because they broadcast only C.
+        (((4, 8), (1, 8), (8, 8)), ("float64",) * 3),
+        (((3, 4, 8), (3, 1, 8), (3, 8, 8)), ("float64",) * 3),
     ],
 )
 def test_add_product_broadcasts_as_sum(rng, shapes, dtypes):
