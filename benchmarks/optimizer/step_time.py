@@ -69,8 +69,9 @@ def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, ste
     gradients in the same order.
 
     NOTE: a SpectralKron mean covers whole cycles only where ``steps``
-    divides the cycle, as 10 and 20 do for cycles of 20 and 100 steps.
-    ``steps=30`` times 120 steps of ``T=10``, 1.2 cycles of 100 steps.
+    divides the cycle or is a multiple of it, as 10 and 20 are for cycles
+    of 20 and 100 steps. ``steps=30`` times 120 steps of ``T=10``, 1.2
+    cycles of 100 steps.
     """
     generator = torch.Generator().manual_seed(0)
     start_weight = torch.randn(shape, generator=generator).to(dtype) * 0.02
