@@ -279,15 +279,16 @@ def test_invalid_value_mid_run_resumable(tmp_path, capsys, user_module):
 @pytest.mark.parametrize(("objective", "status"), [("interrupted_on_call", 130), ("none_on_call", 1)])
 def test_continue_hint_names_log(objective, status, tmp_path, capsys, user_module):
     # Without --log the continued run would write no log, so the printed
-    # command that continues the run names the log too.
-    checkpoint, log = str(tmp_path / "run.npz"), str(tmp_path / "run.csv")
+    # command that continues the run names the log too. The space and the
+    # quote in the paths need shell quoting.
+    checkpoint, log = str(tmp_path / "run 1.npz"), str(tmp_path / "it's run.csv")
     user_module.fail_at = 50
     argv = ["minimize", f"cli_checks_objective:{objective}", "--dim", "3", "--seed", "0", "--quiet"]
     assert main([*argv, "--checkpoint", checkpoint, "--checkpoint-every", "2", "--log", log]) == status
     err = capsys.readouterr().err
     hint = re.search(r"continue with (--resume .+)$", err, re.MULTILINE)
     assert hint is not None, err
-    assert hint.group(1) == f"--resume {checkpoint} --log {log}"
+    assert shlex.split(hint.group(1)) == ["--resume", checkpoint, "--log", log]
 
     # The command as printed continues the log to the row with the stop reason,
     # without the note about a saved log that the continued run drops.
