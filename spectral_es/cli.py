@@ -912,8 +912,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # parser's own errors give.
         args.command_parser.exit(2, f"{args.command_parser.prog}: error: {error}\n")
     except KeyboardInterrupt:
+        # Before its first checkpoint a new run has nothing to continue from.
         saved = args.checkpoint or args.resume
-        print(f"\ninterrupted{f'; continue with {resume_options(args)}' if saved else ''}", file=sys.stderr)
+        can_resume = saved is not None and os.path.isfile(saved)
+        print(f"\ninterrupted{f'; continue with {resume_options(args)}' if can_resume else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError as error:
         if not stdout_closed():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import spectral_es
+from spectral_es import cli
 from spectral_es.cli import in_command_line_terms, main
 from spectral_es.es.minimize import read_plan
 
@@ -296,6 +297,20 @@ def test_continue_hint_names_log(objective, status, tmp_path, capsys, user_modul
     assert "note:" not in capsys.readouterr().err
     header, *_, last_row = Path(log).read_text().splitlines()
     assert last_row.split(",")[header.split(",").index("stop")] != ""
+
+
+def test_interrupt_before_first_checkpoint_gives_no_hint(tmp_path, capsys, monkeypatch):
+    # Ctrl-C before the run's first checkpoint leaves no file, so a hint to
+    # --resume it would name a missing file.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "minimize", interrupted)
+    checkpoint = tmp_path / "run.npz"
+    assert main(["minimize", "sphere", "--dim", "2", "--quiet", "--checkpoint", str(checkpoint)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted"
+    assert not checkpoint.exists()
 
 
 def test_stop_reasons_print_counts_as_integers(capsys):
