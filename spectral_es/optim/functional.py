@@ -53,6 +53,7 @@ __all__ = [
     "init_adam_state",
     "init_kron_state",
     "kron_initialize_scale",
+    "kron_orthogonalize_stack",
     "kron_refresh",
     "kron_refresh_stack",
     "kron_update",
@@ -609,6 +610,31 @@ def kron_refresh_stack(
         damping=damping,
         orthogonalize=orthogonalize,
     )
+    for base, index, rows in scattered:
+        base.index_copy_(0, index, rows)
+
+
+@torch.no_grad()
+def kron_orthogonalize_stack(states: Sequence[dict], sides: str) -> None:
+    """Take one Björck step on the eigenbases named in ``sides`` ("C", "K" or "CK") of k weights' states.
+
+    This is the step that :func:`kron_refresh` takes with ``orthogonalize``,
+    without a refresh: :class:`~spectral_es.optim.SpectralKron` takes it on
+    a step that refreshes nothing. Diagonal sides have no eigenbasis and
+    are left as they are. The states must share their keys, shapes and
+    dtypes. Several states are stacked by :func:`_refresh_rows` and moved
+    by batched products, and a single state is moved in place.
+    """
+    if sides not in _SIDES[1:]:
+        raise ValueError(f"invalid sides {sides!r}: expected one of {_SIDES[1:]}")
+    keys = [f"B_{side}" for side in sides if f"B_{side}" in states[0]]
+    if len(states) == 1:
+        for key in keys:
+            states[0][key].copy_(_bjorck_orthogonalize(states[0][key]))
+        return
+    stacked, scattered = _refresh_rows(states, keys)
+    for key in keys:
+        stacked[key].copy_(_bjorck_orthogonalize(stacked[key]))
     for base, index, rows in scattered:
         base.index_copy_(0, index, rows)
 

@@ -38,6 +38,7 @@ from spectral_es.optim.functional import (
     init_adam_state,
     init_kron_state,
     kron_initialize_scale,
+    kron_orthogonalize_stack,
     kron_refresh,
     kron_refresh_stack,
     kron_update,
@@ -137,7 +138,11 @@ class SpectralKron(torch.optim.Optimizer):
     first usable gradient initialises ``alpha = mean(G^2)`` and refreshes
     both. Each eigenbasis takes one Björck step (see
     :func:`spectral_es.core.bjorck_orthogonalize`) every
-    ``orthogonalize_every`` refreshes.
+    ``orthogonalize_every`` refreshes. For ``T >= 4`` it comes on the step
+    after that refresh, which refreshes nothing, so that no step holds both
+    (2 and about 8 products for a bfloat16 side). For smaller ``T`` every
+    step refreshes a factor, and the Björck step follows the refresh in its
+    step.
 
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
     state dtype has a dense solver (float32, float64) and the truncated,
@@ -580,9 +585,9 @@ class _Refresh(NamedTuple):
     group: dict[str, Any]
     param: torch.Tensor
     state: dict[str, Any]
-    sides: str  # "C", "K" or "CK"
+    sides: str  # "C", "K", "CK", or "" for Björck steps alone
     initialize: bool  # whether alpha = mean(G^2) is set first (the first usable gradient)
-    orthogonalize: bool
+    orthogonalize: str  # the sides whose eigenbases take a Björck step ("" for none)
     rotation: dict[str, Any]  # the Cayley-map options of kron_refresh
 
 
@@ -631,10 +636,11 @@ def _plan_step(work: list[tuple]) -> tuple[list[_Refresh], list[tuple], list[tup
         if not nonzero:
             if refresh:
                 _warn(name, param, "is all zeros", "skipped the preconditioner refresh and kept the previous one")
+                orthogonalize = ""  # a Björck step scheduled with the refresh is skipped with it
             refresh = ""
         if not initialized:
             refresh = "CK"
-        if refresh:
+        if refresh or orthogonalize:
             # Every rank computes the Cayley options, so an invalid one raises
             # everywhere and never leaves other ranks waiting in a broadcast.
             rotation = rotation_options(group, state["exp_avg"].dtype)
@@ -718,12 +724,15 @@ def _refresh_plan(refreshes: list[_Refresh], world_size: int) -> tuple[list[list
 def _run_refreshes(stack: list[_Refresh]) -> None:
     """Run the refreshes of one stack (see :func:`_stacks`): one weight alone, several at once."""
     first = stack[0]
+    if not first.sides:
+        kron_orthogonalize_stack([refresh.state for refresh in stack], first.orthogonalize)
+        return
     options = {
         "sides": first.sides,
         "beta": first.group["precond_lr"],
         "rotation": first.rotation,
         "damping": first.group["damping"],
-        "orthogonalize": first.orthogonalize,
+        "orthogonalize": bool(first.orthogonalize),
     }
     if len(stack) > 1:
         grads = [_signed_gradient(refresh.param, refresh.group) for refresh in stack]
@@ -907,7 +916,9 @@ def _refresh_owners(stacks: list[list[_Refresh]], world_size: int) -> list[int |
     costs = {}
     for position, stack in enumerate(stacks):
         refresh = stack[0]
-        if not refresh.group["distributed_refresh"]:
+        if not refresh.group["distributed_refresh"] or not refresh.sides:
+            # Björck steps alone cost 2 products per eigenbasis and need no
+            # gradient, so every rank takes them rather than wait for a broadcast.
             continue
         n, m = matrix_shape(refresh.param)
         full = {"C": "B_C" in refresh.state, "K": "B_K" in refresh.state}
@@ -952,19 +963,27 @@ def _warn_unknown_options(options: dict[str, Any], defaults: dict[str, Any], whe
         warnings.warn(message, stacklevel=outside_stacklevel(_INNER_MODULES))
 
 
-def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, bool]:
-    """Return the factors to refresh at the coming step and whether to orthogonalise them."""
+def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, str]:
+    """Return the factors to refresh at the coming step and those whose eigenbases take a Björck step.
+
+    With period ``T`` the row factor refreshes at phase 0 and the column
+    factor at phase ``T // 2``. In every ``orthogonalize_every``-th period
+    each factor's eigenbasis also takes a Björck step. For ``T >= 4`` it
+    comes on the step after the factor's refresh, a step that refreshes
+    nothing, so that the slowest step holds a refresh or a Björck step but
+    not both. For smaller ``T`` every step refreshes a factor, and the
+    Björck step follows the refresh within its step.
+    """
     T = group["precondition_frequency"]
     t = int(state["step"].item()) + 1
     phase = (t - 1) % T
-    refresh = ""
-    if phase == 0:
-        refresh += "C"
-    if phase == T // 2:
-        refresh += "K"
+    refresh = ("C" if phase == 0 else "") + ("K" if phase == T // 2 else "")
     every = group["orthogonalize_every"]
-    orthogonalize = bool(refresh) and every > 0 and ((t - 1) // T + 1) % every == 0
-    return refresh, orthogonalize
+    if every == 0 or ((t - 1) // T + 1) % every != 0:
+        return refresh, ""
+    if T < 4:
+        return refresh, refresh
+    return refresh, ("C" if phase == 1 else "") + ("K" if phase == T // 2 + 1 else "")
 
 
 def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:

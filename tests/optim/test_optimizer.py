@@ -805,6 +805,37 @@ def test_bfloat16_defect_between_bjorck_steps():
         assert defect < 7 * floor
 
 
+def test_bjorck_step_comes_after_refresh_for_long_periods():
+    # With T = 4 the row factor refreshes at steps 1, 5, ... and the column
+    # factor at 3, 7, ...; with a Björck step in every period each eigenbasis
+    # takes it on the next step, which refreshes nothing.
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.zeros(32, 32, dtype=torch.bfloat16))
+    optimizer = SpectralKron([weight], lr=1e-3, precondition_frequency=4, orthogonalize_every=1)
+    keys = ("d_C", "d_K", "B_C", "B_K")
+
+    def step(stretched: str = "") -> list[str]:
+        """Take one step, first scaling B_<stretched> by 1.01; return the factor entries that the step changed."""
+        weight.grad = torch.randn(32, 32, generator=generator).to(torch.bfloat16)
+        state = optimizer.state[weight]
+        if stretched:
+            # B^T B = 1.0201 I: a defect of about 0.11, five times the
+            # bfloat16 floor, that only a Björck step removes.
+            state[f"B_{stretched}"].mul_(1.01)
+        before = {key: state[key].clone() for key in keys if key in state}
+        optimizer.step()
+        return [key for key in before if not torch.equal(state[key], before[key])]
+
+    step()  # step 1 starts both factors
+    defect = orthogonality_defect(optimizer.state[weight]["B_C"].float() * 1.01)
+    assert step("C") == ["B_C"]
+    assert orthogonality_defect(optimizer.state[weight]["B_C"].float()) < 0.5 * defect
+    assert step() == ["d_K", "B_K"]  # step 3 refreshes the column factor
+    defect = orthogonality_defect(optimizer.state[weight]["B_K"].float() * 1.01)
+    assert step("K") == ["B_K"]
+    assert orthogonality_defect(optimizer.state[weight]["B_K"].float()) < 0.5 * defect
+
+
 @pytest.mark.slow
 def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
     # Without the Björck steps the defect passes 20 by 1,000 refreshes here;

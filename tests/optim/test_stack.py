@@ -16,6 +16,12 @@ CONFIGS = {
     "defaults": {},
     "refresh every step": {"precondition_frequency": 1},
     "bfloat16 state": {"state_dtype": torch.bfloat16},
+    # Björck steps on steps without a refresh (T >= 4), here in every period.
+    "bfloat16, T=4, Björck steps alone": {
+        "state_dtype": torch.bfloat16,
+        "precondition_frequency": 4,
+        "orthogonalize_every": 1,
+    },
     "truncated map with squarings": {"cayley": "truncated", "max_generator_norm": 0.05, "max_cayley_squarings": 3},
     "adam graft, root 4, decay, maximize": {"graft": "adam", "root": 4.0, "weight_decay": 0.1, "maximize": True},
 }
