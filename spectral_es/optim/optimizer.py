@@ -139,7 +139,7 @@ class SpectralKron(torch.optim.Optimizer):
     both. Each eigenbasis takes one Björck step (see
     :func:`spectral_es.core.bjorck_orthogonalize`) every
     ``orthogonalize_every`` refreshes. For ``T >= 4`` it comes on the step
-    after that refresh, which refreshes nothing, so that no step holds both
+    after that refresh, which refreshes nothing, so that no step contains both
     (2 and about 8 products for a bfloat16 side). For smaller ``T`` every
     step refreshes a factor, and the Björck step follows the refresh in its
     step.
@@ -970,20 +970,29 @@ def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, str]:
     factor at phase ``T // 2``. In every ``orthogonalize_every``-th period
     each factor's eigenbasis also takes a Björck step. For ``T >= 4`` it
     comes on the step after the factor's refresh, a step that refreshes
-    nothing, so that the slowest step holds a refresh or a Björck step but
-    not both. For smaller ``T`` every step refreshes a factor, and the
+    nothing, so that the slowest step contains a refresh or a Björck step
+    but not both. For smaller ``T`` every step refreshes a factor, and the
     Björck step follows the refresh within its step.
     """
     T = group["precondition_frequency"]
     t = int(state["step"].item()) + 1
     phase = (t - 1) % T
-    refresh = ("C" if phase == 0 else "") + ("K" if phase == T // 2 else "")
+    refresh = ""
+    if phase == 0:
+        refresh += "C"
+    if phase == T // 2:
+        refresh += "K"
     every = group["orthogonalize_every"]
     if every == 0 or ((t - 1) // T + 1) % every != 0:
         return refresh, ""
     if T < 4:
         return refresh, refresh
-    return refresh, ("C" if phase == 1 else "") + ("K" if phase == T // 2 + 1 else "")
+    orthogonalize = ""
+    if phase == 1:
+        orthogonalize += "C"
+    if phase == T // 2 + 1:
+        orthogonalize += "K"
+    return refresh, orthogonalize
 
 
 def _gradient_flags(work: list[tuple]) -> list[tuple[bool, bool, bool, bool]]:

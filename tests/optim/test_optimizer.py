@@ -807,7 +807,7 @@ def test_bfloat16_defect_between_bjorck_steps():
 
 def test_bjorck_step_comes_after_refresh_for_long_periods():
     # With T = 4 the row factor refreshes at steps 1, 5, ... and the column
-    # factor at 3, 7, ...; with a Björck step in every period each eigenbasis
+    # factor at 3, 7, ... With a Björck step in every period, each eigenbasis
     # takes it on the next step, which refreshes nothing.
     generator = torch.Generator().manual_seed(0)
     weight = torch.nn.Parameter(torch.zeros(32, 32, dtype=torch.bfloat16))
