@@ -938,3 +938,86 @@ def test_kron_refresh_checks_single_weight(gradient, error, message):
         functional.kron_refresh(
             state, gradient, sides="CK", beta=0.1, rotation={"method": "exact"}, damping=0.0, orthogonalize=False
         )
+
+
+def scheduled_refreshes(monkeypatch, steps, **options):
+    """Step one bfloat16 weight ``steps`` times; return {step: (refreshed sides, sides that took a Björck step)}."""
+    import spectral_es.optim.optimizer as optimizer_module
+
+    weight = torch.nn.Parameter(torch.zeros(8, 6, dtype=torch.bfloat16))
+    optimizer = SpectralKron([weight], lr=1e-3, state_dtype=torch.bfloat16, **options)
+    schedule = {}
+    run_refreshes = optimizer_module._run_refreshes
+
+    def record(stack):
+        step = int(stack[0].state["step"]) + 1
+        schedule[step] = (stack[0].sides, stack[0].orthogonalize)
+        run_refreshes(stack)
+
+    monkeypatch.setattr(optimizer_module, "_run_refreshes", record)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        weight.grad = torch.randn(8, 6, generator=generator).to(torch.bfloat16)
+        optimizer.step()
+    return schedule
+
+
+@pytest.mark.parametrize("every", [1, 3, 10])
+@pytest.mark.parametrize("T", [4, 5, 10])
+def test_bjorck_steps_follow_refreshes(monkeypatch, T, every):
+    # Each side takes one Björck step in each orthogonalize_every-th period,
+    # on the step right after its refresh, and that step refreshes nothing.
+    periods = 2 * every
+    schedule = scheduled_refreshes(monkeypatch, T * periods, precondition_frequency=T, orthogonalize_every=every)
+
+    expected = {}
+    for period in range(periods):
+        start = period * T + 1
+        expected[start] = ("CK" if period == 0 else "C", "")  # the first step starts both sides
+        expected[start + T // 2] = ("K", "")
+        if (period + 1) % every == 0:
+            expected[start + 1] = ("", "C")
+            expected[start + T // 2 + 1] = ("", "K")
+    assert schedule == expected
+    for step, (sides, bjorck) in schedule.items():
+        assert not (sides and bjorck), f"step {step} refreshes {sides} and takes a Björck step on {bjorck}"
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_bjorck_steps_stay_with_refreshes_for_short_periods(monkeypatch, T):
+    # For T < 4 the step after the row factor's refresh refreshes the
+    # column factor (T = 2, 3) or both (T = 1), so each Björck step is
+    # taken within its refresh.
+    schedule = scheduled_refreshes(monkeypatch, 6 * T, precondition_frequency=T, orthogonalize_every=3)
+
+    for step, (sides, bjorck) in schedule.items():
+        period = (step - 1) // T + 1
+        expected = sides if period % 3 == 0 else ""
+        assert bjorck == expected, f"step {step}"
+    assert sorted(schedule) == [step for step in range(1, 6 * T + 1) if (step - 1) % T in {0, T // 2}]
+
+
+def test_bjorck_step_needs_no_gradient():
+    # With T = 4 and a Björck step in every period, a zero gradient on step
+    # 5, the row factor's refresh, skips that refresh with a warning. The
+    # Björck step of step 6 still comes, although that gradient is zero too.
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.zeros(16, 16, dtype=torch.bfloat16))
+    optimizer = SpectralKron([weight], lr=1e-3, precondition_frequency=4, orthogonalize_every=1)
+    state = optimizer.state
+    for step in range(1, 9):
+        weight.grad = torch.randn(16, 16, generator=generator).to(torch.bfloat16)
+        if step in (5, 6):
+            weight.grad.zero_()
+        if step == 1:
+            optimizer.step()
+            continue
+        state[weight]["B_C"].mul_(1.01)
+        before = state[weight]["B_C"].clone()
+        if step == 5:
+            with pytest.warns(PreconditionerWarning, match="skipped the preconditioner refresh"):
+                optimizer.step()
+        else:
+            optimizer.step()
+        changed = not torch.equal(state[weight]["B_C"], before)
+        assert changed == (step in (2, 6)), f"step {step}"
