@@ -140,9 +140,9 @@ class SpectralKron(torch.optim.Optimizer):
     :func:`spectral_es.core.bjorck_orthogonalize`) every
     ``orthogonalize_every`` refreshes. For ``T >= 4`` it comes on the step
     after that refresh, which refreshes nothing, so that no step contains both
-    (2 and about 8 products for a bfloat16 side). For smaller ``T`` every
-    step refreshes a factor, and the Björck step follows the refresh in its
-    step.
+    (2 and about 8 products for a bfloat16 side). For ``T < 4`` the step
+    after the row factor's refresh refreshes the column factor, so each
+    Björck step stays within its refresh's step.
 
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
     state dtype has a dense solver (float32, float64) and the truncated,
@@ -971,8 +971,9 @@ def _schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[str, str]:
     each factor's eigenbasis also takes a Björck step. For ``T >= 4`` it
     comes on the step after the factor's refresh, a step that refreshes
     nothing, so that the slowest step contains a refresh or a Björck step
-    but not both. For smaller ``T`` every step refreshes a factor, and the
-    Björck step follows the refresh within its step.
+    but not both. For ``T < 4`` the step after the row factor's refresh
+    refreshes the column factor, so each Björck step stays within its
+    refresh's step.
     """
     T = group["precondition_frequency"]
     t = int(state["step"].item()) + 1
