@@ -914,8 +914,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Before its first checkpoint a new run has nothing to continue from.
         saved = args.checkpoint or args.resume
-        can_resume = saved is not None and os.path.isfile(saved)
-        print(f"\ninterrupted{f'; continue with {resume_options(args)}' if can_resume else ''}", file=sys.stderr)
+        message = "\ninterrupted"
+        if saved is not None and os.path.isfile(saved):
+            message += f"; continue with {resume_options(args)}"
+        print(message, file=sys.stderr)
         return 130
     except BrokenPipeError as error:
         if not stdout_closed():

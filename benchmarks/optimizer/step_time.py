@@ -6,8 +6,8 @@ step (state creation, first decompositions) and then ``--steps`` rounds of
 timed steps on random gradients, the optimizers taking their rounds in
 turn. A peer takes one step per round. A SpectralKron variant takes enough
 steps per round to time its whole schedule once: ``T * orthogonalize_every``
-steps, which hold every refresh and the Björck steps that come with every
-10th (20 steps by default, 100 with ``T=10``). The median, the worst step
+steps, which contain every kind of refresh and the Björck steps that come
+after every 10th (20 steps by default, 100 with ``T=10``). The median, the worst step
 and the mean are reported as ratios to AdamW's median in the same run. The
 mean is the cost amortised over whole refresh periods, because 20 steps are
 2 periods of SOAP and Shampoo, and SpectralKron's steps cover its cycle.
@@ -102,9 +102,9 @@ def cycle_length(optimizer: torch.optim.Optimizer) -> int:
     """Return the number of steps after which the optimizer's schedule repeats (1 for the peers).
 
     SpectralKron refreshes each factor every ``T`` steps and takes a Björck
-    step at every ``orthogonalize_every``-th refresh, so its costliest step
-    comes once in ``T * orthogonalize_every`` steps: 20 by default, 100 with
-    ``T=10``. The peers' schedules (SOAP's and Shampoo's refresh every 10
+    step with or after every ``orthogonalize_every``-th refresh, so its
+    schedule repeats after ``T * orthogonalize_every`` steps: 20 by default,
+    100 with ``T=10``. The peers' schedules (SOAP's and Shampoo's refresh every 10
     steps) repeat within the 20 steps of a full run.
     """
     if not isinstance(optimizer, SpectralKron):
@@ -114,7 +114,7 @@ def cycle_length(optimizer: torch.optim.Optimizer) -> int:
 
 
 def _summary(run: dict) -> dict:
-    """Median, worst and mean of the timed steps (the first, untimed step dropped), and the count."""
+    """Return the median, worst and mean of the timed steps (the first, untimed step dropped), and their count."""
     if "failure" in run:
         return {"failure": run["failure"]}
     times = run["times"][1:]

@@ -89,10 +89,11 @@ def per_matrix(x: Any) -> Any:
 def add_product(C: Any, A: Any, B: Any) -> Any:
     """Return ``C + A @ B``, for torch in one call (``addmm``, ``baddbmm`` for stacks) where the inputs allow.
 
-    The fused call adds ``C`` inside the product and rounds once. Fusing
-    the three sums of the order-8 truncated Cayley rotation cut a rotation
-    of a 1024 x 1024 bfloat16 basis from 16 ms to 13 ms (medians of 21
-    calls of ``_rotate``, one thread of an Intel Xeon with AMX, torch 2.13).
+    The fused call adds ``C`` inside the product and rounds once. The
+    order-8 truncated Cayley rotation has three such sums. Fused, a rotation
+    of a 1024 x 1024 bfloat16 basis took 13 ms instead of 16 ms (medians of
+    21 calls of ``_rotate`` on one thread of an Intel Xeon with AMX, torch
+    2.13).
 
     The fused call needs one dtype, for stacks the same number of matrices
     in ``A``, ``B`` and ``C``, and a ``C`` of the product's shape. Other

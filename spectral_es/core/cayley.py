@@ -303,9 +303,9 @@ def _narrow_residual(B: Any) -> Any:
     """Return ``B^T B - I`` for a bfloat16 or float16 torch ``B``, in its dtype, without rounding a number near 1.
 
     The off-diagonal entries come from the product in ``B``'s dtype. They
-    are small, so its rounding is relative to the residual itself (on the
-    CPU torch sums the product in float32 and rounds once, which the tests
-    check entry by entry). Only the diagonal of ``B^T B`` is near 1, and it
+    are small, so rounding them is an error relative to the residual itself.
+    On the CPU torch sums the product in float32 and rounds once, which the
+    tests check entry by entry. Only the diagonal of ``B^T B`` is near 1, and it
     is replaced by the squared column norms less 1, formed in float32. No
     float32 matrix is formed. At n = 1024 on one thread of an Intel Xeon
     with bfloat16 matrix units the step then took 9 ms instead of 25 ms,

@@ -140,7 +140,7 @@ class SpectralKron(torch.optim.Optimizer):
     :func:`spectral_es.core.bjorck_orthogonalize`) every
     ``orthogonalize_every`` refreshes. For ``T >= 4`` it comes on the step
     after that refresh, which refreshes nothing, so that no step contains both
-    (2 and about 8 products for a bfloat16 side). For ``T < 4`` the step
+    (a Björck step costs 2 products, a bfloat16 refresh of a side about 8). For ``T < 4`` the step
     after the row factor's refresh refreshes the column factor, so each
     Björck step stays within its refresh's step.
 

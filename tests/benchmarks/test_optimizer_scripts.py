@@ -182,9 +182,9 @@ def test_step_time_unmergeable_record_fails_before_timing(results, monkeypatch, 
 
 
 def test_step_time_covers_spectralkron_cycle():
-    # A refresh every 10 steps with a Björck step at every 10th refresh
-    # repeats after 100 steps, so the costliest step (both extra products)
-    # falls inside the timed steps only if 100 of them are taken. A peer
+    # A refresh every 10 steps with a Björck step after every 10th refresh
+    # repeats after 100 steps, so every kind of step falls inside the timed
+    # steps only if 100 of them are taken. A peer
     # takes one step per round, and the default (T = 2) repeats after 20
     # steps: 4 per round.
     names = ["AdamW", "SpectralKron", "SpectralKron T=10"]
