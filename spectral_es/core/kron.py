@@ -349,6 +349,23 @@ def _kron_factor_step(
     d: Any, B: Any | None, W: Any, alpha: Any, kappa: int, beta: float, gamma: float, options: _FactorOptions
 ) -> tuple[Any, Any | None, Any]:
     """Return :func:`kron_factor_step` for inputs already checked."""
+    d_new, N, rate, squarings = _kron_factor_generator(d, B, W, alpha, kappa, beta, gamma, options)
+    if N is None:
+        return d_new, None, rate
+    return d_new, _rotate(B, N, options.method, options.order, squarings), rate
+
+
+def _kron_factor_generator(
+    d: Any, B: Any | None, W: Any, alpha: Any, kappa: int, beta: float, gamma: float, options: _FactorOptions
+) -> tuple[Any, Any | None, Any, Any]:
+    """Return the parts of :func:`kron_factor_step` that precede the rotation of ``B``.
+
+    These are ``(d_new, N, rate, squarings)``: ``d_new`` and ``rate`` as
+    :func:`kron_factor_step` returns them, the capped Cayley generator ``N``
+    in the dtype of ``B`` (``None`` for a diagonal factor), and the number
+    of squarings its map takes (a list for a stack). The step's new
+    eigenbasis is ``_rotate(B, N, method, order, squarings)``.
+    """
     xp = namespace(d, W)
     # Q = W / (alpha kappa) enters only through its diagonal and the
     # generator, so the scale is applied there and never to the whole matrix.
@@ -365,7 +382,7 @@ def _kron_factor_step(
     rate = center - xp.mean(xp.log(d), axis=-1)
     d_new = xp.exp(log_d_step - per_vector(center))
     if B is None:
-        return d_new, None, rate
+        return d_new, None, rate, 0
 
     # Eigenbasis: the Cayley rotation, generator from the current d.
     N = _rotation_generator(d, W, beta, gamma, scale)
@@ -379,7 +396,22 @@ def _kron_factor_step(
             N = _cap_generator_norm(N, caps, options.cap_norm)
         else:
             N = _cap_generator_norm(N, cap * 2**squarings, options.cap_norm)
-    return d_new, _rotate(B, astype_like(N, B), options.method, options.order, squarings), rate
+    return d_new, astype_like(N, B), rate, squarings
+
+
+def _rotate_by_generator(B: Any, N: Any, options: _FactorOptions) -> Any:
+    """Return ``B Cayley(N)`` for a generator ``N`` capped by :func:`_kron_factor_generator`.
+
+    The number of squarings is read again from ``N``. The cap leaves the
+    norm of ``N`` at most ``max_generator_norm * 2^s`` for the ``s`` that
+    :func:`_kron_factor_generator` chose, so the count comes out the same,
+    except where rounding moves a norm at the cap across a power of two.
+    """
+    squarings: Any = 0
+    cap = options.max_generator_norm
+    if cap is not None and options.method == "truncated" and options.max_squarings > 0:
+        squarings = _squarings_needed(N, cap, options.max_squarings, options.cap_norm)
+    return _rotate(B, N, options.method, options.order, squarings)
 
 
 def _with_default_options(caller: str, options: dict[str, Any]) -> dict[str, Any]:

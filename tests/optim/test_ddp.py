@@ -90,12 +90,15 @@ MODES = {
     "split": {"distributed_refresh": True},
     "replicated bf16": {"state_dtype": "bfloat16"},
     "split bf16": {"distributed_refresh": True, "state_dtype": "bfloat16"},
-    # Björck steps on steps without a refresh, which every rank takes itself.
-    "replicated T=4": {"state_dtype": "bfloat16", "precondition_frequency": 4, "orthogonalize_every": 1},
-    "split T=4": {
+    # Refreshes that leave their rotations to the next step (T >= 4), with
+    # a Björck step in every period. With T = 5 the column factors rotate at
+    # step 4, and the row factors' refresh at step 6 leaves its generators
+    # pending at the end, so the broadcast generators are compared too.
+    "replicated T=5": {"state_dtype": "bfloat16", "precondition_frequency": 5, "orthogonalize_every": 1},
+    "split T=5": {
         "distributed_refresh": True,
         "state_dtype": "bfloat16",
-        "precondition_frequency": 4,
+        "precondition_frequency": 5,
         "orthogonalize_every": 1,
     },
 }
@@ -106,6 +109,7 @@ def assert_same_run(run: dict, reference: dict, label: str) -> None:
     for name, value in reference["model"].items():
         assert torch.equal(run["model"][name], value), f"{label}: {name}"
     for index, state in reference["optimizer"]["state"].items():
+        assert sorted(run["optimizer"]["state"][index]) == sorted(state), f"{label}: state {index}"
         for key, value in state.items():
             assert torch.equal(run["optimizer"]["state"][index][key], value), f"{label}: state {index}/{key}"
 
@@ -148,13 +152,19 @@ def train_modes(rank: int, world_size: int, folder: str) -> None:
     def work() -> None:
         results = {}
         for mode, options in MODES.items():
-            calls["total"] = 0
+            for tally in (calls, rotations, stacked_rotations):
+                tally["total"] = 0
             batches = [batch(100 * rank + step) for step in range(STEPS)]
             results[mode] = train_ddp(make_model(0), batches, **{"precondition_frequency": 2, **options})
             results[mode]["refreshes"] = calls["total"]
+            results[mode]["rotations"] = rotations["total"] + stacked_rotations["total"]
         torch.save(results, Path(folder) / f"{rank}.pt")
 
-    with counted("kron_refresh", lambda *args: 1) as calls:
+    with (
+        counted("kron_refresh", lambda *args: 1) as calls,
+        counted("kron_rotate_pending", lambda *args: 1) as rotations,
+        counted("kron_rotate_pending_stack", lambda *args: 1) as stacked_rotations,
+    ):
         run_in_group(rank, world_size, folder, work)
 
 
@@ -165,23 +175,26 @@ def test_split_refresh_matches_replicated(tmp_path):
     for split, replicated in (
         ("split", "replicated"),
         ("split bf16", "replicated bf16"),
-        ("split T=4", "replicated T=4"),
+        ("split T=5", "replicated T=5"),
     ):
         reference = ranks[0][replicated]
         for rank, results in enumerate(ranks):
             assert_same_run(results[split], reference, f"{split}, rank {rank}")
 
-        # Every refresh ran on exactly one rank, and each rank ran some.
+        # Every refresh, and every deferred rotation, ran on exactly one
+        # rank, and each rank ran some refreshes.
         counts = [results[split]["refreshes"] for results in ranks]
         assert sum(counts) == reference["refreshes"]
         assert all(count > 0 for count in counts)
+        assert sum(results[split]["rotations"] for results in ranks) == reference["rotations"]
+    assert ranks[0]["replicated T=5"]["rotations"] > 0
 
 
 def test_refresh_owners_balance_work():
     weights = [torch.nn.Parameter(torch.randn(n, n)) for n in (64, 8, 32, 8)]
     optimizer = SpectralKron([{"params": weights[:3], "distributed_refresh": True}, {"params": weights[3:]}])
     refreshes = [
-        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False, {})
+        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, "", {}, "", False)
         for group in optimizer.param_groups
         for param in group["params"]
     ]
@@ -202,7 +215,7 @@ def test_refresh_owners_spread_diagonal_factors():
     optimizer = SpectralKron(weights, max_precond_dim=8, distributed_refresh=True)
     group = optimizer.param_groups[0]
     refreshes = [
-        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, False, {})
+        optimizer_module._Refresh(group, param, optimizer._init_state(param, group), "C", False, "", {}, "", False)
         for param in weights
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import warnings
@@ -9,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from spectral_es.core import orthogonality_defect
+from spectral_es.core import cayley_truncated, orthogonality_defect
 from spectral_es.core.kron import kron_precondition, kron_step
 from spectral_es.optim import PreconditionerWarning, SpectralKron, functional
 from spectral_es.optim import optimizer as optimizer_module
@@ -806,10 +807,12 @@ def test_bfloat16_defect_between_bjorck_steps():
         assert defect < 7 * floor
 
 
-def test_bjorck_step_comes_after_refresh_for_long_periods():
+def test_refresh_split_over_two_steps():
     # With T = 4 the row factor refreshes at steps 1, 5, ... and the column
-    # factor at 3, 7, ... With a Björck step in every period, each eigenbasis
-    # takes it on the next step, which refreshes nothing.
+    # factor at 3, 7, ... After the first, each refresh moves d on its own
+    # step and leaves the rotation of B, with its generator, to the next
+    # step. With a Björck step in every period, the refresh's step takes it
+    # first, before the curvature is formed.
     generator = torch.Generator().manual_seed(0)
     weight = torch.nn.Parameter(torch.zeros(32, 32, dtype=torch.bfloat16))
     optimizer = SpectralKron([weight], lr=1e-3, precondition_frequency=4, orthogonalize_every=1)
@@ -827,14 +830,70 @@ def test_bjorck_step_comes_after_refresh_for_long_periods():
         optimizer.step()
         return [key for key in before if not torch.equal(state[key], before[key])]
 
-    step()  # step 1 starts both factors
-    defect = orthogonality_defect(optimizer.state[weight]["B_C"].float() * 1.01)
-    assert step("C") == ["B_C"]
-    assert orthogonality_defect(optimizer.state[weight]["B_C"].float()) < 0.5 * defect
-    assert step() == ["d_K", "B_K"]  # step 3 refreshes the column factor
-    defect = orthogonality_defect(optimizer.state[weight]["B_K"].float() * 1.01)
-    assert step("K") == ["B_K"]
-    assert orthogonality_defect(optimizer.state[weight]["B_K"].float()) < 0.5 * defect
+    step()  # step 1 creates the state and starts both factors at once
+    state = optimizer.state[weight]
+    assert functional.pending_sides(state) == ""
+    assert not torch.equal(state["B_C"], torch.eye(32, dtype=torch.bfloat16))
+    assert step() == []  # step 2: phase 1 of 4
+    for side in "KC":  # steps 3 and 4, then 5 and 6
+        defect = orthogonality_defect(state[f"B_{side}"].float() * 1.01)
+        assert step(side) == [f"d_{side}", f"B_{side}"]  # the Björck step, the curvature and d
+        assert orthogonality_defect(state[f"B_{side}"].float()) < 0.5 * defect
+        assert functional.pending_sides(state) == side
+        pending = state[f"N_{side}"]
+        assert pending.dtype == torch.bfloat16
+        assert torch.equal(pending, -pending.T)  # skew, so its Cayley map is a rotation
+        assert pending.abs().max() > 0
+        before = state[f"B_{side}"].clone()
+        assert step() == [f"B_{side}"]  # the rotation alone
+        assert functional.pending_sides(state) == ""
+        # The bfloat16 map rounds each of its 5 products to 2^-9 relative;
+        # entries of B are at most 1 and the rotation moves them by about
+        # the generator's size, so 2e-2 leaves room for that rounding while
+        # a rotation by another generator (or none) misses by more.
+        expected = before.float() @ cayley_truncated(pending.float(), order=8)
+        assert (state[f"B_{side}"].float() - expected).abs().max() < 2e-2
+        assert (before.float() - expected).abs().max() > 2e-2
+
+
+@pytest.mark.parametrize(
+    ("dtype", "method", "count"),
+    [(torch.float32, "exact", 1), (torch.bfloat16, "truncated", 1), (torch.float32, "exact", 3)],
+    ids=["float32", "bfloat16", "float32 stack"],
+)
+def test_deferred_rotation_matches_immediate(dtype, method, count):
+    # A refresh with defer_rotation, followed by kron_rotate_pending, moves
+    # d, alpha and B exactly as the refresh without the option: the same
+    # operations in the same order, split between two calls. float32 takes
+    # the exact map, bfloat16 the truncated one, and the stack of 3 the
+    # batched products.
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.zeros(10, 7) for _ in range(count)]
+    grads = [torch.randn(10, 7, generator=generator) for _ in weights]
+    states = [functional.init_kron_state(weight, dtype, 2048, "adafactor") for weight in weights]
+    for state, grad in zip(states, grads, strict=True):
+        functional.kron_initialize_scale(state, grad)
+        for key in ("B_C", "B_K"):
+            state[key].copy_(torch.linalg.qr(torch.randn(state[key].shape, generator=generator))[0].to(dtype))
+    rotation = {"method": method, "max_generator_norm": 0.5, "cap_norm": "spectral"}
+    options = {"sides": "CK", "beta": 0.3, "rotation": rotation, "damping": 1e-4, "orthogonalize": False}
+    at_once = copy.deepcopy(states)
+    deferred = copy.deepcopy(states)
+    if count == 1:
+        functional.kron_refresh(at_once[0], grads[0].to(dtype), **options)
+        functional.kron_refresh(deferred[0], grads[0].to(dtype), **options, defer_rotation=True)
+        assert functional.pending_sides(deferred[0]) == "CK"
+        functional.kron_rotate_pending(deferred[0], rotation=rotation)
+    else:
+        functional.kron_refresh_stack(at_once, grads, initialize=False, **options)
+        functional.kron_refresh_stack(deferred, grads, initialize=False, **options, defer_rotation=True)
+        assert all(functional.pending_sides(state) == "CK" for state in deferred)
+        functional.kron_rotate_pending_stack(deferred, rotation=rotation)
+    for original, expected, state in zip(states, at_once, deferred, strict=True):
+        assert sorted(state) == sorted(expected)  # no generator is left behind
+        for key in ("alpha", "d_C", "d_K", "B_C", "B_K"):
+            assert torch.equal(state[key], expected[key]), key
+        assert not torch.equal(state["B_C"], original["B_C"])
 
 
 @pytest.mark.slow
@@ -942,7 +1001,10 @@ def test_kron_refresh_checks_single_weight(gradient, error, message):
 
 
 def scheduled_refreshes(monkeypatch, steps, **options):
-    """Step one bfloat16 weight ``steps`` times; return {step: (refreshed sides, sides that took a Björck step)}."""
+    """Step one bfloat16 weight ``steps`` times; return {step: (refreshed sides, Björck sides, rotated sides)}.
+
+    The rotated sides are those whose rotation a refresh left to that step.
+    """
     weight = torch.nn.Parameter(torch.zeros(8, 6, dtype=torch.bfloat16))
     optimizer = SpectralKron([weight], lr=1e-3, state_dtype=torch.bfloat16, **options)
     schedule = {}
@@ -950,7 +1012,7 @@ def scheduled_refreshes(monkeypatch, steps, **options):
 
     def record(stack):
         step = int(stack[0].state["step"]) + 1
-        schedule[step] = (stack[0].sides, stack[0].orthogonalize)
+        schedule[step] = (stack[0].sides, stack[0].orthogonalize, stack[0].pending)
         run_refreshes(stack)
 
     monkeypatch.setattr(optimizer_module, "_run_refreshes", record)
@@ -963,60 +1025,67 @@ def scheduled_refreshes(monkeypatch, steps, **options):
 
 @pytest.mark.parametrize("every", [1, 3, 10])
 @pytest.mark.parametrize("T", [4, 5, 10])
-def test_bjorck_steps_follow_refreshes(monkeypatch, T, every):
-    # Each side takes one Björck step in each orthogonalize_every-th period,
-    # on the step right after its refresh, and that step refreshes nothing.
+def test_long_period_rotation_schedule(monkeypatch, T, every):
+    # Each refresh after the first leaves its rotation to the next step,
+    # which refreshes nothing. Each side takes one Björck step in each
+    # orthogonalize_every-th period, with its refresh.
     periods = 2 * every
     schedule = scheduled_refreshes(monkeypatch, T * periods, precondition_frequency=T, orthogonalize_every=every)
 
     expected = {}
     for period in range(periods):
         start = period * T + 1
-        expected[start] = ("CK" if period == 0 else "C", "")  # the first step starts both sides
-        expected[start + T // 2] = ("K", "")
-        if (period + 1) % every == 0:
-            expected[start + 1] = ("", "C")
-            expected[start + T // 2 + 1] = ("", "K")
+        bjorck = (period + 1) % every == 0
+        row = "CK" if period == 0 else "C"  # the first step starts both sides at once
+        expected[start] = (row, "C" if bjorck else "", "")
+        expected[start + T // 2] = ("K", "K" if bjorck else "", "")
+        if period > 0:
+            expected[start + 1] = ("", "", "C")
+        expected[start + T // 2 + 1] = ("", "", "K")
     assert schedule == expected
-    crowded = [step for step, (sides, bjorck) in schedule.items() if sides and bjorck]
-    assert crowded == []
 
 
 @pytest.mark.parametrize("T", [1, 2, 3])
-def test_bjorck_steps_stay_with_refreshes_for_short_periods(monkeypatch, T):
+def test_short_period_rotation_schedule(monkeypatch, T):
     # For T < 4 the step after the row factor's refresh refreshes the
-    # column factor (T = 2, 3) or both (T = 1), so each Björck step is
-    # taken within its refresh.
+    # column factor (T = 2, 3) or both (T = 1), so each refresh rotates on
+    # its own step, and each Björck step is taken within its refresh.
     schedule = scheduled_refreshes(monkeypatch, 6 * T, precondition_frequency=T, orthogonalize_every=3)
 
-    for step, (sides, bjorck) in schedule.items():
+    for step, (sides, bjorck, pending) in schedule.items():
         period = (step - 1) // T + 1
         expected = sides if period % 3 == 0 else ""
         assert bjorck == expected, f"step {step}"
+        assert pending == "", f"step {step}"
     assert sorted(schedule) == [step for step in range(1, 6 * T + 1) if (step - 1) % T in {0, T // 2}]
 
 
-def test_bjorck_step_needs_no_gradient():
-    # With T = 4 and a Björck step in every period, a zero gradient on step
-    # 5, the row factor's refresh, skips that refresh with a warning. The
-    # Björck step of step 6 still comes, although that gradient is zero too.
+@pytest.mark.parametrize("zero_step", [5, 6])
+def test_bjorck_and_rotation_without_gradient(zero_step):
+    # With T = 4 and a Björck step in every period the row factor refreshes
+    # at step 5, after its Björck step, and rotates at step 6. A zero
+    # gradient at step 5 skips the refresh with a warning: the Björck step
+    # still comes, and step 6 has no rotation to take. A zero gradient at
+    # step 6 leaves the rotation to run.
     generator = torch.Generator().manual_seed(0)
     weight = torch.nn.Parameter(torch.zeros(16, 16, dtype=torch.bfloat16))
     optimizer = SpectralKron([weight], lr=1e-3, precondition_frequency=4, orthogonalize_every=1)
     state = optimizer.state
+    changes = []
     for step in range(1, 9):
         weight.grad = torch.randn(16, 16, generator=generator).to(torch.bfloat16)
-        if step in (5, 6):
+        if step == zero_step:
             weight.grad.zero_()
         if step == 1:
             optimizer.step()
             continue
         state[weight]["B_C"].mul_(1.01)
         before = state[weight]["B_C"].clone()
-        if step == 5:
+        if step == 5 == zero_step:
             with pytest.warns(PreconditionerWarning, match="skipped the preconditioner refresh"):
                 optimizer.step()
         else:
             optimizer.step()
-        changed = not torch.equal(state[weight]["B_C"], before)
-        assert changed == (step in (2, 6)), f"step {step}"
+        if not torch.equal(state[weight]["B_C"], before):
+            changes.append(step)
+    assert changes == ([5] if zero_step == 5 else [5, 6])

@@ -16,8 +16,9 @@ CONFIGS = {
     "defaults": {},
     "refresh every step": {"precondition_frequency": 1},
     "bfloat16 state": {"state_dtype": torch.bfloat16},
-    # Björck steps on steps without a refresh (T >= 4), here in every period.
-    "bfloat16, T=4, Björck steps alone": {
+    # Refreshes that leave their rotations to the next step (T >= 4), with
+    # a Björck step in every period.
+    "bfloat16, T=4, deferred rotations": {
         "state_dtype": torch.bfloat16,
         "precondition_frequency": 4,
         "orthogonalize_every": 1,
@@ -484,14 +485,15 @@ def test_scattered_refresh_keeps_states_in_their_stack():
     [(), (1, 3), (2,)],
     ids=["whole stack", "every other row", "one row"],
 )
-def test_bjorck_steps_alone_write_their_rows(state_dtype, lagging):
+def test_deferred_rotations_write_their_rows(state_dtype, lagging):
     # With T = 4 and a Björck step in every period, weights that miss the
-    # first step take their Björck steps one step after the others: as a
-    # stack of every other row, or as one row of the update's stack. Before
-    # each step every eigenbasis is stretched by 5%, and only a Björck step
-    # brings it back to within 0.4% of orthogonal. An eigenbasis whose
-    # Björck step was lost or written into another row therefore ends up
-    # about 5% away from that of a separate optimizer. Stacked and single
+    # first step take their refreshes, Björck steps and deferred rotations
+    # one step after the others: as a stack of every other row, or as one
+    # row of the update's stack. Before each step every eigenbasis is
+    # stretched by 5%, and only a Björck step brings it back to within 0.4%
+    # of orthogonal. An eigenbasis whose Björck step or rotation was lost
+    # or written into another row therefore ends up about 5% away from
+    # that of a separate optimizer. Stacked and single
     # products differ by rounding alone: about 1e-7 relative in float32 and
     # 2^-9 per product in bfloat16, hence the tolerances.
     tolerance = 1e-2 if state_dtype == torch.bfloat16 else 1e-4
@@ -520,7 +522,7 @@ def test_bjorck_steps_alone_write_their_rows(state_dtype, lagging):
     steps = [int(optimizer.state[param]["step"]) for param in params]
     assert steps == [8 if index in lagging else 9 for index in range(4)]
     # From the second step on, when every weight has stepped, the eigenbases
-    # stay rows of one stack: a Björck step moves them in place.
+    # stay rows of one stack: Björck steps and rotations move them in place.
     for key in ("B_C", "B_K"):
         base = bases[1][key]
         assert base is not None
