@@ -76,6 +76,7 @@ from spectral_es.core.step import (
     _eigenvalue_step,
     _rotation_generator,
     _squarings_needed,
+    _wide_generator_norm,
 )
 
 __all__ = [
@@ -400,18 +401,53 @@ def _kron_factor_generator(
 
 
 def _rotate_by_generator(B: Any, N: Any, options: _FactorOptions) -> Any:
-    """Return ``B Cayley(N)`` for a generator ``N`` capped by :func:`_kron_factor_generator`.
+    """Return ``B Cayley(N)`` for a generator ``N`` that :func:`_kron_factor_generator` returned earlier.
 
-    The number of squarings is read again from ``N``. The cap leaves the
-    norm of ``N`` at most ``max_generator_norm * 2^s`` for the ``s`` that
+    The squarings and the cap follow ``options`` again. The number of
+    squarings is read again from ``N``: the cap leaves the norm of ``N`` at
+    most ``max_generator_norm * 2^s`` for the ``s`` that
     :func:`_kron_factor_generator` chose, so the count comes out the same,
     except where rounding moves a norm at the cap across a power of two.
+    A generator capped under the same options is otherwise left as it is,
+    so the rotation equals that of :func:`_kron_factor_step`. One that
+    exceeds the cap by more than :data:`_RECAP_TOLERANCE` was made under
+    other options, and it is capped again, because the truncated map of a
+    long generator is far from orthogonal. The exact map's generators are
+    not capped at all, and squarings admit ``2^s`` times the cap.
     """
-    squarings: Any = 0
     cap = options.max_generator_norm
-    if cap is not None and options.method == "truncated" and options.max_squarings > 0:
+    if cap is None:
+        return _rotate(B, N, options.method, options.order, 0)
+    squarings: Any = 0
+    if options.method == "truncated" and options.max_squarings > 0:
         squarings = _squarings_needed(N, cap, options.max_squarings, options.cap_norm)
-    return _rotate(B, N, options.method, options.order, squarings)
+    return _rotate(B, _recap_generator(N, cap, squarings, options.cap_norm), options.method, options.order, squarings)
+
+
+# How far a stored generator may exceed the cap of the options that rotate
+# by it before it is capped again. One capped under the same options
+# exceeds it only by the rounding of its cast to the state dtype: at most
+# 2^-8 relative per entry in bfloat16, which moves the Frobenius norm by at
+# most that factor. 2^-5 leaves room for the spectral norm's estimate, and
+# at most adds a factor (1 + 2^-5)^8 = 1.28 to the order-8 map's defect bound.
+_RECAP_TOLERANCE = 2**-5
+
+
+def _recap_generator(N: Any, cap: float, squarings: Any, norm: str) -> Any:
+    """Return ``N`` capped at ``cap * 2^squarings`` if it exceeds that by more than :data:`_RECAP_TOLERANCE`.
+
+    ``squarings`` is a number, or a list for a stack. A generator within
+    the tolerance is returned unchanged, bit for bit. Array operations
+    only, so a GPU tensor needs no host synchronisation.
+    """
+    xp = namespace(N)
+    norms = _wide_generator_norm(N, norm)
+    if isinstance(squarings, list):  # one count per matrix of a stack
+        limits = xp.asarray([cap * 2**s for s in squarings], dtype=norms.dtype, device=norms.device)
+    else:
+        limits = cap * 2**squarings
+    scale = xp.where(norms > limits * (1 + _RECAP_TOLERANCE), limits / xp.clip(norms, 1e-30, None), 1.0)
+    return N * per_matrix(astype_like(scale, N))
 
 
 def _with_default_options(caller: str, options: dict[str, Any]) -> dict[str, Any]:

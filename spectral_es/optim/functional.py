@@ -280,7 +280,11 @@ def kron_rotate_pending(state: dict, *, rotation: Mapping[str, Any]) -> None:
     ``B_K`` as ``state["N_K"]``). This moves ``B_C`` to
     ``B_C Cayley(N_C)``, the eigenbasis that the refresh would have given
     without the option, and deletes ``N_C``. ``rotation`` holds the
-    Cayley-map options of the refresh. A state with no pending generator
+    Cayley-map options of the refresh. A generator made under other options
+    (a state loaded in another dtype, or options edited in between) is
+    first capped to ``rotation``'s cap if it exceeds it by more than
+    rounding, because the truncated map of a long generator is far from
+    orthogonal. A state with no pending generator
     is left as it is. ``state`` may hold stacks of k factors, as for
     :func:`kron_refresh`.
     """

@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from spectral_es.core import generator_norm, orthogonality_defect
 from spectral_es.optim import SpectralKron
 from tests.conftest import requires_cuda
 from tests.optim.conftest import make_model, torch, train_steps
@@ -73,6 +74,42 @@ def test_round_trip_is_exact(param_dtype, state_dtype, period):
     for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
     assert_identical(state_tensors(resumed_optimizer), state_tensors(optimizer))
+
+
+@pytest.mark.parametrize("cayley", ["auto", "truncated"])
+def test_pending_generator_loads_into_bfloat16_state(cayley):
+    # A float32 state's generators are not capped for the exact map
+    # ("auto") and may be up to 2^4 times the cap with the truncated map's
+    # squarings. Loaded onto bfloat16 parameters between a deferred refresh
+    # and its rotation, the generator meets the bfloat16 truncated map, with
+    # no squarings and a spectral cap of 0.5, so it must be capped again.
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.zeros(32, 32))
+    optimizer = SpectralKron([weight], precondition_frequency=4, cayley=cayley)
+    for step in range(5):
+        # Rank-2 gradients whose scale jumps by 10x, so the refresh at step 5 turns B far.
+        low_rank = torch.randn(32, 2, generator=generator) @ torch.randn(2, 32, generator=generator)
+        weight.grad = low_rank * 10 ** (step % 3)
+        optimizer.step()
+    assert generator_norm(optimizer.state[weight]["N_C"], "spectral") > 1
+    saved = serialise(optimizer.state_dict())
+
+    resumed_weight = torch.nn.Parameter(weight.detach().to(torch.bfloat16))
+    resumed = SpectralKron([resumed_weight], precondition_frequency=4, cayley=cayley)
+    resumed.load_state_dict(deserialise(saved))
+    state = resumed.state[resumed_weight]
+    assert state["N_C"].dtype == torch.bfloat16
+    resumed_weight.grad = torch.randn(32, 32, generator=generator).to(torch.bfloat16)
+    resumed.step()
+
+    assert "N_C" not in state
+    # The bfloat16 floor of a 32 x 32 orthogonal matrix is about 0.014. The
+    # order-8 map of a generator at the cap adds at most 2 * 0.5^8 = 8e-3
+    # in spectral norm, sqrt(32) times that (0.044) in Frobenius norm, and
+    # its 5 bfloat16 products add rounding near the floor each: 0.2 is above
+    # all of them. Rotating by the generator as saved gave 6e4 ("truncated")
+    # and 1e9 ("auto").
+    assert orthogonality_defect(state["B_C"].float()) < 0.2
 
 
 def warmup_cosine(optimizer):
