@@ -949,8 +949,10 @@ def _refreshed_keys(refresh: _Refresh) -> list[str]:
         keys.append("alpha")
         for side in refresh.sides:
             keys += [f"d_{side}", f"N_{side}" if refresh.defer else f"B_{side}"]
-        if refresh.defer:
-            keys += [f"B_{side}" for side in refresh.orthogonalize]  # its Björck steps come first
+    # A deferred refresh takes its Björck steps before the curvature, and a
+    # zero gradient leaves them without a refresh, so their eigenbases are
+    # not among the keys above.
+    keys += [f"B_{side}" for side in refresh.orthogonalize]
     return list(dict.fromkeys(keys))
 
 

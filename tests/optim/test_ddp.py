@@ -369,3 +369,44 @@ def test_process_group_of_other_ranks_is_named():
     outside = torch.distributed.GroupMember.NON_GROUP_MEMBER
     with pytest.raises(ValueError, match="NON_GROUP_MEMBER .* returns on the ranks outside the new group"):
         SpectralKron([weight], distributed_refresh=True, process_group=outside)
+
+
+def train_period_edit(rank: int, world_size: int, folder: str) -> None:
+    """Step two weights with T = 4, then T = 1 and a zero gradient while rotations are pending; save the states."""
+
+    def work() -> None:
+        results = {}
+        for mode, options in (("replicated", {}), ("split", {"distributed_refresh": True})):
+            generator = torch.Generator().manual_seed(0)  # the same gradients on every rank
+            weights = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((6, 5), (4, 6))]
+            optimizer = SpectralKron(
+                weights, lr=1e-2, precondition_frequency=4, orthogonalize_every=1, state_dtype="bfloat16", **options
+            )
+            for step in range(1, 7):
+                for weight in weights:
+                    weight.grad = torch.randn(weight.shape, generator=generator)
+                if step == 6:
+                    optimizer.param_groups[0]["precondition_frequency"] = 1
+                    for weight in weights:
+                        weight.grad.zero_()
+                    with pytest.warns(optimizer_module.PreconditionerWarning, match="is all zeros"):
+                        optimizer.step()
+                else:
+                    optimizer.step()
+            model = {str(index): weight.detach() for index, weight in enumerate(weights)}
+            results[mode] = {"model": model, "optimizer": optimizer.state_dict()}
+        torch.save(results, Path(folder) / f"{rank}.pt")
+
+    run_in_group(rank, world_size, folder, work)
+
+
+def test_split_bjorck_step_with_pending_rotation(tmp_path):
+    # Step 5 refreshes the row factors and leaves their rotations pending.
+    # With T = 1 from step 6 on, step 6 schedules a refresh of both factors
+    # with Björck steps, and its zero gradient leaves the rotation of B_C and
+    # the Björck steps of B_C and B_K. The owner of each weight takes all
+    # three, and the other rank must receive B_K too.
+    torch.multiprocessing.spawn(train_period_edit, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for rank, results in enumerate(ranks):
+        assert_same_run(results["split"], ranks[0]["replicated"], f"rank {rank}")
