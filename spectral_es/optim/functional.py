@@ -224,9 +224,16 @@ def kron_refresh(
     ``state`` may instead hold stacks of k factors of one shape (``d_C``
     (k, n), ``B_C`` (k, n, n), ``alpha`` (k,), ...) with ``G`` (k, n, m):
     each is then moved as by its own call, in one pass of batched products.
+
+    Raises:
+        ValueError: for invalid ``sides`` or options, or for a ``state``
+            with a pending generator: the refresh would form its curvature
+            in an eigenbasis that has not taken that rotation yet, and a
+            deferred refresh of the same side would overwrite it.
     """
     if sides not in _SIDES[1:]:
         raise ValueError(f"invalid sides {sides!r}: expected one of {_SIDES[1:]}")
+    _check_no_pending("kron_refresh", state)
     B_C, B_K, d_C, d_K, alpha = state.get("B_C"), state.get("B_K"), state["d_C"], state["d_K"], state["alpha"]
     if G.ndim != 3:
         # One weight, perhaps from a caller outside the optimizer: check shapes
@@ -316,6 +323,17 @@ def kron_rotate_pending_stack(states: Sequence[dict], *, rotation: Mapping[str, 
     for state in states:
         for side in sides:
             del state[f"N_{side}"]
+
+
+def _check_no_pending(caller: str, state: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` if ``state`` has a generator that a deferred refresh left for a rotation."""
+    sides = pending_sides(state)
+    if sides:
+        keys = " and ".join(f"N_{side}" for side in sides)
+        raise ValueError(
+            f"{caller}: the state has the pending generator {keys} of an earlier refresh with defer_rotation; "
+            "call kron_rotate_pending (kron_rotate_pending_stack for stacks) on it first"
+        )
 
 
 def pending_sides(state: Mapping[str, Any]) -> str:
@@ -679,6 +697,8 @@ def kron_refresh_stack(
     batched products. With ``defer_rotation`` each state's pending
     generator is a row of one stack of generators.
     """
+    for state in states:
+        _check_no_pending("kron_refresh_stack", state)
     keys = [key for key in ("alpha", "d_C", "d_K", "B_C", "B_K") if key in states[0]]
     stacked, scattered = _refresh_rows(states, keys)
     shape = (stacked["d_C"].shape[-1], stacked["d_K"].shape[-1])

@@ -896,6 +896,33 @@ def test_deferred_rotation_matches_immediate(dtype, method, count):
         assert not torch.equal(state["B_C"], original["B_C"])
 
 
+def test_refresh_rejects_pending_generator():
+    # A refresh before kron_rotate_pending would form its curvature in the
+    # eigenbases that have not rotated yet, and a deferred one would
+    # overwrite the generator, so the rotation would be lost.
+    generator = torch.Generator().manual_seed(0)
+    grad = torch.randn(10, 7, generator=generator)
+    state = functional.init_kron_state(torch.zeros(10, 7), torch.float32, 2048, "adafactor")
+    functional.kron_initialize_scale(state, grad)
+    rotation = {"method": "exact"}
+    options = {"sides": "C", "beta": 0.3, "rotation": rotation, "damping": 1e-4, "orthogonalize": False}
+    functional.kron_refresh(state, grad, **options, defer_rotation=True)
+    pending = {key: value.clone() for key, value in state.items()}
+
+    for defer_rotation in (False, True):
+        with pytest.raises(ValueError, match="pending generator N_C of an earlier refresh"):
+            functional.kron_refresh(state, grad, **options, defer_rotation=defer_rotation)
+        with pytest.raises(ValueError, match="call kron_rotate_pending .* first"):
+            functional.kron_refresh_stack([state], [grad], initialize=False, **options, defer_rotation=defer_rotation)
+    assert sorted(state) == sorted(pending)
+    for key, value in pending.items():
+        assert torch.equal(state[key], value), key
+
+    functional.kron_rotate_pending(state, rotation=rotation)
+    functional.kron_refresh(state, grad, **options, defer_rotation=True)
+    assert functional.pending_sides(state) == "C"
+
+
 @pytest.mark.slow
 def test_bfloat16_bases_stay_orthogonal_for_2000_refreshes():
     # Without the Björck steps the defect passes 20 by 1,000 refreshes here;
