@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from spectral_es.core import cayley_truncated, orthogonality_defect
+from spectral_es.core import cayley_truncated, generator_norm, orthogonality_defect
 from spectral_es.core.kron import kron_precondition, kron_step
 from spectral_es.optim import PreconditionerWarning, SpectralKron, functional
 from spectral_es.optim import optimizer as optimizer_module
@@ -856,17 +856,29 @@ def test_refresh_split_over_two_steps():
         assert (before.float() - expected).abs().max() > 2e-2
 
 
+SPECTRAL_CAP = {"max_generator_norm": 0.5, "cap_norm": "spectral"}
+# The truncated map in float32 with up to 4 squarings: generators up to 2^4 times the cap rotate in full.
+SQUARINGS = {"method": "truncated", "max_generator_norm": 0.25, "cap_norm": "frobenius", "max_squarings": 4}
+
+
 @pytest.mark.parametrize(
-    ("dtype", "method", "count"),
-    [(torch.float32, "exact", 1), (torch.bfloat16, "truncated", 1), (torch.float32, "exact", 3)],
-    ids=["float32", "bfloat16", "float32 stack"],
+    ("dtype", "rotation", "count"),
+    [
+        (torch.float32, {"method": "exact", **SPECTRAL_CAP}, 1),
+        (torch.bfloat16, {"method": "truncated", **SPECTRAL_CAP}, 1),
+        (torch.float32, {"method": "exact", **SPECTRAL_CAP}, 3),
+        (torch.float32, SQUARINGS, 1),
+        (torch.float32, SQUARINGS, 3),
+    ],
+    ids=["float32", "bfloat16", "float32 stack", "squarings", "squarings stack"],
 )
-def test_deferred_rotation_matches_immediate(dtype, method, count):
+def test_deferred_rotation_matches_immediate(dtype, rotation, count):
     # A refresh with defer_rotation, followed by kron_rotate_pending, moves
     # d, alpha and B exactly as the refresh without the option: the same
     # operations in the same order, split between two calls. float32 takes
-    # the exact map, bfloat16 the truncated one, and the stack of 3 the
-    # batched products.
+    # the exact map, bfloat16 the truncated one, and the stacks of 3 the
+    # batched products. With squarings the rotation counts them again from
+    # the stored generator, one count per matrix of a stack.
     generator = torch.Generator().manual_seed(0)
     weights = [torch.zeros(10, 7) for _ in range(count)]
     grads = [torch.randn(10, 7, generator=generator) for _ in weights]
@@ -875,19 +887,23 @@ def test_deferred_rotation_matches_immediate(dtype, method, count):
         functional.kron_initialize_scale(state, grad)
         for key in ("B_C", "B_K"):
             state[key].copy_(torch.linalg.qr(torch.randn(state[key].shape, generator=generator))[0].to(dtype))
-    rotation = {"method": method, "max_generator_norm": 0.5, "cap_norm": "spectral"}
     options = {"sides": "CK", "beta": 0.3, "rotation": rotation, "damping": 1e-4, "orthogonalize": False}
     at_once = copy.deepcopy(states)
     deferred = copy.deepcopy(states)
     if count == 1:
         functional.kron_refresh(at_once[0], grads[0].to(dtype), **options)
         functional.kron_refresh(deferred[0], grads[0].to(dtype), **options, defer_rotation=True)
-        assert functional.pending_sides(deferred[0]) == "CK"
-        functional.kron_rotate_pending(deferred[0], rotation=rotation)
     else:
         functional.kron_refresh_stack(at_once, grads, initialize=False, **options)
         functional.kron_refresh_stack(deferred, grads, initialize=False, **options, defer_rotation=True)
-        assert all(functional.pending_sides(state) == "CK" for state in deferred)
+    assert all(functional.pending_sides(state) == "CK" for state in deferred)
+    if "max_squarings" in rotation:
+        # Every generator is longer than the cap, so its map takes at least one squaring.
+        norms = [float(generator_norm(state[f"N_{side}"])) for state in deferred for side in "CK"]
+        assert min(norms) > rotation["max_generator_norm"]
+    if count == 1:
+        functional.kron_rotate_pending(deferred[0], rotation=rotation)
+    else:
         functional.kron_rotate_pending_stack(deferred, rotation=rotation)
     for original, expected, state in zip(states, at_once, deferred, strict=True):
         assert sorted(state) == sorted(expected)  # no generator is left behind

@@ -533,3 +533,41 @@ def test_deferred_rotations_write_their_rows(state_dtype, lagging):
         for key in ("B_C", "B_K"):
             state, expected = optimizer.state[param], reference_optimizer.state[reference]
             assert relative(state[key], expected[key]) < tolerance, key
+
+
+def test_period_edit_keeps_pending_rotations_apart():
+    # Weights 1 and 3 miss the first step. At step 5 the others refresh
+    # their row factors and leave the rotations pending, and then T drops
+    # from 4 to 1. At the next step all four refresh both factors with
+    # Björck steps, but only weights 0 and 2 have a rotation to take first,
+    # so they must form a stack apart from weights 1 and 3. Stacked and
+    # single float32 products differ by about 1e-7 relative per product, so
+    # 1e-4 is far above rounding. The rotations of step 6 move B_C by more
+    # than 50% relative (generators of Frobenius norm about 1), so a lost
+    # or misplaced one misses by far more.
+    options = {"lr": 0.01, "precondition_frequency": 4, "orthogonalize_every": 1}
+    weights, problems = make_problems((8, 5), 4)
+    params = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    references = [torch.nn.Parameter(weight.clone()) for weight in weights]
+    optimizer = SpectralKron(params, **options)
+    alone = [SpectralKron([reference], **options) for reference in references]
+    for step in range(8):
+        least_squares_gradients(params, problems)
+        least_squares_gradients(references, problems)
+        if step == 0:
+            for index in (1, 3):
+                params[index].grad = references[index].grad = None
+        if step == 5:
+            assert [functional.pending_sides(optimizer.state[param]) for param in params] == ["C", "", "C", ""]
+            for changed in (optimizer, *alone):
+                changed.param_groups[0]["precondition_frequency"] = 1
+        optimizer.step()
+        for reference_optimizer in alone:
+            reference_optimizer.step()
+
+    for param, reference, reference_optimizer in zip(params, references, alone, strict=True):
+        state, expected = optimizer.state[param], reference_optimizer.state[reference]
+        assert functional.pending_sides(state) == ""
+        assert relative(param, reference) < 1e-4
+        for key in ("B_C", "B_K"):
+            assert relative(state[key], expected[key]) < 1e-4, key
