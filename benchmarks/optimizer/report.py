@@ -80,7 +80,9 @@ def step_time_section(record: dict) -> list[str]:
             "per round. A SpectralKron variant takes as many as it needs to time its whole schedule once, ",
             "`T * orthogonalize_every` steps (20 by default, 100 with `T=10`), so that its worst step ",
             "includes the refresh with a Björck step. `mean` is the total over the timed steps divided by ",
-            "their number, the cost amortised over whole refresh periods. ",
+            "their number, the cost amortised over whole refresh periods. The state bytes are the largest ",
+            "size of the state after any step: with `T=10` that includes the Cayley generator that ",
+            "SpectralKron keeps from each refresh to the next step. ",
         ]
     else:
         rounds = [

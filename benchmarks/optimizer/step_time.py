@@ -7,11 +7,13 @@ timed steps on random gradients, the optimizers taking their rounds in
 turn. A peer takes one step per round. A SpectralKron variant takes enough
 steps per round to time its whole schedule once: ``T * orthogonalize_every``
 steps, which contain every kind of refresh and the Björck steps that come
-after every 10th (20 steps by default, 100 with ``T=10``). The median, the worst step
+with every 10th (20 steps by default, 100 with ``T=10``). The median, the worst step
 and the mean are reported as ratios to AdamW's median in the same run. The
 mean is the cost amortised over whole refresh periods, because 20 steps are
 2 periods of SOAP and Shampoo, and SpectralKron's steps cover its cycle.
-The state size is given in bytes per weight element. One torch thread,
+The state size is the largest size of the state after any step, in bytes
+per weight element: with ``T >= 4`` SpectralKron keeps a Cayley generator the
+size of an eigenbasis from each refresh to the next step. One torch thread,
 denormals flushed (they slowed some runs 4-100x).
 
 Variants of SpectralKron (see ``peers.VARIANTS``): the default (each factor
@@ -59,7 +61,7 @@ SHAPES = ((1024, 1024), (4096, 1024))
 
 
 def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, steps: int) -> dict[str, dict]:
-    """Return step times (seconds) and state size per optimizer, each on its own copy of one weight.
+    """Return step times (seconds) and largest state size per optimizer, each on its own copy of one weight.
 
     The optimizers take their steps in rounds (one untimed step of each,
     then ``steps`` rounds), so a change of machine load during the run slows
@@ -81,7 +83,14 @@ def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, ste
         weight = torch.nn.Parameter(start_weight.clone())
         optimizer = make_optimizer(name, [weight], 1e-3)
         per_round = math.ceil(cycle_length(optimizer) / steps)
-        runs[name] = {"weight": weight, "optimizer": optimizer, "per_round": per_round, "times": [], "taken": 0}
+        runs[name] = {
+            "weight": weight,
+            "optimizer": optimizer,
+            "per_round": per_round,
+            "times": [],
+            "taken": 0,
+            "state_bytes": 0,
+        }
     for round_ in range(steps + 1):
         for run in runs.values():
             for _ in range(1 if round_ == 0 else run["per_round"]):
@@ -93,6 +102,8 @@ def time_steps(names: list[str], shape: tuple[int, int], dtype: torch.dtype, ste
                     start = time.perf_counter()
                     run["optimizer"].step()
                     run["times"].append(time.perf_counter() - start)
+                    # The state can grow for a step (a pending generator), so its maximum is kept.
+                    run["state_bytes"] = max(run["state_bytes"], state_bytes(run["optimizer"]))
                 except (RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
                     run["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
     return {name: _summary(run) for name, run in runs.items()}
@@ -102,7 +113,7 @@ def cycle_length(optimizer: torch.optim.Optimizer) -> int:
     """Return the number of steps after which the optimizer's schedule repeats (1 for the peers).
 
     SpectralKron refreshes each factor every ``T`` steps and takes a Björck
-    step with or after every ``orthogonalize_every``-th refresh, so its
+    step with every ``orthogonalize_every``-th refresh, so its
     schedule repeats after ``T * orthogonalize_every`` steps: 20 by default,
     100 with ``T=10``. The peers' schedules (SOAP's and Shampoo's refresh every 10
     steps) repeat within the 20 steps of a full run.
@@ -123,7 +134,7 @@ def _summary(run: dict) -> dict:
         "worst": max(times),
         "mean": statistics.fmean(times),
         "steps": len(times),
-        "bytes_per_element": state_bytes(run["optimizer"]) / run["weight"].numel(),
+        "bytes_per_element": run["state_bytes"] / run["weight"].numel(),
         "finite": bool(torch.isfinite(run["weight"]).all()),
     }
 

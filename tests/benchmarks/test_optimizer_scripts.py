@@ -182,7 +182,7 @@ def test_step_time_unmergeable_record_fails_before_timing(results, monkeypatch, 
 
 
 def test_step_time_covers_spectralkron_cycle():
-    # A refresh every 10 steps with a Björck step after every 10th refresh
+    # A refresh every 10 steps with a Björck step with every 10th refresh
     # repeats after 100 steps, so every kind of step falls inside the timed
     # steps only if 100 of them are taken. A peer
     # takes one step per round, and the default (T = 2) repeats after 20
@@ -190,6 +190,17 @@ def test_step_time_covers_spectralkron_cycle():
     names = ["AdamW", "SpectralKron", "SpectralKron T=10"]
     summaries = step_time.time_steps(names, (4, 4), torch.float32, 5)
     assert [summaries[name]["steps"] for name in names] == [5, 20, 100]
+
+
+def test_step_time_keeps_largest_state():
+    # With T = 10 each refresh leaves a generator in the state until the next
+    # step. 3 rounds of 34 steps end at step 103, two steps after the last
+    # refresh, so only the largest state includes the generator: a 4 x 4
+    # float32 matrix, 4 bytes per element of the 4 x 4 weight. The default
+    # (T = 2) keeps no generator and the same other state.
+    summaries = step_time.time_steps(["SpectralKron", "SpectralKron T=10"], (4, 4), torch.float32, 3)
+    default, long_period = (summaries[name]["bytes_per_element"] for name in ("SpectralKron", "SpectralKron T=10"))
+    assert long_period == default + 4
 
 
 @pytest.mark.parametrize("steps", ["0", "-1"])
