@@ -165,7 +165,9 @@ class SpectralKron(torch.optim.Optimizer):
     cleans the eigenbasis that the curvature is formed in. The generator,
     a matrix the size of ``B`` in the state dtype, is kept in the state
     (``N_C`` or ``N_K``) from one step to the next, and a ``state_dict``
-    saved in between contains it. For ``T < 4`` the step after the row
+    saved in between contains it. A weight that misses the next step
+    (no gradient, or one that the gradient guard rejects) keeps it until
+    it steps again. For ``T < 4`` the step after the row
     factor's refresh refreshes the column factor, so each refresh rotates
     at once, and its Björck step follows the rotation.
 
@@ -270,7 +272,10 @@ class SpectralKron(torch.optim.Optimizer):
     process group (``torch.distributed``), each scheduled refresh
     runs on one rank only, chosen so that the ranks share the refresh work
     of the step about evenly, and that rank broadcasts the new ``d``, ``B``
-    and ``alpha``. The ranks then still hold bitwise the same state as
+    and ``alpha``. A refresh that leaves its rotation to the next step
+    broadcasts the generator in place of ``B``, and the rotation, too,
+    runs on one rank, which broadcasts the rotated ``B``. The ranks then
+    still hold bitwise the same state as
     without the option. The refreshes (a solve or a truncated map, and 3
     products per side) are most of a step's factor work; the 4 products of
     the preconditioning still run on every rank. Every rank must have every
