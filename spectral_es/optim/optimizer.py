@@ -151,25 +151,26 @@ class SpectralKron(torch.optim.Optimizer):
 
     For ``T >= 4`` every refresh after the first is spread over two steps.
     Its own step forms the curvature (3 products for a full side), moves
-    ``d`` and ``alpha``, and stores the Cayley generator, and the next
-    step, which refreshes nothing, rotates ``B`` (5 products: the order-8
-    map, or for the exact map a solve, and the product with ``B``). Every
-    step also takes the 4 products of the preconditioning, so the costliest
-    step takes about 9 products instead of 12. On one thread of an AMD
-    EPYC CPU, a 1024 x 1024 weight with a bfloat16 state and ``T = 10``
-    took about 50 ms on a step between refreshes, and 150 ms on a refresh
-    step before the split; after it, 97 ms on the curvature's step and
-    105 ms on the rotation's. For the one step in between, the
-    preconditioner pairs the new ``d`` with the old ``B``. A Björck step
-    then comes before the curvature, on the refresh's own step, so that it
-    cleans the eigenbasis that the curvature is formed in. The generator,
-    a matrix the size of ``B`` in the state dtype, is kept in the state
-    (``N_C`` or ``N_K``) from one step to the next, and a ``state_dict``
-    saved in between contains it. A weight that misses the next step
-    (no gradient, or one that the gradient guard rejects) keeps it until
-    it steps again. For ``T < 4`` the step after the row
-    factor's refresh refreshes the column factor, so each refresh rotates
-    at once, and its Björck step follows the rotation.
+    ``d`` and ``alpha``, and stores the Cayley generator. The next step,
+    which refreshes nothing, rotates ``B`` (5 products: the order-8 map, or
+    for the exact map a solve, and the product with ``B``). Every step also
+    takes the 4 products of the preconditioning, so the costliest step takes
+    about 9 products instead of 12. In ``benchmarks/optimizer/step_time.py``
+    (a 1024 x 1024 float32 weight, bfloat16 state, ``T = 10``, one thread of
+    an AMD EPYC CPU) the slowest step took 2.4 times as long as the median
+    step, against about 3 times before the split. For the one step in
+    between, the preconditioner pairs the new ``d`` with the old ``B``. A
+    Björck step comes before the curvature, on the refresh's own step, so
+    that it cleans the eigenbasis that the curvature is formed in. The
+    generator, a matrix the size of ``B`` in the state dtype, is kept in the
+    state (``N_C`` or ``N_K``) until the rotation, and a ``state_dict``
+    saved in between contains it. A weight that misses the next step (no
+    gradient, or one that the gradient guard rejects) keeps it until it
+    steps again.
+
+    For ``T < 4`` the step after the row factor's refresh refreshes the
+    column factor, so each refresh rotates at once, and its Björck step
+    follows the rotation.
 
     Cayley map: ``cayley="auto"`` takes the exact map (one LU solve) when the
     state dtype has a dense solver (float32, float64) and the truncated,
