@@ -251,8 +251,11 @@ def validate_x0(x0: Any) -> np.ndarray:
     if x0.size == 0:
         raise ValueError("x0 is empty; pass the starting point, one entry per variable")
     if not np.all(np.isfinite(x0)):
+        non_finite = np.flatnonzero(~np.isfinite(x0))
+        first = non_finite[0]
         raise ValueError(
-            f"x0 must be finite, got non-finite entries at indices {np.flatnonzero(~np.isfinite(x0)).tolist()}"
+            f"x0 must be finite, got x0[{first}] = {x0[first]} (non-finite entries at indices {non_finite.tolist()}); "
+            "pass a start point whose every entry is a finite number"
         )
     return x0
 

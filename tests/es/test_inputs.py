@@ -18,8 +18,8 @@ from spectral_es.functions import sphere
     [
         ([], "x0 is empty"),
         (np.zeros((2, 2)), r"x0 must be 1-D, got shape \(2, 2\)"),
-        ([0.0, np.nan], r"x0 must be finite.*indices \[1\]"),
-        ([np.inf, 0.0], r"x0 must be finite.*indices \[0\]"),
+        ([0.0, np.nan], r"x0 must be finite, got x0\[1\] = nan .*indices \[1\]\); pass a start point"),
+        ([np.inf, 0.0], r"x0 must be finite, got x0\[0\] = inf .*indices \[0\]\); pass a start point"),
         (["a", "b"], "x0 must be a 1-D array of numbers"),
         (["1", "2"], r"x0 must be a 1-D array of numbers, got \['1', '2'\]; pass floats"),
         (np.array(["1", "2"]), "x0 must be a 1-D array of numbers"),
