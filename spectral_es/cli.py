@@ -757,8 +757,10 @@ def check_resume_arguments(args: argparse.Namespace) -> None:
         and (getattr(args, name) is True if name in RUN_FLAGS else getattr(args, name) is not None)
     ]
     if given:
+        options = ", ".join(given)
         raise ValueError(
-            f"{', '.join(given)} cannot change a resumed run, whose settings are in {args.resume}; drop them"
+            f"{options} cannot change a resumed run, whose settings are in {args.resume}; "
+            f"remove {options} from the command, or start a new run without --resume"
         )
 
 

@@ -353,6 +353,7 @@ def test_resume_rejects_zero_valued_settings(given, tmp_path, capsys):
     code, err = exit_code_and_stderr(["minimize", "--resume", str(tmp_path / "run.npz"), *given], capsys)
     assert code == 2
     assert f"{given[0]} cannot change a resumed run" in err
+    assert f"remove {given[0]} from the command, or start a new run without --resume" in err
 
 
 @pytest.mark.parametrize(("given", "stored"), [([], 20), (["--noise-max-evaluations", "5"], 5)])

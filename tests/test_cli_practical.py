@@ -147,7 +147,9 @@ def test_resume_rejects_run_settings(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         main(["minimize", "sphere", "--resume", str(tmp_path / "x.npz"), "--dim", "3", "--sigma0", "2"])
     assert caught.value.code == 2
-    assert "--dim, --sigma0 cannot change a resumed run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--dim, --sigma0 cannot change a resumed run" in err
+    assert "remove --dim, --sigma0 from the command" in err
 
 
 def test_workers_give_serial_result(capsys):
