@@ -318,6 +318,8 @@ class RestartDriver:
                 # state is consistent and worth keeping.
                 if es.pending is not None:
                     self._save(es)
+                    if isinstance(error, KeyboardInterrupt):
+                        self._note_interrupt(error)
                 if isinstance(error, EvaluationError):
                     error.hint = self._failure_hint()
                 raise
@@ -327,6 +329,14 @@ class RestartDriver:
             if es.nit % self.checkpoint_every == 0 or es.stop():
                 self._save(es)
             self.progress_table.update(es)
+
+    def _note_interrupt(self, error: KeyboardInterrupt) -> None:
+        """Add to ``error`` a note that names the checkpoint just saved, from which :func:`resume` continues."""
+        # BaseException.add_note is new in Python 3.11.
+        if self.checkpoint is None or not hasattr(error, "add_note"):
+            return
+        path = os.fspath(self.checkpoint)
+        error.add_note(f"the run is saved in {path}; spectral_es.resume(fun, {path!r}) continues it")
 
     def _failure_hint(self) -> str:
         """Return how to continue after a failed evaluation, for :attr:`EvaluationError.hint`."""

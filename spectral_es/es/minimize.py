@@ -177,8 +177,9 @@ def minimize(
             only if it is empty or a spectral_es log.
         checkpoint: File (``.npz``) that receives the complete state every
             ``checkpoint_every`` iterations, when the run ends and when an
-            evaluation fails or is interrupted (``KeyboardInterrupt`` there);
-            :func:`resume` continues from it. An existing
+            evaluation fails or is interrupted (``KeyboardInterrupt`` there,
+            which then carries a note naming the file on Python 3.11 and
+            later); :func:`resume` continues from it. An existing
             file is replaced only if it is empty or the checkpoint of a
             finished run (see :func:`check_new_checkpoint`).
         checkpoint_every: Iterations between checkpoints, >= 1.

@@ -516,6 +516,23 @@ class SpectralKron(torch.optim.Optimizer):
                 work.append((group, param, state, name))
         return work
 
+    def state_dict(self) -> dict[str, Any]:
+        """Return the state as ``torch.optim.Optimizer.state_dict`` does, with each stacked entry copied.
+
+        The state tensors of stacked weights (see "Stacks" above) are rows
+        of shared stacks. ``torch.save`` writes a tensor's whole storage, so
+        one parameter's entry saved alone, as a per-parameter or sharded
+        checkpoint saves it, would contain the whole stack. Such rows are
+        returned as copies, and the other tensors, as in ``torch.optim``,
+        as references to the live state.
+        """
+        state_dict = super().state_dict()
+        state_dict["state"] = {
+            index: {key: _own_copy(value) for key, value in state.items()}
+            for index, state in state_dict["state"].items()
+        }
+        return state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, in the saved state dtypes.
 
@@ -815,6 +832,13 @@ def _release_stack(state: dict[str, Any]) -> None:
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.nbytes:
             state[key] = value.clone()
+
+
+def _own_copy(value: Any) -> Any:
+    """Return ``value`` copied if it is a tensor that views part of a larger storage (a row of a stack), else itself."""
+    if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.nbytes:
+        return value.clone()
+    return value
 
 
 def _stacks(items: list, key: Callable[[Any], Hashable | None]) -> list[list]:

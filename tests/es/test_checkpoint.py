@@ -6,6 +6,7 @@ import csv
 import os
 import pickle
 import re
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -286,8 +287,12 @@ def test_interrupt_saves_checkpoint(tmp_path):
         return rosenbrock(x)
 
     path = tmp_path / "run.npz"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupt:
         minimize(interrupted, np.zeros(4), 0.5, checkpoint=path, checkpoint_every=1000, **settings)
+    if sys.version_info >= (3, 11):  # exception notes are new in Python 3.11
+        assert interrupt.value.__notes__ == [
+            f"the run is saved in {path}; spectral_es.resume(fun, {str(path)!r}) continues it"
+        ]
     saved = SpectralES.load(path)
     assert saved.pending is not None
     assert saved.nfev == 299 - 299 % saved.popsize  # the complete populations before the interrupted one

@@ -335,6 +335,33 @@ def test_stacked_state_dict_round_trip():
             assert torch.equal(value, first.state[reference][key]), key
 
 
+def test_state_dict_entry_saves_only_its_weight():
+    # A per-parameter checkpoint saves one entry of state_dict()["state"]
+    # alone. torch.save writes each tensor's whole storage, so an entry of
+    # rows would carry the stack of all 20 weights. The live state stays
+    # rows of the stacks, so the next step does not restack.
+    weights, problems = make_problems((16, 16), 20)
+    params = [torch.nn.Parameter(weight) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    for _ in range(3):
+        least_squares_gradients(params, problems)
+        optimizer.step()
+    bases = {key: optimizer.state[params[0]][key]._base for key in ("B_C", "exp_avg")}
+    assert all(base is not None for base in bases.values())
+
+    entry = optimizer.state_dict()["state"][0]
+    entry_bytes = sum(value.nbytes for value in entry.values())
+    buffer = io.BytesIO()
+    torch.save(entry, buffer)
+    # The serialised tensors plus a few kilobytes of pickle and zip headers.
+    assert len(buffer.getvalue()) < entry_bytes + 16_000
+    assert len(buffer.getvalue()) < state_bytes(optimizer) / 4
+    for key, value in entry.items():
+        assert torch.equal(value, optimizer.state[params[0]][key]), key
+    for key, base in bases.items():
+        assert optimizer.state[params[0]][key]._base is base, key
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"state_dtype": torch.bfloat16, "weight_decay": 0.1}, {"max_update_rms": 0.01, "maximize": True}],
