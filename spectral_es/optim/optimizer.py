@@ -524,14 +524,16 @@ class SpectralKron(torch.optim.Optimizer):
         one parameter's entry saved alone, as a per-parameter or sharded
         checkpoint saves it, would contain the whole stack. Such rows are
         returned as copies, and the other tensors, as in ``torch.optim``,
-        as references to the live state.
+        as references to the live state. The copies are made before the
+        ``register_state_dict_post_hook`` hooks run, so the hooks see them
+        and may return a state dict of any layout, as with ``torch.optim``.
         """
-        state_dict = super().state_dict()
-        state_dict["state"] = {
-            index: {key: _own_copy(value) for key, value in state.items()}
-            for index, state in state_dict["state"].items()
-        }
-        return state_dict
+        # Registered during this call and prepended, the copy runs before every post-hook.
+        handle = self.register_state_dict_post_hook(_copy_stacked_rows, prepend=True)
+        try:
+            return super().state_dict()
+        finally:
+            handle.remove()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, in the saved state dtypes.
@@ -832,6 +834,13 @@ def _release_stack(state: dict[str, Any]) -> None:
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.nbytes:
             state[key] = value.clone()
+
+
+def _copy_stacked_rows(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    """Replace the per-parameter entries of ``state_dict["state"]`` by new dicts in which rows of stacks are copies."""
+    state_dict["state"] = {
+        index: {key: _own_copy(value) for key, value in state.items()} for index, state in state_dict["state"].items()
+    }
 
 
 def _own_copy(value: Any) -> Any:

@@ -362,6 +362,39 @@ def test_state_dict_entry_saves_only_its_weight():
         assert optimizer.state[params[0]][key]._base is base, key
 
 
+def test_state_dict_post_hooks_see_copies():
+    # As in torch.optim, a register_state_dict_post_hook hook receives the
+    # state dict that state_dict() returns and may return another layout,
+    # here one flat entry per tensor, as a sharded checkpoint keys them.
+    # A hook that saves each entry must see copies, not rows of the stack.
+    weights, problems = make_problems((16, 16), 20)
+    params = [torch.nn.Parameter(weight) for weight in weights]
+    optimizer = SpectralKron(params, lr=0.01)
+    for _ in range(3):
+        least_squares_gradients(params, problems)
+        optimizer.step()
+    assert optimizer.state[params[0]]["exp_avg"]._base is not None
+
+    seen = {}
+
+    def record_storage(optimizer, state_dict):
+        seen.update({key: value.untyped_storage().nbytes() for key, value in state_dict["state"][0].items()})
+
+    def flatten(optimizer, state_dict):
+        flat = {f"{index}.{key}": value for index, state in state_dict["state"].items() for key, value in state.items()}
+        return {"state": flat, "param_groups": state_dict["param_groups"]}
+
+    optimizer.register_state_dict_post_hook(record_storage)
+    optimizer.register_state_dict_post_hook(flatten)
+    state_dict = optimizer.state_dict()
+
+    live = optimizer.state[params[0]]
+    assert seen == {key: value.nbytes for key, value in live.items()}
+    assert sorted(state_dict["state"]) == sorted(f"{index}.{key}" for index in range(20) for key in live)
+    for key, value in live.items():
+        assert torch.equal(state_dict["state"][f"0.{key}"], value), key
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"state_dtype": torch.bfloat16, "weight_decay": 0.1}, {"max_update_rms": 0.01, "maximize": True}],
