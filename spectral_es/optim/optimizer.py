@@ -63,10 +63,10 @@ _INNER_MODULES = ("spectral_es.", "torch.optim", "torch.utils._contextlib", "tor
 # state layout, dtypes and device take their update as one stack, and their
 # refresh too where they share its schedule (see kron_update_stack). The step of a 64 x 64 weight runs a few hundred
 # torch operations, each costing more in fixed overhead than in arithmetic,
-# and a stack pays that overhead once for all its weights. On one CPU thread
-# a stacked step took 0.35 of the separate steps for 20 weights of 64 x 64
-# and 0.60 for 8 of 128 x 128. It took 0.92 for 8 of 256 x 256 and 1.23 for
-# 4 of 512 x 512, so larger weights are stepped alone
+# and a stack pays that overhead once for all its weights. On one thread of
+# an AMD EPYC CPU a stacked step took 0.44 of the separate steps for 20
+# weights of 64 x 64 and 0.73 for 8 of 128 x 128. It took 0.94 for 8 of
+# 256 x 256 and 1.17 for 4 of 512 x 512, so larger weights are stepped alone
 # (benchmarks/optimizer/small_models.py).
 _STACK_MAX_ELEMENTS = 128 * 128
 
@@ -220,11 +220,12 @@ class SpectralKron(torch.optim.Optimizer):
     ``benchmarks/optimizer/orthogonality.py`` refreshes one
     weight 1,000 times (``precondition_frequency=1``, other options at
     their defaults) and reports ``||B^T B - I||_F`` against the floor, the
-    defect of an orthogonal matrix rounded to bfloat16. At n = 64, 256 and
-    1024 the defect after refresh 1,000, a Björck step, was 0.99 to 1.02
-    times the floor (0.020, 0.038 and 0.076). Over the last 100 refreshes
-    its mean was 3.1 to 3.4 times the floor and its maximum, just before a
-    step, 4.7 to 5.7 times. Without Björck steps it reached 76 to 104 times.
+    defect of an orthogonal matrix rounded to bfloat16. On one thread of an
+    Intel Xeon CPU with AMX, at n = 64, 256 and 1024, the defect after
+    refresh 1,000, a Björck step, was 0.020, 0.038 and 0.075, 1.00 to 1.02
+    times the floor. Over the last 100 refreshes its mean was 3.1 to 3.4
+    times the floor and its maximum, just before a step, 4.8 to 5.7 times.
+    Without Björck steps it reached 76 to 105 times.
     At n = 2048, the default ``max_precond_dim``, 200 refreshes
     (``--sizes 2048 --refreshes 200``) gave the same pattern: 1.00, 3.4 and
     5.2 times the floor.
@@ -232,8 +233,8 @@ class SpectralKron(torch.optim.Optimizer):
     Cutting every generator to Frobenius norm 0.25 slows the eigenbases. On
     the digits convnet (``benchmarks/optimizer``, 10 seeds) that variant
     trained no better than the default: the latest check ranked it last of
-    the SpectralKron variants in float32 and in bfloat16, by 10 to 25% in
-    median test loss, within that benchmark's noise.
+    the SpectralKron variants in float32 and in bfloat16, with a median test
+    loss 13 to 27% above theirs, within that benchmark's noise.
 
     A bfloat16 or float16 state gets no squarings by default: the spectral
     cap lets long rotations through without the host synchronisation that
