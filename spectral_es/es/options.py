@@ -253,8 +253,12 @@ def validate_x0(x0: Any) -> np.ndarray:
     if not np.all(np.isfinite(x0)):
         non_finite = np.flatnonzero(~np.isfinite(x0))
         first = non_finite[0]
+        # At most 10 indices, so that a large all-NaN x0 gives a short message.
+        indices = ", ".join(str(i) for i in non_finite[:10])
+        if non_finite.size > 10:
+            indices += f", ... ({non_finite.size} in all)"
         raise ValueError(
-            f"x0 must be finite, got x0[{first}] = {x0[first]} (non-finite entries at indices {non_finite.tolist()}); "
+            f"x0 must be finite, got x0[{first}] = {x0[first]} (non-finite entries at indices [{indices}]); "
             "pass a start point whose every entry is a finite number"
         )
     return x0
