@@ -528,6 +528,8 @@ class SpectralKron(torch.optim.Optimizer):
         as references to the live state. The copies are made before the
         ``register_state_dict_post_hook`` hooks run, so the hooks see them
         and may return a state dict of any layout, as with ``torch.optim``.
+        While the returned dict lives, the copies take as much memory as the
+        stacked part of the state, on its device.
         """
         # Registered during this call and prepended, the copy runs before every post-hook.
         handle = self.register_state_dict_post_hook(_copy_stacked_rows, prepend=True)
