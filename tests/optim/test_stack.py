@@ -335,17 +335,23 @@ def test_stacked_state_dict_round_trip():
             assert torch.equal(value, first.state[reference][key]), key
 
 
-def test_state_dict_entry_saves_only_its_weight():
-    # A per-parameter checkpoint saves one entry of state_dict()["state"]
-    # alone. torch.save writes each tensor's whole storage, so an entry of
-    # rows would carry the stack of all 20 weights. The live state stays
-    # rows of the stacks, so the next step does not restack.
+def stepped_stack_of_20():
+    """Return 20 weights of 16 x 16 and a SpectralKron that stepped them 3 times as one stack."""
     weights, problems = make_problems((16, 16), 20)
     params = [torch.nn.Parameter(weight) for weight in weights]
     optimizer = SpectralKron(params, lr=0.01)
     for _ in range(3):
         least_squares_gradients(params, problems)
         optimizer.step()
+    return params, optimizer
+
+
+def test_state_dict_entry_saves_only_its_weight():
+    # A per-parameter checkpoint saves one entry of state_dict()["state"]
+    # alone. torch.save writes each tensor's whole storage, so an entry of
+    # rows would carry the stack of all 20 weights. The live state stays
+    # rows of the stacks, so the next step does not restack.
+    params, optimizer = stepped_stack_of_20()
     bases = {key: optimizer.state[params[0]][key]._base for key in ("B_C", "exp_avg")}
     assert all(base is not None for base in bases.values())
 
@@ -367,12 +373,7 @@ def test_state_dict_post_hooks_see_copies():
     # state dict that state_dict() returns and may return another layout,
     # here one flat entry per tensor, as a sharded checkpoint keys them.
     # A hook that saves each entry must see copies, not rows of the stack.
-    weights, problems = make_problems((16, 16), 20)
-    params = [torch.nn.Parameter(weight) for weight in weights]
-    optimizer = SpectralKron(params, lr=0.01)
-    for _ in range(3):
-        least_squares_gradients(params, problems)
-        optimizer.step()
+    params, optimizer = stepped_stack_of_20()
     assert optimizer.state[params[0]]["exp_avg"]._base is not None
 
     seen = {}
