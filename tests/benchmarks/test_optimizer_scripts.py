@@ -7,6 +7,7 @@ committed ``benchmarks/optimizer/results/``.
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -352,6 +353,28 @@ def test_distributed_quick_run_writes_quick(results):
     for mode in distributed.MODES:
         assert len(row["times"][mode]) == record["steps"] == 10
         assert row["median"][mode] > 0
+
+
+@pytest.mark.parametrize("saved", [True, False], ids=["rows saved", "no rows"])
+def test_distributed_run_survives_teardown_abort(monkeypatch, tmp_path, saved):
+    # A rank killed by a signal (as gloo's teardown abort kills it) after
+    # rank 0 saved the rows leaves a complete run: it is kept with a
+    # warning. Before the rows are saved, the error stands.
+    def spawn(function, args, nprocs, join):
+        folder = Path(args[-1])
+        if saved:
+            (folder / "rows.json").write_text("[]")
+        raise torch.multiprocessing.ProcessExitedException(
+            "process 0 terminated with signal SIGABRT", error_index=0, error_pid=1, exit_code=-6, signal_name="SIGABRT"
+        )
+
+    monkeypatch.setattr(torch.multiprocessing, "spawn", spawn)
+    if saved:
+        with pytest.warns(RuntimeWarning, match="SIGABRT after saving its results"):
+            distributed.run_ranks(2, [], 1, str(tmp_path))
+    else:
+        with pytest.raises(torch.multiprocessing.ProcessExitedException):
+            distributed.run_ranks(2, [], 1, str(tmp_path))
 
 
 @pytest.mark.parametrize(
