@@ -21,6 +21,23 @@ STEPS = 6
 TIMEOUT = datetime.timedelta(seconds=120)
 
 
+def spawn_ranks(function: Callable[[int, int, str], None], world_size: int, folder: Path, outputs: list[str]) -> None:
+    """Run ``function(rank, world_size, folder)`` in ``world_size`` spawned processes and wait for them.
+
+    NOTE: a gloo rank now and then aborts while its group is torn down
+    ("terminate called without an active exception"), after its work: the
+    distributed benchmark's quick run did so once in 25 runs on a busy
+    2-core machine. A rank killed by a signal is therefore accepted when
+    every file of ``outputs`` (names in ``folder``) was written, and the
+    test then checks their contents. Otherwise the error stands.
+    """
+    try:
+        torch.multiprocessing.spawn(function, args=(world_size, str(folder)), nprocs=world_size, join=True)
+    except torch.multiprocessing.ProcessExitedException as error:
+        if error.signal_name is None or not all((folder / name).exists() for name in outputs):
+            raise
+
+
 def run_in_group(rank: int, world_size: int, folder: str, work: Callable[[], None]) -> None:
     """Run ``work`` in a gloo group on the loopback interface, then tear the group down cleanly.
 
@@ -63,7 +80,7 @@ def train_rank(rank: int, world_size: int, folder: str) -> None:
 
 
 def test_ranks_keep_identical_parameters_and_state(tmp_path):
-    torch.multiprocessing.spawn(train_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(train_rank, 2, tmp_path, ["0.pt", "1.pt"])
     first, second = (torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1))
     for name, value in first["model"].items():
         assert torch.equal(value, second["model"][name]), name
@@ -169,7 +186,7 @@ def train_modes(rank: int, world_size: int, folder: str) -> None:
 
 
 def test_split_refresh_matches_replicated(tmp_path):
-    torch.multiprocessing.spawn(train_modes, args=(2, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(train_modes, 2, tmp_path, ["0.pt", "1.pt"])
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
 
     for split, replicated in (
@@ -256,7 +273,7 @@ def test_split_refresh_in_process_group(tmp_path):
     # Three ranks, of which two form the group: with the default group, a
     # refresh could go to rank 2, which never steps, and the pair would wait
     # for its broadcast until the timeout.
-    torch.multiprocessing.spawn(train_in_subgroup, args=(3, str(tmp_path)), nprocs=3, join=True)
+    spawn_ranks(train_in_subgroup, 3, tmp_path, ["0.pt", "1.pt"])
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
     for rank, results in enumerate(ranks):
         assert_same_run(results["split"], ranks[0]["replicated"], f"rank {rank}")
@@ -310,7 +327,8 @@ def train_different_weights(rank: int, world_size: int, folder: str) -> None:
 
 
 def test_split_refresh_rejects_different_plans(tmp_path):
-    torch.multiprocessing.spawn(train_different_weights, args=(2, str(tmp_path)), nprocs=2, join=True)
+    outputs = [f"{rank}-{split}.txt" for rank in (0, 1) for split in (False, True)]
+    spawn_ranks(train_different_weights, 2, tmp_path, outputs)
     for rank in (0, 1):
         # Without distributed_refresh each rank steps its own weights, and nothing is checked.
         assert (tmp_path / f"{rank}-False.txt").read_text() == "no error", f"rank {rank}"
@@ -351,7 +369,7 @@ def test_split_refresh_of_stacks_matches_replicated(tmp_path):
     # parts of 2 and 3 weights. The larger part costs more, so it goes to
     # rank 0 first. The owner of a part refreshes it and broadcasts the
     # factors into the other rank's rows of its stack.
-    torch.multiprocessing.spawn(train_stacked_modes, args=(2, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(train_stacked_modes, 2, tmp_path, ["0.pt", "1.pt"])
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
 
     reference = ranks[0]["replicated"]
@@ -406,7 +424,7 @@ def test_split_bjorck_step_with_pending_rotation(tmp_path):
     # with Björck steps, and its zero gradient leaves the rotation of B_C and
     # the Björck steps of B_C and B_K. The owner of each weight takes all
     # three, and the other rank must receive B_K too.
-    torch.multiprocessing.spawn(train_period_edit, args=(2, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(train_period_edit, 2, tmp_path, ["0.pt", "1.pt"])
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
     for rank, results in enumerate(ranks):
         assert_same_run(results["split"], ranks[0]["replicated"], f"rank {rank}")
