@@ -55,7 +55,7 @@ def time_rank(rank: int, world_size: int, cases: list[dict], steps: int, folder:
         rows = [time_case(case, steps) for case in cases]
         if rank == 0:
             (Path(folder) / "rows.json").write_text(json.dumps(rows))
-        gc.collect()  # nothing that holds the group outlives it
+        gc.collect()  # no object that refers to the group outlives it
         torch.distributed.barrier()  # no rank tears the group down while another still uses it
     finally:
         torch.distributed.destroy_process_group()
@@ -91,7 +91,7 @@ def time_case(case: dict, steps: int) -> dict:
 
 
 def run_ranks(ranks: int, cases: list[dict], steps: int, folder: str) -> None:
-    """Spawn the ranks and wait for them; rank 0 leaves the rows in ``folder``.
+    """Spawn the ranks and wait for them. Rank 0 writes the rows to ``folder``.
 
     NOTE: a gloo rank now and then aborts while the group is torn down
     ("terminate called without an active exception"), about 1 quick run in

@@ -29,7 +29,7 @@ def spawn_ranks(function: Callable[[int, int, str], None], world_size: int, fold
     distributed benchmark's quick run did so once in 25 runs on a busy
     2-core machine. A rank killed by a signal is therefore accepted when
     every file of ``outputs`` (names in ``folder``) was written, and the
-    test then checks their contents. Otherwise the error stands.
+    test then checks their contents. Otherwise the error is raised again.
     """
     try:
         torch.multiprocessing.spawn(function, args=(world_size, str(folder)), nprocs=world_size, join=True)
