@@ -286,7 +286,7 @@ def kron_rotate_pending(state: dict, *, rotation: Mapping[str, Any]) -> None:
     capped generator of a refreshed ``B_C`` as ``state["N_C"]`` (and of
     ``B_K`` as ``state["N_K"]``). This moves ``B_C`` to
     ``B_C Cayley(N_C)``, the eigenbasis that the refresh would have given
-    without the option, and deletes ``N_C``. ``rotation`` holds the
+    without the option, and deletes ``N_C``. ``rotation`` contains the
     Cayley-map options of the refresh. A generator made under other options
     (a state loaded in another dtype, or options edited in between) is
     first capped to ``rotation``'s cap if it exceeds it by more than

@@ -33,6 +33,7 @@ from spectral_es.optim._options import (
     uses_kron,
 )
 from spectral_es.optim.functional import (
+    _PENDING_KEYS,
     adam_update,
     adam_update_foreach,
     init_adam_state,
@@ -869,7 +870,9 @@ def _stack_key(group: dict[str, Any], param: torch.Tensor, state: dict[str, Any]
     grad = cast(torch.Tensor, param.grad)
     # A pending generator does not enter the update, so it does not split update stacks.
     layout = tuple(
-        (key, value.dtype, tuple(value.shape)) for key, value in state.items() if key not in ("step", "N_C", "N_K")
+        (key, value.dtype, tuple(value.shape))
+        for key, value in state.items()
+        if key != "step" and key not in _PENDING_KEYS
     )
     return id(group), matrix_shape(param), param.dtype, grad.dtype, param.device, layout
 

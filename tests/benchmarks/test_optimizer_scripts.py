@@ -359,7 +359,7 @@ def test_distributed_quick_run_writes_quick(results):
 def test_distributed_run_survives_teardown_abort(monkeypatch, tmp_path, saved):
     # A rank killed by a signal (as gloo's teardown abort kills it) after
     # rank 0 saved the rows leaves a complete run: it is kept with a
-    # warning. Before the rows are saved, the error stands.
+    # warning. Before the rows are saved, the error is raised again.
     def spawn(function, args, nprocs, join):
         folder = Path(args[-1])
         if saved:

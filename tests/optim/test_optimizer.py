@@ -847,10 +847,10 @@ def test_refresh_split_over_two_steps():
         before = state[f"B_{side}"].clone()
         assert step() == [f"B_{side}"]  # the rotation alone
         assert functional.pending_sides(state) == ""
-        # The bfloat16 map rounds each of its 5 products to 2^-9 relative;
-        # entries of B are at most 1 and the rotation moves them by about
-        # the generator's size, so 2e-2 leaves room for that rounding while
-        # a rotation by another generator (or none) misses by more.
+        # The bfloat16 map rounds each of its 5 products to 2^-9 relative.
+        # Entries of B are at most 1, and the rotation moves them by about
+        # the generator's size. So 2e-2 leaves room for that rounding, and a
+        # rotation by another generator (or none) misses by more.
         expected = before.float() @ cayley_truncated(pending.float(), order=8)
         assert (state[f"B_{side}"].float() - expected).abs().max() < 2e-2
         assert (before.float() - expected).abs().max() > 2e-2
@@ -887,6 +887,7 @@ def test_deferred_rotation_matches_immediate(dtype, rotation, count):
         functional.kron_initialize_scale(state, grad)
         for key in ("B_C", "B_K"):
             state[key].copy_(torch.linalg.qr(torch.randn(state[key].shape, generator=generator))[0].to(dtype))
+
     options = {"sides": "CK", "beta": 0.3, "rotation": rotation, "damping": 1e-4, "orthogonalize": False}
     at_once = copy.deepcopy(states)
     deferred = copy.deepcopy(states)
@@ -897,14 +898,17 @@ def test_deferred_rotation_matches_immediate(dtype, rotation, count):
         functional.kron_refresh_stack(at_once, grads, initialize=False, **options)
         functional.kron_refresh_stack(deferred, grads, initialize=False, **options, defer_rotation=True)
     assert all(functional.pending_sides(state) == "CK" for state in deferred)
+
     if "max_squarings" in rotation:
         # Every generator is longer than the cap, so its map takes at least one squaring.
         norms = [float(generator_norm(state[f"N_{side}"])) for state in deferred for side in "CK"]
         assert min(norms) > rotation["max_generator_norm"]
+
     if count == 1:
         functional.kron_rotate_pending(deferred[0], rotation=rotation)
     else:
         functional.kron_rotate_pending_stack(deferred, rotation=rotation)
+
     for original, expected, state in zip(states, at_once, deferred, strict=True):
         assert sorted(state) == sorted(expected)  # no generator is left behind
         for key in ("alpha", "d_C", "d_K", "B_C", "B_K"):

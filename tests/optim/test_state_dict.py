@@ -51,7 +51,7 @@ def assert_identical(first, second):
 @pytest.mark.parametrize(("param_dtype", "state_dtype"), DTYPE_CASES)
 def test_round_trip_is_exact(param_dtype, state_dtype, period):
     # With T = 4, step 5 refreshes the row factors and leaves their
-    # rotations to step 6, so the saved state holds the pending generators.
+    # rotations to step 6, so the saved state contains the pending generators.
     options = {"lr": 1e-2, "state_dtype": state_dtype, "precondition_frequency": period}
     model = make_model(0, param_dtype)
     optimizer = SpectralKron(model.parameters(), **options)
