@@ -38,6 +38,7 @@ from spectral_es.es.options import (
     validate_positive,
     validate_real,
     validate_seed,
+    validate_sigma0,
     validate_x0,
     whole_number_as_int,
 )
@@ -239,7 +240,7 @@ def minimize(
     seed = cast(int, validate_seed(seed).entropy)
     x0_function = x0 if callable(x0) else None
     x0 = validate_x0(x0) if x0_function is None else draw_start(x0_function, seed, 0)
-    sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
+    sigma0 = validate_sigma0(sigma0)
     max_evals = options.pop("max_evals", None)
     if max_evals is not None:
         max_evals = whole_number_as_int(validate_positive("max_evals", max_evals, "pass max_evals > 0 or omit it"))

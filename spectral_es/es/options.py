@@ -26,6 +26,7 @@ __all__ = [
     "validate_positive",
     "validate_real",
     "validate_seed",
+    "validate_sigma0",
     "validate_x0",
 ]
 
@@ -325,6 +326,22 @@ def validate_positive(name: str, value: Any, fix: str) -> float:
     if not number > 0:
         raise ValueError(f"{name} must be positive (infinity means no limit), got {value!r}; {fix}")
     return number
+
+
+def validate_sigma0(sigma0: Any) -> float:
+    """Return the initial step size ``sigma0`` as a float; raise ValueError unless it is one finite number > 0.
+
+    A vector, meant as one step size per variable, gets the advice to pass
+    them as ``stds``, as pycma 4.5 points to its ``CMA_stds``.
+    """
+    fix = "pass a step size > 0, e.g. 0.3 * (upper - lower)"
+    values = numeric_values(sigma0)
+    if values is not None and values.ndim > 0:
+        fix = (
+            "sigma0 is one number here; for a step size per variable, pass sigma0=1.0 and the step sizes as "
+            "stds=[...], so that variable i starts with deviation sigma0 * stds[i]"
+        )
+    return validate_positive("sigma0", sigma0, fix)
 
 
 def unknown_option_hint(name: str, accepted: Collection[str]) -> str:

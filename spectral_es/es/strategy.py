@@ -53,6 +53,7 @@ from spectral_es.es.options import (
     validate_integer,
     validate_positive,
     validate_seed,
+    validate_sigma0,
     validate_stds,
     validate_x0,
     whole_number_as_int,
@@ -218,7 +219,7 @@ class SpectralES:
         noise_max_evaluations: int = 20,
     ) -> None:
         x0 = validate_x0(x0)
-        sigma0 = validate_positive("sigma0", sigma0, "pass a step size > 0, e.g. 0.3 * (upper - lower)")
+        sigma0 = validate_sigma0(sigma0)
         n = x0.size
         stds = validate_stds(stds, n)
         if popsize is None:

@@ -54,6 +54,18 @@ def test_bad_sigma0(sigma0):
         minimize(sphere, np.zeros(3), sigma0)
 
 
+def test_vector_sigma0_points_to_stds():
+    # One step size per variable is sigma0 times the factors stds here.
+    with pytest.raises(ValueError, match=r"got \[0\.5, 1\.0, 2\.0\]; sigma0 is one number here") as caught:
+        SpectralES(np.zeros(3), [0.5, 1.0, 2.0])
+    assert "stds=[...]" in str(caught.value)
+    with pytest.raises(ValueError, match=r"sigma0 is one number here.*stds=\[\.\.\.\]"):
+        minimize(sphere, np.zeros(3), np.array([0.5, 1.0, 2.0]))
+    # A scalar gets the advice on its size, not stds.
+    with pytest.raises(ValueError, match=r"got -1\.0; pass a step size > 0"):
+        SpectralES(np.zeros(3), -1.0)
+
+
 @pytest.mark.parametrize("popsize", [1, 0, -4, 2.5, True])
 def test_bad_popsize(popsize):
     with pytest.raises(ValueError, match=r"popsize must be an integer >= 2.*default 7"):
