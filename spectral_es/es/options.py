@@ -60,6 +60,14 @@ FOREIGN_ARGUMENT_HINTS = {
         "in place of pycma's 'parallel_objective', pass the function of the whole population with vectorized=True"
     ),
     "tol": "scipy's 'tol' has no single counterpart here: tol_f bounds the change of f and tol_x the step size",
+    "method": "scipy's 'method' has no counterpart here: spectral_es has one method, SpectralES, so drop it",
+    "jac": "scipy's 'jac' has no counterpart here: SpectralES uses only objective values, so drop it",
+    "hess": "scipy's 'hess' has no counterpart here: SpectralES uses only objective values, so drop it",
+    "gradf": "pycma's 'gradf' has no counterpart here: SpectralES uses only objective values, so drop it",
+    "constraints": (
+        "scipy's and pycma's 'constraints' have no counterpart here: pass a box as bounds=(lower, upper), and "
+        "fold other constraints into the objective, for example as a penalty"
+    ),
     "fixed_variables": (
         "pycma's 'fixed_variables' has no counterpart here: optimise the free variables only, with an objective "
         "that inserts the fixed values before it evaluates"

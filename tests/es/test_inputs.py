@@ -386,6 +386,25 @@ def test_scipy_tol_not_matched_to_tol_x():
     assert "did you mean" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("method", "spectral_es has one method, SpectralES, so drop it"),
+        ("jac", "SpectralES uses only objective values, so drop it"),
+        ("hess", "SpectralES uses only objective values, so drop it"),
+        ("gradf", "SpectralES uses only objective values, so drop it"),
+        ("constraints", r"pass a box as bounds=\(lower, upper\), and fold other constraints into the objective"),
+    ],
+)
+def test_foreign_arguments_without_counterpart_hinted(name, hint):
+    # scipy.optimize.minimize or pycma's fmin2 takes these; the error names
+    # the fix instead of only listing the accepted options.
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument '{name}'; .*{hint}"):
+        minimize(sphere, np.zeros(3), 1.0, **{name: None})
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument '{name}'; .*{hint}"):
+        SpectralES(np.zeros(3), 1.0, **{name: None})
+
+
 def test_options_dict_must_be_keywords():
     with pytest.raises(TypeError, match=re.escape("SpectralES(x0, sigma0, **options)")) as caught:
         SpectralES(np.zeros(3), 1.0, {"popsize": 20})
