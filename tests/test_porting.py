@@ -107,6 +107,22 @@ def test_ask_tell_stop_optimize_rows():
     assert es.stop() == {"max_evals": 300}
 
 
+def test_second_ask_replaces_population_row():
+    pycma_es = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1})
+    first = pycma_es.ask()
+    pycma_es.ask()
+    pycma_es.tell(first, [float(rosenbrock(x)) for x in first])
+    assert pycma_es.countiter == 1
+
+    es = SpectralES(X0, 0.5, seed=1)
+    first = es.ask()
+    second = es.ask()
+    with pytest.raises(ValueError, match=r"an ask\(\) before the tell\(\) of the previous one replaces"):
+        es.tell(first, rosenbrock(first))
+    es.tell(second, rosenbrock(second))
+    assert es.nit == 1
+
+
 def test_optimize_budget_row():
     pycma_es = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1})
     pycma_es.optimize(rosenbrock, iterations=5)

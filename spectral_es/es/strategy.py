@@ -675,7 +675,8 @@ class SpectralES:
         if not np.array_equal(X, self._X):
             raise ValueError(
                 "tell() got solutions that differ from those of the last ask(); "
-                "pass the array returned by ask() unchanged and in the same order"
+                "pass the array returned by ask() unchanged and in the same order "
+                "(an ask() before the tell() of the previous one replaces that population)"
             )
         if isinstance(f, Iterator):
             # An iterator (map, Executor.map) is read once, and one value past popsize lets the shape
