@@ -343,6 +343,7 @@ def test_diagonal_is_true_or_false():
     [
         ("strategy", "countiter", lambda es, result: es.nit),
         ("strategy", "countevals", lambda es, result: es.nfev),
+        ("strategy", "N", lambda es, result: es.n),
         ("strategy", "opts", lambda es, result: es.options),
         ("strategy", "C", lambda es, result: es.covariance() / es.sigma**2),
         ("result", "evaluations", lambda es, result: result.nfev),

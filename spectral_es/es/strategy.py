@@ -77,6 +77,7 @@ TRUNCATED_MAX_SQUARINGS = 4
 _FOREIGN_ATTRIBUTES = {
     "countiter": "pycma's countiter is nit here",
     "countevals": "pycma's countevals is nfev here",
+    "N": "pycma's N is n here",
     "opts": "pycma's opts are options here (the stopping thresholds); the other settings are attributes",
     "sm": "pycma's sampler holds C; es.covariance() is the covariance here",
     "C": (
