@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from spectral_es import Bounds, SpectralES, minimize
+from spectral_es import Bounds, NonFiniteObjectiveWarning, SpectralES, minimize
 from spectral_es.functions import rosenbrock, sphere
 
 cma = pytest.importorskip("cma")
@@ -105,6 +105,25 @@ def test_ask_tell_stop_optimize_rows():
     es.tell(X, rosenbrock(X))
     assert es.optimize(rosenbrock) is es
     assert es.stop() == {"max_evals": 300}
+
+
+def test_minus_infinity_row():
+    pycma_es = cma.CMAEvolutionStrategy(X0, 0.5, {"verbose": -9, "seed": 1})
+    solutions = pycma_es.ask()
+    values = [float(sphere(x)) for x in solutions]
+    values[3] = -np.inf
+    pycma_es.tell(solutions, values)
+    assert pycma_es.result.fbest == -np.inf
+    assert np.array_equal(pycma_es.result.xbest, solutions[3])
+
+    es = SpectralES(X0, 0.5, seed=1)
+    X = es.ask()
+    f = sphere(X)
+    f[3] = -np.inf
+    with pytest.warns(NonFiniteObjectiveWarning, match="NaN or infinite; they rank as worst"):
+        es.tell(X, f)
+    assert es.result.fbest == np.delete(f, 3).min()
+    assert not np.array_equal(es.result.xbest, X[3])
 
 
 def test_second_ask_replaces_population_row():
