@@ -688,12 +688,14 @@ def _plan_step(work: list[tuple]) -> tuple[list[_Refresh], list[tuple], list[tup
         pending = pending_sides(state)
         if not nonzero and not initialized:
             # No preconditioner and no momentum yet: the step is the weight decay alone.
-            _warn(name, param, "is all zeros", "applied only the weight decay (no preconditioner exists yet)")
+            action = "applied only the weight decay (no preconditioner exists yet)"
+            _warn(name, param, "is all zeros", action + _frozen_hint(param))
             param.mul_(1 - group["lr"] * group["weight_decay"])
             continue
         if not nonzero:
             if refresh:
-                _warn(name, param, "is all zeros", "skipped the preconditioner refresh and kept the previous one")
+                action = "skipped the preconditioner refresh and kept the previous one"
+                _warn(name, param, "is all zeros", action + _frozen_hint(param))
             # A Björck step scheduled with the refresh, and a rotation left
             # by the last one, need no gradient and still run.
             refresh = ""
@@ -1168,6 +1170,17 @@ def _cast_state(key: str, value: Any, param: torch.Tensor, state_dtype: torch.dt
         return value.to(dtype=torch.float32, device="cpu", copy=True)
     dtype = torch.promote_types(state_dtype, torch.float32) if key in _FLOAT32_KEYS else state_dtype
     return value.to(dtype=dtype, device=param.device, copy=True)
+
+
+def _frozen_hint(param: torch.Tensor) -> str:
+    """Return the advice for an all-zero gradient of a frozen parameter, or ``""`` for a trainable one."""
+    if param.requires_grad:
+        return ""
+    return (
+        ". The parameter has requires_grad=False, so backward() leaves its zeroed gradient at zero and this "
+        "warning repeats at its refreshes. zero_grad() with the default set_to_none=True sets the gradient to "
+        "None instead, and the step then skips the parameter without a warning"
+    )
 
 
 def _warn(name: str, param: torch.Tensor, problem: str, action: str) -> None:

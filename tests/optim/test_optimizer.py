@@ -434,6 +434,27 @@ def test_zero_gradient_keeps_preconditioner():
     assert state["step"].item() == 4
 
 
+def test_zero_gradient_of_frozen_weight_names_fix():
+    model = make_model()
+    optimizer = SpectralKron(model.named_parameters(), precondition_frequency=1)
+    train_steps(model, optimizer, 2)
+    model[0].weight.requires_grad_(False)
+    model[0].weight.grad.zero_()
+    with pytest.warns(PreconditionerWarning) as caught:
+        optimizer.step()
+    messages = [str(warning.message) for warning in caught]
+    frozen = [message for message in messages if "'0.weight'" in message]
+    assert len(frozen) == 1
+    assert "is all zeros" in frozen[0]
+    assert "requires_grad=False, so backward() leaves its zeroed gradient at zero" in frozen[0]
+    assert "zero_grad() with the default set_to_none=True sets the gradient to None" in frozen[0]
+    # A trainable weight with a zero gradient gets no such advice.
+    model[0].weight.requires_grad_(True)
+    with pytest.warns(PreconditionerWarning) as caught:
+        optimizer.step()
+    assert all("requires_grad" not in str(warning.message) for warning in caught)
+
+
 def test_zero_gradient_before_first_refresh():
     W = single_weight((6, 4), dtype=torch.float32)
     optimizer = SpectralKron([W])
