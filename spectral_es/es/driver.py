@@ -489,11 +489,29 @@ def new_progress(popsize: int | None) -> dict[str, Any]:
 
 
 def check_callback(callback: Any) -> None:
-    """Raise TypeError unless ``callback`` is callable or ``None``, naming the value."""
-    if callback is not None and not callable(callback):
+    """Raise TypeError unless ``callback`` is callable or ``None``, naming the value.
+
+    A function whose one required parameter is named ``xk`` is rejected
+    too: scipy passes such a callback the current point, where this one
+    would get the ESResult and fail later, far from the cause.
+    """
+    if callback is None:
+        return
+    if not callable(callback):
         raise TypeError(
             f"callback must be callable or None, got {callback!r}; pass a function of the current ESResult, "
             "for example lambda result: result.nfev > 1000, which stops the run when it returns True"
+        )
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return
+    required = [p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if required == ["xk"]:
+        raise TypeError(
+            f"callback {getattr(callback, '__name__', callback)!r} takes xk, scipy's current point, but it is "
+            "called with the current ESResult; pass the current point by wrapping it, "
+            "callback=lambda result: cb(result.mean), or rename the parameter and read the result's fields"
         )
 
 

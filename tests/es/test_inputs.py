@@ -494,3 +494,32 @@ def test_failing_iterator_keeps_population_pending(asked):
         es.tell(X, values_then_failure())
     es.tell(X, sphere(X))
     assert es.nit == 1
+
+
+def test_scipy_xk_callback_rejected_before_evaluation(tmp_path):
+    # scipy passes callback(xk) the current point; here a callback gets the ESResult, so a
+    # function written for scipy would fail later with an unrelated TypeError.
+    calls = []
+
+    def counted(x):
+        calls.append(x)
+        return sphere(x)
+
+    def scipy_callback(xk):
+        return float(np.sum(xk - 1)) < 0
+
+    message = r"callback 'scipy_callback' takes xk, scipy's current point.*lambda result: cb\(result.mean\)"
+    with pytest.raises(TypeError, match=message):
+        minimize(counted, np.zeros(3), 1.0, callback=scipy_callback)
+    with pytest.raises(TypeError, match=message):
+        SpectralES(np.zeros(3), 1.0).optimize(counted, callback=scipy_callback)
+    with pytest.raises(TypeError, match=message):
+        resume(counted, tmp_path / "missing.npz", callback=scipy_callback)
+    assert calls == []
+
+    # The documented wrapper, and other parameter names, run as before.
+    points = []
+    result = minimize(sphere, np.zeros(3), 1.0, seed=0, max_evals=60, callback=lambda r: points.append(r.mean))
+    assert len(points) == result.nit
+    stopped = minimize(sphere, np.zeros(3), 1.0, seed=0, callback=lambda x: True)  # only the name xk is scipy's
+    assert stopped.stop == {"callback": True}
