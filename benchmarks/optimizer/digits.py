@@ -18,8 +18,9 @@ Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
     python -m benchmarks.optimizer.digits --full --seeds 10 --models convnet \
         --optimizers SOAP SpectralKron "SpectralKron truncated" "SpectralKron Frobenius cap" \
         "SpectralKron adam graft" --record digits_seed_check   # the seed check on RESULTS.md
-    python -m benchmarks.optimizer.digits --full --dtypes float32 \
-        --optimizers SOAP "SpectralKron bf16 state, T=10" --record digits_fast_check
+    python -m benchmarks.optimizer.digits --full --dtypes float32 --seeds 10 --sweep-seeds 5 \
+        --optimizers SOAP "SpectralKron bf16 state, T=10" "SpectralKron bf16 state, T=4" \
+        --record digits_fast_check   # the float32 models with bfloat16 state
 
 The full run takes 10-20 minutes on 2 busy cores, most of it in Shampoo and
 SpectralKron on the convnet; the quick one writes ``results/quick/`` only.

@@ -33,6 +33,7 @@ VARIANTS = {
     "SpectralKron T=10": {"precondition_frequency": 10, "precond_lr": 0.3},
     "SpectralKron bf16 state": {"state_dtype": torch.bfloat16},
     "SpectralKron bf16 state, T=10": {"state_dtype": torch.bfloat16, "precondition_frequency": 10, "precond_lr": 0.3},
+    "SpectralKron bf16 state, T=4": {"state_dtype": torch.bfloat16, "precondition_frequency": 4, "precond_lr": 0.2},
     "SpectralKron rms graft": {"graft": "rms"},
     "SpectralKron adam graft": {"graft": "adam"},
     "SpectralKron full": {"max_precond_dim": 4096},

@@ -20,8 +20,8 @@ Variants of SpectralKron (see ``peers.VARIANTS``): the default (each factor
 refreshed every 2 steps, sides longer than 2048 diagonal), ``T=10`` (every
 10 steps, precond_lr 0.3), ``adam graft`` (graft="adam": Adam's full
 second moment instead of the factored one), ``bf16 state`` (float32 weights, bfloat16
-momentum and eigenbases), ``bf16 state, T=10`` (both changes) and ``full`` (a full
-4096 x 4096 factor).
+momentum and eigenbases), ``bf16 state, T=10`` (both changes), ``bf16 state, T=4``
+(bfloat16 state, every 4 steps, precond_lr 0.2) and ``full`` (a full 4096 x 4096 factor).
 
 Run from the repository root (needs ``pip install -e ".[optim-bench]"``):
 
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.full:
                 names.append("SpectralKron adam graft")
             if args.full and dtype == torch.float32:
-                names += ["SpectralKron bf16 state", "SpectralKron bf16 state, T=10"]
+                names += ["SpectralKron bf16 state", "SpectralKron bf16 state, T=10", "SpectralKron bf16 state, T=4"]
             if args.full and max(shape) > 2048:
                 names.append("SpectralKron full")
             for name, summary in time_steps(names, shape, dtype, args.steps).items():

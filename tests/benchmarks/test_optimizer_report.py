@@ -35,16 +35,38 @@ def test_seed_check_row_has_own_verdict():
 
 
 def test_fast_check_row_compares_variant():
-    # The fast check's rows compare its variant, not the default, with the
-    # SOAP of the same record: medians 0.03 and 0.02 give 1.50.
+    # The fast check's rows compare each of its variants, not the default, with
+    # the SOAP of the same record: medians 0.03 and 0.02 give 1.50, 0.018 and 0.02 give 0.90.
     main = _digits(3, _runs(0.02, 0.02, 0.02), _runs(0.04, 0.04, 0.04))
+    slow_period, fast_period = report.FAST_VARIANTS
     fast = {
         "seeds": 3,
-        "cases": {"convnet/float32": {report.FAST_VARIANT: _runs(0.03, 0.03, 0.03), "SOAP": _runs(0.02, 0.02, 0.02)}},
+        "cases": {
+            "convnet/float32": {
+                slow_period: _runs(0.03, 0.03, 0.03),
+                fast_period: _runs(0.018, 0.018, 0.018),
+                "SOAP": _runs(0.02, 0.02, 0.02),
+            }
+        },
     }
     lines = report.targets_section(None, main, None, fast)
     assert _row(lines, "convnet/float32").endswith("| 0.50 (yes) |")
     assert _row(lines, "convnet/float32 (bf16 state, T=10)").endswith("| 1.50 (no) |")
+    assert _row(lines, "convnet/float32 (bf16 state, T=4)").endswith("| 0.90 (yes) |")
+
+
+def test_fast_check_without_a_variant_has_no_row():
+    # A fast check run without one of the variants lists only those it ran.
+    main = _digits(3, _runs(0.02, 0.02, 0.02), _runs(0.04, 0.04, 0.04))
+    fast = {
+        "seeds": 3,
+        "cases": {
+            "convnet/float32": {report.FAST_VARIANTS[0]: _runs(0.03, 0.03, 0.03), "SOAP": _runs(0.02, 0.02, 0.02)}
+        },
+    }
+    lines = report.targets_section(None, main, None, fast)
+    assert _row(lines, "convnet/float32 (bf16 state, T=10)").endswith("| 1.50 (no) |")
+    assert not [line for line in lines if "T=4" in line]
 
 
 def test_failed_run_drops_the_ratio():
