@@ -569,6 +569,7 @@ def write_page() -> None:
             "step-time tables.",
             "",
         ] + digits_section(fast_check)
+        lines += ["### Learning-rate sweep of the fast check", ""] + sweep_section(fast_check)
     if orthogonality:
         plot_orthogonality(orthogonality)
         lines += ["## Orthogonality", "", "![orthogonality](figures/orthogonality.png)", ""]
