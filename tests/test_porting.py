@@ -183,8 +183,28 @@ def test_result_rows():
     assert np.array_equal(result.mean, es.feasible_mean)
     assert np.array_equal(result.history["std"][-1], es.coordinate_std())
     assert result.stop == es.stop()
-    with pytest.raises(TypeError, match="not subscriptable"):
+
+    # pycma's result is a named tuple: here a position raises, and so does unpacking.
+    with pytest.raises(TypeError, match=r"result\['x'\] \(pycma's result\[0\]\)"):
         result[0]
+    with pytest.raises(TypeError, match=r"x, f = result.xbest, result.fbest"):
+        x, f = result
+
+
+def test_result_keys_row():
+    # scipy's OptimizeResult is a dict: result["x"] reads a field, and an unknown key raises KeyError.
+    reference = scipy_optimize.minimize(sphere, X0, method="Nelder-Mead", options={"maxfev": 50})
+    assert reference["x"] is reference.x
+
+    result = minimize(sphere, X0, 0.5, seed=0, max_evals=50)
+    for key in ("x", "fun", "success", "message", "nfev", "nit", "xbest", "history"):
+        assert result[key] is getattr(result, key) or result[key] == getattr(result, key)
+    with pytest.raises(KeyError, match="'status'; scipy's status: success says"):
+        result["status"]
+    with pytest.raises(KeyError, match="'evals'; the names are xbest, fbest, mean"):
+        result["evals"]
+    with pytest.raises(KeyError, match="no field '__class__'"):
+        result["__class__"]
 
 
 def test_fmin2_row():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,6 +90,32 @@ class ESResult:
 
         def __getattr__(self, name: str) -> Any:
             return handle_missing_attribute(self, name, _FOREIGN_ATTRIBUTES)
+
+    def __getitem__(self, key: str) -> Any:
+        """Return the field or property named ``key``, as ``scipy.optimize.OptimizeResult`` (a dict) does.
+
+        ``result["x"]`` is ``result.x``. An unknown name raises ``KeyError``,
+        which lists the names, or for a pycma or scipy name says which to
+        use. A position (pycma's ``result[0]``) raises ``TypeError``, because
+        a result is not a tuple.
+        """
+        if not isinstance(key, str):
+            raise TypeError(
+                f"ESResult is not a sequence, so result[{key!r}] has no meaning; read the fields by name, such as "
+                "result.xbest or result['x'] (pycma's result[0]) and result.fbest or result['fun'] (result[1])"
+            )
+        names = [item.name for item in fields(self)] + ["x", "fun", "success", "message"]
+        if key in names:
+            return getattr(self, key)
+        hint = _FOREIGN_ATTRIBUTES.get(key, f"the names are {', '.join(names)}")
+        raise KeyError(f"ESResult has no field {key!r}; {hint}")
+
+    def __iter__(self) -> Iterator[Any]:
+        """Raise ``TypeError``: a result unpacks by name, not by position as pycma's named tuple does."""
+        raise TypeError(
+            "ESResult is not iterable, so it does not unpack as pycma's result tuple does; read the fields by "
+            "name, such as x, f = result.xbest, result.fbest"
+        )
 
     @property
     def x(self) -> np.ndarray:
