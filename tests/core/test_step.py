@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -155,6 +156,23 @@ def test_equal_eigenvalues_rotate_by_exact_pair_angle():
     assert np.all(np.isfinite(d_new))
 
 
+def test_pair_rotation_uses_forgetting_rate():
+    # Distinct d, gamma = 1: the updated matrix (1 - beta gamma) diag(d) +
+    # beta Q has eigenvectors at the Jacobi angle of its own gap, and the
+    # exact Cayley map of the 2 x 2 generator tan(theta / 2) rotates by
+    # exactly theta. A gap without the factor 1 - beta gamma turns the pair
+    # by 0.065 rad too little here, which leaves an off-diagonal entry of
+    # about 0.06. Rounding of a 2 x 2 solve and products of entries below 2
+    # stays within a few eps.
+    d = np.array([1.0, 1.5])
+    Q = np.array([[0.3, 0.8], [0.8, 1.2]])
+    beta, gamma = 0.4, 1.0
+    _, B_new = spectral_step(d, np.eye(2), Q, beta, gamma)
+    target = (1 - beta * gamma) * np.diag(d) + beta * Q
+    off_diagonal = (B_new.T @ target @ B_new)[0, 1]
+    assert abs(off_diagonal) < 1e-14
+
+
 def test_near_equal_eigenvalues_stay_sensible(rng):
     # A gap of 1e-12 makes the first-order generator ~1e11 for beta = 1e-3.
     n = 6
@@ -190,6 +208,36 @@ def test_truncated_step_caps_generator_norm(rng):
     rotation = B.T @ B_capped
     # A generator of norm 1e-3 rotates by about 2e-3 in Frobenius norm.
     assert np.linalg.norm(rotation - np.eye(20)) < 2.1e-3
+
+
+def test_truncated_step_without_coupling_keeps_basis(rng):
+    # A diagonal Q couples no pair, so the generator is zero and the
+    # default cap of the truncated map divides by its zero norm. The floor
+    # on that norm keeps the step free of a divide-by-zero warning and the
+    # basis exactly as it was (B + B 0).
+    d, B, _ = random_problem(rng, n=6)
+    Q = np.diag(rng.uniform(0.5, 2.0, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d_new, B_new = spectral_step(d, B, Q, 0.1, method="truncated")
+        capped = cap_generator_norm(np.zeros((6, 6)), 0.25)
+    np.testing.assert_array_equal(B_new, B)
+    np.testing.assert_array_equal(capped, np.zeros((6, 6)))
+    np.testing.assert_allclose(d_new, eigenvalue_step(d, np.diag(Q), 0.1), rtol=0, atol=0)
+
+
+def test_spectral_norm_of_general_matrix(rng):
+    # spectral_norm_estimate takes any square N, not only a generator. Here
+    # N = U diag(s) V^T with unrelated U and V, top singular value 1 and the
+    # rest at most 0.5, so 10 power steps on N^T N leave a relative error of
+    # about (0.5^2)^10 = 1e-6. Power steps on N N instead, which give the
+    # same value for a skew or symmetric N, miss it by far here.
+    n = 16
+    singular_values = np.concatenate([[1.0], rng.uniform(0.0, 0.5, n - 1)])
+    N = random_orthogonal(rng, n) @ np.diag(singular_values) @ random_orthogonal(rng, n).T
+    estimate = float(spectral_norm_estimate(N))
+    assert estimate <= 1.0 + 1e-12
+    assert estimate == pytest.approx(1.0, rel=1e-5)
 
 
 @pytest.mark.parametrize("n", [2, 16, 128])
@@ -362,3 +410,15 @@ def test_max_log_step_bounds_eigenvalue_change():
     d_cut, B_cut = spectral_step(d, np.eye(3), Q + 0.1, 1.0, max_log_step=2.0)
     np.testing.assert_array_equal(B_full, B_cut)
     assert d_cut[0] < d_full[0]
+
+
+def test_max_log_step_with_forgetting():
+    # With beta = 0.5 and gamma = 1 the log-change is beta (q_i / d_i -
+    # gamma): 0.5 (40 - 1) = 19.5 and 0.5 (2 - 1) = 0.5 are cut to the cap
+    # 0.2, and 0.5 (1.2 - 1) = 0.1 stays. A clip that dropped gamma would
+    # give 0.2 - beta gamma = -0.3, and one that dropped 1 / beta gives
+    # beta * 0.2 = 0.1. Each log of exp rounds to a few eps of d.
+    d = np.array([0.5, 1.0, 2.0])
+    Q = np.diag([20.0, 2.0, 2.4])
+    capped, _ = spectral_step(d, np.eye(3), Q, 0.5, 1.0, max_log_step=0.2)
+    np.testing.assert_allclose(np.log(capped / d), [0.2, 0.2, 0.1], rtol=1e-13)
