@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 import spectral_es.core.kron as kron_module
-from spectral_es.core import cayley_truncated, matrix_power, orthogonality_defect, rotation_generator
+from spectral_es.core import (
+    cayley_exact,
+    cayley_truncated,
+    matrix_power,
+    orthogonality_defect,
+    rotation_generator,
+    squarings_needed,
+)
 from spectral_es.core.kron import (
     kron_curvature,
     kron_factor_step,
@@ -445,3 +452,155 @@ def test_float16_preconditioning_accepts_stacks():
             stack["d_C"][i], stack["B_C"][i], stack["d_K"][i], stack["B_K"][i], stack["alpha"][i], stack["G"][i], 2.0
         )
         torch.testing.assert_close(D[i].double(), expected, rtol=4e-3, atol=4e-3 * expected.abs().max().item())
+
+
+def test_factor_pair_rotation_diagonalises_update():
+    # Two eigenvalues and B = I: with Q = W / (alpha kappa) the generator's
+    # Jacobi angle, taken from the current d, diagonalises the updated
+    # matrix (1 - beta gamma) diag(d) + beta Q exactly, as in spectral_step.
+    # A generator built from the recentred new d misses that angle by about
+    # 0.05 rad here. Rounding of a 2 x 2 solve and products of entries below
+    # 2 stays within a few eps.
+    d = np.array([0.8, 1.25])
+    alpha, kappa, beta, gamma = 0.7, 3, 0.4, 1.0
+    Q = np.array([[0.3, 0.8], [0.8, 1.2]])
+    _, B_new, _ = kron_factor_step(d, np.eye(2), alpha * kappa * Q, alpha, kappa, beta, gamma)
+    target = (1 - beta * gamma) * np.diag(d) + beta * Q
+    off_diagonal = (B_new.T @ target @ B_new)[0, 1]
+    assert abs(off_diagonal) < 1e-14
+
+
+def test_damping_shifts_curvature_diagonal(rng):
+    # damping is added to the diagonal of Q = W / (alpha kappa), so it must
+    # act as W + alpha kappa damping I. The shift is the same on every
+    # diagonal entry and cancels in the generator's gaps, so the two calls
+    # differ by rounding of the shifted diagonal only, a few eps relative.
+    n, alpha, kappa, beta, damping = 5, 0.7, 3, 0.2, 0.5
+    d, B, _, _, _ = random_factors(rng, n, 2)
+    X = rng.standard_normal((n, n))
+    W = X @ X.T
+    damped = kron_factor_step(d, B, W, alpha, kappa, beta, damping=damping)
+    shifted = kron_factor_step(d, B, W + alpha * kappa * damping * np.eye(n), alpha, kappa, beta)
+    np.testing.assert_allclose(damped[0], shifted[0], rtol=1e-13)
+    np.testing.assert_allclose(damped[1], shifted[1], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(damped[2], shifted[2], rtol=1e-13)
+
+
+def test_factor_log_step_cap_with_forgetting():
+    # A diagonal factor with alpha = kappa = 1, so q = W. With beta = 0.5
+    # and gamma = 1 the log-changes beta (q_i / d_i - gamma) are 19.5, 0.5
+    # and 0.1. The cap 0.2 cuts the first two, and recentring then
+    # subtracts their mean 0.5 / 3 (mean(log d) is 0 here). A clip without
+    # gamma would give 0.2 - beta gamma = -0.3 and one without 1 / beta
+    # gives beta * 0.2 = 0.1. Logs and exps round to a few eps.
+    d = np.array([0.5, 1.0, 2.0])
+    W = np.array([20.0, 2.0, 2.4])
+    d_new, _, rate = kron_factor_step(d, None, W, 1.0, 1, 0.5, 1.0, max_log_step=0.2)
+    assert float(rate) == pytest.approx(0.5 / 3, rel=1e-13)
+    np.testing.assert_allclose(np.log(d_new / d), np.array([0.2, 0.2, 0.1]) - 0.5 / 3, rtol=0, atol=1e-14)
+
+
+def test_factor_rate_for_unnormalised_eigenvalues():
+    # The rate is the change of mean(log d) before recentring, beta mean(m),
+    # also when prod(d) = 8 instead of 1, and d_new has prod 1 again. Each
+    # quantity is a few logs and exps of numbers of order 1, a few eps each.
+    d = np.array([1.0, 2.0, 4.0])
+    W = np.array([1.5, 1.0, 6.0])
+    beta, gamma = 0.3, 1.0
+    d_new, _, rate = kron_factor_step(d, None, W, 1.0, 1, beta, gamma)
+    m = (W - gamma * d) / d
+    assert float(rate) == pytest.approx(beta * np.mean(m), rel=1e-13)
+    assert abs(np.sum(np.log(d_new))) < 1e-14
+    np.testing.assert_allclose(d_new, d * np.exp(beta * m) / np.exp(np.mean(np.log(d)) + rate), rtol=1e-14)
+
+
+def test_exact_map_ignores_squarings(rng):
+    # Squarings belong to the truncated map only: the exact map caps the
+    # long generator (norm 1 to 2) at 0.25 for any max_squarings, and
+    # does not let it through at 0.25 * 2^s. Both sides solve the same
+    # 8 x 8 system, so they agree to a few rounding steps per entry.
+    n, kappa = 8, 5
+    d, W, N = long_generator_problem(rng, n, kappa)
+    _, B, _ = kron_factor_step(
+        d, np.eye(n), W, 1.0, kappa, 1.0, method="exact", max_generator_norm=0.25, max_squarings=4
+    )
+    np.testing.assert_allclose(B, cayley_exact(N * 0.25 / np.linalg.norm(N)), atol=100 * n * EPS64)
+
+
+def test_spectral_cap_counts_squarings_in_spectral_norm(rng):
+    # With cap_norm="spectral" the number of squarings comes from the
+    # spectral norm estimate too. This generator has Frobenius norm 1.79 and
+    # spectral norm 1.09, so at the cap 0.3 it needs 2 squarings, not the
+    # 3 that the Frobenius norm would need. Same tolerance as the tests above.
+    n, kappa, cap = 8, 5, 0.3
+    d, W, N = long_generator_problem(rng, n, kappa)
+    squarings = squarings_needed(N, cap, 4, "spectral")
+    assert squarings < squarings_needed(N, cap, 4, "frobenius")
+    _, B, _ = kron_factor_step(
+        d,
+        np.eye(n),
+        W,
+        1.0,
+        kappa,
+        1.0,
+        method="truncated",
+        max_generator_norm=cap,
+        cap_norm="spectral",
+        max_squarings=4,
+    )
+    capped = N * min(1.0, cap * 2**squarings / float(spectral_norm_estimate(N)))
+    np.testing.assert_allclose(B, cayley_truncated(capped, squarings=squarings), atol=100 * n * EPS64)
+
+
+def test_kron_step_composes_factor_steps(rng):
+    # kron_step is one kron_factor_step per factor, both curvatures from the
+    # current factors, and alpha moved by the mean of the two rates. With
+    # damping the rates differ (mean(damping / d) differs between the
+    # factors), so a step that used one rate for both shows. The same
+    # operations run in the same order, so 1e-14 leaves room for rounding.
+    n, m, beta, damping = 5, 3, 0.2, 0.3
+    d_C, B_C, d_K, B_K, alpha = random_factors(rng, n, m)
+    G = rng.standard_normal((n, m))
+    Y = kron_rotate(B_C, G, B_K)
+    W_C = kron_curvature(Y, d_K)
+    W_K = kron_curvature(Y.T, d_C)
+    expected_C = kron_factor_step(d_C, B_C, W_C, alpha, m, beta, damping=damping)
+    expected_K = kron_factor_step(d_K, B_K, W_K, alpha, n, beta, damping=damping)
+    assert abs(float(expected_C[2]) - float(expected_K[2])) > 1e-3
+
+    new = kron_step(d_C, B_C, d_K, B_K, alpha, G, beta, damping=damping)
+    expected = (*expected_C[:2], *expected_K[:2], alpha * np.exp((expected_C[2] + expected_K[2]) / 2))
+    for name, got, want in zip(("d_C", "B_C", "d_K", "B_K", "alpha"), new, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("full", [(True, True), (True, False), (False, True), (False, False)])
+def test_precondition_diagonal_factor_is_identity(rng, full):
+    # A None basis stands for the identity, so it must precondition as an
+    # explicit identity matrix does. Products with I are exact, and the
+    # paths differ only in the order of the scaling, a few eps relative.
+    d_C, _, d_K, _, alpha = random_factors(rng, 4, 3)
+    V = rng.standard_normal((4, 3))
+    B_C, B_K = (np.eye(4) if full[0] else None), (np.eye(3) if full[1] else None)
+    expected = kron_precondition(d_C, np.eye(4), d_K, np.eye(3), alpha, V, 4.0, 0.3)
+    np.testing.assert_allclose(kron_precondition(d_C, B_C, d_K, B_K, alpha, V, 4.0, 0.3), expected, rtol=1e-14)
+
+
+@requires_torch
+def test_precondition_float16_root_and_eps(rng):
+    # The float16 path divides V by alpha^(1/p) first, so eps enters as
+    # eps alpha^(-1/p) next to the relative roots (d_C,i d_K,j)^(1/p). Here
+    # p = 4, alpha = 1e4 and eps = 1 make eps about a tenth of each
+    # eigenvalue root, and d ranges over e^(+-1). In float64, eps not scaled
+    # by alpha^(-1/p) moved the result by 47% of its largest entry and the
+    # square root of d_C in place of the 4th root by 14%. float16 rounds to
+    # 2^-11 relative per operation, and 1% of the largest entry covers a few.
+    d_C, B_C, d_K, B_K, _ = random_factors(rng, 6, 4)
+    alpha, V = 1e4, rng.standard_normal((6, 4))
+    expected = kron_precondition(d_C, B_C, d_K, B_K, alpha, V, 4.0, 1.0)
+    half = lambda a: torch.tensor(a, dtype=torch.float16)  # noqa: E731
+    got = kron_precondition(
+        torch.tensor(d_C), half(B_C), torch.tensor(d_K), half(B_K), torch.tensor(alpha), half(V), 4.0, 1.0
+    )
+    assert got.dtype == torch.float16
+    np.testing.assert_allclose(got.double().numpy(), expected, rtol=0, atol=1e-2 * np.abs(expected).max())
