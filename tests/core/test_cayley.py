@@ -177,7 +177,7 @@ def test_truncated_cayley_rejects_squarings_type(squarings):
         cayley_truncated(np.zeros((2, 2)), squarings=squarings)
 
 
-@pytest.mark.parametrize("order", [0, 3, 6])
+@pytest.mark.parametrize("order", [0, 1, 3, 6])
 def test_truncated_cayley_rejects_bad_order(order):
     with pytest.raises(ValueError, match=f"cayley_truncated: invalid order {order}; use a power of two >= 2"):
         cayley_truncated(np.zeros((2, 2)), order=order)
@@ -270,3 +270,12 @@ def test_truncated_rotate_with_squarings_equals_product(rng, squarings):
     expected = B @ np.linalg.matrix_power(R, 2**squarings)
     actual = rotate(B, N, method="truncated", squarings=squarings)
     np.testing.assert_allclose(actual, expected, atol=100 * n * EPS64)
+
+
+def test_orthogonality_defect_of_tall_matrix(rng):
+    # For B of shape (m, n) the defect is ||B^T B - I_n||_F, so orthonormal
+    # columns give 0 up to the rounding of the product, a few eps, and 2 B
+    # gives ||3 I_4||_F = 6.
+    B = random_orthogonal(rng, 7)[:, :4]
+    assert orthogonality_defect(B) < 1e-14
+    assert orthogonality_defect(2 * B) == pytest.approx(3 * np.sqrt(4), rel=1e-13)

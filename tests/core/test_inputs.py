@@ -262,6 +262,10 @@ def test_mixed_numpy_dtypes_are_rejected(rng):
         spectral_step(d, B, Q.astype(np.float32), 0.1)
     with pytest.raises(TypeError, match="rotate: N has dtype float32 but B has dtype float64"):
         rotate(B, generator(rng).astype(np.float32))
+    # numpy would promote a float32 V silently, and torch's product would
+    # raise its own error, so the check names V for both.
+    with pytest.raises(TypeError, match="apply_power: V has dtype float32 but d has dtype float64"):
+        apply_power(d, B, np.ones(6, dtype=np.float32), 0.5)
 
 
 def test_numpy_float16_exact_map_names_fix(rng):
@@ -316,6 +320,12 @@ def test_mismatched_sizes_are_rejected(rng):
         kron_step(d, B, d, B, 1.0, np.ones((4, 3)), 0.1)
     with pytest.raises(ValueError, match=r"W has shape \(4, 4\); expected a vector"):
         kron_factor_step(d, None, Q, 1.0, 3, 0.1)
+    # Without these checks the products would fail with the library's own
+    # message (a RuntimeError in torch) instead of naming the argument.
+    with pytest.raises(ValueError, match=r"apply_power: V has shape \(3, 2\); expected \(4,\) or \(4, k\)"):
+        apply_power(d, B, np.ones((3, 2)), 0.5)
+    with pytest.raises(ValueError, match=r"rotate: N has shape \(3, 3\), but another input requires \(4, 4\)"):
+        rotate(B, generator(rng, 3))
 
 
 # ---------------------------------------------------------------- libraries
