@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from spectral_es import SpectralES, minimize
 from spectral_es.es import EvaluationError, resume
-from spectral_es.es.bounds import Bounds, BoxBounds, integer_min_std
+from spectral_es.es.bounds import Bounds, BoxBounds, Domain, integer_min_std
 from spectral_es.functions import sphere
 
 # Lower and upper bounds with every kind of coordinate: a box, a narrow box,
@@ -359,3 +360,69 @@ def test_two_variable_box_survives_checkpoint_and_restart(tmp_path):
     assert np.allclose(result.xbest, [0.0, 1.0], atol=1e-2)  # the corner of the box nearest 0
     reference = minimize(sphere, [1.0, 2.0], 0.5, **settings)
     assert result.fbest == reference.fbest
+
+
+@pytest.mark.parametrize(("lower", "upper"), [(0.0, 10.0), (-3.0, 7.0), (0.0, 0.04)])
+def test_zone_widths_follow_pycma_rule(lower, upper):
+    # a = min((u - l) / 2, (1 + |bound|) / 20) on each side: y = l - a_l
+    # lands on l, y = u + a_u on u, and l + a_l and u - a_u are the ends of
+    # the identity part. In the box of width 0.04 the width bounds both
+    # zones, so they meet at the midpoint. The periodic fold moves y by a
+    # few ulps of the bounds (below 1e-14 for bounds up to 10), and a wrong
+    # zone width moves these points by 1e-3 or more.
+    box = BoxBounds(lower, upper, 1)
+    width = upper - lower
+    a_lower = min(width / 2, (1 + abs(lower)) / 20)
+    a_upper = min(width / 2, (1 + abs(upper)) / 20)
+    y = np.array([lower - a_lower, upper + a_upper, lower + a_lower, upper - a_upper])
+    expected = [lower, upper, lower + a_lower, upper - a_upper]
+    np.testing.assert_allclose(box.transform(y[:, None])[:, 0], expected, rtol=0, atol=1e-14)
+
+
+def test_contains_includes_the_bounds():
+    box = BoxBounds([0.0, -1.0], [1.0, 2.0], 2)
+    assert box.contains(np.array([[0.0, 2.0], [1.0, -1.0]])).tolist() == [True, True]
+    assert box.contains(np.array([[1.0 + 1e-12, 0.0], [0.5, -1.0 - 1e-12]])).tolist() == [False, False]
+
+
+def test_start_maps_to_x0_near_bound():
+    # The mean starts at the preimage of x0. In the quadratic zone (width
+    # 0.05 at the bound 0) that differs from x0 itself, which would map to
+    # 0.0125 for x0 = 0. Square root then square rounds to a few ulps of x0.
+    domain = Domain(2, bounds=(0.0, 10.0))
+    x0 = np.array([0.0, 0.01])
+    mean = domain.start(x0)
+    assert np.all(mean < x0)
+    np.testing.assert_allclose(domain.feasible(mean), x0, rtol=0, atol=1e-15)
+
+
+def test_integer_variable_with_one_whole_number():
+    # [0.5, 1.5] contains the single whole number 1, which is a valid domain.
+    es = SpectralES([1.0, 0.5], 0.1, integer_variables=[0], bounds=(0.5, 1.5), seed=0)
+    X = es.ask()
+    assert np.all(X[:, 0] == 1.0)
+
+
+def test_integer_rounding_leaves_samples_unchanged(rng):
+    # Without bounds the samples Y are the strategy's own, so rounding must
+    # work on a copy. Otherwise the update would learn from rounded points.
+    domain = Domain(3, integer_variables=[1])
+    Y = rng.standard_normal((5, 3))
+    original = Y.copy()
+    X = domain.feasible(Y)
+    np.testing.assert_array_equal(Y, original)
+    np.testing.assert_array_equal(X[:, 1], np.round(original[:, 1]))
+
+
+def test_integer_min_std_bounds_cell_exit_probability():
+    # With mueff = n the quantile term is the smallest of the three (0.178
+    # against 0.2 and 1). At that deviation a variable whose mean is at the
+    # centre of its unit cell leaves the cell, |std Z| > 1/2, with
+    # probability 2 / (2 + n + n_integer). pycma 4.x takes an approximate
+    # quantile there and gets a bound about 0.6% smaller. 1 - cdf near
+    # 0.9975 loses about three digits of float64, so 1e-9 is ample.
+    n, n_integer = 200, 200
+    std = integer_min_std(n, n_integer, float(n))
+    assert std < 0.2
+    exit_probability = 2 * (1 - NormalDist().cdf(0.5 / std))
+    assert exit_probability == pytest.approx(2 / (2 + n + n_integer), rel=1e-9)
