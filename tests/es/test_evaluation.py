@@ -6,7 +6,7 @@ import multiprocessing
 import pickle
 import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -253,6 +253,99 @@ def test_interrupt_cancels_queued_tasks():
     executor.pool.shutdown(wait=True)
     # The one worker had started at most the first task; the rest were queued.
     assert sum(future.cancelled() for future in executor.futures) >= len(X) - 2
+
+
+class InlineExecutor(Executor):
+    """Run each task inside submit, so every task has finished before evaluate waits."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
+def fails_on_rows(X, rows):
+    """Return an objective that raises ValueError at the given rows of X and returns 0.0 elsewhere."""
+    bad = {tuple(X[k]) for k in rows}
+
+    def objective(x):
+        if tuple(x) in bad:
+            raise ValueError("bad row")
+        return 0.0
+
+    return objective
+
+
+@pytest.mark.parametrize("executor", [None, InlineExecutor()], ids=["serial", "executor"])
+def test_repeated_rows_failure_names_row(executor):
+    # With repeats = 3 the evaluated array contains each row three times, and
+    # the error must name the row of X, not the position among the repeats.
+    with pytest.raises(EvaluationError) as caught:
+        evaluate(fails_on_rows(X, [2]), X[:4], repeats=3, executor=executor)
+    assert caught.value.index == 2
+    np.testing.assert_array_equal(caught.value.x, X[2])
+
+
+def test_executor_reports_first_failed_row():
+    # Every task has finished when evaluate waits, so rows 1 and 3 have
+    # both failed, and the first in row order is reported.
+    with pytest.raises(EvaluationError) as caught:
+        evaluate(fails_on_rows(X, [1, 3]), X[:5], executor=InlineExecutor())
+    assert caught.value.index == 1
+
+
+def test_failure_cancels_queued_tasks():
+    # One worker: row 0 fails at once and row 1 takes 0.2 s, so rows 2 to 8
+    # are still queued when the failure is seen, and must never run.
+    calls = []
+
+    def objective(x):
+        calls.append(x[0])
+        if x[0] == X[0, 0]:
+            raise ValueError("bad row")
+        time.sleep(0.2)
+        return 0.0
+
+    pool = ThreadPoolExecutor(1)
+    with pytest.raises(EvaluationError):
+        evaluate(objective, X, executor=pool)
+    pool.shutdown(wait=True)
+    assert len(calls) <= 2
+
+
+def test_vectorized_column_of_values_accepted():
+    values = evaluate(lambda A: sphere(A)[:, None], X, vectorized=True)
+    np.testing.assert_array_equal(values, evaluate(sphere, X))
+
+
+def test_vectorized_row_of_values_rejected():
+    with pytest.raises(ObjectiveValueError, match=r"one value per row, shape \(9,\), got shape \(1, 9\)"):
+        evaluate(lambda A: sphere(A)[None, :], X, vectorized=True)
+
+
+class PicklingErrorExecutor(Executor):
+    """Raise pickle.PicklingError on submit, as an executor that cannot send the task does."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        raise pickle.PicklingError("task rejected by the test executor")
+
+
+def test_pickling_error_named_as_not_sent():
+    # A PicklingError counts as a failure to send, whatever its message is.
+    with pytest.raises(EvaluationError, match="could not be sent to the executor"):
+        evaluate(sphere, X[:2], vectorized=True, executor=PicklingErrorExecutor())
+
+
+def test_error_point_is_a_copy():
+    # error.x must keep the failed point even when the caller reuses the array.
+    points = X[:3].copy()
+    with pytest.raises(EvaluationError) as caught:
+        evaluate(fails_on_rows(points, [1]), points)
+    points[:] = 0.0
+    np.testing.assert_array_equal(caught.value.x, X[1])
 
 
 # ---------------------------------------------------------------- Dask
