@@ -207,10 +207,15 @@ def _evaluate_on_executor(
         for x in inputs:
             futures.append(executor.submit(fun, x, *args))
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
-    except BaseException:
+    except BaseException as exception:
         # Interrupted (Ctrl-C) or the executor failed: drop the queued tasks.
         for future in futures:
             future.cancel()
+        # An executor that pickles the task inside submit raises there for a
+        # task it cannot send, and that task is the row being submitted.
+        k = len(futures)
+        if k < len(inputs) and isinstance(exception, Exception) and _is_pickling_error(exception):
+            raise _failure(exception, X[k], k // repeats, sent=True) from exception
         raise
 
     # The first failed row (in row order among the finished tasks) is

@@ -333,10 +333,13 @@ class PicklingErrorExecutor(Executor):
         raise pickle.PicklingError("task rejected by the test executor")
 
 
-def test_pickling_error_named_as_not_sent():
-    # A PicklingError counts as a failure to send, whatever its message is.
-    with pytest.raises(EvaluationError, match="could not be sent to the executor"):
-        evaluate(sphere, X[:2], vectorized=True, executor=PicklingErrorExecutor())
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_pickling_error_named_as_not_sent(vectorized):
+    # A PicklingError counts as a failure to send, whatever its message is,
+    # also when submit raises it for one row of the population.
+    with pytest.raises(EvaluationError, match="could not be sent to the executor") as caught:
+        evaluate(sphere, X[:2], vectorized=vectorized, executor=PicklingErrorExecutor())
+    assert caught.value.index == (None if vectorized else 0)
 
 
 def test_error_point_is_a_copy():
