@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 import subprocess
@@ -10,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from spectral_es import SpectralES, minimize
-from spectral_es.es.history import SCALAR_COLUMNS, CSVLog, History
+from spectral_es import NonFiniteObjectiveWarning, SpectralES, minimize
+from spectral_es.es.history import LOG_TAIL_BYTES, SCALAR_COLUMNS, CSVLog, History, log_tail_digest
 from spectral_es.functions import ellipsoid, rosenbrock
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -43,9 +44,11 @@ def test_rows_match_strategy_after_each_tell():
     assert np.all(es.history["iteration_time"] >= 0)
 
 
-def test_thinning_bounds_rows_and_keeps_newest():
+@pytest.mark.parametrize("max_rows", [8, 9])
+def test_thinning_bounds_rows_and_keeps_newest(max_rows):
+    # An odd max_rows is rounded down to an even one, so thinning halves it.
     es = SpectralES(np.ones(3), 1.0, seed=1)
-    es.history = History(3, max_rows=8)
+    es.history = History(3, max_rows=max_rows)
     for iteration in range(1, 101):
         X = es.ask()
         es.tell(X, ellipsoid(X))
@@ -67,6 +70,12 @@ def test_csv_round_trip_is_exact(tmp_path):
     for name in result.history.columns:
         assert np.array_equal(again[name], result.history[name], equal_nan=True), name
     assert again.stops == {0: "tol_x=0.001", 1: "tol_x=0.001"}
+    # Only the last row of each run carries its stop reasons, and the count
+    # columns are written as integers.
+    rows = path.read_text().splitlines()[1:]
+    stops = [row.split(",")[len(SCALAR_COLUMNS)] for row in rows]
+    assert [stop for stop in stops if stop] == ["tol_x=0.001", "tol_x=0.001"]
+    assert rows[0].split(",")[:3] == ["0", "1", str(result.history["evaluations"][0])]
 
 
 def test_log_rows_and_header(tmp_path):
@@ -197,3 +206,70 @@ def test_history_loads_pickle_of_full_buffers(monkeypatch):
     assert len(clone) == len(es.history)
     for name in es.history.columns:
         np.testing.assert_array_equal(clone[name], es.history[name], err_msg=name)
+
+
+def test_even_population_median_and_finite_mean():
+    # With 8 values the median is the mean of the middle two, and f_mean
+    # skips the non-finite values (stored as inf). The mean of 6 numbers
+    # rounds to a few eps.
+    es = SpectralES(np.ones(3), 1.0, seed=5, popsize=8)
+    X = es.ask()
+    f = ellipsoid(X)
+    f[[1, 4]] = np.inf
+    with pytest.warns(NonFiniteObjectiveWarning):
+        es.tell(X, f)
+    row = es.history.row(-1)
+    assert row["f_median"] == np.median(f)
+    assert row["f_mean"] == pytest.approx(np.mean(f[np.isfinite(f)]), rel=1e-15)
+
+
+def test_iteration_time_is_time_difference():
+    # Each row's iteration_time is the time since the previous row (since
+    # the run started for the first row), computed from the same floats.
+    es = SpectralES(np.ones(3), 1.0, seed=6)
+    for _ in range(5):
+        X = es.ask()
+        es.tell(X, ellipsoid(X))
+    time, iteration_time = es.history["time"], es.history["iteration_time"]
+    assert iteration_time[0] == time[0]
+    np.testing.assert_array_equal(iteration_time[1:], np.diff(time))
+
+
+def test_std_column_includes_stds_scaling():
+    es = SpectralES(np.ones(3), 1.0, seed=7, stds=[1.0, 10.0, 0.1])
+    X = es.ask()
+    es.tell(X, ellipsoid(X))
+    # Same arithmetic as coordinate_std, with B**2 reused between rotations.
+    np.testing.assert_allclose(es.history.row(-1)["std"], es.coordinate_std(), rtol=1e-15, atol=0)
+
+
+def test_restored_history_records_same_row():
+    # max_rows = 4 and 6 iterations leave stride 2 and the off-grid row of
+    # iteration 6, which the next record replaces. A history restored from
+    # its state_dict must record the same next row, iteration_time included.
+    es = SpectralES(np.ones(3), 1.0, seed=8)
+    es.history = History(3, max_rows=4)
+    for _ in range(6):
+        X = es.ask()
+        es.tell(X, ellipsoid(X))
+    assert es.history["iteration"].tolist() == [1, 3, 5, 6]
+    restored = History(3)
+    restored.load_state_dict(es.history.state_dict())
+    elapsed = es.history["time"][-1] + 0.5
+    es.history.record(es, elapsed)
+    restored.record(es, elapsed)
+    assert len(restored) == len(es.history)
+    for name in es.history.columns:
+        np.testing.assert_array_equal(restored[name], es.history[name], err_msg=name)
+
+
+@pytest.mark.parametrize("size", [100, 10_000])
+def test_log_tail_digest_hashes_last_bytes(tmp_path, size):
+    # The digest is the SHA-256 of the last LOG_TAIL_BYTES bytes before the
+    # offset, or of all bytes of a shorter file.
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path = tmp_path / "log.csv"
+    path.write_bytes(data)
+    with open(path, "rb") as file:
+        digest = log_tail_digest(file, size)
+    assert digest == hashlib.sha256(data[max(0, size - LOG_TAIL_BYTES) :]).hexdigest()
