@@ -2,11 +2,12 @@
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
 
-from spectral_es import minimize
+from spectral_es import NonFiniteObjectiveWarning, minimize
 from spectral_es.es import EvaluationError, resume
 from spectral_es.es import checkpoint as checkpoints
 from spectral_es.es.restarts import is_last_run, next_run
@@ -305,3 +306,23 @@ def test_resume_of_summaries_without_mean(tmp_path):
     resumed = resume(sphere, tmp_path / "a.npz", check_function=False)
     assert resumed.restarts[0]["mean"] is None
     assert [run["mean"] for run in resumed.restarts[1:]] == [run["mean"] for run in reference.restarts[1:]]
+
+
+def test_nonfinite_count_spans_restarts():
+    # result.n_nonfinite counts the non-finite values of all runs. The
+    # objective is inf for x[0] > 0.5, so samples from x0 = 0 with
+    # sigma0 = 1 often return inf, in the later runs too (checked below).
+    values = []
+
+    def sphere_with_wall(x):
+        value = np.inf if x[0] > 0.5 else float(np.sum(x**2))
+        values.append(value)
+        return value
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteObjectiveWarning)
+        result = minimize(sphere_with_wall, np.zeros(2), 1.0, seed=0, restarts=2, tol_x=1e-3)
+    assert len(result.restarts) == 3
+    assert result.n_nonfinite == int(np.sum(np.isinf(values)))
+    first_run = result.restarts[0]["nfev"]
+    assert np.any(np.isinf(values[first_run:]))  # later runs add to the count
