@@ -500,3 +500,23 @@ def test_checkpoint_file_mode_follows_umask_and_target(tmp_path):
     path.chmod(0o604)
     es.save(path)
     assert path.stat().st_mode & 0o777 == 0o604
+
+
+def test_write_read_round_trips_plain_values(tmp_path):
+    # numpy scalars become JSON numbers and tuples lists, arrays inside a
+    # tuple stay arrays, and a dictionary whose keys include "__array__"
+    # next to others is data, not an array reference.
+    path = tmp_path / "tree.npz"
+    tree = {
+        "count": np.int64(3),
+        "flag": np.bool_(True),
+        "pair": (np.arange(2.0), 1),
+        "user": {"__array__": "x", "other": 1},
+    }
+    checkpoint.write(path, tree)
+    restored = checkpoint.read(path)
+    assert restored["count"] == 3
+    assert restored["flag"] is True
+    np.testing.assert_array_equal(restored["pair"][0], np.arange(2.0))
+    assert restored["pair"][1] == 1
+    assert restored["user"] == {"__array__": "x", "other": 1}
