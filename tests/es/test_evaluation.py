@@ -298,21 +298,25 @@ def test_executor_reports_first_failed_row():
 
 
 def test_failure_cancels_queued_tasks():
-    # One worker: row 0 fails at once and row 1 takes 0.2 s, so rows 2 to 8
-    # are still queued when the failure is seen, and must never run.
+    # One worker: row 0 fails at once, and row 1, if the worker starts it,
+    # waits until evaluate has returned. Rows 2 to 8 are therefore still
+    # queued when the failure is seen, and must never run.
     calls = []
+    release = threading.Event()
 
     def objective(x):
         calls.append(x[0])
         if x[0] == X[0, 0]:
             raise ValueError("bad row")
-        time.sleep(0.2)
+        release.wait(timeout=30)
         return 0.0
 
     pool = ThreadPoolExecutor(1)
     with pytest.raises(EvaluationError):
         evaluate(objective, X, executor=pool)
+    release.set()
     pool.shutdown(wait=True)
+    assert calls[0] == X[0, 0]
     assert len(calls) <= 2
 
 
