@@ -216,7 +216,7 @@ def rotate(B: Any, N: Any, *, method: str = "exact", order: int = 8, squarings: 
     """
     check_arrays("rotate", B=B, N=N)
     check_matrix("rotate", "B", B)
-    check_square("rotate", "N", N, B.shape[1])
+    check_square("rotate", "N", N, B.shape[1], source=f"B of shape {tuple(B.shape)}")
     check_same_dtype("rotate", B=B, N=N)
     check_method("rotate", method)
     if method == "truncated":

@@ -324,7 +324,7 @@ def test_mismatched_sizes_are_rejected(rng):
     # message (a RuntimeError in torch) instead of naming the argument.
     with pytest.raises(ValueError, match=r"apply_power: V has shape \(3, 2\); expected \(4,\) or \(4, k\)"):
         apply_power(d, B, np.ones((3, 2)), 0.5)
-    with pytest.raises(ValueError, match=r"rotate: N has shape \(3, 3\), but another input requires \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"rotate: N has shape \(3, 3\), but B of shape \(4, 4\) requires \(4, 4\)"):
         rotate(B, generator(rng, 3))
 
 
