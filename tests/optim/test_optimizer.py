@@ -285,6 +285,31 @@ def test_max_update_rms_clips():
     torch.testing.assert_close(rms, torch.tensor(0.01), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(6, 4), (7,)], ids=["kron", "adam"])
+def test_max_update_rms_above_step_changes_nothing(shape):
+    # The cap scales a step by min(1, limit / norm), so a step below it is
+    # multiplied by exactly 1.0 and must match the uncapped step bitwise.
+    # By the Cauchy-Schwarz inequality, Adam's bias-corrected step over 4
+    # steps with the default betas has entries of at most 1.007, and the
+    # grafted Kronecker step takes the norm of its factored version, of the
+    # same order. Both stay far below an RMS of 1e3. Two parameters of one
+    # shape take the stacked Kronecker and the _foreach Adam steps, and the
+    # third, in float64, the single-tensor step.
+    runs = {}
+    for cap in (None, 1e3):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(*shape)) for _ in range(2)]
+        params.append(torch.nn.Parameter(torch.randn(5, *shape[1:], dtype=torch.float64)))
+        optimizer = SpectralKron(params, lr=0.1, max_update_rms=cap)
+        for step in range(4):
+            for index, param in enumerate(params):
+                set_gradient(param, 10 * step + index)
+            optimizer.step()
+        runs[cap] = [param.detach() for param in params]
+    for capped, uncapped in zip(runs[1e3], runs[None], strict=True):
+        assert torch.equal(capped, uncapped)
+
+
 def test_weight_decay_is_decoupled():
     results = {}
     for weight_decay in (0.0, 0.3):
