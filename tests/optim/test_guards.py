@@ -149,6 +149,29 @@ def test_large_gradient_below_limit_is_used():
     assert all(torch.isfinite(value).all() for value in optimizer.state[weight].values())
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["alone", "stacked"])
+def test_tiny_gradient_initializes_positive_scale(count):
+    # Entries of 1e-25 have squares of 1e-50, below float32's smallest
+    # subnormal (1.4e-45), so mean(G^2) rounds to 0. Their L1 norm is
+    # positive, so the guard accepts them as the first gradient. alpha must
+    # still be positive, because the refresh divides G by sqrt(alpha).
+    # Two weights of one shape take the stacked refresh.
+    weights = [torch.nn.Parameter(torch.randn(5, 3)) for _ in range(count)]
+    optimizer = SpectralKron(weights, lr=1e-2)
+    for step in range(2):
+        for param in weights:
+            param.grad = torch.full_like(param, 1e-25)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            optimizer.step()
+        for param in weights:
+            state = optimizer.state[param]
+            assert state["alpha"].item() > 0, step
+            for key, value in state.items():
+                assert torch.isfinite(value).all(), (step, key)
+            assert torch.isfinite(param).all(), step
+
+
 def test_float64_state_takes_float64_limit():
     # 1e20 is beyond float32's limit of 1.8e19 but far below float64's 1.3e154.
     W = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
