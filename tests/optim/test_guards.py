@@ -283,6 +283,33 @@ def test_more_invalid_options(option, value):
         SpectralKron([torch.nn.Parameter(torch.randn(3, 2))], **{option: value})
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("lr", 0.0),
+        ("betas", (0.0, 0.0)),
+        ("eps", 0.0),
+        ("weight_decay", 0.0),
+        ("precond_lr", 1.0),
+        ("precondition_frequency", 1),
+        ("max_precond_dim", 1),
+        ("max_side_ratio", 1.0),
+        ("damping", 0.0),
+        ("max_cayley_squarings", 0),
+        ("orthogonalize_every", 0),
+    ],
+)
+def test_closed_range_ends_accepted(option, value):
+    # Each value is the closed end of the option's documented range, so the
+    # constructor accepts it and a step runs with it.
+    W = torch.nn.Parameter(torch.randn(3, 2))
+    optimizer = SpectralKron([W], **{option: value})
+    assert optimizer.param_groups[0][option] == value
+    W.grad = torch.randn_like(W)
+    optimizer.step()
+    assert torch.isfinite(W).all()
+
+
 @pytest.mark.parametrize("scale", [1e-4, 1e2, 1e4])
 def test_float16_state_stays_finite_at_any_gradient_scale(scale):
     # float16's largest number is 65504: the curvature products of a raw
