@@ -261,6 +261,27 @@ def test_one_dimensional_path_is_adamw():
     assert set(optimizer.state[bias]) == {"step", "exp_avg", "exp_avg_sq"}
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["alone", "foreach"])
+def test_adam_path_eps_matches_adamw(count):
+    # Gradients of 1e-8 give sqrt(v_hat) of about 1e-8, the size of eps, so
+    # eps about halves each step here. The formula is AdamW's in float32, so
+    # the weights differ by a few roundings of steps of about lr, as in
+    # test_one_dimensional_path_is_adamw. Two biases take the _foreach step,
+    # one the single-tensor step.
+    biases = [torch.nn.Parameter(torch.randn(7)) for _ in range(count)]
+    references = [torch.nn.Parameter(bias.detach().clone()) for bias in biases]
+    optimizer = SpectralKron(biases, lr=1e-2)
+    adamw = torch.optim.AdamW(references, lr=1e-2, weight_decay=0.0)
+    for step in range(4):
+        for index, (bias, reference) in enumerate(zip(biases, references, strict=True)):
+            bias.grad = 1e-8 * torch.randn(7, generator=torch.Generator().manual_seed(10 * step + index))
+            reference.grad = bias.grad.clone()
+        optimizer.step()
+        adamw.step()
+        for bias, reference in zip(biases, references, strict=True):
+            torch.testing.assert_close(bias.detach(), reference.detach(), rtol=1e-6, atol=1e-7)
+
+
 def test_graft_rms_follows_scheduler():
     W = single_weight((6, 4), dtype=torch.float32)
     optimizer = SpectralKron([W], lr=0.1, graft="rms", graft_rms=0.2)
