@@ -65,6 +65,19 @@ def test_invalid_saved_option_changes_nothing():
     assert optimizer.param_groups[0]["state_dtype"] is None
 
 
+def test_invalid_saved_later_option_changes_nothing():
+    # An option added after the first release is filled in only when a
+    # saved group lacks it. A saved invalid value is still rejected.
+    _, optimizer = trained()
+    saved = state_copy(optimizer)
+    state_dict = optimizer.state_dict()
+    state_dict["param_groups"][0]["maximize"] = "yes"
+    with pytest.raises(ValueError, match="invalid option in group 0: invalid maximize 'yes'"):
+        optimizer.load_state_dict(state_dict)
+    assert_same_state(optimizer, saved)
+    assert optimizer.param_groups[0]["maximize"] is False
+
+
 def test_other_shapes_change_nothing():
     _, optimizer = trained()
     saved = state_copy(optimizer)
