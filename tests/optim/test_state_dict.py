@@ -358,3 +358,25 @@ def test_state_dict_without_later_options_loads():
     expected = model.state_dict()
     for name, value in resumed_model.state_dict().items():
         assert torch.equal(value, expected[name]), name
+
+
+def test_saved_state_dtype_as_dtype_loads():
+    # A saved group names its state dtype by a string, but one edited by
+    # hand may give a torch.dtype. The load casts the state to it.
+    model = make_model(0)
+    optimizer = SpectralKron(model.parameters(), lr=1e-2)
+    train_steps(model, optimizer, 3)
+    saved = optimizer.state_dict()
+    saved["param_groups"][0]["state_dtype"] = torch.bfloat16
+
+    resumed = SpectralKron(model.parameters(), lr=1e-2)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["state_dtype"] == "bfloat16"
+    for param in model.parameters():
+        state = resumed.state[param]
+        assert state["exp_avg"].dtype == torch.bfloat16
+        # The second moment of a bias and the eigenvalues of a weight stay float32.
+        wide_key = "exp_avg_sq" if param.ndim == 1 else "d_C"
+        assert state[wide_key].dtype == torch.float32
+    train_steps(model, resumed, 1, first_step=3)
+    assert all(torch.isfinite(param).all() for param in model.parameters())
