@@ -181,6 +181,18 @@ def test_integer_deviation_stays_above_floor():
     assert np.all(std[2:] < 1e-3)  # the continuous variables converged meanwhile
 
 
+def test_all_integer_variables_skip_tol_x():
+    # tol_x looks only at continuous variables. With none, it never fires,
+    # even with a threshold of 10 that every deviation here is below (they
+    # start at sigma0 = 1, and five iterations move sigma by far less than 10x).
+    es = SpectralES(np.full(3, 2.0), 1.0, seed=0, integer_variables=[0, 1, 2], tol_x=10.0)
+    for _ in range(5):
+        X = es.ask()
+        es.tell(X, [shifted_mixed_sphere(x) for x in X])
+    assert np.all(es.coordinate_std() < 10.0)
+    assert "tol_x" not in es.stop()
+
+
 def test_integer_min_std_matches_pycma_bound():
     # pycma 4.x: min(0.2, mueff / n, 0.5 / -ppf(p / 2)) with p = 2 / (2 + n + n_int).
     cma_options = pytest.importorskip("cma.options_parameters")

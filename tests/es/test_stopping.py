@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from spectral_es import SpectralES, minimize
+from spectral_es.es.stopping import all_std_below
 from spectral_es.functions import ellipsoid, rastrigin, sphere
 
 
@@ -21,6 +22,29 @@ def test_max_evals_and_max_iter():
     result = minimize(sphere, np.ones(5), 1.0, seed=0, max_iter=7)
     assert result.stop == {"max_iter": 7}
     assert result.nit == 7
+
+
+def test_limits_stop_at_equality():
+    # max_evals = 2 popsize is reached exactly after two iterations, and
+    # max_iter = 2 after the same two: each limit stops at equality, not one
+    # generation later.
+    for limits in ({"max_evals": 12}, {"max_iter": 2}):
+        es = SpectralES(np.ones(4), 1.0, popsize=6, seed=0, **limits)
+        X = es.ask()
+        es.tell(X, sphere(X))
+        assert es.stop() == {}
+        X = es.ask()
+        es.tell(X, sphere(X))
+        assert es.stop() == limits
+        assert es.nfev == 12
+
+
+def test_target_met_with_equality():
+    # The target stops the run once a value is at it, not only below it.
+    es = SpectralES(np.zeros(3), 1.0, popsize=4, seed=0, f_target=1.0)
+    es.tell(es.ask(), [3.0, 1.0, 2.0, 4.0])
+    assert es.stop() == {"f_target": 1.0}
+    assert es.fbest == 1.0
 
 
 def test_target_reached():
@@ -82,6 +106,26 @@ def test_condition_limit():
     result = minimize(ellipsoid, np.ones(6), 1.0, seed=0, tol_condition=1e3)
     assert "tol_condition" in result.stop
     assert result.fbest > 1e-8  # it stopped long before converging
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_all_std_below_matches_exact_check(rng, diagonal):
+    # The shortcut through sigma / sqrt(max(d)) and sigma / sqrt(min(d)) must
+    # give the exact answer, above all for thresholds between those bounds,
+    # where only some coordinates are below. Thresholds at 1e-9 relative
+    # distance from an exact deviation could round either way, so they are skipped.
+    for _ in range(50):
+        es = SpectralES(np.zeros(4), 1.0, seed=0, diagonal=diagonal)
+        es.sigma = 10 ** rng.uniform(-3, 3)
+        es.d = 10 ** rng.uniform(-4, 4, size=4)
+        if not diagonal:
+            es.B = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+        std = es.coordinate_std()
+        low, high = es.sigma / np.sqrt(es.d.max()), es.sigma / np.sqrt(es.d.min())
+        for threshold in np.concatenate([[low / 2, high * 2], rng.uniform(low, high, size=5)]):
+            if np.min(np.abs(std / threshold - 1)) < 1e-9:
+                continue
+            assert all_std_below(es, threshold) == bool(np.all(std < threshold))
 
 
 def test_stagnation_on_pure_noise():
