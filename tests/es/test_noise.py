@@ -131,3 +131,59 @@ def test_handler_rejects_wrong_reevaluation_shape():
     handler = UncertaintyHandler(5, 8)
     with pytest.raises(ValueError, match=r"f_again has shape \(3,\), expected \(2,\)"):
         handler.update(np.zeros(8), np.zeros(3))
+
+
+def test_update_averages_reevaluated_rows():
+    handler = UncertaintyHandler(5, 8)
+    f = np.arange(8.0)
+    f_again = np.array([2.0, -1.0])
+    told = handler.update(f, f_again)
+    # Rows 0 and 1 (the indices) get the mean of both values, the others keep theirs.
+    np.testing.assert_array_equal(handler.indices, [0, 1])
+    np.testing.assert_array_equal(told, [1.0, 0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    np.testing.assert_array_equal(f, np.arange(8.0))  # the caller's array is unchanged
+
+
+def test_evaluations_stay_within_limits(rng):
+    # Independent values make the measurement positive, identical ones
+    # negative; either way the evaluations per point stay in [1, max_evaluations].
+    handler = UncertaintyHandler(2, 12, max_evaluations=3)
+    for _ in range(100):
+        handler.update(rng.random(12), rng.random(handler.n_reevaluated))
+        assert 1.0 <= handler.evaluations <= 3.0
+    assert handler.evaluations_per_point == 3
+    for _ in range(200):
+        f = rng.random(12)
+        handler.update(f, f[handler.indices])
+        assert 1.0 <= handler.evaluations <= 3.0
+    assert handler.evaluations_per_point == 1
+
+
+def test_non_finite_values_skip_measurement():
+    handler = UncertaintyHandler(5, 8)
+    f = np.arange(8.0)
+    handler.update(f, f[handler.indices])
+    before = handler.uncertainty
+    assert before < 0
+    handler.update(np.where(np.arange(8) == 5, np.inf, f), f[handler.indices])
+    handler.update(f, np.array([np.nan, 1.0]))
+    assert handler.uncertainty == before
+
+
+def test_rank_change_measure_small_cases():
+    # lam = 2, sample 0 re-evaluated to the same value: the sorted values are
+    # 1 (first copy), 1 (second copy), 2, 2, so the copies are adjacent and
+    # Delta = 1 - 1 = 0. Each copy sits at position 1 among the 3 others, with
+    # distances [0, 1, 2] to them, whose 25th percentile is 0.5, so
+    # s = 0 - max(1, 0.5) = -1.
+    assert rank_change_measure(np.array([1.0, 2.0]), np.array([1.0]), np.arange(1)) == -1.0
+    # lam = 4, sample 0 moves from rank 0 to rank 7 of 8: Delta = 7 - 1 = 6.
+    # Among the 7 others its copies sit at positions 1 and 7, each with
+    # distances 0..6, whose 25th percentile is 1.5, so s = 6 - 1.5 = 4.5.
+    f = np.array([1.0, 2.0, 3.0, 4.0])
+    assert rank_change_measure(f, np.array([4.5]), np.arange(1)) == 4.5
+    # The mirror image, from rank 7 to rank 0, gives the same s: the first
+    # copy's position among the others is 7, not 8, since its own second copy
+    # ranks below it.
+    f = np.array([5.0, 1.0, 2.0, 3.0])
+    assert rank_change_measure(f, np.array([0.0]), np.arange(1)) == 4.5
