@@ -145,8 +145,8 @@ def test_update_averages_reevaluated_rows():
 
 
 def test_evaluations_stay_within_limits(rng):
-    # Independent values make the measurement positive, identical ones
-    # negative; either way the evaluations per point stay in [1, max_evaluations].
+    # Independent values make the measurement positive and identical ones
+    # negative. Either way the evaluations per point stay in [1, max_evaluations].
     handler = UncertaintyHandler(2, 12, max_evaluations=3)
     for _ in range(100):
         handler.update(rng.random(12), rng.random(handler.n_reevaluated))
@@ -187,3 +187,15 @@ def test_rank_change_measure_small_cases():
     # ranks below it.
     f = np.array([5.0, 1.0, 2.0, 3.0])
     assert rank_change_measure(f, np.array([0.0]), np.arange(1)) == 4.5
+
+
+def test_state_dict_keeps_pending_count():
+    # A state saved between update() and tell() must count the re-evaluations
+    # after loading: 1 evaluation per point times (8 + 2) points.
+    handler = UncertaintyHandler(5, 8)
+    f = np.arange(8.0)
+    handler.update(f, f[handler.indices])
+    restored = UncertaintyHandler(5, 8)
+    restored.load_state_dict(handler.state_dict())
+    assert restored.take_evaluation_count(8) == 10
+    assert handler.take_evaluation_count(8) == 10
