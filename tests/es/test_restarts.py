@@ -82,6 +82,27 @@ def test_regimes_alternate_by_spent_evaluations():
     assert next_run(make_plan(), {"run": 4, "popsize": 40, "summaries": summaries}).regime == "large"
 
 
+def test_regimes_tie_goes_to_large():
+    # The next run is small only while the small runs have spent fewer
+    # evaluations than the large ones: 500 + 2500 = 3000 of each is a tie.
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000), summary(2, "small", 12, 2500)]
+    assert next_run(make_plan(), {"run": 3, "popsize": 40, "summaries": summaries}).regime == "large"
+
+
+def test_small_run_popsize_exponent_is_squared():
+    # popsize = floor(10 * 4^(U2^2)) is at most 14 when 4^(U2^2) < 1.5, that
+    # is U2 < sqrt(log(1.5) / log(4)) = 0.541. With U2 in place of U2^2 the
+    # chance would be log(1.5) / log(4) = 0.292. Over 400 draws the standard
+    # deviation of the fraction is at most 0.025, so [0.45, 0.63] lies more
+    # than 3.5 deviations from 0.541 and 6 from 0.292.
+    summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000), summary(2, "large", 40, 9000)]
+    sizes = [
+        next_run(make_plan(), {"run": run, "popsize": 80, "summaries": summaries}).popsize for run in range(3, 403)
+    ]
+    fraction = np.mean(np.array(sizes) <= 14)
+    assert 0.45 < fraction < 0.63
+
+
 def test_only_large_runs_count_as_restarts_with_bipop():
     summaries = [summary(0, "default", 10, 500), summary(1, "large", 20, 3000), summary(2, "small", 12, 900)]
     assert not is_last_run(make_plan(restarts=2), summaries)
