@@ -11,7 +11,7 @@ from spectral_es import SpectralES, minimize
 from spectral_es.cli import main
 from spectral_es.es import resume
 from spectral_es.es.history import History
-from spectral_es.functions import rastrigin, rosenbrock
+from spectral_es.functions import rastrigin, rosenbrock, sphere
 
 
 def run_to_stop(es):
@@ -87,6 +87,32 @@ def test_resume_rejects_budget_already_spent(tmp_path):
     with pytest.raises(ValueError, match=r"max_evals=200 is not above the 30\d evaluations already done"):
         resume(rosenbrock, path, max_evals=200)
     assert path.read_bytes() == before
+
+
+def test_resume_rejects_budget_equal_to_spent(tmp_path):
+    path = tmp_path / "run.npz"
+    spent = minimize(rosenbrock, np.zeros(4), 0.5, seed=1, max_evals=300, checkpoint=path).nfev
+    with pytest.raises(ValueError, match=rf"max_evals={spent} is not above the {spent} evaluations already done"):
+        resume(rosenbrock, path, max_evals=spent)
+
+
+def test_resume_budget_counts_earlier_runs(tmp_path):
+    # The old budget ends the second run, 50 evaluations after the first
+    # ended. The new budget covers all runs, so the second run may spend only
+    # what the first left of it, as in one run with the new budget from the start.
+    settings = {"seed": 2, "restarts": 2, "tol_x": 1e-8}
+    first = minimize(sphere, np.ones(4), 1.0, **settings).restarts[0]["nfev"]
+    path = tmp_path / "run.npz"
+    short = minimize(sphere, np.ones(4), 1.0, max_evals=first + 50, checkpoint=path, **settings)
+    assert short.stop == {"max_evals": first + 50}
+    assert len(short.restarts) == 2
+
+    budget = first + 150
+    reference = minimize(sphere, np.ones(4), 1.0, max_evals=budget, **settings)
+    longer = resume(sphere, path, max_evals=budget)
+    assert longer.stop == {"max_evals": budget}
+    assert longer.nfev == reference.nfev
+    assert longer.restarts == reference.restarts
 
 
 def test_command_line_resume_takes_new_budget(tmp_path, capsys):
