@@ -15,7 +15,7 @@ import pytest
 from spectral_es import SpectralES, minimize
 from spectral_es.es import EvaluationError, checkpoint, resume
 from spectral_es.es.history import SCALAR_COLUMNS
-from spectral_es.es.minimize import read_plan
+from spectral_es.es.minimize import objective_name, read_plan
 from spectral_es.functions import ellipsoid, rastrigin, rosenbrock, sphere
 
 # Wall-clock entries differ between two runs of the same computation.
@@ -520,3 +520,19 @@ def test_write_read_round_trips_plain_values(tmp_path):
     np.testing.assert_array_equal(restored["pair"][0], np.arange(2.0))
     assert restored["pair"][1] == 1
     assert restored["user"] == {"__array__": "x", "other": 1}
+
+
+def test_resume_stores_new_function_and_vectorized(tmp_path):
+    # The continued run's checkpoints name the objective it now uses and
+    # whether it is vectorised, so that a later resume takes those by default.
+    def renamed_sphere(X):
+        return sphere(X)
+
+    path = tmp_path / "run.npz"
+    minimize(rosenbrock, np.zeros(3), 0.5, seed=1, max_evals=100, checkpoint=path)
+    assert read_plan(path)["vectorized"] is False
+
+    resume(renamed_sphere, path, check_function=False, vectorized=True, max_evals=200)
+    plan = read_plan(path)
+    assert plan["function"] == objective_name(renamed_sphere)
+    assert plan["vectorized"] is True

@@ -257,6 +257,13 @@ def test_bad_incpopsize_rejected_before_evaluation(incpopsize, match):
     assert calls == []
 
 
+def test_incpopsize_one_keeps_popsize():
+    # incpopsize = 1 is the lower end of the valid range: every restart keeps
+    # the default popsize 4 + floor(3 ln 3) = 7 of the 3-D problem.
+    result = minimize(sphere, np.ones(3), 0.5, seed=1, restarts=2, incpopsize=1, tol_x=1e-3)
+    assert [run["popsize"] for run in result.restarts] == [7, 7, 7]
+
+
 @pytest.mark.parametrize("seed", ["a", 1.5, -1, True, [1, "b"]])
 def test_bad_seed_named(seed):
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer.*got"):
