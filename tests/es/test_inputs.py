@@ -228,9 +228,11 @@ def test_minimize_rejects_non_scalar_objective():
         minimize(lambda x: x, np.zeros(3), 1.0, max_evals=100)
 
 
-def test_minimize_rejects_bad_restarts():
-    with pytest.raises(ValueError, match="restarts must be an integer >= 0, got -1"):
-        minimize(sphere, np.zeros(3), 1.0, restarts=-1)
+@pytest.mark.parametrize("restarts", [-1, True])
+def test_minimize_rejects_bad_restarts(restarts):
+    # bool is a subclass of int, so True would otherwise pass as 1 restart.
+    with pytest.raises(ValueError, match=f"restarts must be an integer >= 0, got {restarts}"):
+        minimize(sphere, np.zeros(3), 1.0, restarts=restarts, max_evals=100)
 
 
 @pytest.mark.parametrize(

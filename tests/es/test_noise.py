@@ -159,6 +159,36 @@ def test_evaluations_stay_within_limits(rng):
     assert handler.evaluations_per_point == 1
 
 
+def test_update_smooths_and_scales_evaluations():
+    # n = 5 gives alpha = 1 + 2 / (5 + 10). The test repeats the handler's
+    # few floating-point operations, so only a handful of roundings of
+    # 2**-53 each separate the two sides: rel=1e-12 leaves a wide margin.
+    handler = UncertaintyHandler(5, 8, max_evaluations=20)
+    alpha = 1 + 2 / 15
+    f = np.arange(8.0)
+
+    # A reordering measures s > 0: the smoothed S moves 0.3 of the way to s
+    # and the evaluations grow by alpha.
+    moved = np.array([7.5, -1.0])
+    s_moved = rank_change_measure(f, moved, handler.indices)
+    assert s_moved > 0
+    handler.update(f, moved)
+    assert handler.uncertainty == pytest.approx(0.3 * s_moved, rel=1e-12)
+    assert handler.evaluations == pytest.approx(alpha, rel=1e-12)
+
+    # Identical values measure s < 0. While S < 0 the evaluations shrink by
+    # alpha**-0.25 per update, four times slower than they grow.
+    s_same = rank_change_measure(f, f[handler.indices], handler.indices)
+    expected = 0.3 * s_moved
+    while expected >= 0:
+        handler.update(f, f[handler.indices])
+        expected += 0.3 * (s_same - expected)
+    assert handler.uncertainty == pytest.approx(expected, rel=1e-12)
+    handler.evaluations = 4.0
+    handler.update(f, f[handler.indices])
+    assert handler.evaluations == pytest.approx(4.0 * alpha**-0.25, rel=1e-12)
+
+
 def test_non_finite_values_skip_measurement():
     handler = UncertaintyHandler(5, 8)
     f = np.arange(8.0)
