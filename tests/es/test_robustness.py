@@ -1,4 +1,4 @@
-"""Non-finite values, flat functions, seeding, pickling, n = 1 and long runs."""
+"""Non-finite values, flat functions, one-step updates, seeding, pickling, n = 1 and long runs."""
 
 from __future__ import annotations
 
@@ -101,6 +101,49 @@ def test_tied_values_share_mean_weight():
     X = es.ask()
     es.tell(X, np.full(len(X), 2.0))
     np.testing.assert_allclose(es.mean, X.mean(axis=0), rtol=0, atol=1e-14)
+
+
+def test_path_stalls_above_h_sigma_threshold():
+    # In the first iteration p_sigma = sqrt(c_sigma (2 - c_sigma) mueff) z_w
+    # and the bias correction divides by sqrt(c_sigma (2 - c_sigma)), so the
+    # tested length is sqrt(mueff) ||z_w||. CMA-ES sets h_sigma = 0, and so
+    # p_c = 0, when that length reaches (1.4 + 2 / (n + 1)) chi_n. With
+    # x0 = 0, sigma0 = 1 and d = 1, the samples X are z themselves.
+    n = 10
+    threshold = 1.4 + 2 / (n + 1)
+    ratios = []
+    for seed in range(30):
+        es = SpectralES(np.zeros(n), 1.0, seed=seed)
+        X = es.ask()
+        f = X[:, 0]
+        z_w = es.params.mean_weights @ X[np.argsort(f)]
+        ratio = np.sqrt(es.params.mueff) * np.linalg.norm(z_w) / es.params.chi_n
+        es.tell(X, f)
+        # The closest ratio to the threshold is 0.048 away, far beyond rounding.
+        assert np.any(es.p_c != 0) == (ratio < threshold), (seed, ratio)
+        ratios.append(ratio)
+    # Both cases occur, and some ratios lie between 1.2 and the threshold,
+    # where the constant 1.0 in place of 1.4 would wrongly stall the path.
+    assert max(ratios) > threshold
+    assert any(1.2 < ratio < threshold for ratio in ratios)
+
+
+def test_xnes_step_size_and_unit_determinant():
+    # The xNES preset moves log sigma by
+    # 0.5 eta_sigma sum_k u_k (||z_k||^2 - n) / n and keeps only the
+    # trace-free part of the gradient for the shape, so prod(d) stays 1, and
+    # with it det(C) = 1 / prod(d). Both sides are sums of lam * n products,
+    # whose rounding is about 1e-14 here, so 1e-12 is a safe tolerance.
+    n = 10
+    es = SpectralES(np.zeros(n), 1.0, preset="xnes", seed=1)
+    X = es.ask()
+    f = (X**2).sum(axis=1)
+    excess = (X[np.argsort(f)] ** 2).sum(axis=1) - n
+    log_step = 0.5 * es.params.eta_sigma * (es.params.mean_weights @ excess) / n
+    es.tell(X, f)
+    assert es.B is not None
+    assert np.log(es.sigma) == pytest.approx(log_step, rel=1e-12, abs=1e-12)
+    assert abs(np.log(es.d).sum()) <= 1e-12
 
 
 def test_truncated_rotations_stay_orthogonal():
