@@ -137,10 +137,10 @@ def test_update_averages_reevaluated_rows():
     handler = UncertaintyHandler(5, 8)
     f = np.arange(8.0)
     f_again = np.array([2.0, -1.0])
-    told = handler.update(f, f_again)
+    averaged = handler.update(f, f_again)
     # Rows 0 and 1 (the indices) get the mean of both values, the others keep theirs.
     np.testing.assert_array_equal(handler.indices, [0, 1])
-    np.testing.assert_array_equal(told, [1.0, 0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    np.testing.assert_array_equal(averaged, [1.0, 0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     np.testing.assert_array_equal(f, np.arange(8.0))  # the caller's array is unchanged
 
 

@@ -111,7 +111,7 @@ def test_condition_limit():
 @pytest.mark.parametrize("diagonal", [False, True])
 def test_all_std_below_matches_exact_check(rng, diagonal):
     # The shortcut through sigma / sqrt(max(d)) and sigma / sqrt(min(d)) must
-    # give the exact answer, above all for thresholds between those bounds,
+    # agree with the exact check, above all for thresholds between those bounds,
     # where only some coordinates are below. Thresholds at 1e-9 relative
     # distance from an exact deviation could round either way, so they are skipped.
     for _ in range(50):
